@@ -1,0 +1,104 @@
+"""`python -m worker …`: the commands operators and developers use."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from worker.core.endpoints import UrlPolicy
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Flyt → Xledger worker: posts Betalt child-welfare payments to Xledger."""
+
+
+@main.command()
+@click.option("--snapshot", "snapshot_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="A RegisterSnapshot JSON file: one snapshot or a list (any tenants).")
+@click.option("--events", "events_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="PaymentStatusEvent JSON lines; '-' for standard input.")
+@click.option("--allow-sandbox-url", is_flag=True,
+              help="Accept loopback sandbox URLs in snapshots (development only, R2).")
+def enrich(snapshot_path: Path, events_path: Path, allow_sandbox_url: bool) -> None:
+    """Evaluate events against snapshots offline: one JSON line out per line in."""
+    from worker.offline import SnapshotFileError, enrich_lines, load_book
+
+    try:
+        book, notes = load_book(snapshot_path, UrlPolicy(allow_sandbox=allow_sandbox_url))
+    except SnapshotFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    for note in notes:
+        click.echo(note, err=True)
+    try:
+        source = sys.stdin.buffer if str(events_path) == "-" else events_path.open("rb")
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {events_path}: {exc.strerror}") from None
+    out = sys.stdout
+    with source:
+        for record in enrich_lines(source, book):
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@main.command("demo-data")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--events", "n_events", default=1000, show_default=True, type=click.IntRange(0))
+@click.option("--bad", "n_bad", default=0, show_default=True, type=click.IntRange(0),
+              help="Also write this many unreadable or invalid lines.")
+@click.option("--seed", default=2026, show_default=True, type=int)
+def demo_data(out_dir: Path, n_events: int, n_bad: int, seed: int) -> None:
+    """Write the demo snapshots and generated events as files for `enrich`."""
+    snapshots, events = _write_demo_files(out_dir, n_events, n_bad, seed)
+    click.echo(f"wrote {snapshots} and {events}")
+
+
+def _write_demo_files(out_dir: Path, n_events: int, n_bad: int, seed: int) -> tuple[Path, Path]:
+    from worker.demo.events import bad_event_lines, generate_events
+    from worker.demo.registers import demo_snapshot_dicts
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    snapshots = out_dir / "snapshots.json"
+    snapshots.write_text(json.dumps(demo_snapshot_dicts(), ensure_ascii=False, indent=1), "utf-8")
+    events = out_dir / "events.jsonl"
+    with events.open("w", encoding="utf-8") as f:
+        for event in generate_events(n_events, seed=seed):
+            f.write(json.dumps(event, ensure_ascii=False) + "\n")
+        for line in bad_event_lines(n_bad):
+            f.write(line.replace("\n", " ") + "\n")
+    return snapshots, events
+
+
+@main.command("offline-demo")
+@click.option("--events", "n_events", default=2000, show_default=True, type=click.IntRange(0))
+@click.option("--bad", "n_bad", default=20, show_default=True, type=click.IntRange(0))
+def offline_demo(n_events: int, n_bad: int) -> None:
+    """Evaluate generated demo events offline and print the outcomes per tenant."""
+    from worker.offline import enrich_lines, load_book
+
+    with tempfile.TemporaryDirectory() as tmp:
+        snapshots, events = _write_demo_files(Path(tmp), n_events, n_bad, 2026)
+        book, notes = load_book(snapshots)
+        with events.open("rb") as f:
+            records = list(enrich_lines(f, book))
+    for note in notes:
+        click.echo(note, err=True)
+    table: Counter[tuple[str, str]] = Counter()
+    reasons: Counter[str] = Counter()
+    for r in records:
+        table[(r["tenant_id"] or "(unreadable)", r["outcome"])] += 1
+        if r["outcome"] == "rejection":
+            reasons[r["reason"]] += 1
+    outcomes = ["submission", "rejection", "ignored", "duplicate", "invalid"]
+    click.echo(f"{'tenant':<18}" + "".join(f"{o:>12}" for o in outcomes))
+    for tenant in sorted({t for t, _ in table}):
+        click.echo(f"{tenant:<18}" + "".join(f"{table[(tenant, o)]:>12}" for o in outcomes))
+    click.echo(f"{'total':<18}" + "".join(
+        f"{sum(v for (t, o), v in table.items() if o == name):>12}" for name in outcomes))
+    click.echo("rejections by reason: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))

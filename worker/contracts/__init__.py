@@ -1,0 +1,41 @@
+"""The wire records of ../shared/contracts.md, as pydantic v2 models.
+
+These are plain data: no I/O. Field names follow the contract and are never renamed.
+"""
+
+from worker.contracts.dlq import DLQ_HEADERS, DlqHeaders
+from worker.contracts.payment_event import Child, Measure, Payment, PaymentStatusEvent, Status
+from worker.contracts.receipt import Receipt, ReceiptLine
+from worker.contracts.register_snapshot import (
+    Dimension,
+    Publisher,
+    Registers,
+    RegisterSnapshot,
+    Settings,
+    Source,
+)
+from worker.contracts.rejection import Problem, ProblemCode, Rejection
+from worker.contracts.submission import GLLine, Submission
+
+__all__ = [
+    "DLQ_HEADERS",
+    "Child",
+    "Dimension",
+    "DlqHeaders",
+    "GLLine",
+    "Measure",
+    "Payment",
+    "PaymentStatusEvent",
+    "Problem",
+    "ProblemCode",
+    "Publisher",
+    "Receipt",
+    "ReceiptLine",
+    "RegisterSnapshot",
+    "Registers",
+    "Rejection",
+    "Settings",
+    "Source",
+    "Status",
+    "Submission",
+]

@@ -1,0 +1,57 @@
+"""Reading untrusted bytes as a PaymentStatusEvent: never raises, always says why not."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from worker.contracts.payment_event import PaymentStatusEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """An input that is not a valid PaymentStatusEvent; ids are best-effort, for tracing."""
+
+    error: str
+    error_class: str
+    event_id: str | None = None
+    payment_id: str | None = None
+    tenant_id: str | None = None
+
+
+def describe(exc: ValidationError, limit: int = 5) -> str:
+    """A short, one-line account of what is wrong, field by field."""
+    parts = []
+    for err in exc.errors(include_url=False)[:limit]:
+        where = ".".join(str(x) for x in err["loc"]) or "event"
+        parts.append(f"{where}: {err['msg']}")
+    more = exc.error_count() - limit
+    if more > 0:
+        parts.append(f"… and {more} more")
+    return "; ".join(parts)
+
+
+def _ids(raw: object) -> dict[str, str | None]:
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        k: raw[k] if isinstance(raw.get(k), str) else None
+        for k in ("event_id", "payment_id", "tenant_id")
+    }
+
+
+def read_event(data: bytes | str) -> PaymentStatusEvent | Unreadable:
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return Unreadable(f"not JSON: {exc}", type(exc).__name__)
+    except RecursionError:
+        return Unreadable("not JSON: nested too deeply", "RecursionError")
+    if not isinstance(raw, dict):
+        return Unreadable(f"not a JSON object but {type(raw).__name__}", "TypeError")
+    try:
+        return PaymentStatusEvent.model_validate(raw)
+    except ValidationError as exc:
+        return Unreadable(describe(exc), "ValidationError", **_ids(raw))

@@ -1,0 +1,26 @@
+"""Receipt: proof that a payment is in Xledger (`xledger.receipts.v1`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from worker.contracts.types import Id, Record, SchemaVersion, Timestamp
+
+
+class ReceiptLine(Record):
+    extIdentifier: Id
+    dbId: int
+
+
+class Receipt(Record):
+    schema_version: SchemaVersion = 1
+    tenant_id: Id
+    payment_id: Id
+    event_id: Id | None = None
+    lines: list[ReceiptLine] = Field(min_length=1)
+    posted_at: Timestamp
+    batch_id: Id
+    already_present: bool = Field(
+        default=False,
+        description="True when Xledger already held the lines (found by lookup, not posted again)",
+    )

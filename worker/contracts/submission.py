@@ -1,0 +1,52 @@
+"""Submission: an enriched payment, ready to post to Xledger (`xledger.submissions.v1`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from worker.contracts.types import Code, Id, IsoDate, Record, SchemaVersion, SignedAmount, Timestamp
+
+
+def ext_identifier(tenant_id: str, payment_id: str, line_no: int) -> str:
+    """The stable external identifier of a payment's GL line (contracts.md, R18).
+
+    The same payment always yields the same identifiers: this is what makes a posting
+    findable in Xledger and the client idempotent.
+    """
+    return f"flyt:{tenant_id}:{payment_id}:{line_no}"
+
+
+class GLLine(Record):
+    """One GL import line, in Xledger's own field names (xledger.md, `addGLImportItems`).
+
+    Reference fields hold the code; the Xledger client wraps them as `{code: ...}`.
+    """
+
+    extIdentifier: Id
+    account: Code
+    amount: SignedAmount
+    currency: Code
+    postedDate: IsoDate
+    text: str
+    taxRule: Code | None = None
+    glObject1: Code | None = None
+    glObject2: Code | None = None
+    glObject3: Code | None = None
+    glObject4: Code | None = None
+    glObject5: Code | None = None
+    project: Code | None = None
+    bankAccountRef: Code | None = None  # Bankkonti-pkey (R4), a dbId in Xledger
+
+
+class Submission(Record):
+    schema_version: SchemaVersion = 1
+    tenant_id: Id
+    payment_id: Id
+    event_id: Id
+    snapshot_version: int
+    dimensions: dict[str, str] = Field(
+        description="Accounting string: position (as a string) to value, positions with a value"
+    )
+    vat_code: Code
+    lines: list[GLLine] = Field(min_length=2, max_length=2)
+    created_at: Timestamp

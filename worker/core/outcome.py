@@ -1,0 +1,62 @@
+"""What the core decides for one Betalt payment: Enriched (postable) or Rejected (R14)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from worker.contracts.payment_event import PaymentStatusEvent
+from worker.contracts.rejection import Problem, ProblemCode, Rejection
+from worker.contracts.submission import GLLine, Submission
+
+# R16: problems a newer register snapshot can cure. Every enrichment problem is a register
+# gap or a register conflict; only Xledger's own refusal needs a person, not a snapshot.
+RETRYABLE = frozenset(ProblemCode) - {ProblemCode.XLEDGER_REFUSED}
+
+
+@dataclass(frozen=True, slots=True)
+class Enriched:
+    snapshot_version: int
+    dimensions: dict[str, str]  # position (as a string) → value
+    vat_code: str
+    lines: tuple[GLLine, GLLine]
+
+    def submission(self, event: PaymentStatusEvent, created_at: datetime) -> Submission:
+        return Submission.model_construct(
+            schema_version=1,
+            tenant_id=event.tenant_id,
+            payment_id=event.payment_id,
+            event_id=event.event_id,
+            snapshot_version=self.snapshot_version,
+            dimensions=self.dimensions,
+            vat_code=self.vat_code,
+            lines=list(self.lines),
+            created_at=created_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    snapshot_version: int | None
+    problems: tuple[Problem, ...]
+
+    @property
+    def reason(self) -> ProblemCode:
+        return self.problems[0].code
+
+    @property
+    def retryable(self) -> bool:
+        return all(p.code in RETRYABLE for p in self.problems)
+
+    def rejection(self, event: PaymentStatusEvent, created_at: datetime | None) -> Rejection:
+        return Rejection.model_construct(
+            schema_version=1,
+            tenant_id=event.tenant_id,
+            payment_id=event.payment_id,
+            event_id=event.event_id,
+            snapshot_version=self.snapshot_version,
+            reason=self.reason,
+            problems=list(self.problems),
+            retryable=self.retryable,
+            created_at=created_at,
+        )
