@@ -19,14 +19,25 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--snapshot", "snapshot_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="A RegisterSnapshot JSON file: one snapshot or a list (any tenants).")
-@click.option("--events", "events_path", required=True,
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="PaymentStatusEvent JSON lines; '-' for standard input.")
-@click.option("--allow-sandbox-url", is_flag=True,
-              help="Accept loopback sandbox URLs in snapshots (development only, R2).")
+@click.option(
+    "--snapshot",
+    "snapshot_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A RegisterSnapshot JSON file: one snapshot or a list (any tenants).",
+)
+@click.option(
+    "--events",
+    "events_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PaymentStatusEvent JSON lines; '-' for standard input.",
+)
+@click.option(
+    "--allow-sandbox-url",
+    is_flag=True,
+    help="Accept loopback sandbox URLs in snapshots (development only, R2).",
+)
 def enrich(snapshot_path: Path, events_path: Path, allow_sandbox_url: bool) -> None:
     """Evaluate events against snapshots offline: one JSON line out per line in."""
     from worker.offline import SnapshotFileError, enrich_lines, load_book
@@ -50,8 +61,14 @@ def enrich(snapshot_path: Path, events_path: Path, allow_sandbox_url: bool) -> N
 @main.command("demo-data")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--events", "n_events", default=1000, show_default=True, type=click.IntRange(0))
-@click.option("--bad", "n_bad", default=0, show_default=True, type=click.IntRange(0),
-              help="Also write this many unreadable or invalid lines.")
+@click.option(
+    "--bad",
+    "n_bad",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Also write this many unreadable or invalid lines.",
+)
 @click.option("--seed", default=2026, show_default=True, type=int)
 def demo_data(out_dir: Path, n_events: int, n_bad: int, seed: int) -> None:
     """Write the demo snapshots and generated events as files for `enrich`."""
@@ -99,6 +116,8 @@ def offline_demo(n_events: int, n_bad: int) -> None:
     click.echo(f"{'tenant':<18}" + "".join(f"{o:>12}" for o in outcomes))
     for tenant in sorted({t for t, _ in table}):
         click.echo(f"{tenant:<18}" + "".join(f"{table[(tenant, o)]:>12}" for o in outcomes))
-    click.echo(f"{'total':<18}" + "".join(
-        f"{sum(v for (t, o), v in table.items() if o == name):>12}" for name in outcomes))
+    click.echo(
+        f"{'total':<18}"
+        + "".join(f"{sum(v for (t, o), v in table.items() if o == name):>12}" for name in outcomes)
+    )
     click.echo("rejections by reason: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))

@@ -70,9 +70,7 @@ def outcome_record(event: PaymentStatusEvent, book: RegisterBook) -> dict[str, A
             "outcome": "submission",
             "dimensions": result.dimensions,
             "vat_code": result.vat_code,
-            "lines": [
-                line.model_dump(mode="json", exclude_none=True) for line in result.lines
-            ],
+            "lines": [line.to_json() for line in result.lines],
         }
     return base | {
         "outcome": "rejection",
@@ -84,7 +82,7 @@ def outcome_record(event: PaymentStatusEvent, book: RegisterBook) -> dict[str, A
 def enrich_lines(lines: Iterable[str | bytes], book: RegisterBook) -> Iterator[dict[str, Any]]:
     handled: set[tuple[str, str]] = set()
     for line in lines:
-        event = read_event(line.rstrip(b"\r\n" if isinstance(line, bytes) else "\r\n"))
+        event = read_event(line.rstrip(b"\r\n") if isinstance(line, bytes) else line.rstrip("\r\n"))
         if isinstance(event, Unreadable):
             yield {
                 "event_id": event.event_id,
@@ -94,8 +92,11 @@ def enrich_lines(lines: Iterable[str | bytes], book: RegisterBook) -> Iterator[d
                 "error": event.error,
             }
             continue
-        ids = {"event_id": event.event_id, "payment_id": event.payment_id,
-               "tenant_id": event.tenant_id}
+        ids = {
+            "event_id": event.event_id,
+            "payment_id": event.payment_id,
+            "tenant_id": event.tenant_id,
+        }
         if event.status is not Status.BETALT:  # R17
             yield ids | {"outcome": "ignored", "status": str(event.status)}
             continue

@@ -21,7 +21,8 @@ class Status(StrEnum):
 
 
 # Dotted measure type codes: "2", "2.1", "8.2" (R9, decided).
-MeasureType = Annotated[str, StringConstraints(pattern=r"^\d+(\.\d+)*$")]
+MEASURE_TYPE_PATTERN = r"^\d+(\.\d+)*$"
+MeasureType = Annotated[str, StringConstraints(pattern=MEASURE_TYPE_PATTERN)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 

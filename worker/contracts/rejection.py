@@ -1,4 +1,7 @@
-"""Rejection: a payment that cannot be posted, for the Økonomi tab (`flyt.payment-rejections.v1`)."""
+"""Rejection: a payment that cannot be posted, for the Økonomi tab.
+
+Published on `flyt.payment-rejections.v1`.
+"""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def _parse_amount(value: Any) -> Decimal:
     elif isinstance(value, str):
         text = value
     else:
-        raise ValueError("amount must be a decimal string such as \"17210.00\"")
+        raise ValueError('amount must be a decimal string such as "17210.00"')
     if not _AMOUNT.match(text):
         raise ValueError(f"amount {text!r} is not a decimal with at most two decimals")
     try:
@@ -51,7 +51,6 @@ def _parse_date(value: Any) -> date:
     if not isinstance(value, str) or not _DATE.match(value):
         raise ValueError("date must be an ISO date YYYY-MM-DD")
     return date.fromisoformat(value)
-
 
 
 SignedAmount = Annotated[
@@ -99,4 +98,3 @@ class Record(BaseModel):
     """Base for every wire record: unknown fields are refused, instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 PRODUCTION_URLS = frozenset({"https://www.xledger.net/graphql", "https://xledger.net/graphql"})
 DEMO_URL = "https://demo.xledger.net/graphql"
-_SANDBOX_URL = re.compile(r"^http://(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\]):\d{1,5}/graphql$")
+_SANDBOX_URL = re.compile(
+    r"^http://(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\]):\d{1,5}/graphql$"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ def evaluate(event: PaymentStatusEvent, index: RegisterIndex | None) -> Enriched
 class _Evaluation:
     """One payment's evaluation; caches what several dimensions may share."""
 
-    __slots__ = ("event", "governing", "governing_known", "index", "problems")
+    __slots__ = ("event", "governing", "governing_known", "index", "problems", "valued_groups")
 
     def __init__(self, event: PaymentStatusEvent, index: RegisterIndex) -> None:
         self.event = event
@@ -35,6 +35,7 @@ class _Evaluation:
         self.problems: list[Problem] = []
         self.governing: Measure | None = None
         self.governing_known = False  # computed on first use: only Tiltak needs it
+        self.valued_groups: list[str] | None = None  # likewise, only Grupper
 
     def run(self) -> Enriched | Rejected:
         index = self.index
@@ -119,8 +120,10 @@ class _Evaluation:
         return values[0]
 
     def _valued_groups(self) -> list[str]:
-        grupper = self.index.grupper
-        return sorted({g for g in self.event.child.group_ids if g in grupper})
+        if self.valued_groups is None:
+            grupper = self.index.grupper
+            self.valued_groups = sorted({g for g in self.event.child.group_ids if g in grupper})
+        return self.valued_groups
 
     def _check_group_conflict(self, dim: Dimension) -> None:
         valued = self._valued_groups()

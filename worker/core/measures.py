@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
+from functools import lru_cache
 
 from worker.contracts.payment_event import Measure
 
@@ -11,6 +12,9 @@ from worker.contracts.payment_event import Measure
 PLACEMENT_TYPES = ("1", "2", "8.2")
 
 
+# Cached: a tenant uses a few dozen codes, met on every payment. Bounded, since codes
+# arrive in events.
+@lru_cache(maxsize=4096)
 def type_prefixes(code: str) -> tuple[str, ...]:
     """Every register type that matches `code`, most specific first (R9, decided).
 
@@ -37,6 +41,7 @@ def is_active(measure: Measure, on: date) -> bool:
     return measure.start <= on and (measure.end is None or measure.end >= on)
 
 
+@lru_cache(maxsize=4096)
 def is_placement(measure_type: str) -> bool:
     return any(type_matches(p, measure_type) for p in PLACEMENT_TYPES)
 
@@ -69,4 +74,3 @@ def governing_measure(
         if m.measure_id == own_measure_id:
             return m
     return None
-

@@ -8,6 +8,7 @@ from datetime import datetime
 from worker.contracts.payment_event import PaymentStatusEvent
 from worker.contracts.rejection import Problem, ProblemCode, Rejection
 from worker.contracts.submission import GLLine, Submission
+from worker.core.posting import VoucherLine
 
 # R16: problems a newer register snapshot can cure. Every enrichment problem is a register
 # gap or a register conflict; only Xledger's own refusal needs a person, not a snapshot.
@@ -19,7 +20,7 @@ class Enriched:
     snapshot_version: int
     dimensions: dict[str, str]  # position (as a string) → value
     vat_code: str
-    lines: tuple[GLLine, GLLine]
+    lines: tuple[VoucherLine, VoucherLine]
 
     def submission(self, event: PaymentStatusEvent, created_at: datetime) -> Submission:
         return Submission.model_construct(
@@ -30,7 +31,7 @@ class Enriched:
             snapshot_version=self.snapshot_version,
             dimensions=self.dimensions,
             vat_code=self.vat_code,
-            lines=list(self.lines),
+            lines=[GLLine.model_validate(line.to_json()) for line in self.lines],
             created_at=created_at,
         )
 

@@ -11,14 +11,14 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from worker.contracts.payment_event import MeasureType
+from worker.contracts.payment_event import MEASURE_TYPE_PATTERN
 from worker.contracts.register_snapshot import OrgUnit, RegisterSnapshot, Source
 from worker.core.endpoints import UrlPolicy, url_allowed
 
 ROLE_INNSTILLINGER = "Innstillinger"
 ROLE_OKONOMIINNSTILLINGER = "Økonomiinnstillinger"
 
-_MEASURE_TYPE = re.compile(MeasureType.__metadata__[0].pattern)
+_MEASURE_TYPE = re.compile(MEASURE_TYPE_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +205,9 @@ def _check_registers(snapshot: RegisterSnapshot, refuse: Refuse) -> None:
             )
 
     for gid in _dupes([g.group_id for g in r.grupper]):
-        refuse("R11", "DUPLICATE_GROUP", f"Gruppen {gid} står mer enn én gang i registeret Grupper.")
+        refuse(
+            "R11", "DUPLICATE_GROUP", f"Gruppen {gid} står mer enn én gang i registeret Grupper."
+        )
 
     codes = set(r.mva.codes)
     for cat in _dupes([m.category for m in r.mva.by_category]):

@@ -7,6 +7,7 @@ conflicts, so every outcome shows up in a demo run.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
@@ -50,13 +51,28 @@ _TEXT = {
     "AVLASTNING": "Avlastning",
 }
 
-_MONTHS = ["januar", "februar", "mars", "april", "mai", "juni", "juli", "august",
-           "september", "oktober", "november", "desember"]
+_MONTHS = [
+    "januar",
+    "februar",
+    "mars",
+    "april",
+    "mai",
+    "juni",
+    "juli",
+    "august",
+    "september",
+    "oktober",
+    "november",
+    "desember",
+]
 
 # Per tenant: (child id prefix, units where its payments are made, groups with values).
 _TENANTS = {
-    "t-vestfold-bv": ("VBV", ["K1-MOT", "K1-OMS", "K2-MOT", "K2-OMS", "K1", "K2"],
-                      ["G-TIDLIG-INNSATS", "G-ENSLIGE-MINDREARIGE", "G-ETTERVERN"]),
+    "t-vestfold-bv": (
+        "VBV",
+        ["K1-MOT", "K1-OMS", "K2-MOT", "K2-OMS", "K1", "K2"],
+        ["G-TIDLIG-INNSATS", "G-ENSLIGE-MINDREARIGE", "G-ETTERVERN"],
+    ),
     "t-lillevik": ("LV", ["LV-UND", "LV-TILT", "LV-TILT-FH"], []),
     "t-fjordby-test": ("FB", ["FB-1", "FB-2"], ["G-A", "G-B"]),
 }
@@ -69,14 +85,25 @@ def _child(rng: random.Random, tenant: str, n: int) -> dict[str, Any]:
     k = 0
     if rng.random() < 0.55:  # most children with payments are placed
         k += 1
-        measures.append({"measure_id": f"{prefix}-T-{n:04d}-{k}", "type": rng.choice(["2.1", "2.2", "2.2", "1.1", "8.2"]),
-                         "start": f"20{rng.randint(19, 26)}-{rng.randint(1, 9):02d}-01", "end": None})
+        measures.append(
+            {
+                "measure_id": f"{prefix}-T-{n:04d}-{k}",
+                "type": rng.choice(["2.1", "2.2", "2.2", "1.1", "8.2"]),
+                "start": f"20{rng.randint(19, 26)}-{rng.randint(1, 9):02d}-01",
+                "end": None,
+            }
+        )
     for _ in range(rng.randint(0 if measures else 1, 2)):
         k += 1
         ended = rng.random() < 0.1
-        measures.append({"measure_id": f"{prefix}-T-{n:04d}-{k}", "type": rng.choice(["3.1", "4.1", "4.2", "5.1"]),
-                         "start": f"2025-{rng.randint(1, 12):02d}-01",
-                         "end": "2026-06-30" if ended else None})
+        measures.append(
+            {
+                "measure_id": f"{prefix}-T-{n:04d}-{k}",
+                "type": rng.choice(["3.1", "4.1", "4.2", "5.1"]),
+                "start": f"2025-{rng.randint(1, 12):02d}-01",
+                "end": "2026-06-30" if ended else None,
+            }
+        )
     group_ids = ["G-FAGTEAM-1"] if rng.random() < 0.3 else []  # a group without a value
     if groups and rng.random() < 0.2:
         group_ids.append(rng.choice(groups))
@@ -149,9 +176,10 @@ def generate_events(
 BAD_LINES = [
     "",
     "not json at all",
-    "{\"schema_version\": 1, \"event_id\": \"evt-bad-1\"}",
+    '{"schema_version": 1, "event_id": "evt-bad-1"}',
     "[1, 2, 3]",
-    "{\"schema_version\": 2, \"event_id\": \"evt-bad-2\", \"tenant_id\": \"t-lillevik\", \"payment_id\": \"P-X\"}",
+    '{"schema_version": 2, "event_id": "evt-bad-2", "tenant_id": "t-lillevik", '
+    '"payment_id": "P-X"}',
     "\u00ff\u00fe garbage \u0000",
 ]
 
@@ -163,17 +191,30 @@ def bad_event_lines(n: int, *, seed: int = 7) -> list[str]:
     for i in range(n):
         kind = i % 4
         if kind == 0:
-            out.append(f"garbage-{i}-" + "".join(rng.choice("{}[]\",:xyz") for _ in range(12)))
-        elif kind == 1:  # a float amount: refused (contracts.md: never floats)
-            out.append('{"schema_version":1,"event_id":"evt-bad-%d","occurred_at":"2026-11-20T10:00:00+01:00",'
-                       '"tenant_id":"t-lillevik","payment_id":"P-BAD-%d","status":"Betalt","payment":{"amount":17.5,'
-                       '"currency":"NOK","payment_date":"2026-11-20","category":"BARNEHAGE","child_id":"LV-B-0001",'
-                       '"org_unit_id":"LV"},"child":{"measures":[],"group_ids":[]}}' % (i, i))
-        elif kind == 2:  # an unknown status
-            out.append('{"schema_version":1,"event_id":"evt-bad-%d","occurred_at":"2026-11-20T10:00:00+01:00",'
-                       '"tenant_id":"t-lillevik","payment_id":"P-BAD-%d","status":"Utbetalt","payment":{"amount":"17.50",'
-                       '"currency":"NOK","payment_date":"2026-11-20","category":"BARNEHAGE","child_id":"LV-B-0001",'
-                       '"org_unit_id":"LV"},"child":{"measures":[],"group_ids":[]}}' % (i, i))
+            out.append(f"garbage-{i}-" + "".join(rng.choice('{}[]",:xyz') for _ in range(12)))
+        elif kind in (1, 2):
+            event: dict[str, Any] = {
+                "schema_version": 1,
+                "event_id": f"evt-bad-{i}",
+                "occurred_at": "2026-11-20T10:00:00+01:00",
+                "tenant_id": "t-lillevik",
+                "payment_id": f"P-BAD-{i}",
+                "status": "Betalt",
+                "payment": {
+                    "amount": "17.50",
+                    "currency": "NOK",
+                    "payment_date": "2026-11-20",
+                    "category": "BARNEHAGE",
+                    "child_id": "LV-B-0001",
+                    "org_unit_id": "LV",
+                },
+                "child": {"measures": [], "group_ids": []},
+            }
+            if kind == 1:
+                event["payment"]["amount"] = 17.5  # a float: refused (contracts.md: never floats)
+            else:
+                event["status"] = "Utbetalt"  # not a status Flyt has
+            out.append(json.dumps(event))
         else:
             out.append(BAD_LINES[(i // 4) % len(BAD_LINES)] or "{}")
     return out
