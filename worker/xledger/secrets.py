@@ -1,0 +1,69 @@
+"""R5: Xledger tokens, resolved from a reference; never logged, emitted or stored.
+
+A token is read from the environment variable `XLEDGER_TOKEN_<REF>` (REF = token_ref
+upper-cased, non-alphanumerics as `_`) or from the file `$XLEDGER_TOKEN_DIR/<token_ref>`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class Token:
+    """A secret whose str/repr never show it: only `reveal()` does, at the HTTP header."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Token(***)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Token) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class MissingToken(LookupError):
+    """No token for a reference. The message names the reference, never a value."""
+
+
+def env_name(token_ref: str) -> str:
+    return "XLEDGER_TOKEN_" + re.sub(r"[^A-Za-z0-9]", "_", token_ref).upper()
+
+
+_SAFE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+class SecretStore:
+    def __init__(self, environ: Mapping[str, str] | None = None, token_dir: Path | None = None):
+        self._environ = os.environ if environ is None else environ
+        directory = token_dir or self._environ.get("XLEDGER_TOKEN_DIR")
+        self._dir = Path(directory) if directory else None
+
+    def token(self, token_ref: str) -> Token:
+        value = self._environ.get(env_name(token_ref))
+        if not value and self._dir is not None and _SAFE_REF.match(token_ref):
+            # The reference names a file inside the directory only: no path tricks.
+            path = self._dir / token_ref
+            try:
+                value = path.read_text("utf-8").strip()
+            except OSError:
+                value = None
+        if not value:
+            where = f"${env_name(token_ref)}"
+            if self._dir is not None:
+                where += f" or {self._dir}/{token_ref}"
+            raise MissingToken(f"no Xledger token for token_ref {token_ref!r} (looked in {where})")
+        return Token(value)
