@@ -121,3 +121,113 @@ def offline_demo(n_events: int, n_bad: int) -> None:
         + "".join(f"{sum(v for (t, o), v in table.items() if o == name):>12}" for name in outcomes)
     )
     click.echo("rejections by reason: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
+
+
+@main.command()
+@click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65535))
+def broker(port: int) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu, memory only) in the foreground."""
+    import subprocess
+
+    from worker.stream.broker import tansu_command
+
+    click.echo(f"Tansu on 127.0.0.1:{port} (memory only); Ctrl-C stops it", err=True)
+    try:
+        raise SystemExit(subprocess.call(tansu_command(port)))
+    except KeyboardInterrupt:
+        raise SystemExit(0) from None
+
+
+@main.command()
+@click.option("--port", default=8099, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--faults",
+    "profile",
+    default="none",
+    show_default=True,
+    help="Fault profile: none, 5xx, drop, slow, commit-then-fail, burst, mixed.",
+)
+@click.option(
+    "--token-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the demo tenants' tokens are read from, or written to if missing.",
+)
+def sandbox(port: int, profile: str, token_dir: Path | None) -> None:
+    """Run the local Xledger sandbox (the demo tenants) in the foreground."""
+    from worker.xledger.sandbox import serve
+
+    try:
+        serve(port, profile, token_dir)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.option(
+    "--bootstrap",
+    help="Kafka bootstrap servers; none: the embedded default "
+    "(embedded broker, Xledger sandbox, demo registers and events).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Prometheus metrics port (default 9108; 0 turns it off).",
+)
+@click.option(
+    "--demo-rate",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Embedded default only: demo events per second.",
+)
+def run(bootstrap: str | None, metrics_port: int | None, demo_rate: float) -> None:
+    """Run the worker until interrupted. Settings come from FLYT_* variables."""
+    import asyncio
+    from dataclasses import replace
+
+    from worker import config, logs
+    from worker.runtime import run as run_worker
+
+    try:
+        s = config.from_env()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if bootstrap:
+        s = replace(s, bootstrap=bootstrap)
+    if metrics_port is not None:
+        s = replace(s, metrics_port=metrics_port or None)
+    logs.configure(s.log_level)
+    asyncio.run(run_worker(s, demo_rate))
+
+
+@main.command()
+@click.option("--events", "n_events", default=3000, show_default=True, type=click.IntRange(0))
+@click.option("--bad", "n_bad", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--faults", is_flag=True, help="Turn on the sandbox's mixed fault profile.")
+@click.option("--bootstrap", help="Use this broker (left running) instead of the embedded one.")
+@click.option("--ledger-out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--metrics-out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--timeout", "timeout_s", default=300.0, show_default=True, type=float)
+def demo(
+    n_events: int,
+    n_bad: int,
+    faults: bool,
+    bootstrap: str | None,
+    ledger_out: Path | None,
+    metrics_out: Path | None,
+    timeout_s: float,
+) -> None:
+    """Run the whole pipeline once on demo data; the last line is a JSON summary."""
+    import asyncio
+
+    from worker import logs
+    from worker.runtime import demo as run_demo
+
+    logs.configure("WARNING")
+    summary = asyncio.run(
+        run_demo(n_events, n_bad, faults, bootstrap, ledger_out, metrics_out, timeout_s)
+    )
+    click.echo(json.dumps(summary))
+    raise SystemExit(0 if summary["unaccounted"] == 0 else 1)

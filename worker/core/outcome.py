@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from worker.contracts.payment_event import PaymentStatusEvent
 from worker.contracts.rejection import Problem, ProblemCode, Rejection
@@ -13,6 +14,17 @@ from worker.core.posting import VoucherLine
 # R16: problems a newer register snapshot can cure. Every enrichment problem is a register
 # gap or a register conflict; only Xledger's own refusal needs a person, not a snapshot.
 RETRYABLE = frozenset(ProblemCode) - {ProblemCode.XLEDGER_REFUSED}
+
+
+class PaymentIds(Protocol):
+    """What names a payment: an event has these, and so has a Submission."""
+
+    @property
+    def tenant_id(self) -> str: ...
+    @property
+    def payment_id(self) -> str: ...
+    @property
+    def event_id(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +61,7 @@ class Rejected:
     def retryable(self) -> bool:
         return all(p.code in RETRYABLE for p in self.problems)
 
-    def rejection(self, event: PaymentStatusEvent, created_at: datetime | None) -> Rejection:
+    def rejection(self, event: PaymentIds, created_at: datetime | None) -> Rejection:
         return Rejection.model_construct(
             schema_version=1,
             tenant_id=event.tenant_id,

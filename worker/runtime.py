@@ -1,0 +1,286 @@
+"""Wiring: the worker against a configured broker, or on the embedded default
+(Tansu + the Xledger sandbox + demo registers and events), and the one-shot demo."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import REGISTRY, generate_latest, start_http_server
+
+from worker import logs, metrics
+from worker.config import Settings
+from worker.core.endpoints import UrlPolicy
+from worker.demo.events import bad_event_lines, generate_events
+from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
+from worker.stream.broker import EmbeddedBroker
+from worker.stream.feed import event_records, publish, snapshot_records
+from worker.stream.pipeline import Pipeline
+from worker.stream.topics import ensure_topics, topic_specs
+from worker.xledger.client import XledgerClient
+from worker.xledger.sandbox import PROFILES, XledgerSandbox, entity_from_snapshot
+from worker.xledger.secrets import SecretStore, env_name
+
+log = logs.get("worker.runtime")
+
+
+async def start_demo_sandbox(profile: str = "none") -> tuple[XledgerSandbox, dict[str, str]]:
+    """The sandbox with the demo tenants; returns it and the tokens as XLEDGER_TOKEN_* vars."""
+    sandbox = XledgerSandbox(faults=PROFILES[profile])
+    environ: dict[str, str] = {}
+    for i, snap in enumerate(demo_snapshots()):
+        token = secrets.token_urlsafe(24)
+        sandbox.add_entity(token, entity_from_snapshot(snap, owner_db_id=42_365_431 + i))
+        environ[env_name(snap.settings.token_ref)] = token
+    await sandbox.start()
+    return sandbox, environ
+
+
+def make_client(s: Settings, environ: dict[str, str] | None = None) -> XledgerClient:
+    return XledgerClient(
+        SecretStore(environ, token_dir=s.token_dir),
+        policy=UrlPolicy(allow_sandbox=s.sandbox),
+        endpoint_override=s.xledger_endpoint_override,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_pipeline(
+    s: Settings, bootstrap: str, client: XledgerClient
+) -> AsyncIterator[Pipeline]:
+    await ensure_topics(bootstrap, topic_specs(s))
+    pipeline = Pipeline(s, bootstrap, client)
+    await pipeline.start()
+    try:
+        yield pipeline
+    finally:
+        await pipeline.stop()
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def embedded_default(
+    s: Settings, profile: str = "none"
+) -> AsyncIterator[tuple[Settings, str, XledgerSandbox, dict[str, str]]]:
+    """Tansu, the sandbox and the demo registers; yields settings fit to use them."""
+    with EmbeddedBroker() as broker:
+        sandbox, environ = await start_demo_sandbox(profile)
+        try:
+            s = replace(s.embedded(), sandbox=True, xledger_endpoint_override=sandbox.url)
+            await ensure_topics(broker.bootstrap, topic_specs(s))
+            await publish(
+                broker.bootstrap, s.topics.registers, snapshot_records(demo_snapshot_dicts())
+            )
+            log.info("embedded_default_ready", bootstrap=broker.bootstrap, xledger=sandbox.url)
+            yield s, broker.bootstrap, sandbox, environ
+        finally:
+            await sandbox.stop()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run(s: Settings, demo_rate_per_s: float = 20.0) -> None:
+    """`python -m worker run`: until SIGINT/SIGTERM."""
+    if s.metrics_port:
+        start_http_server(s.metrics_port, addr="127.0.0.1" if s.bootstrap is None else "0.0.0.0")
+    stop = _stop_on_signals()
+    if s.bootstrap is not None:
+        async with running_pipeline(s, s.bootstrap, make_client(s)):
+            log.info("worker_running", bootstrap=s.bootstrap, metrics_port=s.metrics_port)
+            await stop.wait()
+        return
+    async with contextlib.AsyncExitStack() as stack:
+        es, bootstrap, sandbox, environ = await stack.enter_async_context(embedded_default(s))
+        await stack.enter_async_context(running_pipeline(es, bootstrap, make_client(es, environ)))
+        feeder = asyncio.create_task(_demo_feed(es, bootstrap, demo_rate_per_s))
+        reporter = asyncio.create_task(_report(sandbox))
+        log.info(
+            "worker_running",
+            mode="embedded",
+            bootstrap=bootstrap,
+            xledger_sandbox=sandbox.url,
+            metrics_port=s.metrics_port,
+        )
+        await stop.wait()
+        feeder.cancel()
+        reporter.cancel()
+
+
+async def _demo_feed(s: Settings, bootstrap: str, rate: float) -> None:
+    """A stream of demo events at about `rate` per second, in bursts of one second."""
+    for seed in itertools.count(1):
+        events = list(generate_events(max(1, int(rate)), seed=seed))
+        await publish(bootstrap, s.topics.payments, event_records(events), one_record_batches=False)
+        await asyncio.sleep(1.0)
+
+
+async def _report(sandbox: XledgerSandbox) -> None:
+    while True:
+        await asyncio.sleep(5)
+        log.info(
+            "progress",
+            **counts(),
+            xledger_lines=len(sandbox.ledger()),
+            xledger_requests=sandbox.stats.requests,
+        )
+
+
+def _counter(counter: Any, **labels: str) -> float:
+    total = 0.0
+    for metric in counter.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and all(
+                sample.labels.get(k) == v for k, v in labels.items()
+            ):
+                total += sample.value
+    return total
+
+
+def counts() -> dict[str, int]:
+    return {
+        outcome: int(_counter(metrics.EVENTS, outcome=outcome))
+        for outcome in ("submitted", "rejected", "ignored", "duplicate", "invalid")
+    }
+
+
+class OutcomeWatcher:
+    """Reads receipts, rejections and dead letters from their start; counts per payment."""
+
+    def __init__(self, bootstrap: str, s: Settings) -> None:
+        self.s = s
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        )
+        self.posted: set[tuple[str, str]] = set()
+        self.rejected: set[tuple[str, str]] = set()
+        self.dead_lettered = 0  # records, except Xledger refusals (counted as rejected)
+        self.receipt_lines: dict[str, int] = {}
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        t = self.s.topics
+        tps = [
+            TopicPartition(topic, p)
+            for topic in (t.receipts, t.rejections, t.dlq)
+            for p in range(self.s.partitions)
+        ]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+
+    async def poll(self) -> None:
+        t = self.s.topics
+        batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
+        for tp, records in batches.items():
+            for r in records:
+                if tp.topic == t.receipts:
+                    body = json.loads(r.value)
+                    self.posted.add((body["tenant_id"], body["payment_id"]))
+                elif tp.topic == t.rejections:
+                    body = json.loads(r.value)
+                    self.rejected.add((body["tenant_id"], body["payment_id"]))
+                else:
+                    headers = dict(r.headers or [])
+                    if headers.get("dlq.reason") != b"refused":
+                        self.dead_lettered += 1
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+
+async def demo(
+    n_events: int,
+    n_bad: int,
+    faults: bool,
+    bootstrap: str | None,
+    ledger_out: Path | None,
+    metrics_out: Path | None,
+    timeout_s: float = 300.0,
+) -> dict[str, Any]:
+    """`python -m worker demo`: the whole pipeline once; returns the summary."""
+    s = replace(Settings(), metrics_port=None)
+    events = list(generate_events(n_events))
+    bad = bad_event_lines(n_bad)
+    betalt = sum(1 for e in events if e["status"] == "Betalt")
+    before = counts()
+    started = time.monotonic()
+    async with contextlib.AsyncExitStack() as stack:
+        if bootstrap is None:
+            es, bs, sandbox, environ = await stack.enter_async_context(
+                embedded_default(s, "mixed" if faults else "none")
+            )
+        else:  # an existing broker stays up afterwards; topics are made unique per run
+            sandbox, environ = await start_demo_sandbox("mixed" if faults else "none")
+            stack.push_async_callback(sandbox.stop)
+            run_id = secrets.token_hex(3)
+            es = replace(
+                s.embedded(),
+                sandbox=True,
+                xledger_endpoint_override=sandbox.url,
+                app_id=f"{s.app_id}-demo-{run_id}",
+                topics=_suffixed(s, run_id),
+            )
+            bs = bootstrap
+            await ensure_topics(bs, topic_specs(es))
+            await publish(bs, es.topics.registers, snapshot_records(demo_snapshot_dicts()))
+        await stack.enter_async_context(running_pipeline(es, bs, make_client(es, environ)))
+        watcher = OutcomeWatcher(bs, es)
+        await watcher.start()
+        stack.push_async_callback(watcher.stop)
+        await publish(bs, es.topics.payments, event_records(events, bad), one_record_batches=False)
+        deadline = time.monotonic() + timeout_s
+        summary: dict[str, Any] = {}
+        while True:
+            await watcher.poll()
+            now = counts()
+            delta = {k: now[k] - before[k] for k in now}
+            summary = {
+                "events": len(events) + len(bad),
+                "betalt": betalt,
+                "posted": len(watcher.posted),
+                "rejected": len(watcher.rejected),
+                "ignored": delta["ignored"],
+                "duplicates": delta["duplicate"],
+                "dead_lettered": watcher.dead_lettered,
+            }
+            accounted = sum(
+                summary[k] for k in ("posted", "rejected", "ignored", "duplicates", "dead_lettered")
+            )
+            summary["unaccounted"] = summary["events"] - accounted
+            if summary["unaccounted"] <= 0 or time.monotonic() > deadline:
+                break
+        summary["xledger_requests"] = sandbox.stats.requests
+        summary["elapsed_s"] = round(time.monotonic() - started, 2)
+        if ledger_out is not None:
+            sandbox.dump_ledger(ledger_out)
+        if metrics_out is not None:
+            metrics_out.write_bytes(generate_latest(REGISTRY))
+    return summary
+
+
+def _suffixed(s: Settings, run_id: str) -> Any:
+    from worker.config import Topics
+
+    t = s.topics
+    return Topics(
+        **{
+            name: f"{getattr(t, name)}.demo-{run_id}"
+            for name in ("payments", "registers", "submissions", "receipts", "rejections", "dlq")
+        }
+    )

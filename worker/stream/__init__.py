@@ -1,0 +1,1 @@
+"""The streaming adapter: Kafka topics, the register cache, the enrich and post stages."""

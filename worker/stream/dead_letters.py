@@ -1,0 +1,49 @@
+"""DLQ records: the original key, value and headers unchanged, plus the `dlq.*` headers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.contracts import DlqHeaders
+
+
+def _headers_list(headers: Any) -> list[tuple[str, bytes]]:
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, dict) else headers
+    return [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
+
+
+def dlq_headers(
+    original_headers: Any,
+    *,
+    reason: str,
+    error_class: str,
+    error_message: str,
+    stage: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    attempts: int = 1,
+    first_failed_at: datetime | None = None,
+) -> list[tuple[str, bytes]]:
+    """The original headers (minus any earlier dlq.* ones) followed by this failure's."""
+    now = datetime.now(UTC)
+    header = DlqHeaders.model_validate(
+        {
+            "dlq.reason": reason,
+            "dlq.error_class": error_class,
+            # Bounded: a header is not a log file. Never holds a token (callers pass our texts).
+            "dlq.error_message": error_message[:2000],
+            "dlq.stage": stage,
+            "dlq.original_topic": topic,
+            "dlq.original_partition": partition,
+            "dlq.original_offset": offset,
+            "dlq.attempts": attempts,
+            "dlq.first_failed_at": (first_failed_at or now).isoformat(),
+            "dlq.last_failed_at": now.isoformat(),
+        }
+    )
+    kept = [(k, v) for k, v in _headers_list(original_headers) if not k.startswith("dlq.")]
+    return kept + header.to_kafka()

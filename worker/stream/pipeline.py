@@ -1,0 +1,410 @@
+"""The streaming worker: a faust app with two stages and the R16 re-evaluation.
+
+  flyt.payment-status.v1 ─enrich─▶ xledger.submissions.v1 ─post─▶ xledger.receipts.v1
+                             ├──▶ flyt.payment-rejections.v1   ├──▶ flyt.payment-rejections.v1
+                             └──▶ xledger.dlq.v1               └──▶ xledger.dlq.v1
+
+Offsets: a batch's events are acknowledged only after every output of the batch is
+acknowledged by the broker, and faust flushes its producer before committing.
+Duplicates: the `handled` table (changelogged) remembers each payment's outcome.
+Never twice in Xledger: the client looks up external identifiers before posting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from pydantic import ValidationError
+
+from worker import logs, metrics
+from worker.config import Settings
+from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Status, Submission
+from worker.contracts.reading import Unreadable, describe, read_event
+from worker.core import Enriched, evaluate
+from worker.core.messages import xledger_refused
+from worker.core.outcome import Rejected
+from worker.core.register_book import RegisterBook
+from worker.stream.dead_letters import dlq_headers
+from worker.stream.register_cache import RegisterCache
+from worker.xledger.client import Target, XledgerClient
+
+log = logs.get("worker.stream")
+
+SUBMITTED = "submitted"
+REJECTED = "rejected"
+
+
+def make_app(s: Settings, bootstrap: str) -> faust.App:
+    extra: dict[str, Any] = {}
+    if s.one_record_batches:
+        extra["producer_max_batch_size"] = 1
+    return faust.App(
+        s.app_id,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",  # tables are rebuilt from their changelogs on start
+        broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=s.heartbeat_interval_s,
+        broker_rebalance_timeout=s.rebalance_timeout_s,
+        broker_commit_interval=0.5,
+        producer_acks=-1,
+        topic_partitions=s.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        **extra,
+    )
+
+
+class Pipeline:
+    def __init__(
+        self, s: Settings, bootstrap: str, client: XledgerClient, book: RegisterBook | None = None
+    ) -> None:
+        self.s = s
+        self.book = book or RegisterBook()
+        self.client = client
+        self.cache = RegisterCache(bootstrap, s.topics.registers, self.book)
+        self.cache.listeners.append(self._reevaluate)
+        app = self.app = make_app(s, bootstrap)
+        raw: dict[str, Any] = {
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+            "partitions": s.partitions,
+        }
+        t = s.topics
+        self.payments = app.topic(t.payments, **raw)
+        self.submissions = app.topic(t.submissions, **raw)
+        self.receipts = app.topic(t.receipts, **raw)
+        self.rejections = app.topic(t.rejections, **raw)
+        self.dlq = app.topic(t.dlq, **raw)
+        # Keyed by payment_id, as the input is, and placed by the partitioner: a table's
+        # partition then matches its payment's input partition, even outside a stream.
+        # Values map tenant → state, since two tenants may use the same payment id.
+        # Keys are the payment id's bytes, exactly as the input key is serialised.
+        table: dict[str, Any] = {
+            "partitions": s.partitions,
+            "use_partitioner": True,
+            "schema": faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+            "default": dict,
+        }
+        self.handled = app.Table("handled", **table)
+        self.pending = app.Table("pending-rejections", **table)  # R16: retryable rejections
+        self._posters: dict[str, _TenantPoster] = {}
+        self.enrich_agent = app.agent(self.payments, name="enrich")(self._enrich_stream)
+        self.post_agent = app.agent(self.submissions, name="post")(self._post_stream)
+
+    # --- life cycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.cache.start()
+        await self.app.start()
+
+    async def stop(self) -> None:
+        for poster in self._posters.values():
+            poster.task.cancel()
+        await self.app.stop()
+        await self.cache.stop()
+
+    # --- enrich stage ----------------------------------------------------------------
+
+    async def _enrich_stream(self, stream: Any) -> None:
+        await self.cache.ready.wait()  # never evaluate against a half-read register topic
+        async for events in stream.take_events(
+            self.s.enrich_batch_max, within=self.s.enrich_batch_window_s
+        ):
+            await self._enrich_batch(events)
+
+    async def _enrich_batch(self, events: list[Any]) -> None:
+        sends: list[Awaitable[Any]] = []
+        handled: dict[tuple[str, str], str] = {}
+        pending: dict[tuple[str, str], dict[str, Any] | None] = {}
+        now = datetime.now(UTC)
+        for event in events:
+            parsed = read_event(event.value)
+            if isinstance(parsed, Unreadable):
+                metrics.EVENTS.labels("invalid").inc()
+                log.warning(
+                    "event_invalid",
+                    event_id=parsed.event_id,
+                    payment_id=parsed.payment_id,
+                    error=parsed.error,
+                    partition=event.message.partition,
+                    offset=event.message.offset,
+                )
+                sends.append(
+                    await self._dead_letter(
+                        event.message, "invalid", parsed.error_class, parsed.error, "enrich"
+                    )
+                )
+                continue
+            if parsed.status is not Status.BETALT:  # R17
+                metrics.EVENTS.labels("ignored").inc()
+                continue
+            key = (parsed.tenant_id, parsed.payment_id)
+            if key in handled or self._state(*key) is not None:  # R17: a duplicate
+                metrics.EVENTS.labels("duplicate").inc()
+                log.info(
+                    "event_duplicate", tenant_id=key[0], payment_id=key[1], event_id=parsed.event_id
+                )
+                continue
+            t0 = time.perf_counter()
+            result = evaluate(parsed, self.book.index(parsed.tenant_id))
+            metrics.ENRICH_SECONDS.observe(time.perf_counter() - t0)
+            if isinstance(result, Enriched):
+                sends.append(await self._send_submission(parsed, result, now))
+                handled[key] = SUBMITTED
+                metrics.EVENTS.labels("submitted").inc()
+            else:
+                sends.append(await self._send_rejection(parsed, result, now))
+                handled[key] = REJECTED
+                if result.retryable:
+                    pending[key] = {
+                        "event": event.value.decode(),
+                        "version": result.snapshot_version,
+                    }
+                metrics.EVENTS.labels("rejected").inc()
+        await asyncio.gather(*sends)  # every output acknowledged …
+        for (tenant, payment), state in handled.items():  # … before the state is written
+            self._set(self.handled, payment, tenant, state)
+        for (tenant, payment), entry in pending.items():
+            self._set(self.pending, payment, tenant, entry)
+
+    def _state(self, tenant: str, payment: str) -> str | None:
+        states = self.handled.get(payment.encode()) or {}
+        return states.get(tenant)
+
+    @staticmethod
+    def _set(table: Any, payment: str, tenant: str, value: Any) -> None:
+        key = payment.encode()
+        current = dict(table.get(key) or {})
+        if value is None:
+            current.pop(tenant, None)
+        else:
+            current[tenant] = value
+        if current:
+            table[key] = current
+        elif key in table:
+            del table[key]
+
+    async def _send_submission(
+        self, event: PaymentStatusEvent, result: Enriched, now: datetime
+    ) -> Awaitable[Any]:
+        sub = result.submission(event, now)
+        log.info(
+            "payment_enriched",
+            tenant_id=event.tenant_id,
+            payment_id=event.payment_id,
+            event_id=event.event_id,
+            snapshot_version=result.snapshot_version,
+        )
+        return await self.submissions.send(
+            key=event.tenant_id.encode(), value=sub.model_dump_json().encode()
+        )
+
+    async def _send_rejection(
+        self, event: PaymentStatusEvent, result: Rejected, now: datetime
+    ) -> Awaitable[Any]:
+        rejection = result.rejection(event, now)
+        log.info(
+            "payment_rejected",
+            tenant_id=event.tenant_id,
+            payment_id=event.payment_id,
+            event_id=event.event_id,
+            reason=str(result.reason),
+            codes=[str(p.code) for p in result.problems],
+            retryable=result.retryable,
+        )
+        return await self.rejections.send(
+            key=event.payment_id.encode(), value=rejection.model_dump_json().encode()
+        )
+
+    async def _dead_letter(
+        self, message: Any, reason: str, error_class: str, error: str, stage: str, attempts: int = 1
+    ) -> Awaitable[Any]:
+        metrics.DEAD_LETTERS.labels(stage, reason).inc()
+        headers = dlq_headers(
+            message.headers,
+            reason=reason,
+            error_class=error_class,
+            error_message=error,
+            stage=stage,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            attempts=attempts,
+        )
+        return await self.dlq.send(key=message.key, value=message.value, headers=headers)
+
+    # --- R16: re-evaluation on a newer snapshot ----------------------------------------
+
+    async def _reevaluate(self, snapshot: RegisterSnapshot) -> None:
+        tenant = snapshot.tenant_id
+        index = self.book.index(tenant)
+        if index is None or not self.app.tables:
+            return
+        waiting = [
+            (payment, states[tenant])
+            for payment, states in list(self.pending.items())
+            if tenant in states
+        ]
+        if not waiting:
+            return
+        now = datetime.now(UTC)
+        sends: list[Awaitable[Any]] = []
+        done: list[str] = []
+        updated: list[tuple[str, dict[str, Any]]] = []
+        for payment, entry in waiting:
+            if entry.get("version") is not None and entry["version"] >= index.version:
+                continue
+            event = PaymentStatusEvent.model_validate_json(entry["event"])
+            result = evaluate(event, index)
+            if isinstance(result, Enriched):
+                sends.append(await self._send_submission(event, result, now))
+                done.append(payment)
+                metrics.REEVALUATIONS.labels(tenant, "submitted").inc()
+            else:
+                sends.append(await self._send_rejection(event, result, now))
+                updated.append((payment, {**entry, "version": index.version}))
+                metrics.REEVALUATIONS.labels(tenant, "still_rejected").inc()
+        await asyncio.gather(*sends)
+        for payment in done:
+            self._set(self.handled, payment, tenant, SUBMITTED)
+            self._set(self.pending, payment, tenant, None)
+        for payment, entry in updated:
+            self._set(self.pending, payment, tenant, entry)
+        log.info(
+            "rejections_reevaluated",
+            tenant_id=tenant,
+            version=index.version,
+            submitted=len(done),
+            still_rejected=len(updated),
+        )
+
+    # --- post stage ----------------------------------------------------------------------
+
+    async def _post_stream(self, stream: Any) -> None:
+        manual = stream.noack()  # acked per payment, once its outcome is out
+        async for event in manual.events():
+            try:
+                sub = Submission.model_validate_json(event.value)
+            except ValidationError as exc:
+                fut = await self._dead_letter(
+                    event.message, "invalid", "ValidationError", describe(exc), "post"
+                )
+                await fut
+                await manual.ack(event)
+                continue
+            poster = self._posters.get(sub.tenant_id)
+            if poster is None:
+                poster = self._posters[sub.tenant_id] = _TenantPoster(self, sub.tenant_id, manual)
+            poster.queue.put_nowait((sub, event))
+
+
+class _TenantPoster:
+    """One tenant's posting loop: a slow or paused tenant never holds up another."""
+
+    def __init__(self, pipeline: Pipeline, tenant: str, stream: Any) -> None:
+        self.p = pipeline
+        self.tenant = tenant
+        self.stream = stream
+        self.queue: asyncio.Queue[tuple[Submission, Any]] = asyncio.Queue()
+        self.task = asyncio.create_task(self._run(), name=f"poster-{tenant}")
+
+    async def _run(self) -> None:
+        s = self.p.s
+        while True:
+            batch = [await self.queue.get()]
+            deadline = time.monotonic() + s.post_batch_window_s
+            # Gather a burst into one request; flush at once when the stream goes quiet.
+            while len(batch) < s.post_batch_max:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), min(0.02, remaining)))
+                except TimeoutError:
+                    break
+            try:
+                await self._post(batch)
+            except Exception as exc:  # the loop must outlive any one batch
+                log.exception("post_batch_crashed", tenant_id=self.tenant, error=str(exc))
+                await self._dead_letter_all(batch, "crash", type(exc).__name__, str(exc))
+            for _, event in batch:
+                await self.stream.ack(event)
+
+    async def _post(self, batch: list[tuple[Submission, Any]]) -> None:
+        index = self.p.book.index(self.tenant)
+        if index is None:
+            await self._dead_letter_all(
+                batch,
+                "no_snapshot",
+                "UnknownTenant",
+                f"no valid register snapshot for {self.tenant}",
+            )
+            return
+        settings = index.settings
+        target = Target(self.tenant, settings.url, settings.token_ref, index.snapshot.test_tenant)
+        subs = [sub for sub, _ in batch]
+        result = await self.p.client.post(target, subs)
+        by_payment = {sub.payment_id: event for sub, event in batch}
+        sends: list[Awaitable[Any]] = []
+        now = datetime.now(UTC)
+        for receipt in result.receipts:
+            sends.append(
+                await self.p.receipts.send(
+                    key=self.tenant.encode(), value=receipt.model_dump_json().encode()
+                )
+            )
+        for sub, message in result.refused:
+            problem = xledger_refused(message)
+            rejection = Rejected(sub.snapshot_version, (problem,)).rejection(sub, now)
+            sends.append(
+                await self.p.rejections.send(
+                    key=sub.payment_id.encode(), value=rejection.model_dump_json().encode()
+                )
+            )
+            sends.append(
+                await self.p._dead_letter(
+                    by_payment[sub.payment_id].message, "refused", "Refused", message, "post"
+                )
+            )
+        for sub, code, message in result.failed:
+            sends.append(
+                await self.p._dead_letter(
+                    by_payment[sub.payment_id].message,
+                    code,
+                    "XledgerError",
+                    message,
+                    "post",
+                    attempts=self.p.client.s.max_attempts,
+                )
+            )
+        await asyncio.gather(*sends)
+        created = {sub.payment_id: sub.created_at for sub in subs}
+        acked = datetime.now(UTC)
+        for receipt in result.receipts:
+            # From the enrich stage reading the Betalt event to the receipt on the broker.
+            seconds = (acked - created[receipt.payment_id]).total_seconds()
+            metrics.BETALT_TO_RECEIPT_SECONDS.observe(seconds)
+        log.info(
+            "batch_posted",
+            tenant_id=self.tenant,
+            payments=len(subs),
+            receipts=len(result.receipts),
+            refused=len(result.refused),
+            failed=len(result.failed),
+            requests=result.requests,
+        )
+
+    async def _dead_letter_all(
+        self, batch: list[tuple[Submission, Any]], reason: str, error_class: str, message: str
+    ) -> None:
+        sends = [
+            await self.p._dead_letter(event.message, reason, error_class, message, "post")
+            for _, event in batch
+        ]
+        await asyncio.gather(*sends)
