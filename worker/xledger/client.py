@@ -16,6 +16,7 @@ import asyncio
 import functools
 import hashlib
 import random
+import re
 import time
 import uuid
 from collections import deque
@@ -188,9 +189,7 @@ class XledgerClient:
         except MissingToken as exc:
             return self._fail_all(result, unique, "missing_token", str(exc))
         logs.register_secret(token.reveal())
-        call = _Call(self, target, url, token, result)
-        for start in range(0, len(unique), MAX_PAYMENTS_PER_REQUEST):
-            await call.post_chunk(unique[start : start + MAX_PAYMENTS_PER_REQUEST])
+        await _Call(self, target, url, token, result).post_all(unique)
         # Duplicates of a payment within the call share its outcome.
         if len(unique) != len(submissions):
             _share_outcomes(result, submissions, posted)
@@ -260,23 +259,26 @@ class _Call:
         self.gate = client._gate(token)
         self.result = result
         self.attempts = 0
+        self.all: list[Submission] = []
 
-    # One chunk: at most 250 payments, i.e. one mutation when all goes well.
-    async def post_chunk(self, subs: list[Submission]) -> None:
-        self.attempts = 0
+    async def post_all(self, subs: list[Submission]) -> None:
+        """One lookup for the call, then mutations of at most 250 payments each."""
+        self.all = subs
         try:
             absent = await self._drop_present(subs)
-            await self._post_absent(absent)
+            for start in range(0, len(absent), MAX_PAYMENTS_PER_REQUEST):
+                await self._post_absent(absent[start : start + MAX_PAYMENTS_PER_REQUEST])
         except _GiveUp as exc:
             self._give_up(exc.pending, exc.code, exc.message)
         except AuthFailed as exc:
             self._give_up(subs, exc.code, str(exc))
 
     def _give_up(self, pending: list[Submission], code: str, message: str) -> None:
+        # Everything of the call without an outcome yet: the rest of the chunks too.
         done = {r.payment_id for r in self.result.receipts} | {
             s.payment_id for s, _ in self.result.refused
         }
-        left = [s for s in pending if s.payment_id not in done]
+        left = [s for s in self.all if s.payment_id not in done]
         self.c._fail_all(self.result, left, code, message)
 
     async def _drop_present(self, subs: list[Submission]) -> list[Submission]:
@@ -312,18 +314,20 @@ class _Call:
                     "post", subs, functools.partial(self._mutate, subs), unknown_is_final=True
                 )
             except Refused as exc:
-                if len(subs) == 1:
-                    self.result.refused.append((subs[0], str(exc)))
-                    metrics.XLEDGER_PAYMENTS.labels(self.tenant, "refused").inc()
-                    log.warning(
-                        "xledger_refused_payment",
-                        tenant_id=self.tenant,
-                        payment_id=subs[0].payment_id,
-                        error=str(exc),
-                    )
+                blamed = _blame(exc.messages, subs)
+                if blamed and len(blamed) < len(subs):
+                    # Xledger named the refused codes: refuse exactly the payments that
+                    # carry them (nothing was stored) and post the rest as one batch.
+                    for sub in subs:
+                        if sub.payment_id in blamed:
+                            self._refuse(sub, blamed[sub.payment_id])
+                    subs = [sub for sub in subs if sub.payment_id not in blamed]
+                    continue
+                if len(subs) == 1 or len(blamed) == len(subs):
+                    for sub in subs:
+                        self._refuse(sub, blamed.get(sub.payment_id) or str(exc))
                     return
-                # Find the refused payment(s) without sinking the rest (nothing was stored:
-                # Xledger refuses a mutation whole).
+                # Not attributable: split the batch to find the refused payment(s).
                 mid = len(subs) // 2
                 await self._post_absent(subs[:mid])
                 await self._post_absent(subs[mid:])
@@ -387,7 +391,10 @@ class _Call:
                     raise
 
     async def _pause_for_credits(self, exc: CreditsExhausted) -> None:
-        pause = exc.reset_in_s if exc.reset_in_s is not None else self.c.s.credits_pause_s
+        # The configured pause, or Xledger's reset time when that comes sooner.
+        pause = self.c.s.credits_pause_s
+        if exc.reset_in_s is not None:
+            pause = min(pause, exc.reset_in_s)
         self.gate.paused_until = self.c._clock() + pause
         metrics.XLEDGER_TENANT_PAUSED.labels(self.tenant).set(1)
         log.error(
@@ -528,6 +535,16 @@ class _Call:
         data: dict[str, Any] = body["data"]
         return data
 
+    def _refuse(self, sub: Submission, message: str) -> None:
+        self.result.refused.append((sub, message))
+        metrics.XLEDGER_PAYMENTS.labels(self.tenant, "refused").inc()
+        log.warning(
+            "xledger_refused_payment",
+            tenant_id=self.tenant,
+            payment_id=sub.payment_id,
+            error=message,
+        )
+
     def _receipt(
         self, sub: Submission, db_ids: list[int], batch_id: str, already_present: bool = False
     ) -> None:
@@ -573,3 +590,30 @@ def _voucher_numbers(subs: Sequence[Submission]) -> dict[str, int]:
         used.add(number)
         out[sub.payment_id] = number
     return out
+
+
+_NO_VALUE = re.compile(
+    r"^(?P<field>\w+)\.(?P<key>code|dbId): No value matching owner \S+, (?:code|dbId) "
+    r"'?(?P<value>[^']*?)'?\.?$"
+)
+
+
+def _blame(messages: list[str], subs: Sequence[Submission]) -> dict[str, str]:
+    """Payment id → Xledger's messages, for the payments whose lines hold a refused code.
+
+    Xledger names the field and the code it refused (`account.code: No value matching
+    owner 42365431, code '9999'.`); every payment carrying that code would be refused.
+    Messages that name no code blame nobody, and the caller bisects instead.
+    """
+    refused: list[tuple[str, str, str]] = []
+    for message in messages:
+        m = _NO_VALUE.match(message.strip())
+        if m:
+            refused.append((m["field"], m["value"], message))
+    blamed: dict[str, list[str]] = {}
+    for sub in subs:
+        for line in sub.lines:
+            for field_name, value, message in refused:
+                if str(getattr(line, field_name, None)) == value:
+                    blamed.setdefault(sub.payment_id, []).append(message)
+    return {pid: " ".join(dict.fromkeys(msgs)) for pid, msgs in blamed.items()}
