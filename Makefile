@@ -22,7 +22,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not integration"
 
 run: install
-	$(BIN)/python -m worker offline-demo
+	$(BIN)/python -m worker run
 
 lint: install
 	$(BIN)/ruff check worker tests

@@ -27,6 +27,11 @@ SNAPSHOTS = Counter(
 SNAPSHOT_VERSION = Gauge(
     "flyt_register_snapshot_version", "Register snapshot version in force, per tenant.", ["tenant"]
 )
+ASSIGNED_PARTITIONS = Gauge(
+    "flyt_assigned_partitions",
+    "Partitions of each consumed topic assigned to this worker (after the last rebalance).",
+    ["topic"],
+)
 DEAD_LETTERS = Counter(
     "flyt_dead_letters_total",
     "Records sent to the dead-letter queue, by stage and reason.",

@@ -88,12 +88,14 @@ class Pipeline:
         table: dict[str, Any] = {
             "partitions": s.partitions,
             "use_partitioner": True,
-            "schema": faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+            "key_type": bytes,  # faust then (de)serialises keys raw, writing and recovering
             "default": dict,
         }
         self.handled = app.Table("handled", **table)
         self.pending = app.Table("pending-rejections", **table)  # R16: retryable rejections
         self._posters: dict[str, _TenantPoster] = {}
+        # mode types the receiver with a keyword-only `signal`, which faust passes.
+        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         self.enrich_agent = app.agent(self.payments, name="enrich")(self._enrich_stream)
         self.post_agent = app.agent(self.submissions, name="post")(self._post_stream)
 
@@ -108,6 +110,20 @@ class Pipeline:
             poster.task.cancel()
         await self.app.stop()
         await self.cache.stop()
+
+    async def _on_assigned(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        assigned: set[Any] = kwargs.get("assigned", args[0] if args else set())
+        for topic in (self.s.topics.payments, self.s.topics.submissions):
+            n = sum(1 for tp in assigned if tp.topic == topic)
+            metrics.ASSIGNED_PARTITIONS.labels(topic).set(n)
+        log.info(
+            "partitions_assigned",
+            partitions=sorted(
+                f"{tp.topic}:{tp.partition}"
+                for tp in assigned
+                if not tp.topic.startswith(self.s.app_id)
+            ),
+        )
 
     # --- enrich stage ----------------------------------------------------------------
 
@@ -185,10 +201,9 @@ class Pipeline:
             current.pop(tenant, None)
         else:
             current[tenant] = value
-        if current:
-            table[key] = current
-        elif key in table:
-            del table[key]
+        # An emptied entry is written as {}, never deleted: Tansu returns a tombstone as
+        # empty bytes, which breaks faust's recovery of a JSON table.
+        table[key] = current
 
     async def _send_submission(
         self, event: PaymentStatusEvent, result: Enriched, now: datetime
@@ -247,8 +262,8 @@ class Pipeline:
         if index is None or not self.app.tables:
             return
         waiting = [
-            (payment, states[tenant])
-            for payment, states in list(self.pending.items())
+            (key.decode(), states[tenant])
+            for key, states in list(self.pending.items())
             if tenant in states
         ]
         if not waiting:

@@ -1,0 +1,137 @@
+"""Helpers for the integration tests: unique topics per test, worker processes, outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Broker, subprocess_env
+from worker.config import Settings, Topics
+from worker.core.register_book import RegisterBook
+from worker.offline import enrich_lines
+from worker.runtime import OutcomeWatcher
+from worker.stream.feed import publish, snapshot_records
+from worker.stream.topics import ensure_topics, topic_specs
+
+
+def unique_settings(broker: Broker, name: str, **overrides: Any) -> Settings:
+    run = f"{name}-{secrets.token_hex(3)}"
+    t = Topics()
+    topics = Topics(
+        **{
+            f: f"{getattr(t, f)}.{run}"
+            for f in ("payments", "registers", "submissions", "receipts", "rejections", "dlq")
+        }
+    )
+    return broker.settings(app_id=f"flyt-xledger-test-{run}", topics=topics, **overrides)
+
+
+async def prepare(s: Settings, snapshots: list[dict[str, Any]]) -> None:
+    assert s.bootstrap
+    await ensure_topics(s.bootstrap, topic_specs(s))
+    await publish(s.bootstrap, s.topics.registers, snapshot_records(snapshots))
+
+
+def worker_env(
+    broker: Broker, s: Settings, tokens: dict[str, str], sandbox_url: str, metrics_port: int
+) -> dict[str, str]:
+    env = {
+        **broker.env(),
+        **tokens,
+        "FLYT_APP_ID": s.app_id,
+        "FLYT_SANDBOX": "1",
+        "FLYT_XLEDGER_ENDPOINT": sandbox_url,
+        "FLYT_METRICS_PORT": str(metrics_port),
+        "FLYT_PARTITIONS": str(s.partitions),
+        "FLYT_POST_BATCH_WINDOW_S": str(s.post_batch_window_s),
+    }
+    for field in ("payments", "registers", "submissions", "receipts", "rejections", "dlq"):
+        env[f"FLYT_TOPIC_{field.upper()}"] = getattr(s.topics, field)
+    return subprocess_env(env)
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", "run"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics", timeout=2)).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def metric(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    return sum(
+        v
+        for (n, lbls), v in samples.items()
+        if n == name and all(dict(lbls).get(k) == val for k, val in labels.items())
+    )
+
+
+async def wait_for(
+    check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.25
+) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await check()
+            if last:
+                return last
+        except (httpx.HTTPError, OSError):
+            pass
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def expected_outcomes(
+    snapshots: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(submitted, rejected) payments as the offline core decides them."""
+    from worker.contracts import RegisterSnapshot
+
+    book = RegisterBook()
+    for snap in sorted(snapshots, key=lambda d: (d["tenant_id"], d["version"])):
+        book.offer(RegisterSnapshot.model_validate(snap))
+    submitted, rejected = set(), set()
+    for out in enrich_lines([json.dumps(e) for e in events], book):
+        key = (out["tenant_id"], out["payment_id"])
+        if out["outcome"] == "submission":
+            submitted.add(key)
+        elif out["outcome"] == "rejection":
+            rejected.add(key)
+    return submitted, rejected
+
+
+async def watch_until(watcher: OutcomeWatcher, expected: int, timeout_s: float) -> None:
+    async def done() -> bool:
+        await watcher.poll()
+        return len(watcher.posted | watcher.rejected) + watcher.dead_lettered >= expected
+
+    await wait_for(done, timeout_s, f"{expected} outcomes", interval_s=0.05)
+
+
+def with_app(s: Settings, **kw: Any) -> Settings:
+    return replace(s, **kw)

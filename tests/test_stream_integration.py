@@ -1,0 +1,285 @@
+"""The streaming worker on a real broker (Tansu here; Apache Kafka where Docker answers)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Broker, free_port, stop_process
+from tests.stream_helpers import (
+    expected_outcomes,
+    metric,
+    prepare,
+    scrape,
+    start_worker,
+    unique_settings,
+    wait_for,
+    watch_until,
+    worker_env,
+)
+from worker.core.register_book import RegisterBook
+from worker.demo.events import generate_events
+from worker.demo.registers import demo_snapshot_dicts
+from worker.runtime import OutcomeWatcher, make_client, start_demo_sandbox
+from worker.stream.feed import event_records, publish, snapshot_records
+from worker.stream.pipeline import Pipeline
+from worker.stream.register_cache import RegisterCache
+
+pytestmark = pytest.mark.integration
+
+
+def ledger_by_payment(lines: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = defaultdict(list)
+    for line in lines:
+        out[line["extIdentifier"].rsplit(":", 1)[0]].append(line)
+    return out
+
+
+def assert_ledger_exactly_once(lines: list[dict], posted: set[tuple[str, str]]) -> None:
+    counts = Counter(line["extIdentifier"] for line in lines)
+    assert not [k for k, v in counts.items() if v > 1], "an external identifier twice"
+    vouchers = ledger_by_payment(lines)
+    assert set(vouchers) == {f"flyt:{t}:{p}" for t, p in posted}
+    for payment, v in vouchers.items():
+        assert len(v) == 2, payment
+        assert sum(Decimal(x["amount"]) for x in v) == 0, payment
+
+
+# --- acceptance: the demo command ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("faults", [False, True], ids=["clean", "faults"])
+def test_demo_3000_events_accounted_posted_once_few_requests(
+    broker: Broker, tmp_path: Path, faults: bool
+) -> None:
+    ledger = tmp_path / "ledger.jsonl"
+    args = [
+        sys.executable,
+        "-m",
+        "worker",
+        "demo",
+        "--events",
+        "3000",
+        "--bad",
+        "30",
+        "--ledger-out",
+        str(ledger),
+        "--bootstrap",
+        broker.bootstrap,
+        "--timeout",
+        "240",
+    ]
+    proc = subprocess.run(
+        args + (["--faults"] if faults else []), capture_output=True, text=True, timeout=400
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"\ndemo ({'faults' if faults else 'clean'}): {summary}")
+    assert summary["events"] == 3030 and summary["unaccounted"] == 0
+    assert summary["dead_lettered"] >= 30
+    lines = [json.loads(x) for x in ledger.read_text().splitlines()]
+    vouchers = ledger_by_payment(lines)
+    assert len(vouchers) == summary["posted"]
+    assert_ledger_exactly_once(lines, {tuple(k.split(":")[1:3]) for k in vouchers})  # type: ignore[misc]
+    assert summary["xledger_requests"] / summary["posted"] <= 0.05
+
+
+# --- the register cache -----------------------------------------------------------------
+
+
+async def test_every_cache_holds_every_tenant_and_refuses_bad_snapshots(broker: Broker) -> None:
+    s = unique_settings(broker, "cache")
+    snapshots = demo_snapshot_dicts()
+    bad = copy.deepcopy(snapshots[0])
+    bad["version"] = 99
+    bad["settings"]["url"] = "https://evil.example/graphql"
+    await prepare(s, [*snapshots, bad])
+    caches = [RegisterCache(broker.bootstrap, s.topics.registers, RegisterBook()) for _ in "ab"]
+    for cache in caches:
+        await cache.start()
+    try:
+        for cache in caches:
+            await cache.wait_ready(30)
+            assert cache.book.tenants() == sorted(d["tenant_id"] for d in snapshots)
+            assert cache.book.version("t-vestfold-bv") == 1  # v99 refused: v1 stays in force
+        newer = copy.deepcopy(snapshots[1])
+        newer["version"] = 2
+        await publish(broker.bootstrap, s.topics.registers, snapshot_records([newer]))
+
+        async def both_follow() -> bool:
+            return all(c.book.version("t-lillevik") == 2 for c in caches)
+
+        await wait_for(both_follow, 20, "both caches to follow the topic")
+    finally:
+        for cache in caches:
+            await cache.stop()
+
+
+# --- R16: a newer snapshot fills the gap ---------------------------------------------------
+
+
+async def test_r16_rejected_payment_is_posted_after_a_snapshot_fills_the_gap(
+    broker: Broker,
+) -> None:
+    s = unique_settings(broker, "r16")
+    snapshots = demo_snapshot_dicts()
+    await prepare(s, snapshots)
+    sandbox, tokens = await start_demo_sandbox()
+    s = replace(s, sandbox=True, xledger_endpoint_override=sandbox.url, post_batch_window_s=0.05)
+    pipeline = Pipeline(s, broker.bootstrap, make_client(s, tokens))
+    watcher = OutcomeWatcher(broker.bootstrap, s)
+    event = next(
+        e
+        for e in generate_events(50, seed=5)
+        if e["status"] == "Betalt" and e["tenant_id"] == "t-lillevik"
+    )
+    event["payment"]["category"] = "REISEUTGIFTER"  # not in Betalingstyper: MISSING_ACCOUNT
+    event["payment"]["vat_code"] = None
+    try:
+        await pipeline.start()
+        await watcher.start()
+        await publish(broker.bootstrap, s.topics.payments, event_records([event]))
+        await watch_until(watcher, 1, 60)
+        key = (event["tenant_id"], event["payment_id"])
+        assert watcher.rejected == {key} and not watcher.posted
+
+        fixed = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == "t-lillevik"))
+        fixed["version"] = 2
+        fixed["registers"]["betalingstype"].append({"category": "REISEUTGIFTER", "value": "14700"})
+        await publish(broker.bootstrap, s.topics.registers, snapshot_records([fixed]))
+
+        async def posted() -> bool:
+            await watcher.poll()
+            return key in watcher.posted
+
+        await wait_for(posted, 60, "the re-evaluated payment to be posted")
+        lines = [
+            x for x in sandbox.ledger() if x["extIdentifier"].startswith(f"flyt:{key[0]}:{key[1]}:")
+        ]
+        assert [x["account"] for x in lines] == ["14700", "1950"]
+        payment = key[1].encode()
+        assert pipeline.handled[payment] == {"t-lillevik": "submitted"}
+        assert pipeline.pending[payment] == {}  # no longer waiting for a snapshot
+    finally:
+        await watcher.stop()
+        await pipeline.stop()
+        await pipeline.client.aclose()
+        await sandbox.stop()
+
+
+# --- two workers -------------------------------------------------------------------------
+
+
+async def test_two_workers_both_hold_every_snapshot_and_split_the_payments(
+    broker: Broker,
+    tmp_path: Path,
+) -> None:
+    s = unique_settings(broker, "two")
+    snapshots = demo_snapshot_dicts()
+    await prepare(s, snapshots)
+    sandbox, tokens = await start_demo_sandbox()
+    ports = [free_port(), free_port()]
+    procs = [
+        start_worker(worker_env(broker, s, tokens, sandbox.url, port), tmp_path / f"w{i}.log")
+        for i, port in enumerate(ports)
+    ]
+    watcher = OutcomeWatcher(broker.bootstrap, s)
+    try:
+
+        async def settled() -> bool:
+            samples = [await scrape(p) for p in ports]
+            shares = [
+                metric(x, "flyt_assigned_partitions", topic=s.topics.payments) for x in samples
+            ]
+            return all(n > 0 for n in shares) and sum(shares) == s.partitions
+
+        await wait_for(settled, 90, "both workers to own payment partitions")
+        for port in ports:  # every worker holds every tenant's snapshot
+            samples = await scrape(port)
+            for snap in snapshots:
+                assert (
+                    metric(samples, "flyt_register_snapshot_version", tenant=snap["tenant_id"])
+                    == snap["version"]
+                )
+
+        events = list(generate_events(1500, seed=21))
+        submitted, rejected = expected_outcomes(snapshots, events)
+        await watcher.start()
+        await publish(
+            broker.bootstrap, s.topics.payments, event_records(events), one_record_batches=False
+        )
+        await watch_until(watcher, len(submitted | rejected), 120)
+
+        samples = [await scrape(p) for p in ports]
+        per_worker = [
+            sum(
+                metric(x, "flyt_events_total", outcome=o)
+                for o in ("submitted", "rejected", "ignored", "duplicate", "invalid")
+            )
+            for x in samples
+        ]
+        print(f"\nevents per worker: {per_worker}")
+        assert all(n > 0 for n in per_worker)  # split between them …
+        assert sum(per_worker) == len(events)  # … and none processed twice
+        assert watcher.posted | watcher.rejected == submitted | rejected
+        assert_ledger_exactly_once(sandbox.ledger(), watcher.posted)
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        await watcher.stop()
+        await sandbox.stop()
+
+
+# --- restart mid-stream ----------------------------------------------------------------------
+
+
+async def test_worker_killed_mid_stream_loses_nothing_and_posts_nothing_twice(
+    broker: Broker,
+    tmp_path: Path,
+) -> None:
+    s = unique_settings(broker, "restart")
+    snapshots = demo_snapshot_dicts()
+    await prepare(s, snapshots)
+    sandbox, tokens = await start_demo_sandbox()
+    port = free_port()
+    env = worker_env(broker, s, tokens, sandbox.url, port)
+    log = tmp_path / "worker.log"
+    events = list(generate_events(3000, seed=33))
+    submitted, rejected = expected_outcomes(snapshots, events)
+    watcher = OutcomeWatcher(broker.bootstrap, s)
+    proc = start_worker(env, log)
+    try:
+        await watcher.start()
+        await publish(
+            broker.bootstrap, s.topics.payments, event_records(events), one_record_batches=False
+        )
+
+        async def some_posted() -> bool:
+            await watcher.poll()
+            return len(watcher.posted) >= 200
+
+        await wait_for(some_posted, 90, "the first receipts")
+        proc.kill()  # no goodbye: uncommitted offsets, unflushed state
+        proc.wait()
+        seen = len(watcher.posted)
+        assert seen < len(submitted), "the worker finished before it could be killed"
+        proc = start_worker(env, log)
+        await watch_until(watcher, len(submitted | rejected), 180)
+        print(
+            f"\nkilled after {seen} receipts; all {len(submitted | rejected)} outcomes after restart"
+        )
+        assert watcher.posted | watcher.rejected == submitted | rejected
+        assert_ledger_exactly_once(sandbox.ledger(), watcher.posted)
+    finally:
+        stop_process(proc)
+        await watcher.stop()
+        await sandbox.stop()
