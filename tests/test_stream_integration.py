@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import subprocess
@@ -274,9 +273,8 @@ async def test_worker_killed_mid_stream_loses_nothing_and_posts_nothing_twice(
         assert seen < len(submitted), "the worker finished before it could be killed"
         proc = start_worker(env, log)
         await watch_until(watcher, len(submitted | rejected), 180)
-        print(
-            f"\nkilled after {seen} receipts; all {len(submitted | rejected)} outcomes after restart"
-        )
+        total = len(submitted | rejected)
+        print(f"\nkilled after {seen} receipts; all {total} outcomes after restart")
         assert watcher.posted | watcher.rejected == submitted | rejected
         assert_ledger_exactly_once(sandbox.ledger(), watcher.posted)
     finally:
