@@ -161,24 +161,32 @@ def counts() -> dict[str, int]:
 
 
 class OutcomeWatcher:
-    """Reads receipts, rejections and dead letters from their start; counts per payment."""
+    """Reads the events, receipts, rejections and dead letters from their start.
+
+    Counts outcomes per payment, and pairs each payment's Betalt event with its receipt.
+    """
 
     def __init__(self, bootstrap: str, s: Settings) -> None:
         self.s = s
+        # earliest: a topic may still be empty when the watcher seeks to its beginning.
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
         )
         self.posted: set[tuple[str, str]] = set()
         self.rejected: set[tuple[str, str]] = set()
         self.dead_lettered = 0  # records, except Xledger refusals (counted as rejected)
-        self.receipt_lines: dict[str, int] = {}
+        self.betalt_ms: dict[tuple[str, str], int] = {}  # payment → its event's broker time
+        self.receipt_ms: dict[tuple[str, str], int] = {}  # payment → its first receipt's time
 
     async def start(self) -> None:
         await self.consumer.start()
         t = self.s.topics
         tps = [
             TopicPartition(topic, p)
-            for topic in (t.receipts, t.rejections, t.dlq)
+            for topic in (t.payments, t.receipts, t.rejections, t.dlq)
             for p in range(self.s.partitions)
         ]
         self.consumer.assign(tps)
@@ -189,9 +197,13 @@ class OutcomeWatcher:
         batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
         for tp, records in batches.items():
             for r in records:
-                if tp.topic == t.receipts:
+                if tp.topic == t.payments:
+                    self._note_betalt(r.value, r.timestamp)
+                elif tp.topic == t.receipts:
                     body = json.loads(r.value)
-                    self.posted.add((body["tenant_id"], body["payment_id"]))
+                    key = (body["tenant_id"], body["payment_id"])
+                    self.receipt_ms.setdefault(key, r.timestamp)
+                    self.posted.add(key)
                 elif tp.topic == t.rejections:
                     body = json.loads(r.value)
                     self.rejected.add((body["tenant_id"], body["payment_id"]))
@@ -199,6 +211,29 @@ class OutcomeWatcher:
                     headers = dict(r.headers or [])
                     if headers.get("dlq.reason") != b"refused":
                         self.dead_lettered += 1
+
+    def _note_betalt(self, value: bytes, timestamp_ms: int) -> None:
+        try:
+            body = json.loads(value)
+            if body.get("status") == "Betalt":
+                self.betalt_ms.setdefault((body["tenant_id"], body["payment_id"]), timestamp_ms)
+        except (ValueError, AttributeError, KeyError, TypeError):
+            pass  # unreadable events have no latency to measure
+
+    def latency_quantiles(self) -> dict[str, float | None]:
+        """Betalt event → receipt, by the broker timestamps of the two records."""
+        xs = sorted(
+            (ms - self.betalt_ms[k]) / 1000
+            for k, ms in self.receipt_ms.items()
+            if k in self.betalt_ms
+        )
+        if not xs:
+            return {"betalt_to_receipt_p50_s": None, "betalt_to_receipt_p99_s": None}
+
+        def q(p: float) -> float:
+            return round(xs[min(len(xs) - 1, int(p * len(xs)))], 3)
+
+        return {"betalt_to_receipt_p50_s": q(0.50), "betalt_to_receipt_p99_s": q(0.99)}
 
     async def stop(self) -> None:
         await self.consumer.stop()
@@ -246,10 +281,16 @@ async def demo(
         await publish(bs, es.topics.payments, event_records(events, bad), one_record_batches=False)
         deadline = time.monotonic() + timeout_s
         summary: dict[str, Any] = {}
+        enrich_first = enrich_last = None
         while True:
             await watcher.poll()
             now = counts()
             delta = {k: now[k] - before[k] for k in now}
+            read = sum(delta.values())  # events the enrich stage has finished
+            if read and enrich_first is None:
+                enrich_first = time.monotonic()
+            if read >= len(events) + len(bad) and enrich_last is None:
+                enrich_last = time.monotonic()
             summary = {
                 "events": len(events) + len(bad),
                 "betalt": betalt,
@@ -267,6 +308,9 @@ async def demo(
                 break
         summary["xledger_requests"] = sandbox.stats.requests
         summary["elapsed_s"] = round(time.monotonic() - started, 2)
+        if enrich_first is not None and enrich_last is not None and enrich_last > enrich_first:
+            summary["enrich_events_per_s"] = round(summary["events"] / (enrich_last - enrich_first))
+        summary.update(watcher.latency_quantiles())
         if ledger_out is not None:
             sandbox.dump_ledger(ledger_out)
         if metrics_out is not None:
