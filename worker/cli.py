@@ -210,6 +210,12 @@ def run(bootstrap: str | None, metrics_port: int | None, demo_rate: float) -> No
 @click.option("--ledger-out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--metrics-out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--timeout", "timeout_s", default=300.0, show_default=True, type=float)
+@click.option(
+    "--rate",
+    type=click.FloatRange(1),
+    help="Publish about this many events per "
+    "second instead of all at once (latency in steady state, not under a backlog).",
+)
 def demo(
     n_events: int,
     n_bad: int,
@@ -218,6 +224,7 @@ def demo(
     ledger_out: Path | None,
     metrics_out: Path | None,
     timeout_s: float,
+    rate: float | None,
 ) -> None:
     """Run the whole pipeline once on demo data; the last line is a JSON summary."""
     import asyncio
@@ -227,7 +234,89 @@ def demo(
 
     logs.configure("WARNING")
     summary = asyncio.run(
-        run_demo(n_events, n_bad, faults, bootstrap, ledger_out, metrics_out, timeout_s)
+        run_demo(n_events, n_bad, faults, bootstrap, ledger_out, metrics_out, timeout_s, rate)
     )
     click.echo(json.dumps(summary))
     raise SystemExit(0 if summary["unaccounted"] == 0 else 1)
+
+
+@main.group()
+def dlq() -> None:
+    """Inspect and replay the dead-letter queue."""
+
+
+def _dlq_settings(bootstrap: str | None) -> tuple[str, str]:
+    from worker import config
+
+    s = config.from_env()
+    server = bootstrap or s.bootstrap
+    if not server:
+        raise click.ClickException("name the broker: --bootstrap or FLYT_BOOTSTRAP_SERVERS")
+    return server, s.topics.dlq
+
+
+@dlq.command("list")
+@click.option("--bootstrap", help="Kafka bootstrap servers (default: FLYT_BOOTSTRAP_SERVERS).")
+@click.option("--stage", type=click.Choice(["enrich", "post"]), help="Only this stage.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def dlq_list(bootstrap: str | None, stage: str | None, as_json: bool) -> None:
+    """List dead letters with why they failed."""
+    from worker.ops.dead_letter_queue import read_all
+
+    server, topic = _dlq_settings(bootstrap)
+    letters = [d.summary() for d in read_all(server, topic)]
+    letters = [d for d in letters if stage is None or d["stage"] == stage]
+    if as_json:
+        for d in letters:
+            click.echo(json.dumps(d, ensure_ascii=False))
+        return
+    click.echo(f"{len(letters)} dead letter(s) in {topic}")
+    for d in letters:
+        click.echo(
+            f"{d['dlq_partition']}@{d['dlq_offset']:<6} {d['stage'] or '?':<6} "
+            f"{d['reason'] or '?':<16} key={d['key']} from {d['original']} "
+            f"replays={d['replay_count']}\n    {(d['error_message'] or '')[:160]}"
+        )
+
+
+@dlq.command("replay")
+@click.option("--bootstrap", help="Kafka bootstrap servers (default: FLYT_BOOTSTRAP_SERVERS).")
+@click.option(
+    "--at",
+    "where",
+    required=True,
+    multiple=True,
+    metavar="PARTITION@OFFSET",
+    help="The dead letter to replay (as `dlq list` shows it); repeatable.",
+)
+@click.option("--actor", required=True, help="Who transfers it (R13), e.g. a Flyt user id.")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    help="The actor's roles; a manual transfer needs Økonomi (R13).",
+)
+def dlq_replay(
+    bootstrap: str | None, where: tuple[str, ...], actor: str, roles: tuple[str, ...]
+) -> None:
+    """Send dead letters back to their original topic."""
+    from worker.ops.dead_letter_queue import ReplayRefused, read_all, replay
+
+    server, topic = _dlq_settings(bootstrap)
+    wanted = set()
+    for w in where:
+        p, sep, o = w.partition("@")
+        if not (sep and p.isdigit() and o.isdigit()):
+            raise click.BadParameter(f"{w!r} is not PARTITION@OFFSET", param_hint="--at")
+        wanted.add((int(p), int(o)))
+    letters = {(d.partition, d.offset): d for d in read_all(server, topic)}
+    missing = sorted(wanted - set(letters))
+    if missing:
+        raise click.ClickException("no dead letter at " + ", ".join(f"{p}@{o}" for p, o in missing))
+    for key in sorted(wanted):
+        try:
+            target = replay(server, letters[key], actor, list(roles))
+        except ReplayRefused as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"replayed {key[0]}@{key[1]} to {target} as {actor}")

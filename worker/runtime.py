@@ -247,6 +247,7 @@ async def demo(
     ledger_out: Path | None,
     metrics_out: Path | None,
     timeout_s: float = 300.0,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     """`python -m worker demo`: the whole pipeline once; returns the summary."""
     s = replace(Settings(), metrics_port=None)
@@ -274,11 +275,16 @@ async def demo(
             bs = bootstrap
             await ensure_topics(bs, topic_specs(es))
             await publish(bs, es.topics.registers, snapshot_records(demo_snapshot_dicts()))
-        await stack.enter_async_context(running_pipeline(es, bs, make_client(es, environ)))
+        pipeline = await stack.enter_async_context(
+            running_pipeline(es, bs, make_client(es, environ))
+        )
+        # Measure the pipeline, not its start-up: publish once it has joined and recovered.
+        await asyncio.wait_for(pipeline.ready.wait(), 120)
         watcher = OutcomeWatcher(bs, es)
         await watcher.start()
         stack.push_async_callback(watcher.stop)
-        await publish(bs, es.topics.payments, event_records(events, bad), one_record_batches=False)
+        feed = asyncio.create_task(_feed(bs, es.topics.payments, event_records(events, bad), rate))
+        stack.push_async_callback(_cancel, feed)
         deadline = time.monotonic() + timeout_s
         summary: dict[str, Any] = {}
         enrich_first = enrich_last = None
@@ -316,6 +322,26 @@ async def demo(
         if metrics_out is not None:
             metrics_out.write_bytes(generate_latest(REGISTRY))
     return summary
+
+
+async def _feed(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]], rate: float | None
+) -> None:
+    """All at once, or about `rate` records per second in tenths of a second."""
+    if not rate:
+        await publish(bootstrap, topic, records, one_record_batches=False)
+        return
+    step = max(1, round(rate / 10))
+    for start in range(0, len(records), step):
+        t0 = time.monotonic()
+        await publish(bootstrap, topic, records[start : start + step], one_record_batches=False)
+        await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _suffixed(s: Settings, run_id: str) -> Any:

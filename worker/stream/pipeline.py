@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from worker import logs, metrics
@@ -78,9 +79,10 @@ class Pipeline:
         t = s.topics
         self.payments = app.topic(t.payments, **raw)
         self.submissions = app.topic(t.submissions, **raw)
-        self.receipts = app.topic(t.receipts, **raw)
-        self.rejections = app.topic(t.rejections, **raw)
-        self.dlq = app.topic(t.dlq, **raw)
+        # Outputs go through a producer of our own that batches normally: faust's producer
+        # sends one-record batches on Tansu (for its changelogs' sake), which would slow
+        # every output. Each output's future is awaited before its input is acknowledged.
+        self.out = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
         # Keyed by payment_id, as the input is, and placed by the partitioner: a table's
         # partition then matches its payment's input partition, even outside a stream.
         # Values map tenant → state, since two tenants may use the same payment id.
@@ -96,12 +98,17 @@ class Pipeline:
         self._posters: dict[str, _TenantPoster] = {}
         # mode types the receiver with a keyword-only `signal`, which faust passes.
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
+        # Set once the register cache has caught up and the first rebalance (with table
+        # recovery) is complete: from then on events are processed as they arrive.
+        self.ready = asyncio.Event()
         self.enrich_agent = app.agent(self.payments, name="enrich")(self._enrich_stream)
         self.post_agent = app.agent(self.submissions, name="post")(self._post_stream)
 
     # --- life cycle ------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.out.start()
         await self.cache.start()
         await self.app.start()
 
@@ -110,6 +117,7 @@ class Pipeline:
             poster.task.cancel()
         await self.app.stop()
         await self.cache.stop()
+        await self.out.stop()
 
     async def _on_assigned(self, app: Any, *args: Any, **kwargs: Any) -> None:
         assigned: set[Any] = kwargs.get("assigned", args[0] if args else set())
@@ -124,6 +132,12 @@ class Pipeline:
                 if not tp.topic.startswith(self.s.app_id)
             ),
         )
+
+    async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
+        if not self.ready.is_set():
+            await self.cache.ready.wait()
+            self.ready.set()
+            log.info("worker_ready", tenants=len(self.book))
 
     # --- enrich stage ----------------------------------------------------------------
 
@@ -216,8 +230,10 @@ class Pipeline:
             event_id=event.event_id,
             snapshot_version=result.snapshot_version,
         )
-        return await self.submissions.send(
-            key=event.tenant_id.encode(), value=sub.model_dump_json().encode()
+        return await self.send(
+            self.s.topics.submissions,
+            key=event.tenant_id.encode(),
+            value=sub.model_dump_json().encode(),
         )
 
     async def _send_rejection(
@@ -233,8 +249,10 @@ class Pipeline:
             codes=[str(p.code) for p in result.problems],
             retryable=result.retryable,
         )
-        return await self.rejections.send(
-            key=event.payment_id.encode(), value=rejection.model_dump_json().encode()
+        return await self.send(
+            self.s.topics.rejections,
+            key=event.payment_id.encode(),
+            value=rejection.model_dump_json().encode(),
         )
 
     async def _dead_letter(
@@ -252,7 +270,17 @@ class Pipeline:
             offset=message.offset,
             attempts=attempts,
         )
-        return await self.dlq.send(key=message.key, value=message.value, headers=headers)
+        return await self.send(self.s.topics.dlq, message.key, message.value, headers)
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]:
+        """Queue one output; the returned future resolves when the broker has it."""
+        return await self.out.send(topic, key=key, value=value, headers=headers)
 
     # --- R16: re-evaluation on a newer snapshot ----------------------------------------
 
@@ -370,16 +398,20 @@ class _TenantPoster:
         now = datetime.now(UTC)
         for receipt in result.receipts:
             sends.append(
-                await self.p.receipts.send(
-                    key=self.tenant.encode(), value=receipt.model_dump_json().encode()
+                await self.p.send(
+                    self.p.s.topics.receipts,
+                    key=self.tenant.encode(),
+                    value=receipt.model_dump_json().encode(),
                 )
             )
         for sub, message in result.refused:
             problem = xledger_refused(message)
             rejection = Rejected(sub.snapshot_version, (problem,)).rejection(sub, now)
             sends.append(
-                await self.p.rejections.send(
-                    key=sub.payment_id.encode(), value=rejection.model_dump_json().encode()
+                await self.p.send(
+                    self.p.s.topics.rejections,
+                    key=sub.payment_id.encode(),
+                    value=rejection.model_dump_json().encode(),
                 )
             )
             sends.append(

@@ -1,0 +1,1 @@
+"""Operator tools (kafka-python, assigned consumers: no group join)."""
