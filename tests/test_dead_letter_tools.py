@@ -20,9 +20,13 @@ pytestmark = pytest.mark.integration
 
 def cli(broker: Broker, s, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"FLYT_TOPIC_DLQ": s.topics.dlq, "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "worker", "dlq", *args,
-                           "--bootstrap", broker.bootstrap], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "dlq", *args, "--bootstrap", broker.bootstrap],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 async def test_list_shows_why_and_replay_needs_okonomi_and_marks_the_record(
@@ -31,10 +35,17 @@ async def test_list_shows_why_and_replay_needs_okonomi_and_marks_the_record(
     s = unique_settings(broker, "dlq")
     await ensure_topics(broker.bootstrap, topic_specs(s))
     original = b'{"schema_version": 1, "tenant_id": "t-lillevik", "payment_id": "P-9"}'
-    headers = dlq_headers([("trace-id", b"abc")], reason="unknown_outcome",
-                          error_class="XledgerError", error_message="post failed 8 times: HTTP 502",
-                          stage="post", topic=s.topics.submissions, partition=2, offset=41,
-                          attempts=8)
+    headers = dlq_headers(
+        [("trace-id", b"abc")],
+        reason="unknown_outcome",
+        error_class="XledgerError",
+        error_message="post failed 8 times: HTTP 502",
+        stage="post",
+        topic=s.topics.submissions,
+        partition=2,
+        offset=41,
+        attempts=8,
+    )
     p = producer(broker.bootstrap)
     await p.start()
     await (await p.send(s.topics.dlq, key=b"t-lillevik", value=original, headers=headers))
@@ -54,8 +65,9 @@ async def test_list_shows_why_and_replay_needs_okonomi_and_marks_the_record(
     done = cli(broker, s, "replay", "--at", where, "--actor", "u-17", "--role", "Økonomi")
     assert done.returncode == 0, done.stderr
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
     await consumer.start()
     tps = [TopicPartition(s.topics.submissions, i) for i in range(s.partitions)]
     consumer.assign(tps)

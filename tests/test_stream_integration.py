@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import subprocess
@@ -172,6 +173,58 @@ async def test_r16_rejected_payment_is_posted_after_a_snapshot_fills_the_gap(
         await watcher.stop()
         await pipeline.stop()
         await pipeline.client.aclose()
+        await sandbox.stop()
+
+
+async def test_r16_gap_filled_while_the_worker_was_down_is_caught_up_on_restart(
+    broker: Broker,
+) -> None:
+    s = unique_settings(broker, "r16-down")
+    snapshots = demo_snapshot_dicts()
+    await prepare(s, snapshots)
+    sandbox, tokens = await start_demo_sandbox()
+    s = replace(s, sandbox=True, xledger_endpoint_override=sandbox.url, post_batch_window_s=0.05)
+    watcher = OutcomeWatcher(broker.bootstrap, s)
+    event = next(
+        e
+        for e in generate_events(50, seed=6)
+        if e["status"] == "Betalt" and e["tenant_id"] == "t-fjordby-test"
+    )
+    event["payment"]["category"] = "REISEUTGIFTER"
+    event["payment"]["vat_code"] = "0"  # Fjordby has no default VAT code
+    event["payment"]["org_unit_id"] = "FB-1"  # the generator may have picked a gap here too
+    event["child"]["group_ids"] = []
+    key = (event["tenant_id"], event["payment_id"])
+    first = Pipeline(s, broker.bootstrap, make_client(s, tokens))
+    try:
+        await first.start()
+        await watcher.start()
+        await publish(broker.bootstrap, s.topics.payments, event_records([event]))
+        await watch_until(watcher, 1, 60)
+        assert watcher.rejected == {key}
+        await asyncio.sleep(1.0)  # let the changelog and offsets be committed
+    finally:
+        await first.stop()
+        await first.client.aclose()
+
+    fixed = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == "t-fjordby-test"))
+    fixed["version"] += 1
+    fixed["registers"]["betalingstype"].append({"category": "REISEUTGIFTER", "value": "14700"})
+    await publish(broker.bootstrap, s.topics.registers, snapshot_records([fixed]))
+
+    second = Pipeline(s, broker.bootstrap, make_client(s, tokens))
+    try:
+        await second.start()
+
+        async def posted() -> bool:
+            await watcher.poll()
+            return key in watcher.posted
+
+        await wait_for(posted, 60, "the payment rejected before the downtime to be posted")
+    finally:
+        await watcher.stop()
+        await second.stop()
+        await second.client.aclose()
         await sandbox.stop()
 
 

@@ -199,7 +199,12 @@ def run(bootstrap: str | None, metrics_port: int | None, demo_rate: float) -> No
     if metrics_port is not None:
         s = replace(s, metrics_port=metrics_port or None)
     logs.configure(s.log_level)
-    asyncio.run(run_worker(s, demo_rate))
+    from worker.runtime import WorkerCrashed
+
+    try:
+        asyncio.run(run_worker(s, demo_rate))
+    except WorkerCrashed as exc:  # logged as worker_crashed; the supervisor restarts us
+        raise click.ClickException(f"the worker stopped: {exc}") from None
 
 
 @main.command()

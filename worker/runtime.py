@@ -97,18 +97,20 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 async def run(s: Settings, demo_rate_per_s: float = 20.0) -> None:
-    """`python -m worker run`: until SIGINT/SIGTERM."""
+    """`python -m worker run`: until SIGINT/SIGTERM, or until the stream processor fails."""
     if s.metrics_port:
         start_http_server(s.metrics_port, addr="127.0.0.1" if s.bootstrap is None else "0.0.0.0")
     stop = _stop_on_signals()
     if s.bootstrap is not None:
-        async with running_pipeline(s, s.bootstrap, make_client(s)):
+        async with running_pipeline(s, s.bootstrap, make_client(s)) as pipeline:
             log.info("worker_running", bootstrap=s.bootstrap, metrics_port=s.metrics_port)
-            await stop.wait()
+            await _until_stopped(stop, pipeline)
         return
     async with contextlib.AsyncExitStack() as stack:
         es, bootstrap, sandbox, environ = await stack.enter_async_context(embedded_default(s))
-        await stack.enter_async_context(running_pipeline(es, bootstrap, make_client(es, environ)))
+        pipeline = await stack.enter_async_context(
+            running_pipeline(es, bootstrap, make_client(es, environ))
+        )
         feeder = asyncio.create_task(_demo_feed(es, bootstrap, demo_rate_per_s))
         reporter = asyncio.create_task(_report(sandbox))
         log.info(
@@ -118,9 +120,28 @@ async def run(s: Settings, demo_rate_per_s: float = 20.0) -> None:
             xledger_sandbox=sandbox.url,
             metrics_port=s.metrics_port,
         )
-        await stop.wait()
-        feeder.cancel()
-        reporter.cancel()
+        try:
+            await _until_stopped(stop, pipeline)
+        finally:
+            feeder.cancel()
+            reporter.cancel()
+
+
+class WorkerCrashed(RuntimeError):
+    """The stream processor stopped by itself; the process should exit and be restarted."""
+
+
+async def _until_stopped(stop: asyncio.Event, pipeline: Pipeline) -> None:
+    """Until SIGINT/SIGTERM, or until the faust app stops on its own (a crash)."""
+    signal_wait = asyncio.create_task(stop.wait())
+    app_wait = asyncio.create_task(pipeline.app.wait_until_stopped())
+    done, pending = await asyncio.wait({signal_wait, app_wait}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    if app_wait in done and not stop.is_set():
+        reason = getattr(pipeline.app, "_crash_reason", None)
+        log.error("worker_crashed", error=repr(reason))
+        raise WorkerCrashed(repr(reason))
 
 
 async def _demo_feed(s: Settings, bootstrap: str, rate: float) -> None:

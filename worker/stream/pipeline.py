@@ -134,10 +134,11 @@ class Pipeline:
         )
 
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
+        await self.cache.ready.wait()
         if not self.ready.is_set():
-            await self.cache.ready.wait()
             self.ready.set()
             log.info("worker_ready", tenants=len(self.book))
+        await self._catch_up()
 
     # --- enrich stage ----------------------------------------------------------------
 
@@ -285,14 +286,26 @@ class Pipeline:
     # --- R16: re-evaluation on a newer snapshot ----------------------------------------
 
     async def _reevaluate(self, snapshot: RegisterSnapshot) -> None:
-        tenant = snapshot.tenant_id
+        """A newer snapshot arrived: evaluate the tenant's waiting rejections again."""
+        if self.ready.is_set():  # before that, tables are not recovered: see _catch_up
+            await self._reevaluate_tenant(snapshot.tenant_id)
+
+    async def _catch_up(self) -> None:
+        """After a rebalance: snapshots that arrived while these partitions were elsewhere
+        (or the worker was down) have not been applied to their waiting rejections yet."""
+        tenants = {t for _, states in list(self.pending.items()) for t in states}
+        for tenant in sorted(tenants):
+            await self._reevaluate_tenant(tenant)
+
+    async def _reevaluate_tenant(self, tenant: str) -> None:
         index = self.book.index(tenant)
-        if index is None or not self.app.tables:
+        if index is None:
             return
+        # Only entries evaluated against an older version; this makes a repeat harmless.
         waiting = [
             (key.decode(), states[tenant])
             for key, states in list(self.pending.items())
-            if tenant in states
+            if tenant in states and (states[tenant].get("version") or -1) < index.version
         ]
         if not waiting:
             return
@@ -301,8 +314,6 @@ class Pipeline:
         done: list[str] = []
         updated: list[tuple[str, dict[str, Any]]] = []
         for payment, entry in waiting:
-            if entry.get("version") is not None and entry["version"] >= index.version:
-                continue
             event = PaymentStatusEvent.model_validate_json(entry["event"])
             result = evaluate(event, index)
             if isinstance(result, Enriched):
@@ -372,10 +383,17 @@ class _TenantPoster:
                 except TimeoutError:
                     break
             try:
-                await self._post(batch)
-            except Exception as exc:  # the loop must outlive any one batch
-                log.exception("post_batch_crashed", tenant_id=self.tenant, error=str(exc))
-                await self._dead_letter_all(batch, "crash", type(exc).__name__, str(exc))
+                try:
+                    await self._post(batch)
+                except Exception as exc:  # one batch's failure must not stop the tenant
+                    log.exception("post_batch_crashed", tenant_id=self.tenant, error=str(exc))
+                    await self._dead_letter_all(batch, "crash", type(exc).__name__, str(exc))
+            except Exception as exc:
+                # Not even the DLQ takes it (the broker is gone): stop the worker rather
+                # than stall this tenant; a restart resumes from the committed offsets.
+                log.exception("post_stage_failed", tenant_id=self.tenant, error=str(exc))
+                await self.p.app.crash(exc)
+                return
             for _, event in batch:
                 await self.stream.ack(event)
 

@@ -1,0 +1,43 @@
+"""`python -m worker run` on the embedded default (what `make run` does)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, subprocess_env
+from tests.stream_helpers import metric, scrape, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def test_embedded_run_shows_payments_flowing_within_a_minute(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "run.log"
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "run", "--metrics-port", str(port)],
+        env=subprocess_env({}),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        async def posted() -> float:
+            return metric(await scrape(port), "xledger_payments_total", result="posted")
+
+        await wait_for(posted, 60, "the first payments posted to the sandbox")
+        print(f"\nfirst payments posted {time.monotonic() - t0:.1f} s after start")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0  # a clean stop on SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text(errors="replace")
+    assert "worker_ready" in text and "Traceback" not in text
