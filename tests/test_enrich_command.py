@@ -19,18 +19,13 @@ def run_enrich(
     snap.write_text(json.dumps(snapshots, ensure_ascii=False), "utf-8")
     events = tmp / "events.jsonl"
     events.write_text("".join(line + "\n" for line in lines), "utf-8")
+    return enrich_cmd(snap, events, *extra)
+
+
+def enrich_cmd(snapshot: Path, events: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    args = ["--snapshot", str(snapshot), "--events", str(events), *extra]
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "worker",
-            "enrich",
-            "--snapshot",
-            str(snap),
-            "--events",
-            str(events),
-            *extra,
-        ],
+        [sys.executable, "-m", "worker", "enrich", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -111,38 +106,10 @@ def test_unreadable_snapshot_file_is_a_clear_error(tmp_path: Path) -> None:
     snap.write_text("{not json", "utf-8")
     events = tmp_path / "e.jsonl"
     events.write_text("", "utf-8")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "worker",
-            "enrich",
-            "--snapshot",
-            str(snap),
-            "--events",
-            str(events),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = enrich_cmd(snap, events)
     assert proc.returncode != 0
     assert "not JSON" in proc.stderr and "Traceback" not in proc.stderr
-    missing = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "worker",
-            "enrich",
-            "--snapshot",
-            str(tmp_path / "nope.json"),
-            "--events",
-            str(events),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    missing = enrich_cmd(tmp_path / "nope.json", events)
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
 
 

@@ -57,6 +57,10 @@ def make_app(s: Settings, bootstrap: str) -> faust.App:
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
+        # On shutdown, do not wait for every delivered event to be acknowledged: the
+        # ones still queued for posting are simply not committed and come back after a
+        # restart, where the lookup before posting makes them harmless.
+        stream_wait_empty=False,
         **extra,
     )
 
