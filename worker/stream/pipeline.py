@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +38,22 @@ log = logs.get("worker.stream")
 
 SUBMITTED = "submitted"
 REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to write: a stage's outputs are written together before acking inputs."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+def _failed(exc: BaseException) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
 
 
 def make_app(s: Settings, bootstrap: str) -> faust.App:
@@ -154,7 +170,7 @@ class Pipeline:
             await self._enrich_batch(events)
 
     async def _enrich_batch(self, events: list[Any]) -> None:
-        sends: list[Awaitable[Any]] = []
+        outputs: list[Output] = []
         handled: dict[tuple[str, str], str] = {}
         pending: dict[tuple[str, str], dict[str, Any] | None] = {}
         now = datetime.now(UTC)
@@ -170,8 +186,8 @@ class Pipeline:
                     partition=event.message.partition,
                     offset=event.message.offset,
                 )
-                sends.append(
-                    await self._dead_letter(
+                outputs.append(
+                    self._dead_letter(
                         event.message, "invalid", parsed.error_class, parsed.error, "enrich"
                     )
                 )
@@ -190,11 +206,11 @@ class Pipeline:
             result = evaluate(parsed, self.book.index(parsed.tenant_id))
             metrics.ENRICH_SECONDS.observe(time.perf_counter() - t0)
             if isinstance(result, Enriched):
-                sends.append(await self._send_submission(parsed, result, now))
+                outputs.append(self._submission(parsed, result, now))
                 handled[key] = SUBMITTED
                 metrics.EVENTS.labels("submitted").inc()
             else:
-                sends.append(await self._send_rejection(parsed, result, now))
+                outputs.append(self._rejection(parsed, result, now))
                 handled[key] = REJECTED
                 if result.retryable:
                     pending[key] = {
@@ -202,7 +218,7 @@ class Pipeline:
                         "version": result.snapshot_version,
                     }
                 metrics.EVENTS.labels("rejected").inc()
-        await asyncio.gather(*sends)  # every output acknowledged …
+        await self.deliver(outputs)  # every output acknowledged …
         for (tenant, payment), state in handled.items():  # … before the state is written
             self._set(self.handled, payment, tenant, state)
         for (tenant, payment), entry in pending.items():
@@ -224,9 +240,7 @@ class Pipeline:
         # empty bytes, which breaks faust's recovery of a JSON table.
         table[key] = current
 
-    async def _send_submission(
-        self, event: PaymentStatusEvent, result: Enriched, now: datetime
-    ) -> Awaitable[Any]:
+    def _submission(self, event: PaymentStatusEvent, result: Enriched, now: datetime) -> Output:
         sub = result.submission(event, now)
         log.info(
             "payment_enriched",
@@ -235,15 +249,11 @@ class Pipeline:
             event_id=event.event_id,
             snapshot_version=result.snapshot_version,
         )
-        return await self.send(
-            self.s.topics.submissions,
-            key=event.tenant_id.encode(),
-            value=sub.model_dump_json().encode(),
+        return Output(
+            self.s.topics.submissions, event.tenant_id.encode(), sub.model_dump_json().encode()
         )
 
-    async def _send_rejection(
-        self, event: PaymentStatusEvent, result: Rejected, now: datetime
-    ) -> Awaitable[Any]:
+    def _rejection(self, event: PaymentStatusEvent, result: Rejected, now: datetime) -> Output:
         rejection = result.rejection(event, now)
         log.info(
             "payment_rejected",
@@ -254,15 +264,15 @@ class Pipeline:
             codes=[str(p.code) for p in result.problems],
             retryable=result.retryable,
         )
-        return await self.send(
+        return Output(
             self.s.topics.rejections,
-            key=event.payment_id.encode(),
-            value=rejection.model_dump_json().encode(),
+            event.payment_id.encode(),
+            rejection.model_dump_json().encode(),
         )
 
-    async def _dead_letter(
+    def _dead_letter(
         self, message: Any, reason: str, error_class: str, error: str, stage: str, attempts: int = 1
-    ) -> Awaitable[Any]:
+    ) -> Output:
         metrics.DEAD_LETTERS.labels(stage, reason).inc()
         headers = dlq_headers(
             message.headers,
@@ -275,17 +285,44 @@ class Pipeline:
             offset=message.offset,
             attempts=attempts,
         )
-        return await self.send(self.s.topics.dlq, message.key, message.value, headers)
+        return Output(self.s.topics.dlq, message.key, message.value, headers)
 
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> Awaitable[Any]:
-        """Queue one output; the returned future resolves when the broker has it."""
-        return await self.out.send(topic, key=key, value=value, headers=headers)
+    async def deliver(self, outputs: list[Output]) -> None:
+        """Write every output, however long the broker takes to take them.
+
+        The inputs they come from stay unacknowledged until this returns, so no offset is
+        committed without its outputs. A failed write is retried with backoff; what had
+        been written may be written again, which the next stage tolerates (duplicates
+        are recognised, and posting looks up before it posts).
+        """
+        attempt = 0
+        while outputs:
+            results: list[Any] = []
+            for out in outputs:
+                try:
+                    results.append(
+                        await self.out.send(
+                            out.topic, key=out.key, value=out.value, headers=out.headers
+                        )
+                    )
+                except Exception as exc:  # e.g. no metadata: the broker is unreachable
+                    results.append(_failed(exc))
+            done = await asyncio.gather(*results, return_exceptions=True)
+            failed = [o for o, r in zip(outputs, done, strict=True) if isinstance(r, BaseException)]
+            if not failed:
+                return
+            attempt += 1
+            delay = min(30.0, 0.5 * 2 ** (attempt - 1))
+            error = next(r for r in done if isinstance(r, BaseException))
+            log.error(
+                "output_write_failed",
+                outputs=len(failed),
+                attempt=attempt,
+                retry_in_s=delay,
+                error=repr(error),
+            )
+            await asyncio.sleep(delay)
+            outputs = failed
 
     # --- R16: re-evaluation on a newer snapshot ----------------------------------------
 
@@ -314,21 +351,21 @@ class Pipeline:
         if not waiting:
             return
         now = datetime.now(UTC)
-        sends: list[Awaitable[Any]] = []
+        outputs: list[Output] = []
         done: list[str] = []
         updated: list[tuple[str, dict[str, Any]]] = []
         for payment, entry in waiting:
             event = PaymentStatusEvent.model_validate_json(entry["event"])
             result = evaluate(event, index)
             if isinstance(result, Enriched):
-                sends.append(await self._send_submission(event, result, now))
+                outputs.append(self._submission(event, result, now))
                 done.append(payment)
                 metrics.REEVALUATIONS.labels(tenant, "submitted").inc()
             else:
-                sends.append(await self._send_rejection(event, result, now))
+                outputs.append(self._rejection(event, result, now))
                 updated.append((payment, {**entry, "version": index.version}))
                 metrics.REEVALUATIONS.labels(tenant, "still_rejected").inc()
-        await asyncio.gather(*sends)
+        await self.deliver(outputs)
         for payment in done:
             self._set(self.handled, payment, tenant, SUBMITTED)
             self._set(self.pending, payment, tenant, None)
@@ -350,10 +387,13 @@ class Pipeline:
             try:
                 sub = Submission.model_validate_json(event.value)
             except ValidationError as exc:
-                fut = await self._dead_letter(
-                    event.message, "invalid", "ValidationError", describe(exc), "post"
+                await self.deliver(
+                    [
+                        self._dead_letter(
+                            event.message, "invalid", "ValidationError", describe(exc), "post"
+                        )
+                    ]
                 )
-                await fut
                 await manual.ack(event)
                 continue
             poster = self._posters.get(sub.tenant_id)
@@ -416,34 +456,34 @@ class _TenantPoster:
         subs = [sub for sub, _ in batch]
         result = await self.p.client.post(target, subs)
         by_payment = {sub.payment_id: event for sub, event in batch}
-        sends: list[Awaitable[Any]] = []
+        outputs: list[Output] = []
         now = datetime.now(UTC)
         for receipt in result.receipts:
-            sends.append(
-                await self.p.send(
+            outputs.append(
+                Output(
                     self.p.s.topics.receipts,
-                    key=self.tenant.encode(),
-                    value=receipt.model_dump_json().encode(),
+                    self.tenant.encode(),
+                    receipt.model_dump_json().encode(),
                 )
             )
         for sub, message in result.refused:
             problem = xledger_refused(message)
             rejection = Rejected(sub.snapshot_version, (problem,)).rejection(sub, now)
-            sends.append(
-                await self.p.send(
+            outputs.append(
+                Output(
                     self.p.s.topics.rejections,
-                    key=sub.payment_id.encode(),
-                    value=rejection.model_dump_json().encode(),
+                    sub.payment_id.encode(),
+                    rejection.model_dump_json().encode(),
                 )
             )
-            sends.append(
-                await self.p._dead_letter(
+            outputs.append(
+                self.p._dead_letter(
                     by_payment[sub.payment_id].message, "refused", "Refused", message, "post"
                 )
             )
         for sub, code, message in result.failed:
-            sends.append(
-                await self.p._dead_letter(
+            outputs.append(
+                self.p._dead_letter(
                     by_payment[sub.payment_id].message,
                     code,
                     "XledgerError",
@@ -452,7 +492,7 @@ class _TenantPoster:
                     attempts=self.p.client.s.max_attempts,
                 )
             )
-        await asyncio.gather(*sends)
+        await self.p.deliver(outputs)
         created = {sub.payment_id: sub.created_at for sub in subs}
         acked = datetime.now(UTC)
         for receipt in result.receipts:
@@ -472,8 +512,9 @@ class _TenantPoster:
     async def _dead_letter_all(
         self, batch: list[tuple[Submission, Any]], reason: str, error_class: str, message: str
     ) -> None:
-        sends = [
-            await self.p._dead_letter(event.message, reason, error_class, message, "post")
-            for _, event in batch
-        ]
-        await asyncio.gather(*sends)
+        await self.p.deliver(
+            [
+                self.p._dead_letter(event.message, reason, error_class, message, "post")
+                for _, event in batch
+            ]
+        )
