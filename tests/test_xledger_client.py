@@ -287,6 +287,18 @@ async def test_acceptance_mixed_faults_5000_for_20_tenants_each_payment_exactly_
         await sb.stop()
 
 
+async def test_ready_in_says_how_long_until_the_budget_has_room_for_a_batch(sandbox) -> None:
+    async with client_for(sandbox.url, [TENANT]) as c:
+        assert c.ready_in(TENANT) == 0.0
+        for i in range(8):  # 16 requests: 16 + 2 still fit under 18 per 5 s
+            await c.post(target(TENANT), [submission(TENANT, i)])
+        assert c.ready_in(TENANT) == 0.0
+        await c.post(target(TENANT), [submission(TENANT, 8)])  # 18 in the window
+        wait = c.ready_in(TENANT)
+        assert 0.0 < wait <= 5.0
+        assert c.ready_in("t-unknown-ref") == 0.0  # no token: nothing to wait for
+
+
 async def test_burst_limit_error_is_waited_out() -> None:
     sb = await started(burst_limit=3, burst_window_s=0.5)
     try:

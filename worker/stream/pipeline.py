@@ -60,7 +60,7 @@ def make_app(s: Settings, bootstrap: str) -> faust.App:
     extra: dict[str, Any] = {}
     if s.one_record_batches:
         extra["producer_max_batch_size"] = 1
-    return faust.App(
+    app = faust.App(
         s.app_id,
         broker=f"kafka://{bootstrap}",
         store="memory://",  # tables are rebuilt from their changelogs on start
@@ -79,6 +79,7 @@ def make_app(s: Settings, bootstrap: str) -> faust.App:
         stream_wait_empty=False,
         **extra,
     )
+    return app
 
 
 class Pipeline:
@@ -413,19 +414,8 @@ class _TenantPoster:
         self.task = asyncio.create_task(self._run(), name=f"poster-{tenant}")
 
     async def _run(self) -> None:
-        s = self.p.s
         while True:
-            batch = [await self.queue.get()]
-            deadline = time.monotonic() + s.post_batch_window_s
-            # Gather a burst into one request; flush at once when the stream goes quiet.
-            while len(batch) < s.post_batch_max:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), min(0.02, remaining)))
-                except TimeoutError:
-                    break
+            batch = await self._gather()
             try:
                 try:
                     await self._post(batch)
@@ -440,6 +430,30 @@ class _TenantPoster:
                 return
             for _, event in batch:
                 await self.stream.ack(event)
+
+    async def _gather(self) -> list[tuple[Submission, Any]]:
+        """The next batch: a burst gathered for up to the window, flushed at once when the
+        stream goes quiet, but never before the tenant's request budget has room for it
+        (waiting for the limit with half a batch would only cost more requests later)."""
+        s = self.p.s
+        batch = [await self.queue.get()]
+        start = time.monotonic()
+        index = self.p.book.index(self.tenant)
+        hold = self.p.client.ready_in(index.settings.token_ref) if index else 0.0
+        earliest = start + hold
+        deadline = start + max(s.post_batch_window_s, hold)
+        while len(batch) < s.post_batch_max:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            # Before `earliest` wait for more; after it, only while items keep coming.
+            timeout = earliest - now if now < earliest else min(0.02, deadline - now)
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), timeout))
+            except TimeoutError:
+                if time.monotonic() >= earliest:
+                    break
+        return batch
 
     async def _post(self, batch: list[tuple[Submission, Any]]) -> None:
         index = self.p.book.index(self.tenant)

@@ -195,6 +195,25 @@ class XledgerClient:
             _share_outcomes(result, submissions, posted)
         return result
 
+    def ready_in(self, token_ref: str, requests: int = 2) -> float:
+        """Seconds until this token may send `requests` requests without being held back.
+
+        The post stage gathers a tenant's payments for at least this long: a batch that
+        would wait for the limit anyway may as well carry more payments.
+        """
+        try:
+            gate = self._gate(self.secrets.token(token_ref))
+        except MissingToken:
+            return 0.0
+        now = self._clock()
+        wait = max(0.0, gate.paused_until - now)
+        limit = max(1, self.s.burst_limit - self.s.burst_headroom)
+        recent = [t for t in gate.sent if now - t < self.s.burst_window_s]
+        excess = len(recent) + requests - limit
+        if excess > 0:
+            wait = max(wait, recent[excess - 1] + self.s.burst_window_s - now)
+        return wait
+
     # --- internals used by _Call ---------------------------------------------------------
 
     def _gate(self, token: Token) -> _TokenGate:
