@@ -4,8 +4,8 @@
                              ├──▶ flyt.payment-rejections.v1   ├──▶ flyt.payment-rejections.v1
                              └──▶ xledger.dlq.v1               └──▶ xledger.dlq.v1
 
-Offsets: a batch's events are acknowledged only after every output of the batch is
-acknowledged by the broker, and faust flushes its producer before committing.
+Offsets: a batch's events are acknowledged only after the broker has every output of the
+batch (`deliver` retries until it has), and only then is the payment's state written.
 Duplicates: the `handled` table (changelogged) remembers each payment's outcome.
 Never twice in Xledger: the client looks up external identifiers before posting.
 """
@@ -56,11 +56,15 @@ def _failed(exc: BaseException) -> asyncio.Future[Any]:
     return future
 
 
+def _older(version: int | None, current: int) -> bool:
+    return version is None or version < current
+
+
 def make_app(s: Settings, bootstrap: str) -> faust.App:
     extra: dict[str, Any] = {}
     if s.one_record_batches:
         extra["producer_max_batch_size"] = 1
-    app = faust.App(
+    return faust.App(
         s.app_id,
         broker=f"kafka://{bootstrap}",
         store="memory://",  # tables are rebuilt from their changelogs on start
@@ -79,7 +83,6 @@ def make_app(s: Settings, bootstrap: str) -> faust.App:
         stream_wait_empty=False,
         **extra,
     )
-    return app
 
 
 class Pipeline:
@@ -104,14 +107,14 @@ class Pipeline:
         # sends one-record batches on Tansu (for its changelogs' sake), which would slow
         # every output. Each output's future is awaited before its input is acknowledged.
         self.out = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
-        # Keyed by payment_id, as the input is, and placed by the partitioner: a table's
-        # partition then matches its payment's input partition, even outside a stream.
-        # Values map tenant → state, since two tenants may use the same payment id.
-        # Keys are the payment id's bytes, exactly as the input key is serialised.
+        # Keyed by the payment id's bytes, as the input is, and placed by the partitioner:
+        # a table's partition then matches its payment's input partition, even outside a
+        # stream. (key_type=bytes makes faust write and recover keys raw.) Values map
+        # tenant → state, since two tenants may use the same payment id.
         table: dict[str, Any] = {
             "partitions": s.partitions,
             "use_partitioner": True,
-            "key_type": bytes,  # faust then (de)serialises keys raw, writing and recovering
+            "key_type": bytes,
             "default": dict,
         }
         self.handled = app.Table("handled", **table)
@@ -123,6 +126,8 @@ class Pipeline:
         # Set once the register cache has caught up and the first rebalance (with table
         # recovery) is complete: from then on events are processed as they arrive.
         self.ready = asyncio.Event()
+        self._after_rebalance: asyncio.Task[None] | None = None
+        self._reevaluating: dict[str, asyncio.Lock] = {}
         self.enrich_agent = app.agent(self.payments, name="enrich")(self._enrich_stream)
         self.post_agent = app.agent(self.submissions, name="post")(self._post_stream)
 
@@ -136,6 +141,8 @@ class Pipeline:
     async def stop(self) -> None:
         for poster in self._posters.values():
             poster.task.cancel()
+        if self._after_rebalance is not None:
+            self._after_rebalance.cancel()
         await self.app.stop()
         await self.cache.stop()
         await self.out.stop()
@@ -155,6 +162,12 @@ class Pipeline:
         )
 
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
+        # Not inside faust's signal dispatch: that would hold up its own recovery.
+        if self._after_rebalance is not None:
+            self._after_rebalance.cancel()
+        self._after_rebalance = asyncio.create_task(self._catch_up_when_ready())
+
+    async def _catch_up_when_ready(self) -> None:
         await self.cache.ready.wait()
         if not self.ready.is_set():
             self.ready.set()
@@ -340,14 +353,20 @@ class Pipeline:
             await self._reevaluate_tenant(tenant)
 
     async def _reevaluate_tenant(self, tenant: str) -> None:
+        # One at a time per tenant: the snapshot listener and a catch-up may coincide.
+        async with self._reevaluating.setdefault(tenant, asyncio.Lock()):
+            await self._reevaluate_waiting(tenant)
+
+    async def _reevaluate_waiting(self, tenant: str) -> None:
         index = self.book.index(tenant)
         if index is None:
             return
-        # Only entries evaluated against an older version; this makes a repeat harmless.
+        # Only entries evaluated against an older version (None: before any snapshot);
+        # this makes a repeat harmless.
         waiting = [
             (key.decode(), states[tenant])
             for key, states in list(self.pending.items())
-            if tenant in states and (states[tenant].get("version") or -1) < index.version
+            if tenant in states and _older(states[tenant].get("version"), index.version)
         ]
         if not waiting:
             return
