@@ -288,11 +288,11 @@ class _Call:
             for start in range(0, len(absent), MAX_PAYMENTS_PER_REQUEST):
                 await self._post_absent(absent[start : start + MAX_PAYMENTS_PER_REQUEST])
         except _GiveUp as exc:
-            self._give_up(exc.pending, exc.code, exc.message)
+            self._give_up(exc.code, exc.message)
         except AuthFailed as exc:
-            self._give_up(subs, exc.code, str(exc))
+            self._give_up(exc.code, str(exc))
 
-    def _give_up(self, pending: list[Submission], code: str, message: str) -> None:
+    def _give_up(self, code: str, message: str) -> None:
         # Everything of the call without an outcome yet: the rest of the chunks too.
         done = {r.payment_id for r in self.result.receipts} | {
             s.payment_id for s, _ in self.result.refused
@@ -303,7 +303,7 @@ class _Call:
     async def _drop_present(self, subs: list[Submission]) -> list[Submission]:
         """Receipts for the payments Xledger already holds; returns the ones it does not."""
         ids = [line.extIdentifier for s in subs for line in s.lines]
-        found = await self._retrying("lookup", subs, lambda: self._lookup(ids))
+        found = await self._retrying("lookup", lambda: self._lookup(ids))
         absent = []
         for sub in subs:
             db_ids = [found.get(line.extIdentifier) for line in sub.lines]
@@ -314,12 +314,11 @@ class _Call:
             elif any(d is not None for d in db_ids):
                 # Half a voucher in Xledger: posting the rest could unbalance it, and
                 # re-posting all would double a line. A person must look.
-                self.result.refused.append(
-                    (sub, "Bare én av to linjer finnes i Xledger; bilaget må kontrolleres manuelt.")
-                )
-                metrics.XLEDGER_PAYMENTS.labels(self.tenant, "refused").inc()
                 log.error(
                     "xledger_partial_voucher", tenant_id=self.tenant, payment_id=sub.payment_id
+                )
+                self._refuse(
+                    sub, "Bare én av to linjer finnes i Xledger; bilaget må kontrolleres manuelt."
                 )
             else:
                 absent.append(sub)
@@ -330,7 +329,7 @@ class _Call:
         while subs:
             try:
                 batch_id, db_ids = await self._retrying(
-                    "post", subs, functools.partial(self._mutate, subs), unknown_is_final=True
+                    "post", functools.partial(self._mutate, subs), unknown_is_final=True
                 )
             except Refused as exc:
                 blamed = _blame(exc.messages, subs)
@@ -363,7 +362,6 @@ class _Call:
     async def _retrying(
         self,
         operation: str,
-        pending: list[Submission],
         send: Callable[[], Awaitable[Any]],
         unknown_is_final: bool = False,
     ) -> Any:
@@ -393,7 +391,7 @@ class _Call:
                 metrics.XLEDGER_RETRIES.labels(self.tenant, exc.code).inc()
                 if self.attempts >= self.c.s.max_attempts:
                     raise _GiveUp(
-                        pending, exc.code, f"{operation} failed {self.attempts} times: {exc}"
+                        exc.code, f"{operation} failed {self.attempts} times: {exc}"
                     ) from None
                 delay = self.c.backoff(self.attempts)
                 log.warning(
@@ -586,9 +584,10 @@ class _Call:
 
 
 class _GiveUp(Exception):
-    def __init__(self, pending: list[Submission], code: str, message: str) -> None:
+    """Retries are spent: every payment of the call without an outcome has failed."""
+
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.pending = pending
         self.code = code
         self.message = message
 
