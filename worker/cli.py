@@ -325,3 +325,47 @@ def dlq_replay(
         except ReplayRefused as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"replayed {key[0]}@{key[1]} to {target} as {actor}")
+
+
+@main.command("publish-registers")
+@click.option("--bootstrap", help="Kafka bootstrap servers (default: FLYT_BOOTSTRAP_SERVERS).")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A RegisterSnapshot JSON file: one snapshot or a list.",
+)
+@click.option("--demo", is_flag=True, help="Publish the demo tenants' snapshots instead.")
+@click.option(
+    "--allow-sandbox-url", is_flag=True, help="Accept loopback sandbox URLs (development only, R2)."
+)
+def publish_registers(
+    bootstrap: str | None, path: Path | None, demo: bool, allow_sandbox_url: bool
+) -> None:
+    """Check register snapshots (R1–R12) and publish them to the registers topic.
+
+    R13 (the publisher's roles) is judged by the worker, against the snapshot in force.
+    """
+    from worker import config
+    from worker.ops.registers import SnapshotsInvalid, load, publish
+
+    if demo == (path is not None):
+        raise click.UsageError("give exactly one of --file and --demo")
+    s = config.from_env()
+    server = bootstrap or s.bootstrap
+    if not server:
+        raise click.ClickException("name the broker: --bootstrap or FLYT_BOOTSTRAP_SERVERS")
+    if demo:
+        from worker.demo.registers import demo_snapshot_dicts
+
+        snapshots = demo_snapshot_dicts()
+    else:
+        assert path is not None
+        try:
+            snapshots = load(path, UrlPolicy(allow_sandbox=allow_sandbox_url))
+        except SnapshotsInvalid as exc:
+            for problem in exc.problems:
+                click.echo(problem, err=True)
+            raise click.ClickException("nothing was published") from None
+    n = publish(server, s.topics.registers, snapshots)
+    click.echo(f"published {n} snapshot(s) to {s.topics.registers}")
