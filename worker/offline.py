@@ -24,11 +24,13 @@ class SnapshotFileError(Exception):
     """The snapshot file cannot be used at all."""
 
 
-def load_book(path: Path, policy: UrlPolicy | None = None) -> tuple[RegisterBook, list[str]]:
-    """Read one snapshot or a list; the highest valid version of each tenant wins.
+def read_snapshot_file(
+    path: Path,
+) -> tuple[list[tuple[dict[str, Any], RegisterSnapshot]], list[str]]:
+    """One snapshot or a list, each read as a RegisterSnapshot (its JSON kept beside it).
 
-    Returns the book and a line per refused snapshot. Raises SnapshotFileError when the
-    file cannot be read or is not JSON.
+    Returns the readable ones and a line per unreadable one. Raises SnapshotFileError
+    when the file cannot be read or is not JSON.
     """
     try:
         raw = json.loads(path.read_bytes())
@@ -38,15 +40,25 @@ def load_book(path: Path, policy: UrlPolicy | None = None) -> tuple[RegisterBook
         raise SnapshotFileError(f"{path} is not JSON: {exc}") from None
     items = raw if isinstance(raw, list) else [raw]
     notes: list[str] = []
-    snapshots: list[RegisterSnapshot] = []
+    snapshots: list[tuple[dict[str, Any], RegisterSnapshot]] = []
     for i, item in enumerate(items, start=1):
         try:
-            snapshots.append(RegisterSnapshot.model_validate(item))
+            snapshots.append((item, RegisterSnapshot.model_validate(item)))
         except ValidationError as exc:
             notes.append(f"snapshot #{i} refused: {describe(exc)}")
+    return snapshots, notes
+
+
+def load_book(path: Path, policy: UrlPolicy | None = None) -> tuple[RegisterBook, list[str]]:
+    """Read one snapshot or a list; the highest valid version of each tenant wins.
+
+    Returns the book and a line per refused snapshot. Raises SnapshotFileError when the
+    file cannot be read or is not JSON.
+    """
+    snapshots, notes = read_snapshot_file(path)
     book = RegisterBook(policy)
     # Each tenant's snapshots in version order, so R13 is judged against the one before.
-    for snap in sorted(snapshots, key=lambda s: (s.tenant_id, s.version)):
+    for _, snap in sorted(snapshots, key=lambda p: (p[1].tenant_id, p[1].version)):
         offer = book.offer(snap)
         if not offer.accepted:
             notes.append(refusal_line(offer))

@@ -7,12 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaProducer
-from pydantic import ValidationError
 
-from worker.contracts import RegisterSnapshot
-from worker.contracts.reading import describe
 from worker.core.endpoints import UrlPolicy
 from worker.core.snapshot_rules import check_snapshot
+from worker.offline import SnapshotFileError, read_snapshot_file
 
 
 class SnapshotsInvalid(Exception):
@@ -26,26 +24,17 @@ class SnapshotsInvalid(Exception):
 def load(path: Path, policy: UrlPolicy) -> list[dict[str, Any]]:
     """The file's snapshots, checked against R1–R12; raises SnapshotsInvalid if any fails."""
     try:
-        raw = json.loads(path.read_bytes())
-    except OSError as exc:
-        raise SnapshotsInvalid([f"cannot read {path}: {exc.strerror or exc}"]) from None
-    except ValueError as exc:
-        raise SnapshotsInvalid([f"{path} is not JSON: {exc}"]) from None
-    items = raw if isinstance(raw, list) else [raw]
-    problems: list[str] = []
-    for i, item in enumerate(items, start=1):
-        try:
-            snapshot = RegisterSnapshot.model_validate(item)
-        except ValidationError as exc:
-            problems.append(f"snapshot #{i}: {describe(exc)}")
-            continue
+        snapshots, problems = read_snapshot_file(path)
+    except SnapshotFileError as exc:
+        raise SnapshotsInvalid([str(exc)]) from None
+    for _, snapshot in snapshots:
         for r in check_snapshot(snapshot, None, policy, check_roles=False):
             problems.append(
                 f"{snapshot.tenant_id} v{snapshot.version}: [{r.rule} {r.code}] {r.message}"
             )
     if problems:
         raise SnapshotsInvalid(problems)
-    return items
+    return [raw for raw, _ in snapshots]
 
 
 def publish(bootstrap: str, topic: str, snapshots: list[dict[str, Any]]) -> int:
