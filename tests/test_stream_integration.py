@@ -26,13 +26,16 @@ from tests.stream_helpers import (
     watch_until,
     worker_env,
 )
+from worker import metrics
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
-from worker.demo.registers import demo_snapshot_dicts
+from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
 from worker.runtime import OutcomeWatcher, make_client, start_demo_sandbox
 from worker.stream.feed import event_records, publish, snapshot_records
 from worker.stream.pipeline import Pipeline
 from worker.stream.register_cache import RegisterCache
+from worker.xledger.sandbox import XledgerSandbox, entity_from_snapshot
+from worker.xledger.secrets import env_name
 
 pytestmark = pytest.mark.integration
 
@@ -225,6 +228,51 @@ async def test_r16_gap_filled_while_the_worker_was_down_is_caught_up_on_restart(
         await watcher.stop()
         await second.stop()
         await second.client.aclose()
+        await sandbox.stop()
+
+
+# --- one tenant's trouble is its own ---------------------------------------------------
+
+
+async def test_a_tenant_out_of_xledger_credits_holds_up_no_other_tenant(broker: Broker) -> None:
+    s = unique_settings(broker, "credits")
+    snapshots = demo_snapshot_dicts()
+    await prepare(s, snapshots)
+    sandbox = XledgerSandbox(seed=3)
+    tokens: dict[str, str] = {}
+    for i, snap in enumerate(demo_snapshots()):
+        token = f"credits-test-token-{snap.tenant_id}"
+        poor = snap.tenant_id == "t-lillevik"
+        sandbox.add_entity(
+            token, replace(entity_from_snapshot(snap, 42_000_000 + i), credits=1 if poor else None)
+        )
+        tokens[env_name(snap.settings.token_ref)] = token
+    await sandbox.start()
+    s = replace(s, sandbox=True, xledger_endpoint_override=sandbox.url, post_batch_window_s=0.05)
+    pipeline = Pipeline(s, broker.bootstrap, make_client(s, tokens))
+    watcher = OutcomeWatcher(broker.bootstrap, s)
+    events = list(generate_events(600, seed=44))
+    submitted, _ = expected_outcomes(snapshots, events)
+    others = {k for k in submitted if k[0] != "t-lillevik"}
+    try:
+        await pipeline.start()
+        await watcher.start()
+        await publish(
+            broker.bootstrap, s.topics.payments, event_records(events), one_record_batches=False
+        )
+
+        async def others_posted() -> bool:
+            await watcher.poll()
+            return others <= watcher.posted
+
+        await wait_for(others_posted, 60, "the other tenants' payments to be posted")
+        assert not {k for k in watcher.posted if k[0] == "t-lillevik"}  # paused, not lost
+        assert metrics.XLEDGER_TENANT_PAUSED.labels("t-lillevik")._value.get() == 1
+        assert metrics.XLEDGER_TENANT_PAUSED.labels("t-vestfold-bv")._value.get() == 0
+    finally:
+        await watcher.stop()
+        await pipeline.stop()
+        await pipeline.client.aclose()
         await sandbox.stop()
 
 
