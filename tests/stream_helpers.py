@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +130,3 @@ async def watch_until(watcher: OutcomeWatcher, expected: int, timeout_s: float) 
         return len(watcher.posted | watcher.rejected) + watcher.dead_lettered >= expected
 
     await wait_for(done, timeout_s, f"{expected} outcomes", interval_s=0.05)
-
-
-def with_app(s: Settings, **kw: Any) -> Settings:
-    return replace(s, **kw)

@@ -31,11 +31,6 @@ def type_matches(register_type: str, measure_type: str) -> bool:
     return measure_type == register_type or measure_type.startswith(register_type + ".")
 
 
-def specificity(register_type: str) -> int:
-    """More dot-separated parts is more specific: "8.2" beats "8"."""
-    return register_type.count(".") + 1
-
-
 def is_active(measure: Measure, on: date) -> bool:
     """Active means start <= payment date and (no end, or end >= payment date)."""
     return measure.start <= on and (measure.end is None or measure.end >= on)
