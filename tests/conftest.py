@@ -1,5 +1,5 @@
-"""The broker for integration tests: Apache Kafka (testcontainers) where a Docker engine
-answers, Tansu otherwise. The run's header and summary say which was used."""
+"""The brokers for integration tests: Tansu and Apache Kafka, both real. The run's header
+and summary say which ran, and say plainly when Apache Kafka was skipped and why."""
 
 from __future__ import annotations
 
@@ -16,36 +16,70 @@ from worker.config import Settings
 
 @dataclass(frozen=True)
 class Broker:
-    kind: str  # "apache-kafka" or "tansu"
+    kind: str  # "kafka" (Apache Kafka) or "tansu"
     bootstrap: str
+    brokers: int = 1
 
     def settings(self, **overrides: object) -> Settings:
-        """Worker settings suited to this broker (Tansu joins groups after session/2)."""
-        base = Settings(bootstrap=self.bootstrap, metrics_port=None)
-        if self.kind == "tansu":
-            base = base.embedded()
-        else:
+        """Worker settings suited to this broker: its profile, with shorter sessions on
+        Apache Kafka so that a killed worker's partitions move on within seconds."""
+        base = Settings(bootstrap=self.bootstrap, metrics_port=None, broker_kind=self.kind)
+        if self.kind == "kafka":
             base = replace(
-                base, session_timeout_s=10.0, heartbeat_interval_s=1.0, rebalance_timeout_s=10.0
+                base,
+                replication_factor=min(3, self.brokers),
+                min_insync_replicas=min(2, self.brokers),
+                session_timeout_s=10.0,
+                heartbeat_interval_s=1.0,
+                rebalance_timeout_s=10.0,
             )
         return replace(base, **overrides)  # type: ignore[arg-type]
 
     def env(self) -> dict[str, str]:
         """The same settings as FLYT_* variables, for worker processes."""
-        s = self.settings()
+        p = self.settings().profile()
         return {
             "FLYT_BOOTSTRAP_SERVERS": self.bootstrap,
-            "FLYT_SESSION_TIMEOUT_S": str(s.session_timeout_s),
-            "FLYT_HEARTBEAT_INTERVAL_S": str(s.heartbeat_interval_s),
-            "FLYT_REBALANCE_TIMEOUT_S": str(s.rebalance_timeout_s),
-            "FLYT_ONE_RECORD_BATCHES": "1" if s.one_record_batches else "0",
+            "FLYT_BROKER_KIND": self.kind,
+            "FLYT_REPLICATION_FACTOR": str(p.replication_factor),
+            "FLYT_MIN_INSYNC_REPLICAS": str(p.min_insync_replicas),
+            "FLYT_SESSION_TIMEOUT_S": str(p.session_timeout_s),
+            "FLYT_HEARTBEAT_INTERVAL_S": str(p.heartbeat_interval_s),
+            "FLYT_REBALANCE_TIMEOUT_S": str(p.rebalance_timeout_s),
+            "FLYT_ONE_RECORD_BATCHES": "1" if p.one_record_batches else "0",
         }
+
+
+def kafka_missing() -> str | None:
+    """Why Apache Kafka cannot run here, or None."""
+    missing = [tool for tool in ("java", "mvn") if shutil.which(tool) is None]
+    if missing:
+        return f"{' and '.join(missing)} not found: Apache Kafka runs from Maven Central jars"
+    return None
+
+
+_USED: list[str] = []
+_SKIPPED: set[str] = set()
+
+
+@pytest.fixture(scope="session", params=["tansu", "kafka"])
+def broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Broker]:
+    """Every integration test runs on both engines: Tansu (embedded) and Apache Kafka
+    (one broker, KRaft, from Maven Central jars)."""
+    if request.param == "tansu":
+        from worker.stream.broker import EmbeddedBroker
+
+        with EmbeddedBroker() as tansu:
+            _USED.append("tansu (embedded, memory)")
+            yield Broker("tansu", tansu.bootstrap)
+        return
+    yield from _kafka(1, tmp_path_factory)
 
 
 def docker_answers() -> bool:
     if not (os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock")):
-        return False
-    if shutil.which("docker") is None and not os.environ.get("DOCKER_HOST"):
         return False
     try:
         import docker
@@ -56,34 +90,44 @@ def docker_answers() -> bool:
         return False
 
 
-_USED: list[str] = []
-
-
-@pytest.fixture(scope="session")
-def broker() -> Iterator[Broker]:
-    if docker_answers():
+def _kafka(brokers: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    if brokers == 1 and docker_answers():  # testcontainers wherever a Docker engine exists
         from testcontainers.kafka import KafkaContainer
 
-        with KafkaContainer() as kafka:
-            _USED.append("apache-kafka (testcontainers)")
-            yield Broker("apache-kafka", kafka.get_bootstrap_server())
-        return
-    from worker.stream.broker import EmbeddedBroker
+        from worker.stream.kafka_cluster import kafka_version
 
-    with EmbeddedBroker() as tansu:
-        _USED.append("tansu (embedded, memory)")
-        yield Broker("tansu", tansu.bootstrap)
+        with KafkaContainer(f"apache/kafka:{kafka_version()}").with_kraft() as kafka:
+            _USED.append(f"apache-kafka {kafka_version()} (testcontainers)")
+            yield Broker("kafka", kafka.get_bootstrap_server())
+        return
+    why = kafka_missing()
+    if why is not None:
+        # CI must run them: there a missing tool is a failure, not a skip.
+        if os.environ.get("FLYT_REQUIRE_KAFKA") == "1":
+            pytest.fail(f"Apache Kafka tests cannot run: {why}")
+        _SKIPPED.add(why)
+        pytest.skip(f"Apache Kafka tests skipped: {why}")
+    from worker.stream.kafka_cluster import KafkaCluster
+
+    logs = tmp_path_factory.mktemp(f"kafka-{brokers}")
+    with KafkaCluster(brokers=brokers, log_dir=logs) as cluster:
+        _USED.append(f"apache-kafka ({brokers} broker{'s' if brokers > 1 else ''}, KRaft)")
+        yield Broker("kafka", cluster.bootstrap, brokers)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    if docker_answers():
-        return "integration broker: Apache Kafka via testcontainers (a Docker engine answers)"
-    return "integration broker: Tansu, embedded (no Docker engine answers)"
+    why = kafka_missing()
+    kafka = (
+        "Apache Kafka (KRaft, Maven Central jars)" if why is None else f"not Apache Kafka ({why})"
+    )
+    return f"integration brokers: Tansu (embedded) and {kafka}"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _USED:
         terminalreporter.write_line(f"integration tests ran against: {', '.join(_USED)}")
+    for why in sorted(_SKIPPED):
+        terminalreporter.write_line(f"APACHE KAFKA TESTS SKIPPED: {why}", yellow=True, bold=True)
 
 
 def free_port() -> int:

@@ -32,25 +32,65 @@ class Settings:
     metrics_port: int | None = 9108
     sandbox: bool = False  # R2: only then may a loopback sandbox stand in for Xledger
     xledger_endpoint_override: str | None = None
-    # Tansu joins a group after about half the session timeout; Apache Kafka's defaults
-    # suit production. The embedded mode and the tests set these low.
-    session_timeout_s: float = 30.0
-    heartbeat_interval_s: float = 3.0
-    rebalance_timeout_s: float = 30.0
+    # "kafka" (Apache Kafka), "tansu" (the embedded broker) or "auto": asked of the broker
+    # itself (`worker.stream.broker_kind`). The settings below left at None take the
+    # broker's profile (`profile()`); a value set here always wins.
+    broker_kind: str = "auto"
+    # Every topic the worker creates, faust's changelogs and assignor topic included.
+    # A lost broker must lose no payment: production's default is 3 copies, 2 in sync.
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None
+    session_timeout_s: float | None = None
+    heartbeat_interval_s: float | None = None
+    rebalance_timeout_s: float | None = None
     # Tansu reports a partition's end as the last batch's base offset + 1: with
     # one-record batches that is exact, and faust's table recovery is complete.
-    one_record_batches: bool = False
+    one_record_batches: bool | None = None
     log_level: str = "INFO"
 
     def embedded(self) -> Settings:
         """The settings that suit the embedded Tansu broker."""
-        return replace(
-            self,
-            session_timeout_s=2.0,
-            heartbeat_interval_s=0.3,
-            rebalance_timeout_s=3.0,
-            one_record_batches=True,
-        )
+        return replace(self, broker_kind="tansu")
+
+    def profile(self) -> BrokerProfile:
+        """The broker-dependent settings: the broker kind's profile, with what is set here
+        taking precedence. The Tansu workarounds apply to Tansu alone, never to Apache Kafka."""
+        if self.broker_kind not in PROFILES:
+            raise ValueError(
+                f"broker kind {self.broker_kind!r} is not resolved: expected one of "
+                f"{sorted(PROFILES)} (detect it with worker.stream.broker_kind)"
+            )
+        base = PROFILES[self.broker_kind]
+        overrides = {
+            f.name: getattr(self, f.name)
+            for f in fields(BrokerProfile)
+            if f.name != "kind" and getattr(self, f.name) is not None
+        }
+        return replace(base, **overrides)
+
+
+@dataclass(frozen=True)
+class BrokerProfile:
+    kind: str
+    replication_factor: int
+    min_insync_replicas: int
+    session_timeout_s: float
+    heartbeat_interval_s: float
+    rebalance_timeout_s: float
+    one_record_batches: bool
+
+    @property
+    def idempotent_producers(self) -> bool:
+        # Tansu cannot start an idempotent producer; Apache Kafka has them since 0.11.
+        return self.kind == "kafka"
+
+
+PROFILES: dict[str, BrokerProfile] = {
+    # Apache Kafka's own group defaults; 3 copies with 2 in sync fit a three-broker cluster.
+    "kafka": BrokerProfile("kafka", 3, 2, 45.0, 3.0, 60.0, one_record_batches=False),
+    # Tansu joins a group after about half the session timeout: short sessions start fast.
+    "tansu": BrokerProfile("tansu", 1, 1, 2.0, 0.3, 3.0, one_record_batches=True),
+}
 
 
 _ENV: dict[str, str] = {
@@ -69,6 +109,9 @@ _ENV: dict[str, str] = {
     "heartbeat_interval_s": "FLYT_HEARTBEAT_INTERVAL_S",
     "rebalance_timeout_s": "FLYT_REBALANCE_TIMEOUT_S",
     "one_record_batches": "FLYT_ONE_RECORD_BATCHES",
+    "broker_kind": "FLYT_BROKER_KIND",
+    "replication_factor": "FLYT_REPLICATION_FACTOR",
+    "min_insync_replicas": "FLYT_MIN_INSYNC_REPLICAS",
     "log_level": "FLYT_LOG_LEVEL",
 }
 _TOPIC_ENV = {f.name: f"FLYT_TOPIC_{f.name.upper()}" for f in fields(Topics)}
@@ -76,10 +119,11 @@ _TOPIC_ENV = {f.name: f"FLYT_TOPIC_{f.name.upper()}" for f in fields(Topics)}
 
 def _convert(name: str, raw: str) -> Any:
     kind = {f.name: f.type for f in fields(Settings)}[name]
+    optional = "None" in str(kind)
+    if optional and not raw.strip():
+        return None
     if "bool" in str(kind):
         return raw.strip().lower() in {"1", "true", "yes", "on"}
-    if "int" in str(kind) and "None" in str(kind):
-        return int(raw) if raw.strip() else None
     if "int" in str(kind):
         return int(raw)
     if "float" in str(kind):

@@ -11,7 +11,7 @@ import secrets
 import signal
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from worker.config import Settings
 from worker.core.endpoints import UrlPolicy
 from worker.demo.events import bad_event_lines, generate_events
 from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
+from worker.stream import broker_kind
 from worker.stream.broker import EmbeddedBroker
 from worker.stream.feed import event_records, publish, snapshot_records
 from worker.stream.pipeline import Pipeline
@@ -58,6 +59,8 @@ def make_client(s: Settings, environ: dict[str, str] | None = None) -> XledgerCl
 async def running_pipeline(
     s: Settings, bootstrap: str, client: XledgerClient
 ) -> AsyncIterator[Pipeline]:
+    s = await broker_kind.resolve(s, bootstrap)
+    log.info("broker_profile", **asdict(s.profile()))
     await ensure_topics(bootstrap, topic_specs(s))
     pipeline = Pipeline(s, bootstrap, client)
     await pipeline.start()
@@ -287,13 +290,14 @@ async def demo(
             stack.push_async_callback(sandbox.stop)
             run_id = secrets.token_hex(3)
             es = replace(
-                s.embedded(),
+                s,
                 sandbox=True,
                 xledger_endpoint_override=sandbox.url,
                 app_id=f"{s.app_id}-demo-{run_id}",
                 topics=_suffixed(s, run_id),
             )
             bs = bootstrap
+            es = await _fit_to_cluster(es, bs)
             await ensure_topics(bs, topic_specs(es))
             await publish(bs, es.topics.registers, snapshot_records(demo_snapshot_dicts()))
         pipeline = await stack.enter_async_context(
@@ -343,6 +347,21 @@ async def demo(
         if metrics_out is not None:
             metrics_out.write_bytes(generate_latest(REGISTRY))
     return summary
+
+
+async def _fit_to_cluster(s: Settings, bootstrap: str) -> Settings:
+    """The demo's settings for whatever cluster it is pointed at: its broker kind, and no
+    more copies of a topic than the cluster has brokers (a one-broker development Kafka)."""
+    facts = await asyncio.to_thread(broker_kind.probe, bootstrap)
+    s = replace(s, broker_kind=facts.kind)
+    p = s.profile()
+    if p.replication_factor > facts.brokers:
+        s = replace(
+            s,
+            replication_factor=facts.brokers,
+            min_insync_replicas=min(p.min_insync_replicas, facts.brokers),
+        )
+    return s
 
 
 async def _feed(

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import faust
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
@@ -31,7 +30,9 @@ from worker.core.messages import xledger_refused
 from worker.core.outcome import Rejected
 from worker.core.register_book import RegisterBook
 from worker.stream.dead_letters import dlq_headers
+from worker.stream.faust_app import make_app
 from worker.stream.register_cache import RegisterCache
+from worker.stream.topics import replication_config
 from worker.xledger.client import Target, XledgerClient
 
 log = logs.get("worker.stream")
@@ -60,31 +61,6 @@ def _older(version: int | None, current: int) -> bool:
     return version is None or version < current
 
 
-def make_app(s: Settings, bootstrap: str) -> faust.App:
-    extra: dict[str, Any] = {}
-    if s.one_record_batches:
-        extra["producer_max_batch_size"] = 1
-    return faust.App(
-        s.app_id,
-        broker=f"kafka://{bootstrap}",
-        store="memory://",  # tables are rebuilt from their changelogs on start
-        broker_session_timeout=s.session_timeout_s,
-        broker_heartbeat_interval=s.heartbeat_interval_s,
-        broker_rebalance_timeout=s.rebalance_timeout_s,
-        broker_commit_interval=0.5,
-        producer_acks=-1,
-        topic_partitions=s.partitions,
-        topic_replication_factor=1,
-        consumer_auto_offset_reset="earliest",
-        web_enabled=False,
-        # On shutdown, do not wait for every delivered event to be acknowledged: the
-        # ones still queued for posting are simply not committed and come back after a
-        # restart, where the lookup before posting makes them harmless.
-        stream_wait_empty=False,
-        **extra,
-    )
-
-
 class Pipeline:
     def __init__(
         self, s: Settings, bootstrap: str, client: XledgerClient, book: RegisterBook | None = None
@@ -106,7 +82,12 @@ class Pipeline:
         # Outputs go through a producer of our own that batches normally: faust's producer
         # sends one-record batches on Tansu (for its changelogs' sake), which would slow
         # every output. Each output's future is awaited before its input is acknowledged.
-        self.out = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+        self.out = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            linger_ms=2,
+            enable_idempotence=s.profile().idempotent_producers,
+        )
         # Keyed by the payment id's bytes, as the input is, and placed by the partitioner:
         # a table's partition then matches its payment's input partition, even outside a
         # stream. (key_type=bytes makes faust write and recover keys raw.) Values map
@@ -116,6 +97,7 @@ class Pipeline:
             "use_partitioner": True,
             "key_type": bytes,
             "default": dict,
+            "extra_topic_configs": replication_config(s),
         }
         self.handled = app.Table("handled", **table)
         self.pending = app.Table("pending-rejections", **table)  # R16: retryable rejections

@@ -1,4 +1,8 @@
-"""The topics, created explicitly with their partition counts and configs (contracts.md)."""
+"""The topics, created explicitly with their partition counts and configs (contracts.md).
+
+Every topic gets the broker profile's replication factor and `min.insync.replicas`:
+with 3 copies, 2 in sync and producers on `acks=all`, a lost broker loses no payment.
+"""
 
 from __future__ import annotations
 
@@ -16,20 +20,37 @@ class TopicSpec:
     name: str
     partitions: int
     config: dict[str, str]
+    replication_factor: int = 1
+
+
+def replication_config(s: Settings) -> dict[str, str]:
+    return {"min.insync.replicas": str(s.profile().min_insync_replicas)}
+
+
+def leader_topic(s: Settings) -> str:
+    """faust's assignor topic: made here so that it is replicated like the others."""
+    return f"{s.app_id}-__assignor-__leader"
 
 
 def topic_specs(s: Settings) -> list[TopicSpec]:
     t = s.topics
     n = s.partitions
+    rf = s.profile().replication_factor
+    isr = replication_config(s)
     return [
-        TopicSpec(t.payments, n, {}),
+        TopicSpec(t.payments, n, isr, rf),
         # Compacted: the newest snapshot per tenant is what matters; every worker reads all.
-        TopicSpec(t.registers, n, {"cleanup.policy": "compact"}),
-        TopicSpec(t.submissions, n, {}),
-        TopicSpec(t.receipts, n, {}),
-        TopicSpec(t.rejections, n, {}),
-        TopicSpec(t.dlq, n, {}),
+        TopicSpec(t.registers, n, {"cleanup.policy": "compact", **isr}, rf),
+        TopicSpec(t.submissions, n, isr, rf),
+        TopicSpec(t.receipts, n, isr, rf),
+        TopicSpec(t.rejections, n, isr, rf),
+        TopicSpec(t.dlq, n, isr, rf),
+        TopicSpec(leader_topic(s), 1, isr, rf),
     ]
+
+
+class NotEnoughBrokers(RuntimeError):
+    """The cluster has fewer brokers than the replication factor asks for."""
 
 
 async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
@@ -41,12 +62,20 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
         missing = [s for s in specs if s.name not in existing]
         if not missing:
             return []
+        brokers = len((await admin.describe_cluster())["brokers"])
+        wanted = max(s.replication_factor for s in missing)
+        if wanted > brokers:
+            raise NotEnoughBrokers(
+                f"replication factor {wanted} needs {wanted} brokers, the cluster at "
+                f"{bootstrap} has {brokers}: for a development cluster set "
+                "FLYT_REPLICATION_FACTOR and FLYT_MIN_INSYNC_REPLICAS to 1"
+            )
         response = await admin.create_topics(
             [
                 NewTopic(
                     s.name,
                     num_partitions=s.partitions,
-                    replication_factor=1,
+                    replication_factor=s.replication_factor,
                     topic_configs=s.config,
                 )
                 for s in missing
