@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import Broker
@@ -71,3 +73,10 @@ def test_the_broker_kind_is_read_from_the_broker_itself(broker: Broker) -> None:
     facts = probe(broker.bootstrap)
     assert facts.kind == broker.kind
     assert facts.brokers == broker.brokers
+
+
+def test_faust_keeps_its_data_folder_out_of_the_working_directory() -> None:
+    app = make_app(Settings(broker_kind="kafka", app_id="flyt-datadir"), "127.0.0.1:1")
+    datadir = Path(app.conf.datadir).resolve()
+    assert datadir.name == "flyt-datadir-data"
+    assert Path.cwd().resolve() not in datadir.parents  # issue 14: no folders in the checkout

@@ -29,6 +29,7 @@ class Settings:
     post_batch_window_s: float = 0.25  # gather a tenant's burst into few requests
     post_batch_max: int = 1000
     token_dir: Path | None = None
+    data_dir: Path | None = None  # faust's folder; default: under the system's temp folder
     metrics_port: int | None = 9108
     sandbox: bool = False  # R2: only then may a loopback sandbox stand in for Xledger
     xledger_endpoint_override: str | None = None
@@ -102,6 +103,7 @@ _ENV: dict[str, str] = {
     "post_batch_window_s": "FLYT_POST_BATCH_WINDOW_S",
     "post_batch_max": "FLYT_POST_BATCH_MAX",
     "token_dir": "XLEDGER_TOKEN_DIR",
+    "data_dir": "FLYT_DATA_DIR",
     "metrics_port": "FLYT_METRICS_PORT",
     "sandbox": "FLYT_SANDBOX",
     "xledger_endpoint_override": "FLYT_XLEDGER_ENDPOINT",

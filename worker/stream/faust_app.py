@@ -6,6 +6,8 @@ does not expose (idempotence) are set where faust builds its producers, not in a
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -53,6 +55,8 @@ def make_app(s: Settings, bootstrap: str) -> WorkerApp:
         idempotent=p.idempotent_producers,
         broker=f"kafka://{bootstrap}",
         store="memory://",  # tables are rebuilt from their changelogs on start
+        # Nothing durable lives there (memory store): keep it out of the working directory.
+        datadir=str(s.data_dir or Path(tempfile.gettempdir()) / "flyt-xledger" / "{conf.id}-data"),
         broker_session_timeout=p.session_timeout_s,
         broker_heartbeat_interval=p.heartbeat_interval_s,
         broker_rebalance_timeout=p.rebalance_timeout_s,
