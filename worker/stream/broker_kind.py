@@ -30,12 +30,14 @@ def probe(bootstrap: str, timeout_s: float = 30.0) -> BrokerFacts:
         request_timeout_ms=int(timeout_s * 1000),
     )
     try:
-        versions = {int(k) for k in admin.api_versions()}
-        brokers = len(admin.describe_cluster()["brokers"])
+        brokers = admin.describe_cluster()["brokers"]
+        # Raw keys: admin.api_versions() fails on a key newer than kafka-python knows.
+        data = admin.get_broker_version_data(brokers[0]["broker_id"])
+        versions = {int(k) for k in data.api_versions}
     finally:
         admin.close()
     kind = "kafka" if OFFSET_FOR_LEADER_EPOCH in versions else "tansu"
-    return BrokerFacts(kind, brokers)
+    return BrokerFacts(kind, len(brokers))
 
 
 async def resolve(s: Settings, bootstrap: str) -> Settings:

@@ -45,6 +45,13 @@ class WorkerApp(faust.App):
         return _IdempotentTransport(self.conf.broker_producer, self)
 
 
+def _data_parent(s: Settings) -> Path:
+    # faust makes its data folder but not the folders above it.
+    parent = s.data_dir or Path(tempfile.gettempdir()) / "flyt-xledger"
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
 def make_app(s: Settings, bootstrap: str) -> WorkerApp:
     p = s.profile()
     extra: dict[str, Any] = {}
@@ -56,7 +63,7 @@ def make_app(s: Settings, bootstrap: str) -> WorkerApp:
         broker=f"kafka://{bootstrap}",
         store="memory://",  # tables are rebuilt from their changelogs on start
         # Nothing durable lives there (memory store): keep it out of the working directory.
-        datadir=str(s.data_dir or Path(tempfile.gettempdir()) / "flyt-xledger" / "{conf.id}-data"),
+        datadir=str(_data_parent(s) / "{conf.id}-data"),
         broker_session_timeout=p.session_timeout_s,
         broker_heartbeat_interval=p.heartbeat_interval_s,
         broker_rebalance_timeout=p.rebalance_timeout_s,

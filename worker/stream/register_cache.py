@@ -46,11 +46,12 @@ class RegisterCache:
         await consumer.start()
         self._consumer = consumer
         partitions = consumer.partitions_for_topic(self.topic)
-        for _ in range(50):  # metadata may lag a just-created topic
+        for _ in range(100):  # metadata may lag a just-created topic (Apache Kafka)
             if partitions:
                 break
-            await consumer.force_metadata_update()
             await asyncio.sleep(0.1)
+            # aiokafka's consumer has no public metadata refresh; its client has.
+            await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(self.topic)
         if not partitions:
             raise RuntimeError(f"topic {self.topic} has no partitions")
