@@ -7,7 +7,8 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ class Broker:
     kind: str  # "kafka" (Apache Kafka) or "tansu"
     bootstrap: str
     brokers: int = 1
+    cluster: Any = field(default=None, compare=False)  # a KafkaCluster started here: kill/restart
 
     def settings(self, **overrides: object) -> Settings:
         """Worker settings suited to this broker: its profile, with shorter sessions on
@@ -112,7 +114,7 @@ def _kafka(brokers: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[B
     logs = tmp_path_factory.mktemp(f"kafka-{brokers}")
     with KafkaCluster(brokers=brokers, log_dir=logs) as cluster:
         _USED.append(f"apache-kafka ({brokers} broker{'s' if brokers > 1 else ''}, KRaft)")
-        yield Broker("kafka", cluster.bootstrap, brokers)
+        yield Broker("kafka", cluster.bootstrap, brokers, cluster)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
