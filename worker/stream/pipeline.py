@@ -151,15 +151,25 @@ class Pipeline:
 
     async def _catch_up_when_ready(self) -> None:
         await self.cache.ready.wait()
+        await self._know_changelogs()
         if not self.ready.is_set():
             self.ready.set()
             log.info("worker_ready", tenants=len(self.book))
         await self._catch_up()
 
+    async def _know_changelogs(self) -> None:
+        """faust places a table write (use_partitioner) by its producer's metadata, which
+        lacks a changelog the producer has not written to yet (seen on Apache Kafka):
+        fetch it before the first write."""
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        for table in (self.handled, self.pending):
+            await producer.partitions_for(table.changelog_topic.get_topic_name())
+
     # --- enrich stage ----------------------------------------------------------------
 
     async def _enrich_stream(self, stream: Any) -> None:
         await self.cache.ready.wait()  # never evaluate against a half-read register topic
+        await self._know_changelogs()
         async for events in stream.take_events(
             self.s.enrich_batch_max, within=self.s.enrich_batch_window_s
         ):
