@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from worker.stream.pipeline import Output, Pipeline
+from worker.stream.delivery import Delivery, Output
 
 
 class FlakyProducer:
@@ -35,9 +35,8 @@ async def test_deliver_retries_failed_writes_until_all_are_written(monkeypatch) 
         sleeps.append(seconds)
 
     monkeypatch.setattr(asyncio, "sleep", no_sleep)
-    pipeline = Pipeline.__new__(Pipeline)  # deliver() needs only its producer
-    pipeline.out = FlakyProducer(failures=5)  # type: ignore[assignment]
+    producer = FlakyProducer(failures=5)
     outputs = [Output("t", b"k", f"v{i}".encode()) for i in range(3)]
-    await pipeline.deliver(outputs)
-    assert sorted(v for _, v in pipeline.out.written) == [b"v0", b"v1", b"v2"]  # type: ignore[attr-defined]
+    await Delivery(producer).deliver(outputs)
+    assert sorted(v for _, v in producer.written) == [b"v0", b"v1", b"v2"]
     assert sleeps == [0.5, 1.0]  # backoff between rounds; every output eventually written

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from worker import metrics
 from worker.contracts import DlqHeaders
+from worker.stream.delivery import Output
 
 
 def _headers_list(headers: Any) -> list[tuple[str, bytes]]:
@@ -47,3 +49,30 @@ def dlq_headers(
     )
     kept = [(k, v) for k, v in _headers_list(original_headers) if not k.startswith("dlq.")]
     return kept + header.to_kafka()
+
+
+def dead_letter(
+    dlq_topic: str,
+    message: Any,
+    *,
+    reason: str,
+    error_class: str,
+    error: str,
+    stage: str,
+    attempts: int = 1,
+) -> Output:
+    """The DLQ record for an input `message` (anything with topic, partition, offset, key,
+    value and headers), counted once here."""
+    metrics.DEAD_LETTERS.labels(stage, reason).inc()
+    headers = dlq_headers(
+        message.headers,
+        reason=reason,
+        error_class=error_class,
+        error_message=error,
+        stage=stage,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        attempts=attempts,
+    )
+    return Output(dlq_topic, message.key, message.value, headers)

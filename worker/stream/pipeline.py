@@ -14,47 +14,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from pydantic import ValidationError
 
 from worker import logs, metrics
 from worker.config import Settings
-from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Status, Submission
-from worker.contracts.reading import Unreadable, describe, read_event
+from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Status
+from worker.contracts.reading import Unreadable, read_event
 from worker.core import Enriched, evaluate
-from worker.core.messages import xledger_refused
 from worker.core.outcome import Rejected
 from worker.core.register_book import RegisterBook
-from worker.stream.dead_letters import dlq_headers
+from worker.stream.dead_letters import dead_letter
+from worker.stream.delivery import Delivery, Output
 from worker.stream.faust_app import make_app
+from worker.stream.ordered_acks import OrderedAcks
+from worker.stream.post_stage import PostStage
 from worker.stream.register_cache import RegisterCache
 from worker.stream.topics import replication_config
-from worker.xledger.client import Target, XledgerClient
+from worker.xledger.client import XledgerClient
 
 log = logs.get("worker.stream")
 
 SUBMITTED = "submitted"
 REJECTED = "rejected"
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """One record to write: a stage's outputs are written together before acking inputs."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] | None = None
-
-
-def _failed(exc: BaseException) -> asyncio.Future[Any]:
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_exception(exc)
-    return future
 
 
 def _older(version: int | None, current: int) -> bool:
@@ -101,7 +85,9 @@ class Pipeline:
         }
         self.handled = app.Table("handled", **table)
         self.pending = app.Table("pending-rejections", **table)  # R16: retryable rejections
-        self._posters: dict[str, _TenantPoster] = {}
+        self.deliver = Delivery(self.out).deliver
+        self.post_stage = PostStage(s, self.book, client, self.deliver, app.crash)
+        self.acks: OrderedAcks | None = None  # set when the post agent starts
         # mode types the receiver with a keyword-only `signal`, which faust passes.
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
@@ -121,8 +107,7 @@ class Pipeline:
         await self.app.start()
 
     async def stop(self) -> None:
-        for poster in self._posters.values():
-            poster.task.cancel()
+        self.post_stage.stop()
         if self._after_rebalance is not None:
             self._after_rebalance.cancel()
         await self.app.stop()
@@ -193,8 +178,13 @@ class Pipeline:
                     offset=event.message.offset,
                 )
                 outputs.append(
-                    self._dead_letter(
-                        event.message, "invalid", parsed.error_class, parsed.error, "enrich"
+                    dead_letter(
+                        self.s.topics.dlq,
+                        event.message,
+                        reason="invalid",
+                        error_class=parsed.error_class,
+                        error=parsed.error,
+                        stage="enrich",
                     )
                 )
                 continue
@@ -276,60 +266,6 @@ class Pipeline:
             rejection.model_dump_json().encode(),
         )
 
-    def _dead_letter(
-        self, message: Any, reason: str, error_class: str, error: str, stage: str, attempts: int = 1
-    ) -> Output:
-        metrics.DEAD_LETTERS.labels(stage, reason).inc()
-        headers = dlq_headers(
-            message.headers,
-            reason=reason,
-            error_class=error_class,
-            error_message=error,
-            stage=stage,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            attempts=attempts,
-        )
-        return Output(self.s.topics.dlq, message.key, message.value, headers)
-
-    async def deliver(self, outputs: list[Output]) -> None:
-        """Write every output, however long the broker takes to take them.
-
-        The inputs they come from stay unacknowledged until this returns, so no offset is
-        committed without its outputs. A failed write is retried with backoff; what had
-        been written may be written again, which the next stage tolerates (duplicates
-        are recognised, and posting looks up before it posts).
-        """
-        attempt = 0
-        while outputs:
-            results: list[Any] = []
-            for out in outputs:
-                try:
-                    results.append(
-                        await self.out.send(
-                            out.topic, key=out.key, value=out.value, headers=out.headers
-                        )
-                    )
-                except Exception as exc:  # e.g. no metadata: the broker is unreachable
-                    results.append(_failed(exc))
-            done = await asyncio.gather(*results, return_exceptions=True)
-            failed = [o for o, r in zip(outputs, done, strict=True) if isinstance(r, BaseException)]
-            if not failed:
-                return
-            attempt += 1
-            delay = min(30.0, 0.5 * 2 ** (attempt - 1))
-            error = next(r for r in done if isinstance(r, BaseException))
-            log.error(
-                "output_write_failed",
-                outputs=len(failed),
-                attempt=attempt,
-                retry_in_s=delay,
-                error=repr(error),
-            )
-            await asyncio.sleep(delay)
-            outputs = failed
-
     # --- R16: re-evaluation on a newer snapshot ----------------------------------------
 
     async def _reevaluate(self, snapshot: RegisterSnapshot) -> None:
@@ -394,152 +330,7 @@ class Pipeline:
     # --- post stage ----------------------------------------------------------------------
 
     async def _post_stream(self, stream: Any) -> None:
-        manual = stream.noack()  # acked per payment, once its outcome is out
-        async for event in manual.events():
-            try:
-                sub = Submission.model_validate_json(event.value)
-            except ValidationError as exc:
-                await self.deliver(
-                    [
-                        self._dead_letter(
-                            event.message, "invalid", "ValidationError", describe(exc), "post"
-                        )
-                    ]
-                )
-                await manual.ack(event)
-                continue
-            poster = self._posters.get(sub.tenant_id)
-            if poster is None:
-                poster = self._posters[sub.tenant_id] = _TenantPoster(self, sub.tenant_id, manual)
-            poster.queue.put_nowait((sub, event))
-
-
-class _TenantPoster:
-    """One tenant's posting loop: a slow or paused tenant never holds up another."""
-
-    def __init__(self, pipeline: Pipeline, tenant: str, stream: Any) -> None:
-        self.p = pipeline
-        self.tenant = tenant
-        self.stream = stream
-        self.queue: asyncio.Queue[tuple[Submission, Any]] = asyncio.Queue()
-        self.task = asyncio.create_task(self._run(), name=f"poster-{tenant}")
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self._gather()
-            try:
-                try:
-                    await self._post(batch)
-                except Exception as exc:  # one batch's failure must not stop the tenant
-                    log.exception("post_batch_crashed", tenant_id=self.tenant, error=str(exc))
-                    await self._dead_letter_all(batch, "crash", type(exc).__name__, str(exc))
-            except Exception as exc:
-                # Not even the DLQ takes it (the broker is gone): stop the worker rather
-                # than stall this tenant; a restart resumes from the committed offsets.
-                log.exception("post_stage_failed", tenant_id=self.tenant, error=str(exc))
-                await self.p.app.crash(exc)
-                return
-            for _, event in batch:
-                await self.stream.ack(event)
-
-    async def _gather(self) -> list[tuple[Submission, Any]]:
-        """The next batch: a burst gathered for up to the window, flushed at once when the
-        stream goes quiet, but never before the tenant's request budget has room for it
-        (waiting for the limit with half a batch would only cost more requests later)."""
-        s = self.p.s
-        batch = [await self.queue.get()]
-        start = time.monotonic()
-        index = self.p.book.index(self.tenant)
-        hold = self.p.client.ready_in(index.settings.token_ref) if index else 0.0
-        earliest = start + hold
-        deadline = start + max(s.post_batch_window_s, hold)
-        while len(batch) < s.post_batch_max:
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            # Before `earliest` wait for more; after it, only while items keep coming.
-            timeout = earliest - now if now < earliest else min(0.02, deadline - now)
-            try:
-                batch.append(await asyncio.wait_for(self.queue.get(), timeout))
-            except TimeoutError:
-                if time.monotonic() >= earliest:
-                    break
-        return batch
-
-    async def _post(self, batch: list[tuple[Submission, Any]]) -> None:
-        index = self.p.book.index(self.tenant)
-        if index is None:
-            await self._dead_letter_all(
-                batch,
-                "no_snapshot",
-                "UnknownTenant",
-                f"no valid register snapshot for {self.tenant}",
-            )
-            return
-        settings = index.settings
-        target = Target(self.tenant, settings.url, settings.token_ref, index.snapshot.test_tenant)
-        subs = [sub for sub, _ in batch]
-        result = await self.p.client.post(target, subs)
-        by_payment = {sub.payment_id: event for sub, event in batch}
-        outputs: list[Output] = []
-        now = datetime.now(UTC)
-        for receipt in result.receipts:
-            outputs.append(
-                Output(
-                    self.p.s.topics.receipts,
-                    self.tenant.encode(),
-                    receipt.model_dump_json().encode(),
-                )
-            )
-        for sub, message in result.refused:
-            problem = xledger_refused(message)
-            rejection = Rejected(sub.snapshot_version, (problem,)).rejection(sub, now)
-            outputs.append(
-                Output(
-                    self.p.s.topics.rejections,
-                    sub.payment_id.encode(),
-                    rejection.model_dump_json().encode(),
-                )
-            )
-            outputs.append(
-                self.p._dead_letter(
-                    by_payment[sub.payment_id].message, "refused", "Refused", message, "post"
-                )
-            )
-        for sub, code, message in result.failed:
-            outputs.append(
-                self.p._dead_letter(
-                    by_payment[sub.payment_id].message,
-                    code,
-                    "XledgerError",
-                    message,
-                    "post",
-                    attempts=self.p.client.s.max_attempts,
-                )
-            )
-        await self.p.deliver(outputs)
-        created = {sub.payment_id: sub.created_at for sub in subs}
-        acked = datetime.now(UTC)
-        for receipt in result.receipts:
-            # From the enrich stage reading the Betalt event to the receipt on the broker.
-            seconds = (acked - created[receipt.payment_id]).total_seconds()
-            metrics.BETALT_TO_RECEIPT_SECONDS.observe(seconds)
-        log.info(
-            "batch_posted",
-            tenant_id=self.tenant,
-            payments=len(subs),
-            receipts=len(result.receipts),
-            refused=len(result.refused),
-            failed=len(result.failed),
-            requests=result.requests,
-        )
-
-    async def _dead_letter_all(
-        self, batch: list[tuple[Submission, Any]], reason: str, error_class: str, message: str
-    ) -> None:
-        await self.p.deliver(
-            [
-                self.p._dead_letter(event.message, reason, error_class, message, "post")
-                for _, event in batch
-            ]
-        )
+        manual = stream.noack()  # acked per payment, once its outcome is out, in order
+        acks = OrderedAcks(manual.ack, lambda: int(self.app.rebalancing_count))
+        self.acks = acks
+        await self.post_stage.run(manual.events(), acks)

@@ -1,0 +1,228 @@
+"""The post stage: xledger.submissions.v1 → Xledger → receipts, rejections, dead letters.
+
+One posting loop per tenant, so a slow or paused tenant never holds up another. A
+submission is acknowledged once its outcome is on the broker, in its partition's offset
+order (`OrderedAcks`): a payment is never committed before it is posted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from worker import logs, metrics
+from worker.config import Settings
+from worker.contracts import Submission
+from worker.contracts.reading import describe
+from worker.core.messages import xledger_refused
+from worker.core.outcome import Rejected
+from worker.core.register_book import RegisterBook
+from worker.stream.dead_letters import dead_letter
+from worker.stream.delivery import Deliver, Output
+from worker.stream.ordered_acks import OrderedAcks, Ticket
+from worker.xledger.client import Target, XledgerClient
+
+log = logs.get("worker.stream")
+
+Crash = Callable[[BaseException], Awaitable[Any]]
+
+
+class PostStage:
+    def __init__(
+        self,
+        s: Settings,
+        book: RegisterBook,
+        client: XledgerClient,
+        deliver: Deliver,
+        crash: Crash,
+    ) -> None:
+        self.s = s
+        self.book = book
+        self.client = client
+        self.deliver = deliver
+        self.crash = crash  # stops the worker: a restart resumes from committed offsets
+        self._posters: dict[str, _TenantPoster] = {}
+
+    async def run(self, events: AsyncIterable[Any], acks: OrderedAcks) -> None:
+        """Dispatch each submission to its tenant's loop; `events` is a no-ack stream."""
+        async for event in events:
+            ticket = acks.track(event)
+            try:
+                sub = Submission.model_validate_json(event.value)
+            except ValidationError as exc:
+                await self.deliver(
+                    [
+                        dead_letter(
+                            self.s.topics.dlq,
+                            event.message,
+                            reason="invalid",
+                            error_class="ValidationError",
+                            error=describe(exc),
+                            stage="post",
+                        )
+                    ]
+                )
+                await acks.finish(ticket)
+                continue
+            poster = self._posters.get(sub.tenant_id)
+            if poster is None:
+                poster = self._posters[sub.tenant_id] = _TenantPoster(self, sub.tenant_id, acks)
+            poster.queue.put_nowait((sub, ticket))
+
+    def stop(self) -> None:
+        for poster in self._posters.values():
+            poster.task.cancel()
+
+    def queued(self) -> dict[str, int]:
+        """Submissions waiting per tenant (diagnostics)."""
+        return {tenant: p.queue.qsize() for tenant, p in self._posters.items()}
+
+
+Item = tuple[Submission, Ticket]
+
+
+class _TenantPoster:
+    """One tenant's posting loop."""
+
+    def __init__(self, stage: PostStage, tenant: str, acks: OrderedAcks) -> None:
+        self.stage = stage
+        self.tenant = tenant
+        self.acks = acks
+        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.task = asyncio.create_task(self._run(), name=f"poster-{tenant}")
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._gather()
+            try:
+                try:
+                    await self._post(batch)
+                except Exception as exc:  # one batch's failure must not stop the tenant
+                    log.exception("post_batch_crashed", tenant_id=self.tenant, error=str(exc))
+                    await self._dead_letter_all(batch, "crash", type(exc).__name__, str(exc))
+            except Exception as exc:
+                # Not even the DLQ takes it (the broker is gone): stop the worker rather
+                # than stall this tenant; a restart resumes from the committed offsets.
+                log.exception("post_stage_failed", tenant_id=self.tenant, error=str(exc))
+                await self.stage.crash(exc)
+                return
+            for _, ticket in batch:
+                await self.acks.finish(ticket)
+
+    async def _gather(self) -> list[Item]:
+        """The next batch: a burst gathered for up to the window, flushed at once when the
+        stream goes quiet, but never before the tenant's request budget has room for it
+        (waiting for the limit with half a batch would only cost more requests later)."""
+        s = self.stage.s
+        batch = [await self.queue.get()]
+        start = time.monotonic()
+        index = self.stage.book.index(self.tenant)
+        hold = self.stage.client.ready_in(index.settings.token_ref) if index else 0.0
+        earliest = start + hold
+        deadline = start + max(s.post_batch_window_s, hold)
+        while len(batch) < s.post_batch_max:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            # Before `earliest` wait for more; after it, only while items keep coming.
+            timeout = earliest - now if now < earliest else min(0.02, deadline - now)
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), timeout))
+            except TimeoutError:
+                if time.monotonic() >= earliest:
+                    break
+        return batch
+
+    async def _post(self, batch: list[Item]) -> None:
+        stage = self.stage
+        topics = stage.s.topics
+        index = stage.book.index(self.tenant)
+        if index is None:
+            await self._dead_letter_all(
+                batch,
+                "no_snapshot",
+                "UnknownTenant",
+                f"no valid register snapshot for {self.tenant}",
+            )
+            return
+        settings = index.settings
+        target = Target(self.tenant, settings.url, settings.token_ref, index.snapshot.test_tenant)
+        subs = [sub for sub, _ in batch]
+        result = await stage.client.post(target, subs)
+        by_payment = {sub.payment_id: ticket.event for sub, ticket in batch}
+        outputs: list[Output] = []
+        now = datetime.now(UTC)
+        for receipt in result.receipts:
+            outputs.append(
+                Output(topics.receipts, self.tenant.encode(), receipt.model_dump_json().encode())
+            )
+        for sub, message in result.refused:
+            problem = xledger_refused(message)
+            rejection = Rejected(sub.snapshot_version, (problem,)).rejection(sub, now)
+            outputs.append(
+                Output(
+                    topics.rejections,
+                    sub.payment_id.encode(),
+                    rejection.model_dump_json().encode(),
+                )
+            )
+            outputs.append(
+                dead_letter(
+                    topics.dlq,
+                    by_payment[sub.payment_id].message,
+                    reason="refused",
+                    error_class="Refused",
+                    error=message,
+                    stage="post",
+                )
+            )
+        for sub, code, message in result.failed:
+            outputs.append(
+                dead_letter(
+                    topics.dlq,
+                    by_payment[sub.payment_id].message,
+                    reason=code,
+                    error_class="XledgerError",
+                    error=message,
+                    stage="post",
+                    attempts=stage.client.s.max_attempts,
+                )
+            )
+        await stage.deliver(outputs)
+        created = {sub.payment_id: sub.created_at for sub in subs}
+        acked = datetime.now(UTC)
+        for receipt in result.receipts:
+            # From the enrich stage reading the Betalt event to the receipt on the broker.
+            seconds = (acked - created[receipt.payment_id]).total_seconds()
+            metrics.BETALT_TO_RECEIPT_SECONDS.observe(seconds)
+        log.info(
+            "batch_posted",
+            tenant_id=self.tenant,
+            payments=len(subs),
+            receipts=len(result.receipts),
+            refused=len(result.refused),
+            failed=len(result.failed),
+            requests=result.requests,
+        )
+
+    async def _dead_letter_all(
+        self, batch: list[Item], reason: str, error_class: str, message: str
+    ) -> None:
+        await self.stage.deliver(
+            [
+                dead_letter(
+                    self.stage.s.topics.dlq,
+                    ticket.event.message,
+                    reason=reason,
+                    error_class=error_class,
+                    error=message,
+                    stage="post",
+                )
+                for _, ticket in batch
+            ]
+        )
