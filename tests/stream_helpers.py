@@ -124,9 +124,28 @@ def expected_outcomes(
     return submitted, rejected
 
 
-async def watch_until(watcher: OutcomeWatcher, expected: int, timeout_s: float) -> None:
+async def watch_until(
+    watcher: OutcomeWatcher, expected: set[tuple[str, str]], timeout_s: float
+) -> None:
+    """Until every expected payment has an outcome; on timeout, say why (issue 14): the
+    payments without one, where their event and submissions sit, and the worker group's
+    committed and end offsets now and when the wait began (did it still consume?)."""
+    from worker.stream.lag import group_positions
+
+    t = watcher.s.topics
+    topics = [t.payments, t.submissions]
+    try:
+        before = await group_positions(watcher.bootstrap, watcher.s.app_id, topics)
+    except Exception as exc:
+        before = [f"unavailable: {exc!r}"]  # type: ignore[list-item]
+
     async def done() -> bool:
         await watcher.poll()
-        return len(watcher.posted | watcher.rejected) + watcher.dead_lettered >= expected
+        return expected <= watcher.posted | watcher.rejected
 
-    await wait_for(done, timeout_s, f"{expected} outcomes", interval_s=0.05)
+    try:
+        await wait_for(done, timeout_s, f"{len(expected)} outcomes", interval_s=0.05)
+    except AssertionError as exc:
+        report = await watcher.explain(expected)
+        start = "\n".join(f"  {p}" for p in before)
+        raise AssertionError(f"{exc}\n{report}\nwhen the wait began:\n{start}") from None

@@ -151,8 +151,8 @@ async def test_r16_rejected_payment_is_posted_after_a_snapshot_fills_the_gap(
         await pipeline.start()
         await watcher.start()
         await publish(broker.bootstrap, s.topics.payments, event_records([event]))
-        await watch_until(watcher, 1, 60)
         key = (event["tenant_id"], event["payment_id"])
+        await watch_until(watcher, {key}, 60)
         assert watcher.rejected == {key} and not watcher.posted
 
         fixed = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == "t-lillevik"))
@@ -203,7 +203,7 @@ async def test_r16_gap_filled_while_the_worker_was_down_is_caught_up_on_restart(
         await first.start()
         await watcher.start()
         await publish(broker.bootstrap, s.topics.payments, event_records([event]))
-        await watch_until(watcher, 1, 60)
+        await watch_until(watcher, {key}, 60)
         assert watcher.rejected == {key}
         await asyncio.sleep(1.0)  # let the changelog and offsets be committed
     finally:
@@ -317,7 +317,7 @@ async def test_two_workers_both_hold_every_snapshot_and_split_the_payments(
         await publish(
             broker.bootstrap, s.topics.payments, event_records(events), one_record_batches=False
         )
-        await watch_until(watcher, len(submitted | rejected), 120)
+        await watch_until(watcher, submitted | rejected, 120)
 
         samples = [await scrape(p) for p in ports]
         per_worker = [
@@ -337,6 +337,28 @@ async def test_two_workers_both_hold_every_snapshot_and_split_the_payments(
             stop_process(proc)
         await watcher.stop()
         await sandbox.stop()
+
+
+# --- a failure explains itself ------------------------------------------------------------
+
+
+async def test_a_missing_outcome_is_explained_with_positions_and_offsets(broker: Broker) -> None:
+    s = unique_settings(broker, "explain")
+    await prepare(s, demo_snapshot_dicts())
+    event = next(e for e in generate_events(20, seed=9) if e["status"] == "Betalt")
+    key = (event["tenant_id"], event["payment_id"])
+    watcher = OutcomeWatcher(broker.bootstrap, s)  # no worker runs: the outcome never comes
+    try:
+        await watcher.start()
+        await publish(broker.bootstrap, s.topics.payments, event_records([event]))
+        with pytest.raises(AssertionError) as failure:
+            await watch_until(watcher, {key}, 3)
+    finally:
+        await watcher.stop()
+    text = str(failure.value)
+    assert f"{key[0]} {key[1]}: {s.topics.payments}:" in text  # where its event sits
+    assert "committed=None" in text and "end=1" in text  # the group never consumed it
+    assert "when the wait began" in text
 
 
 # --- restart mid-stream ----------------------------------------------------------------------
@@ -373,7 +395,7 @@ async def test_worker_killed_mid_stream_loses_nothing_and_posts_nothing_twice(
         seen = len(watcher.posted)
         assert seen < len(submitted), "the worker finished before it could be killed"
         proc = start_worker(env, log)
-        await watch_until(watcher, len(submitted | rejected), 180)
+        await watch_until(watcher, submitted | rejected, 180)
         total = len(submitted | rejected)
         print(f"\nkilled after {seen} receipts; all {total} outcomes after restart")
         assert watcher.posted | watcher.rejected == submitted | rejected

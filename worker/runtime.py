@@ -192,6 +192,7 @@ class OutcomeWatcher:
 
     def __init__(self, bootstrap: str, s: Settings) -> None:
         self.s = s
+        self.bootstrap = bootstrap
         # earliest: a topic may still be empty when the watcher seeks to its beginning.
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -204,13 +205,15 @@ class OutcomeWatcher:
         self.dead_lettered = 0  # records, except Xledger refusals (counted as rejected)
         self.betalt_ms: dict[tuple[str, str], int] = {}  # payment → its event's broker time
         self.receipt_ms: dict[tuple[str, str], int] = {}  # payment → its first receipt's time
+        # payment → where its Betalt event and its submissions sit ("topic:partition@offset")
+        self.positions: dict[tuple[str, str], list[str]] = {}
 
     async def start(self) -> None:
         await self.consumer.start()
         t = self.s.topics
         tps = [
             TopicPartition(topic, p)
-            for topic in (t.payments, t.receipts, t.rejections, t.dlq)
+            for topic in (t.payments, t.submissions, t.receipts, t.rejections, t.dlq)
             for p in range(self.s.partitions)
         ]
         self.consumer.assign(tps)
@@ -222,7 +225,13 @@ class OutcomeWatcher:
         for tp, records in batches.items():
             for r in records:
                 if tp.topic == t.payments:
-                    self._note_betalt(r.value, r.timestamp)
+                    self._note_betalt(r.value, r.timestamp, f"{tp.topic}:{tp.partition}@{r.offset}")
+                elif tp.topic == t.submissions:
+                    body = json.loads(r.value)
+                    key = (body["tenant_id"], body["payment_id"])
+                    self.positions.setdefault(key, []).append(
+                        f"{tp.topic}:{tp.partition}@{r.offset}"
+                    )
                 elif tp.topic == t.receipts:
                     body = json.loads(r.value)
                     key = (body["tenant_id"], body["payment_id"])
@@ -236,13 +245,39 @@ class OutcomeWatcher:
                     if headers.get("dlq.reason") != b"refused":
                         self.dead_lettered += 1
 
-    def _note_betalt(self, value: bytes, timestamp_ms: int) -> None:
+    def _note_betalt(self, value: bytes, timestamp_ms: int, position: str) -> None:
         try:
             body = json.loads(value)
             if body.get("status") == "Betalt":
-                self.betalt_ms.setdefault((body["tenant_id"], body["payment_id"]), timestamp_ms)
+                key = (body["tenant_id"], body["payment_id"])
+                self.betalt_ms.setdefault(key, timestamp_ms)
+                self.positions.setdefault(key, []).append(position)
         except (ValueError, AttributeError, KeyError, TypeError):
             pass  # unreadable events have no latency to measure
+
+    async def explain(self, expected: set[tuple[str, str]]) -> str:
+        """Why outcomes are missing: which payments, where their event and submissions
+        sit, and where the worker's group stands on every partition it reads."""
+        from worker.stream.lag import group_positions
+
+        missing = sorted(expected - self.posted - self.rejected)
+        lines = [f"{len(missing)} payment(s) without an outcome:"]
+        for key in missing[:25]:
+            lines.append(f"  {key[0]} {key[1]}: {', '.join(self.positions.get(key, ['?']))}")
+        t = self.s.topics
+        topics = [
+            t.payments,
+            t.submissions,
+            f"{self.s.app_id}-handled-changelog",
+            f"{self.s.app_id}-pending-rejections-changelog",
+        ]
+        lines.append(f"group {self.s.app_id}:")
+        try:
+            for pos in await group_positions(self.bootstrap, self.s.app_id, topics):
+                lines.append(f"  {pos} lag={pos.lag}")
+        except Exception as exc:  # a diagnosis must not hide the failure it explains
+            lines.append(f"  (positions unavailable: {exc!r})")
+        return "\n".join(lines)
 
     def latency_quantiles(self) -> dict[str, float | None]:
         """Betalt event → receipt, by the broker timestamps of the two records."""
