@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast run lint schemas bench clean
+.PHONY: install test test-fast run lint schemas bench clean kafka kafka-jars
 
 # Idempotent: rebuilds only when pyproject.toml changed or the venv is missing.
 install: $(STAMP)
@@ -23,6 +23,14 @@ test-fast: install
 
 run: install
 	$(BIN)/python -m worker run
+
+# Apache Kafka (KRaft) on 127.0.0.1:9092.. from Maven Central's jars: `make kafka BROKERS=3`.
+BROKERS ?= 1
+kafka: install
+	$(BIN)/python -m worker kafka --brokers $(BROKERS)
+
+kafka-jars: install
+	$(BIN)/python -c "import worker.stream.kafka_cluster as k; k.kafka_classpath(); print(k.cache_dir())"
 
 lint: install
 	$(BIN)/ruff check worker tests

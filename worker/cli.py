@@ -139,6 +139,47 @@ def broker(port: int) -> None:
 
 
 @main.command()
+@click.option("--brokers", default="1", show_default=True, type=click.Choice(["1", "3"]))
+@click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65533))
+def kafka(brokers: str, port: int) -> None:
+    """Run Apache Kafka (KRaft, jars from Maven Central) on loopback in the foreground;
+    broker i listens on port+i-1. Ctrl-C or SIGTERM stops every broker."""
+    import signal
+    import time
+
+    from worker.stream.kafka_cluster import KafkaCluster, KafkaUnavailable, kafka_version
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    cluster = KafkaCluster(brokers=int(brokers), port=port)
+    try:
+        cluster.start()
+        click.echo(
+            f"Apache Kafka {kafka_version()}, {brokers} broker(s), bootstrap {cluster.bootstrap}"
+        )
+        sys.stdout.flush()
+        reported: set[int] = set()
+        while True:  # a broker that dies is reported; the command ends when none is left
+            time.sleep(1.0)
+            for i in range(1, int(brokers) + 1):
+                if i not in reported and not cluster.alive(i):
+                    reported.add(i)
+                    click.echo(f"Kafka broker {i} exited: {cluster.log_tail(i, 3)}", err=True)
+            if len(reported) == int(brokers):
+                raise click.ClickException("every Kafka broker has exited")
+    except KeyboardInterrupt:
+        pass
+    except (KafkaUnavailable, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        cluster.stop()
+
+
+@main.command()
 @click.option("--port", default=8099, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
     "--faults",
