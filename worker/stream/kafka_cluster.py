@@ -120,6 +120,8 @@ def _resolve(target: Path, digest: str) -> None:
         raise KafkaUnavailable(
             "mvn not found: install Maven (apt-get install maven) to fetch Apache Kafka's jars"
         )
+    for stale in target.parent.glob(f".{target.name}.*"):  # left by a killed resolver
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         cmd = [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(POM)]
@@ -127,7 +129,12 @@ def _resolve(target: Path, digest: str) -> None:
         cmd.append(f"-DoutputDirectory={tmp}")
         try:
             done = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=_MVN_TIMEOUT_S, check=False
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=_MVN_TIMEOUT_S,
+                check=False,
+                preexec_fn=_pdeathsig(),
             )
         except subprocess.TimeoutExpired:
             raise KafkaUnavailable(
