@@ -70,7 +70,7 @@ def test_optional_fields_may_be_absent() -> None:
 def test_dlq_headers_round_trip_through_kafka_headers() -> None:
     h = DlqHeaders.model_validate(
         {
-            "dlq.reason": "unreadable",
+            "dlq.reason": "invalid",
             "dlq.error_class": "ValidationError",
             "dlq.error_message": "status: bad",
             "dlq.stage": "enrich",

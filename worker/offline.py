@@ -12,11 +12,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from worker.contracts.payment_event import PaymentStatusEvent, Status
+from worker.contracts.payment_event import PaymentStatusEvent
 from worker.contracts.reading import Unreadable, describe, read_event
 from worker.contracts.register_snapshot import RegisterSnapshot
 from worker.core import Enriched, evaluate
 from worker.core.endpoints import UrlPolicy
+from worker.core.intake import Intake, intake
 from worker.core.register_book import Offer, RegisterBook
 
 
@@ -109,12 +110,12 @@ def enrich_lines(lines: Iterable[str | bytes], book: RegisterBook) -> Iterator[d
             "payment_id": event.payment_id,
             "tenant_id": event.tenant_id,
         }
-        if event.status is not Status.BETALT:  # R17
-            yield ids | {"outcome": "ignored", "status": str(event.status)}
-            continue
         key = (event.tenant_id, event.payment_id)
-        if key in handled:  # R17: a second Betalt event posts nothing
+        step = intake(event, key in handled)  # R17
+        if step is Intake.IGNORED:
+            yield ids | {"outcome": "ignored", "status": str(event.status)}
+        elif step is Intake.DUPLICATE:
             yield ids | {"outcome": "duplicate"}
-            continue
-        handled.add(key)
-        yield outcome_record(event, book)
+        else:
+            handled.add(key)
+            yield outcome_record(event, book)

@@ -3,7 +3,7 @@
 These are plain data: no I/O. Field names follow the contract and are never renamed.
 """
 
-from worker.contracts.dlq import DLQ_HEADERS, DlqHeaders
+from worker.contracts.dlq import DlqHeaders, DlqReason
 from worker.contracts.payment_event import Child, Measure, Payment, PaymentStatusEvent, Status
 from worker.contracts.receipt import Receipt, ReceiptLine
 from worker.contracts.register_snapshot import (
@@ -11,17 +11,17 @@ from worker.contracts.register_snapshot import (
     Publisher,
     Registers,
     RegisterSnapshot,
-    Settings,
     Source,
+    TenantSettings,
 )
 from worker.contracts.rejection import Problem, ProblemCode, Rejection
 from worker.contracts.submission import GLLine, Submission
 
 __all__ = [
-    "DLQ_HEADERS",
     "Child",
     "Dimension",
     "DlqHeaders",
+    "DlqReason",
     "GLLine",
     "Measure",
     "Payment",
@@ -34,8 +34,8 @@ __all__ = [
     "RegisterSnapshot",
     "Registers",
     "Rejection",
-    "Settings",
     "Source",
     "Status",
     "Submission",
+    "TenantSettings",
 ]

@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import ConfigDict, Field
 
 from worker.contracts.types import Record, Timestamp
 
-DLQ_HEADERS = (
-    "dlq.reason",
-    "dlq.error_class",
-    "dlq.error_message",
-    "dlq.stage",
-    "dlq.original_topic",
-    "dlq.original_partition",
-    "dlq.original_offset",
-    "dlq.attempts",
-    "dlq.first_failed_at",
-    "dlq.last_failed_at",
-    "dlq.replay_count",
-    "dlq.replayed_by",
-)
+
+class DlqReason(StrEnum):
+    """Why a record is in the dead-letter queue: what cannot be read, and what retries
+    could not post (R14). A refusal of content by Xledger is a rejection, not this."""
+
+    INVALID = "invalid"  # the bytes are not a valid record of their topic
+    NO_SNAPSHOT = "no_snapshot"  # no valid register snapshot for the tenant when posting
+    CRASH = "crash"  # the stage failed on the batch (a bug): see error_class
+    REFUSED = "refused"  # Xledger refused the content (also a rejection)
+    # Xledger failures that retries could not cure (worker/xledger/errors.py):
+    TRANSIENT = "transient"  # nothing reached Xledger
+    UNKNOWN_OUTCOME = "unknown_outcome"  # sent, no trustworthy answer
+    AUTH = "auth"  # the tenant's token was refused
+    RATE_LIMITED = "rate_limited"
+    INSUFFICIENT_CREDITS = "insufficient_credits"
+    XLEDGER_ERROR = "xledger_error"  # any other Xledger failure
+
+    @classmethod
+    def for_xledger(cls, code: str) -> DlqReason:
+        """The reason for an Xledger error code (worker.xledger.errors `code`)."""
+        if code.startswith("BAD_REQUEST.") and code.endswith("LIMIT_REACHED"):
+            return cls.RATE_LIMITED
+        known = {
+            "transient": cls.TRANSIENT,
+            "unknown_outcome": cls.UNKNOWN_OUTCOME,
+            "auth": cls.AUTH,
+            "refused": cls.REFUSED,
+            "INSUFFICIENT_CREDITS": cls.INSUFFICIENT_CREDITS,
+        }
+        return known.get(code, cls.XLEDGER_ERROR)
 
 
 class DlqHeaders(Record):
@@ -27,7 +45,7 @@ class DlqHeaders(Record):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    reason: str = Field(alias="dlq.reason")
+    reason: DlqReason = Field(alias="dlq.reason")
     error_class: str = Field(alias="dlq.error_class")
     error_message: str = Field(alias="dlq.error_message")
     stage: str = Field(alias="dlq.stage", description="enrich | post | replay")

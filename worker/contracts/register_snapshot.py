@@ -35,7 +35,7 @@ class Publisher(Record):
     roles: list[str] = Field(default_factory=list)
 
 
-class Settings(Record):
+class TenantSettings(Record):
     accounting_system: str  # R1: must be "Xledger"
     url: str  # R2
     counter_account: Code  # R3: Motkonto
@@ -116,6 +116,6 @@ class RegisterSnapshot(Record):
     published_at: Timestamp
     published_by: Publisher
     test_tenant: bool = False
-    settings: Settings
+    settings: TenantSettings
     dimensions: list[Dimension] = Field(min_length=1)
     registers: Registers = Field(default_factory=Registers)

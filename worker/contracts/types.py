@@ -17,7 +17,6 @@ from pydantic import (
     WithJsonSchema,
 )
 
-SCHEMA_VERSION = 1
 SchemaVersion = Literal[1]
 
 _AMOUNT = re.compile(r"^-?\d{1,15}(\.\d{1,2})?$")
@@ -89,7 +88,6 @@ Amount = Annotated[
 
 IsoDate = Annotated[date, BeforeValidator(_parse_date)]
 Timestamp = AwareDatetime
-Text = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 Code = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 

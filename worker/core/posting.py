@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from worker.contracts.payment_event import PaymentStatusEvent
-from worker.contracts.register_snapshot import Settings
+from worker.contracts.register_snapshot import TenantSettings
 from worker.contracts.submission import ext_identifier
 
 
@@ -51,7 +51,7 @@ class VoucherLine:
 
 
 def voucher_lines(
-    event: PaymentStatusEvent, settings: Settings, fields: dict[str, str], vat_code: str
+    event: PaymentStatusEvent, settings: TenantSettings, fields: dict[str, str], vat_code: str
 ) -> tuple[VoucherLine, VoucherLine]:
     """The expense line and the Motkonto line, amounts +x and −x.
 

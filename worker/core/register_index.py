@@ -6,7 +6,7 @@ Built once per snapshot version; every lookup afterwards is a dict access over a
 
 from __future__ import annotations
 
-from worker.contracts.register_snapshot import Dimension, RegisterSnapshot, Settings, Source
+from worker.contracts.register_snapshot import Dimension, RegisterSnapshot, Source, TenantSettings
 from worker.core.measures import type_prefixes
 
 
@@ -25,7 +25,6 @@ class RegisterIndex:
         "tenant_id",
         "tiltak",
         "unit_chain",
-        "unit_level",
         "unit_value",
         "version",
     )
@@ -36,7 +35,7 @@ class RegisterIndex:
         self.snapshot = snapshot
         self.tenant_id = snapshot.tenant_id
         self.version = snapshot.version
-        self.settings: Settings = snapshot.settings
+        self.settings: TenantSettings = snapshot.settings
         self.dimensions: tuple[Dimension, ...] = tuple(
             sorted(snapshot.dimensions, key=lambda d: d.position)
         )
@@ -50,7 +49,6 @@ class RegisterIndex:
 
         # R8: each unit's chain (itself first, then its ancestors) and its inherited value.
         parents = {u.org_unit_id: u.parent_id for u in r.tilhorighet.units}
-        self.unit_level: dict[str, int] = {u.org_unit_id: u.level for u in r.tilhorighet.units}
         self.unit_chain: dict[str, tuple[str, ...]] = {}
         for uid in parents:
             chain = [uid]

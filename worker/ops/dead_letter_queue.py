@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from pydantic import ValidationError
+
+from worker.contracts import DlqHeaders
 
 ROLE_OKONOMI = "Økonomi"
 
@@ -27,27 +30,30 @@ class DeadLetter:
     value: bytes | None
     headers: list[tuple[str, bytes]]
 
-    def header(self, name: str) -> str | None:
-        for k, v in self.headers:
-            if k == name:
-                return v.decode("utf-8", "replace")
-        return None
+    def dlq(self) -> DlqHeaders | None:
+        """The `dlq.*` headers, read through the contract's model; None when a record in
+        the topic does not carry a valid set (it was not written by this worker)."""
+        try:
+            return DlqHeaders.from_kafka(self.headers)
+        except (ValidationError, UnicodeDecodeError):
+            return None
 
     def summary(self) -> dict[str, Any]:
+        h = self.dlq()
         return {
             "dlq_partition": self.partition,
             "dlq_offset": self.offset,
             "key": self.key.decode("utf-8", "replace") if self.key is not None else None,
-            "stage": self.header("dlq.stage"),
-            "reason": self.header("dlq.reason"),
-            "error_class": self.header("dlq.error_class"),
-            "error_message": self.header("dlq.error_message"),
-            "original": f"{self.header('dlq.original_topic')}/"
-            f"{self.header('dlq.original_partition')}@"
-            f"{self.header('dlq.original_offset')}",
-            "attempts": self.header("dlq.attempts"),
-            "last_failed_at": self.header("dlq.last_failed_at"),
-            "replay_count": int(self.header("dlq.replay_count") or 0),
+            "stage": h.stage if h else None,
+            "reason": str(h.reason) if h else None,
+            "error_class": h.error_class if h else None,
+            "error_message": h.error_message if h else "no valid dlq.* headers",
+            "original": f"{h.original_topic}/{h.original_partition}@{h.original_offset}"
+            if h
+            else None,
+            "attempts": h.attempts if h else None,
+            "last_failed_at": h.last_failed_at.isoformat() if h else None,
+            "replay_count": (h.replay_count or 0) if h else 0,
         }
 
 
@@ -92,14 +98,19 @@ def replay(bootstrap: str, letter: DeadLetter, actor: str, roles: list[str]) -> 
         raise ReplayRefused(
             f"{actor} lacks the role {ROLE_OKONOMI}, which a manual transfer to Xledger needs (R13)"
         )
-    topic = letter.header("dlq.original_topic")
-    if not topic:
-        raise ReplayRefused(f"record {letter.partition}@{letter.offset} names no original topic")
-    count = int(letter.header("dlq.replay_count") or 0) + 1
+    h = letter.dlq()
+    if h is None:
+        raise ReplayRefused(
+            f"record {letter.partition}@{letter.offset} has no valid dlq.* headers: "
+            "its original topic is unknown"
+        )
+    # Every other header stays byte for byte; only the replay's own two are replaced.
+    count = (h.replay_count or 0) + 1
     headers = [
         (k, v) for k, v in letter.headers if k not in ("dlq.replay_count", "dlq.replayed_by")
     ]
     headers += [("dlq.replay_count", str(count).encode()), ("dlq.replayed_by", actor.encode())]
+    topic = h.original_topic
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
         producer.send(topic, key=letter.key, value=letter.value, headers=headers).get(30)

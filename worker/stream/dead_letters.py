@@ -1,4 +1,5 @@
-"""DLQ records: the original key, value and headers unchanged, plus the `dlq.*` headers."""
+"""The dead-letter policy, in one place: a DLQ record is the original key, value and headers
+unchanged, plus the `dlq.*` headers of contracts.md, with a reason from `DlqReason`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker import metrics
-from worker.contracts import DlqHeaders
+from worker.contracts import DlqHeaders, DlqReason
 from worker.stream.delivery import Output
 
 
@@ -20,7 +21,7 @@ def _headers_list(headers: Any) -> list[tuple[str, bytes]]:
 def dlq_headers(
     original_headers: Any,
     *,
-    reason: str,
+    reason: DlqReason,
     error_class: str,
     error_message: str,
     stage: str,
@@ -55,7 +56,7 @@ def dead_letter(
     dlq_topic: str,
     message: Any,
     *,
-    reason: str,
+    reason: DlqReason,
     error_class: str,
     error: str,
     stage: str,

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from worker import logs, metrics
 from worker.config import Settings
-from worker.contracts import Submission
+from worker.contracts import DlqReason, Submission
 from worker.contracts.reading import describe
 from worker.core.messages import xledger_refused
 from worker.core.outcome import Rejected
@@ -60,7 +60,7 @@ class PostStage:
                         dead_letter(
                             self.s.topics.dlq,
                             event.message,
-                            reason="invalid",
+                            reason=DlqReason.INVALID,
                             error_class="ValidationError",
                             error=describe(exc),
                             stage="post",
@@ -104,7 +104,9 @@ class _TenantPoster:
                     await self._post(batch)
                 except Exception as exc:  # one batch's failure must not stop the tenant
                     log.exception("post_batch_crashed", tenant_id=self.tenant, error=str(exc))
-                    await self._dead_letter_all(batch, "crash", type(exc).__name__, str(exc))
+                    await self._dead_letter_all(
+                        batch, DlqReason.CRASH, type(exc).__name__, str(exc)
+                    )
             except Exception as exc:
                 # Not even the DLQ takes it (the broker is gone): stop the worker rather
                 # than stall this tenant; a restart resumes from the committed offsets.
@@ -145,7 +147,7 @@ class _TenantPoster:
         if index is None:
             await self._dead_letter_all(
                 batch,
-                "no_snapshot",
+                DlqReason.NO_SNAPSHOT,
                 "UnknownTenant",
                 f"no valid register snapshot for {self.tenant}",
             )
@@ -175,7 +177,7 @@ class _TenantPoster:
                 dead_letter(
                     topics.dlq,
                     by_payment[sub.payment_id].message,
-                    reason="refused",
+                    reason=DlqReason.REFUSED,
                     error_class="Refused",
                     error=message,
                     stage="post",
@@ -186,8 +188,8 @@ class _TenantPoster:
                 dead_letter(
                     topics.dlq,
                     by_payment[sub.payment_id].message,
-                    reason=code,
-                    error_class="XledgerError",
+                    reason=DlqReason.for_xledger(code),
+                    error_class=f"Xledger {code}",
                     error=message,
                     stage="post",
                     attempts=stage.client.s.max_attempts,
@@ -211,7 +213,7 @@ class _TenantPoster:
         )
 
     async def _dead_letter_all(
-        self, batch: list[Item], reason: str, error_class: str, message: str
+        self, batch: list[Item], reason: DlqReason, error_class: str, message: str
     ) -> None:
         await self.stage.deliver(
             [

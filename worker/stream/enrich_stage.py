@@ -1,0 +1,237 @@
+"""The enrich stage: flyt.payment-status.v1 → submissions, rejections, dead letters; and R16,
+the re-evaluation of waiting rejections when a newer snapshot arrives.
+
+Per batch: read each event (unreadable → DLQ), R17 intake (ignored, duplicate), evaluate
+against the tenant's snapshot (the pure core), then deliver every output, and only then
+write the payments' state (`delivery.py`'s rule). The state lives in two mappings keyed
+by the payment id's bytes, each value mapping tenant → state (two tenants may share a
+payment id): faust tables in the worker, plain dicts in unit tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+from worker import logs, metrics
+from worker.config import Settings
+from worker.contracts import DlqReason, PaymentStatusEvent
+from worker.contracts.reading import Unreadable, read_event
+from worker.core import Enriched, evaluate
+from worker.core.intake import Intake, intake
+from worker.core.outcome import Rejected
+from worker.core.register_book import RegisterBook
+from worker.stream.dead_letters import dead_letter
+from worker.stream.delivery import Deliver, Output
+
+log = logs.get("worker.stream")
+
+SUBMITTED = "submitted"
+REJECTED = "rejected"
+
+Key = tuple[str, str]  # (tenant, payment)
+
+
+class PaymentStates:
+    """What the worker remembers per payment: `handled` (R17) and `pending` (R16)."""
+
+    def __init__(
+        self, handled: MutableMapping[bytes, Any], pending: MutableMapping[bytes, Any]
+    ) -> None:
+        self.handled = handled
+        self.pending = pending
+
+    def handled_as(self, tenant: str, payment: str) -> str | None:
+        return (self.handled.get(payment.encode()) or {}).get(tenant)
+
+    def waiting(self, tenant: str) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (key.decode(), states[tenant])
+            for key, states in list(self.pending.items())
+            if tenant in states
+        ]
+
+    def waiting_tenants(self) -> set[str]:
+        return {t for _, states in list(self.pending.items()) for t in states}
+
+    @staticmethod
+    def put(table: MutableMapping[bytes, Any], key: Key, value: Any) -> None:
+        tenant, payment = key
+        current = dict(table.get(payment.encode()) or {})
+        if value is None:
+            current.pop(tenant, None)
+        else:
+            current[tenant] = value
+        # An emptied entry is written as {}, never deleted: Tansu returns a tombstone as
+        # empty bytes, which breaks faust's recovery of a JSON table.
+        table[payment.encode()] = current
+
+
+def _older(version: int | None, current: int) -> bool:
+    return version is None or version < current
+
+
+class EnrichStage:
+    def __init__(
+        self, s: Settings, book: RegisterBook, deliver: Deliver, states: PaymentStates
+    ) -> None:
+        self.s = s
+        self.book = book
+        self.deliver = deliver
+        self.states = states
+        self._reevaluating: dict[str, asyncio.Lock] = {}
+
+    async def handle(self, events: list[Any]) -> None:
+        """One batch of events (each with `.value` and `.message`), in offset order."""
+        outputs: list[Output] = []
+        handled: dict[Key, str] = {}
+        pending: dict[Key, dict[str, Any]] = {}
+        now = datetime.now(UTC)
+        for event in events:
+            parsed = read_event(event.value)
+            if isinstance(parsed, Unreadable):
+                outputs.append(self._invalid(event.message, parsed))
+                continue
+            key = (parsed.tenant_id, parsed.payment_id)
+            seen = key in handled or self.states.handled_as(*key) is not None
+            step = intake(parsed, seen)  # R17
+            if step is Intake.IGNORED:
+                metrics.EVENTS.labels("ignored").inc()
+                continue
+            if step is Intake.DUPLICATE:
+                metrics.EVENTS.labels("duplicate").inc()
+                log.info(
+                    "event_duplicate", tenant_id=key[0], payment_id=key[1], event_id=parsed.event_id
+                )
+                continue
+            t0 = time.perf_counter()
+            result = evaluate(parsed, self.book.index(parsed.tenant_id))
+            metrics.ENRICH_SECONDS.observe(time.perf_counter() - t0)
+            if isinstance(result, Enriched):
+                outputs.append(self._submission(parsed, result, now))
+                handled[key] = SUBMITTED
+                metrics.EVENTS.labels("submitted").inc()
+            else:
+                outputs.append(self._rejection(parsed, result, now))
+                handled[key] = REJECTED
+                if result.retryable:  # R16: waits for a snapshot that fills the gap
+                    pending[key] = {
+                        "event": event.value.decode(),
+                        "version": result.snapshot_version,
+                    }
+                metrics.EVENTS.labels("rejected").inc()
+        await self.deliver(outputs)  # every output on the broker …
+        for key, state in handled.items():  # … before the state is written
+            self.states.put(self.states.handled, key, state)
+        for key, entry in pending.items():
+            self.states.put(self.states.pending, key, entry)
+
+    # --- R16: re-evaluation on a newer snapshot ----------------------------------------
+
+    async def catch_up(self) -> None:
+        """Snapshots that arrived while these partitions were elsewhere (or the worker was
+        down) have not been applied to their waiting rejections yet."""
+        for tenant in sorted(self.states.waiting_tenants()):
+            await self.reevaluate(tenant)
+
+    async def reevaluate(self, tenant: str) -> None:
+        """Evaluate the tenant's waiting rejections against its snapshot in force."""
+        # One at a time per tenant: the snapshot listener and a catch-up may coincide.
+        async with self._reevaluating.setdefault(tenant, asyncio.Lock()):
+            await self._reevaluate_waiting(tenant)
+
+    async def _reevaluate_waiting(self, tenant: str) -> None:
+        index = self.book.index(tenant)
+        if index is None:
+            return
+        # Only entries evaluated against an older version (None: before any snapshot);
+        # this makes a repeat harmless.
+        waiting = [
+            (payment, entry)
+            for payment, entry in self.states.waiting(tenant)
+            if _older(entry.get("version"), index.version)
+        ]
+        if not waiting:
+            return
+        now = datetime.now(UTC)
+        outputs: list[Output] = []
+        done: list[Key] = []
+        updated: list[tuple[Key, dict[str, Any]]] = []
+        for payment, entry in waiting:
+            event = PaymentStatusEvent.model_validate_json(entry["event"])
+            result = evaluate(event, index)
+            if isinstance(result, Enriched):
+                outputs.append(self._submission(event, result, now))
+                done.append((tenant, payment))
+                metrics.REEVALUATIONS.labels(tenant, "submitted").inc()
+            else:
+                outputs.append(self._rejection(event, result, now))
+                updated.append(((tenant, payment), {**entry, "version": index.version}))
+                metrics.REEVALUATIONS.labels(tenant, "still_rejected").inc()
+        await self.deliver(outputs)
+        for key in done:
+            self.states.put(self.states.handled, key, SUBMITTED)
+            self.states.put(self.states.pending, key, None)
+        for key, entry in updated:
+            self.states.put(self.states.pending, key, entry)
+        log.info(
+            "rejections_reevaluated",
+            tenant_id=tenant,
+            version=index.version,
+            submitted=len(done),
+            still_rejected=len(updated),
+        )
+
+    # --- outputs -------------------------------------------------------------------------
+
+    def _invalid(self, message: Any, parsed: Unreadable) -> Output:
+        metrics.EVENTS.labels("invalid").inc()
+        log.warning(
+            "event_invalid",
+            event_id=parsed.event_id,
+            payment_id=parsed.payment_id,
+            error=parsed.error,
+            partition=message.partition,
+            offset=message.offset,
+        )
+        return dead_letter(
+            self.s.topics.dlq,
+            message,
+            reason=DlqReason.INVALID,
+            error_class=parsed.error_class,
+            error=parsed.error,
+            stage="enrich",
+        )
+
+    def _submission(self, event: PaymentStatusEvent, result: Enriched, now: datetime) -> Output:
+        sub = result.submission(event, now)
+        log.info(
+            "payment_enriched",
+            tenant_id=event.tenant_id,
+            payment_id=event.payment_id,
+            event_id=event.event_id,
+            snapshot_version=result.snapshot_version,
+        )
+        return Output(
+            self.s.topics.submissions, event.tenant_id.encode(), sub.model_dump_json().encode()
+        )
+
+    def _rejection(self, event: PaymentStatusEvent, result: Rejected, now: datetime) -> Output:
+        rejection = result.rejection(event, now)
+        log.info(
+            "payment_rejected",
+            tenant_id=event.tenant_id,
+            payment_id=event.payment_id,
+            event_id=event.event_id,
+            reason=str(result.reason),
+            codes=[str(p.code) for p in result.problems],
+            retryable=result.retryable,
+        )
+        return Output(
+            self.s.topics.rejections,
+            event.payment_id.encode(),
+            rejection.model_dump_json().encode(),
+        )
