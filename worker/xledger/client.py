@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import random
-import re
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +26,6 @@ import httpx
 
 from worker import logs, metrics
 from worker.contracts import Receipt, ReceiptLine, Submission
-from worker.contracts.submission import GLLine
 from worker.core.endpoints import UrlPolicy, url_allowed
 from worker.xledger.errors import (
     AuthFailed,
@@ -39,44 +35,22 @@ from worker.xledger.errors import (
     TransientError,
     UnknownOutcome,
     XledgerError,
-    classify_errors,
 )
+from worker.xledger.pacing import Clock, Pacer, Sleep, TokenGate
 from worker.xledger.secrets import MissingToken, SecretStore, Token
+from worker.xledger.wire import (
+    ADD_GL_IMPORT_ITEMS,
+    GL_IMPORT_ITEMS_BY_EXT_ID,
+    MAX_PAYMENTS_PER_REQUEST,
+    blame,
+    lookup_variables,
+    mutation_inputs,
+    read_answer,
+    read_lookup,
+    read_mutation,
+)
 
 log = logs.get("worker.xledger")
-
-MAX_NODES = 500  # per mass mutation (Xledger help centre 8715787519634)
-LINES_PER_PAYMENT = 2  # R18
-MAX_PAYMENTS_PER_REQUEST = MAX_NODES // LINES_PER_PAYMENT
-MAX_RECORDS_PER_QUERY = 10_000
-
-ADD_GL_IMPORT_ITEMS = """
-mutation AddGLImportItems($inputs: [AddGLImportItemsInput!]!) {
-  addGLImportItems(inputs: $inputs) {
-    edges { clientId node { dbId extIdentifier } }
-  }
-}
-""".strip()
-
-GL_IMPORT_ITEMS_BY_EXT_ID = """
-query GLImportItemsByExtIdentifier($ids: [String!]!, $first: Int!, $after: String) {
-  glImportItems(first: $first, after: $after, filter: { extIdentifier_in: $ids }) {
-    edges { cursor node { dbId extIdentifier } }
-    pageInfo { hasNextPage }
-  }
-}
-""".strip()
-
-_REF_FIELDS = (
-    "account",
-    "taxRule",
-    "glObject1",
-    "glObject2",
-    "glObject3",
-    "glObject4",
-    "glObject5",
-    "project",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +73,8 @@ class PostResult:
 
 @dataclass
 class ClientSettings:
+    """The client's knobs; the burst, concurrency and credits ones are read by pacing."""
+
     timeout_s: float = 10.0
     max_attempts: int = 8  # per batch, for retryable failures
     backoff_base_s: float = 0.5
@@ -111,15 +87,6 @@ class ClientSettings:
     transaction_source: str = "GL"
 
 
-class _TokenGate:
-    """Per-token pacing: a sliding window under the burst limit, a concurrency cap, pauses."""
-
-    def __init__(self, s: ClientSettings) -> None:
-        self.sent: deque[float] = deque()
-        self.semaphore = asyncio.Semaphore(s.concurrency)
-        self.paused_until = 0.0
-
-
 class XledgerClient:
     def __init__(
         self,
@@ -129,8 +96,8 @@ class XledgerClient:
         endpoint_override: str | None = None,
         settings: ClientSettings | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         self.policy = policy or UrlPolicy()
@@ -149,9 +116,8 @@ class XledgerClient:
             follow_redirects=False,  # a redirect must never carry the token elsewhere
         )
         self._sleep = sleep
-        self._clock = clock
         self._rng = rng or random.Random()
-        self._gates: dict[str, _TokenGate] = {}
+        self._pacer = Pacer(self.s, clock=clock, sleep=sleep)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -178,7 +144,7 @@ class XledgerClient:
             raise ValueError(f"{len(foreign)} submission(s) are not of tenant {target.tenant_id}")
         url = self.endpoint_override or target.url
         if not url_allowed(target.url, test_tenant=target.test_tenant, policy=self.policy):
-            return self._fail_all(
+            return _fail_all(
                 result,
                 unique,
                 "url_not_allowed",
@@ -187,9 +153,20 @@ class XledgerClient:
         try:
             token = self.secrets.token(target.token_ref)
         except MissingToken as exc:
-            return self._fail_all(result, unique, "missing_token", str(exc))
+            return _fail_all(result, unique, "missing_token", str(exc))
         logs.register_secret(token.reveal())
-        await _Call(self, target, url, token, result).post_all(unique)
+        call = _Call(
+            target,
+            url,
+            token,
+            result,
+            settings=self.s,
+            http=self._http,
+            gate=self._pacer.gate(token),
+            sleep=self._sleep,
+            backoff=self.backoff,
+        )
+        await call.post_all(unique)
         # Duplicates of a payment within the call share its outcome.
         if len(unique) != len(submissions):
             _share_outcomes(result, submissions, posted)
@@ -202,47 +179,33 @@ class XledgerClient:
         would wait for the limit anyway may as well carry more payments.
         """
         try:
-            gate = self._gate(self.secrets.token(token_ref))
+            token = self.secrets.token(token_ref)
         except MissingToken:
             return 0.0
-        now = self._clock()
-        wait = max(0.0, gate.paused_until - now)
-        limit = max(1, self.s.burst_limit - self.s.burst_headroom)
-        recent = [t for t in gate.sent if now - t < self.s.burst_window_s]
-        excess = len(recent) + requests - limit
-        if excess > 0:
-            wait = max(wait, recent[excess - 1] + self.s.burst_window_s - now)
-        return wait
-
-    # --- internals used by _Call ---------------------------------------------------------
-
-    def _gate(self, token: Token) -> _TokenGate:
-        key = hashlib.sha256(token.reveal().encode()).hexdigest()  # limits are per token
-        gate = self._gates.get(key)
-        if gate is None:
-            gate = self._gates[key] = _TokenGate(self.s)
-        return gate
-
-    def _fail_all(
-        self, result: PostResult, subs: Sequence[Submission], code: str, message: str
-    ) -> PostResult:
-        for sub in subs:
-            result.failed.append((sub, code, message))
-        if subs:
-            metrics.XLEDGER_PAYMENTS.labels(subs[0].tenant_id, "failed").inc(len(subs))
-            log.error(
-                "xledger_batch_failed",
-                tenant_id=subs[0].tenant_id,
-                code=code,
-                error=message,
-                payments=len(subs),
-            )
-        return result
+        return self._pacer.gate(token).ready_in(requests)
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter, capped."""
         ceiling = min(self.s.backoff_cap_s, self.s.backoff_base_s * (2 ** (attempt - 1)))
         return self._rng.uniform(ceiling / 2, ceiling)
+
+
+def _fail_all(
+    result: PostResult, subs: Sequence[Submission], code: str, message: str
+) -> PostResult:
+    """Hand `subs` back as failed, with the code and message the dead letter will carry."""
+    for sub in subs:
+        result.failed.append((sub, code, message))
+    if subs:
+        metrics.XLEDGER_PAYMENTS.labels(subs[0].tenant_id, "failed").inc(len(subs))
+        log.error(
+            "xledger_batch_failed",
+            tenant_id=subs[0].tenant_id,
+            code=code,
+            error=message,
+            payments=len(subs),
+        )
+    return result
 
 
 def _share_outcomes(
@@ -265,17 +228,31 @@ def _share_outcomes(
 
 
 class _Call:
-    """One `post()` call: a tenant, its token and the running result."""
+    """One `post()` call: a tenant, its token and the running result, and the client's
+    means to send (its settings, HTTP client, the token's gate, sleep and backoff)."""
 
     def __init__(
-        self, client: XledgerClient, target: Target, url: str, token: Token, result: PostResult
+        self,
+        target: Target,
+        url: str,
+        token: Token,
+        result: PostResult,
+        *,
+        settings: ClientSettings,
+        http: httpx.AsyncClient,
+        gate: TokenGate,
+        sleep: Sleep,
+        backoff: Callable[[int], float],
     ) -> None:
-        self.c = client
+        self.s = settings
+        self.http = http
+        self.gate = gate
+        self.sleep = sleep
+        self.backoff = backoff
         self.target = target
         self.tenant = target.tenant_id
         self.url = url
         self.token = token
-        self.gate = client._gate(token)
         self.result = result
         self.attempts = 0
         self.all: list[Submission] = []
@@ -298,7 +275,7 @@ class _Call:
             s.payment_id for s, _ in self.result.refused
         }
         left = [s for s in self.all if s.payment_id not in done]
-        self.c._fail_all(self.result, left, code, message)
+        _fail_all(self.result, left, code, message)
 
     async def _drop_present(self, subs: list[Submission]) -> list[Submission]:
         """Receipts for the payments Xledger already holds; returns the ones it does not."""
@@ -332,7 +309,7 @@ class _Call:
                     "post", functools.partial(self._mutate, subs), unknown_is_final=True
                 )
             except Refused as exc:
-                blamed = _blame(exc.messages, subs)
+                blamed = blame(exc.messages, subs)
                 if blamed and len(blamed) < len(subs):
                     # Xledger named the refused codes: refuse exactly the payments that
                     # carry them (nothing was stored) and post the rest as one batch.
@@ -383,17 +360,17 @@ class _Call:
                     code=exc.code,
                     wait_s=round(exc.wait_s, 2),
                 )
-                await self.c._sleep(exc.wait_s)  # limits are not failures: no attempt spent
+                await self.sleep(exc.wait_s)  # limits are not failures: no attempt spent
             except CreditsExhausted as exc:
                 await self._pause_for_credits(exc)
             except (TransientError, UnknownOutcome) as exc:
                 self.attempts += 1
                 metrics.XLEDGER_RETRIES.labels(self.tenant, exc.code).inc()
-                if self.attempts >= self.c.s.max_attempts:
+                if self.attempts >= self.s.max_attempts:
                     raise _GiveUp(
                         exc.code, f"{operation} failed {self.attempts} times: {exc}"
                     ) from None
-                delay = self.c.backoff(self.attempts)
+                delay = self.backoff(self.attempts)
                 log.warning(
                     "xledger_retry",
                     tenant_id=self.tenant,
@@ -403,17 +380,12 @@ class _Call:
                     delay_s=round(delay, 2),
                     error=str(exc),
                 )
-                await self.c._sleep(delay)
+                await self.sleep(delay)
                 if unknown_is_final and isinstance(exc, UnknownOutcome):
                     raise
 
     async def _pause_for_credits(self, exc: CreditsExhausted) -> None:
-        # The configured pause, or Xledger's reset time when that comes sooner.
-        pause = self.c.s.credits_pause_s
-        if exc.reset_in_s is not None:
-            pause = min(pause, exc.reset_in_s)
-        self.gate.paused_until = self.c._clock() + pause
-        metrics.XLEDGER_TENANT_PAUSED.labels(self.tenant).set(1)
+        pause = self.gate.pause_for_credits(self.tenant, exc.reset_in_s)
         log.error(
             "xledger_credits_exhausted",
             tenant_id=self.tenant,
@@ -427,38 +399,21 @@ class _Call:
         found: dict[str, int] = {}
         after: str | None = None
         while True:
-            first = min(MAX_RECORDS_PER_QUERY, 2 * len(ids) + 10)
             data = await self._request(
-                "lookup", GL_IMPORT_ITEMS_BY_EXT_ID, {"ids": ids, "first": first, "after": after}
+                "lookup", GL_IMPORT_ITEMS_BY_EXT_ID, lookup_variables(ids, after)
             )
-            conn = data.get("glImportItems") or {}
-            edges = conn.get("edges") or []  # Xledger answers `edges: null` when none match
-            for edge in edges:
-                node = edge["node"]
-                found.setdefault(node["extIdentifier"], int(node["dbId"]))
-            if not (conn.get("pageInfo") or {}).get("hasNextPage") or not edges:
+            page = read_lookup(data)
+            for ext_id, db_id in page.found.items():
+                found.setdefault(ext_id, db_id)
+            if page.after is None:
                 return found
-            after = edges[-1]["cursor"]
+            after = page.after
 
     async def _mutate(self, subs: list[Submission]) -> tuple[str, dict[tuple[str, int], int]]:
-        inputs = []
-        vouchers = _voucher_numbers(subs)
-        for i, sub in enumerate(subs):
-            for n, line in enumerate(sub.lines, start=1):
-                inputs.append(
-                    {
-                        "clientId": f"{i}:{n}",
-                        "node": self._node(line, vouchers[sub.payment_id]),
-                    }
-                )
+        inputs = mutation_inputs(subs, self.s.transaction_source)
         metrics.XLEDGER_BATCH_PAYMENTS.observe(len(subs))
         data = await self._request("post", ADD_GL_IMPORT_ITEMS, {"inputs": inputs})
-        edges = (data.get("addGLImportItems") or {}).get("edges") or []
-        db_ids: dict[tuple[str, int], int] = {}
-        for edge in edges:
-            i_str, _, n_str = str(edge.get("clientId", "")).partition(":")
-            if i_str.isdigit() and n_str.isdigit() and int(i_str) < len(subs):
-                db_ids[(subs[int(i_str)].payment_id, int(n_str))] = int(edge["node"]["dbId"])
+        db_ids = read_mutation(data, subs)
         missing = [
             s.payment_id for s in subs if any((s.payment_id, n) not in db_ids for n in (1, 2))
         ]
@@ -467,31 +422,10 @@ class _Call:
             raise UnknownOutcome(f"answer lacks {len(missing)} payment(s)")
         return uuid.uuid4().hex, db_ids
 
-    def _node(self, line: GLLine, voucher: int) -> dict[str, Any]:
-        node: dict[str, Any] = {
-            "trRegNumber": voucher,
-            "transactionSource": {"code": self.c.s.transaction_source},
-            "postedDate": line.postedDate.isoformat(),
-            "amount": f"{line.amount:.2f}",
-            "currency": {"code": line.currency},
-            "text": line.text,
-            "extIdentifier": line.extIdentifier,
-        }
-        for name in _REF_FIELDS:
-            value = getattr(line, name)
-            if value is not None:
-                node[name] = {"code": value}
-        if line.bankAccountRef is not None:  # R4: the Bankkonti-pkey is a dbId
-            ref = line.bankAccountRef
-            node["bankAccountRef"] = {"dbId": int(ref)} if ref.isdigit() else {"code": ref}
-        return node
-
     async def _request(
         self, operation: str, query: str, variables: dict[str, Any]
     ) -> dict[str, Any]:
-        await self._wait_for_gate()
-        async with self.gate.semaphore:
-            self.gate.sent.append(self.c._clock())
+        async with self.gate.slot(self.tenant):
             self.result.requests += 1
             started = time.perf_counter()
             label = "ok"
@@ -506,28 +440,10 @@ class _Call:
                     time.perf_counter() - started
                 )
 
-    async def _wait_for_gate(self) -> None:
-        s = self.c.s
-        limit = max(1, s.burst_limit - s.burst_headroom)
-        while True:
-            now = self.c._clock()
-            if self.gate.paused_until > now:
-                await self.c._sleep(self.gate.paused_until - now)
-                continue
-            metrics.XLEDGER_TENANT_PAUSED.labels(self.tenant).set(0)
-            sent = self.gate.sent
-            while sent and now - sent[0] >= s.burst_window_s:
-                sent.popleft()
-            if len(sent) < limit:
-                return
-            wait = s.burst_window_s - (now - sent[0]) + 0.01
-            metrics.XLEDGER_RATE_LIMIT_WAIT_SECONDS.labels(self.tenant, "pacing").inc(wait)
-            await self.c._sleep(wait)
-
     async def _send(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         headers = {"Authorization": f"token {self.token.reveal()}"}
         try:
-            response = await self.c._http.post(
+            response = await self.http.post(
                 self.url, json={"query": query, "variables": variables}, headers=headers
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -544,13 +460,7 @@ class _Call:
             body = response.json()
         except ValueError:
             raise UnknownOutcome(f"HTTP {response.status_code}: answer is not JSON") from None
-        errors = body.get("errors") if isinstance(body, dict) else None
-        if errors:
-            raise classify_errors(errors, datetime.now(UTC))
-        if response.status_code != 200 or not isinstance(body.get("data"), dict):
-            raise Refused([f"HTTP {response.status_code}: unexpected answer"])
-        data: dict[str, Any] = body["data"]
-        return data
+        return read_answer(response.status_code, body, datetime.now(UTC))
 
     def _refuse(self, sub: Submission, message: str) -> None:
         self.result.refused.append((sub, message))
@@ -590,48 +500,3 @@ class _GiveUp(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def _voucher_numbers(subs: Sequence[Submission]) -> dict[str, int]:
-    """A stable voucher number (`trRegNumber`) per payment, unique within the request.
-
-    Derived from tenant and payment, so a resend carries the same number (decided:
-    Xledger types it as an integer; our payment ids are strings).
-    """
-    out: dict[str, int] = {}
-    used: set[int] = set()
-    for sub in subs:
-        digest = hashlib.sha256(f"{sub.tenant_id}:{sub.payment_id}".encode()).digest()
-        number = 100_000_000 + int.from_bytes(digest[:8], "big") % 900_000_000
-        while number in used:  # a collision within one request: step deterministically
-            number = 100_000_000 + (number - 99_999_999) % 900_000_000
-        used.add(number)
-        out[sub.payment_id] = number
-    return out
-
-
-_NO_VALUE = re.compile(
-    r"^(?P<field>\w+)\.(?P<key>code|dbId): No value matching owner \S+, (?:code|dbId) "
-    r"'?(?P<value>[^']*?)'?\.?$"
-)
-
-
-def _blame(messages: list[str], subs: Sequence[Submission]) -> dict[str, str]:
-    """Payment id → Xledger's messages, for the payments whose lines hold a refused code.
-
-    Xledger names the field and the code it refused (`account.code: No value matching
-    owner 42365431, code '9999'.`); every payment carrying that code would be refused.
-    Messages that name no code blame nobody, and the caller bisects instead.
-    """
-    refused: list[tuple[str, str, str]] = []
-    for message in messages:
-        m = _NO_VALUE.match(message.strip())
-        if m:
-            refused.append((m["field"], m["value"], message))
-    blamed: dict[str, list[str]] = {}
-    for sub in subs:
-        for line in sub.lines:
-            for field_name, value, message in refused:
-                if str(getattr(line, field_name, None)) == value:
-                    blamed.setdefault(sub.payment_id, []).append(message)
-    return {pid: " ".join(dict.fromkeys(msgs)) for pid, msgs in blamed.items()}
