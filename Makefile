@@ -22,7 +22,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not integration"
 
 run: install
-	$(BIN)/python -m worker run
+	$(BIN)/python -m worker run --embedded
 
 # Apache Kafka (KRaft) on 127.0.0.1:9092.. from Maven Central's jars: `make kafka BROKERS=3`.
 BROKERS ?= 1

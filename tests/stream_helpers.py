@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Broker, subprocess_env
 from worker.config import Settings, Topics
 from worker.core.register_book import RegisterBook
+from worker.demo.watcher import OutcomeWatcher
 from worker.offline import enrich_lines
-from worker.runtime import OutcomeWatcher
 from worker.stream.feed import publish, snapshot_records
 from worker.stream.topics import ensure_topics, topic_specs
 

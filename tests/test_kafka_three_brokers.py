@@ -29,8 +29,9 @@ from tests.stream_helpers import (
 )
 from tests.test_stream_integration import assert_ledger_exactly_once
 from worker.demo.events import generate_events
+from worker.demo.harness import start_demo_sandbox
 from worker.demo.registers import demo_snapshot_dicts
-from worker.runtime import OutcomeWatcher, start_demo_sandbox
+from worker.demo.watcher import OutcomeWatcher
 from worker.stream.feed import event_records, publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]

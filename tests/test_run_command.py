@@ -21,7 +21,7 @@ async def test_embedded_run_shows_payments_flowing_within_a_minute(tmp_path: Pat
     log = tmp_path / "run.log"
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker", "run", "--metrics-port", str(port)],
+        [sys.executable, "-m", "worker", "run", "--embedded", "--metrics-port", str(port)],
         env=subprocess_env({}),
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -41,3 +41,19 @@ async def test_embedded_run_shows_payments_flowing_within_a_minute(tmp_path: Pat
             proc.wait()
     text = log.read_text(errors="replace")
     assert "worker_ready" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("args", [[], ["--bootstrap", ""]], ids=["no-setting", "empty-flag"])
+def test_run_without_a_broker_fails_loudly_instead_of_running_a_demo(args: list[str]) -> None:
+    # A production pod with a missing setting must not look healthy while posting to a sandbox.
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker", "run", *args],
+        env=subprocess_env({"FLYT_BOOTSTRAP_SERVERS": ""}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0
+    for named in ("FLYT_BOOTSTRAP_SERVERS", "--bootstrap", "--embedded"):
+        assert named in proc.stderr
+    assert "Traceback" not in proc.stderr

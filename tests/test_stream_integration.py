@@ -29,8 +29,10 @@ from tests.stream_helpers import (
 from worker import metrics
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
+from worker.demo.harness import start_demo_sandbox
 from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
-from worker.runtime import OutcomeWatcher, make_client, start_demo_sandbox
+from worker.demo.watcher import OutcomeWatcher
+from worker.runtime import make_client
 from worker.stream.feed import event_records, publish, snapshot_records
 from worker.stream.pipeline import Pipeline
 from worker.stream.register_cache import RegisterCache

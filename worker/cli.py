@@ -208,8 +208,13 @@ def sandbox(port: int, profile: str, token_dir: Path | None) -> None:
 @main.command()
 @click.option(
     "--bootstrap",
-    help="Kafka bootstrap servers; none: the embedded default "
-    "(embedded broker, Xledger sandbox, demo registers and events).",
+    help="Kafka bootstrap servers (default: FLYT_BOOTSTRAP_SERVERS). Required unless --embedded.",
+)
+@click.option(
+    "--embedded",
+    is_flag=True,
+    help="The embedded default instead: embedded broker, Xledger sandbox, demo registers "
+    "and events (what `make run` does). Never for production.",
 )
 @click.option(
     "--metrics-port",
@@ -221,29 +226,41 @@ def sandbox(port: int, profile: str, token_dir: Path | None) -> None:
     default=20.0,
     show_default=True,
     type=click.FloatRange(0.1),
-    help="Embedded default only: demo events per second.",
+    help="--embedded only: demo events per second.",
 )
-def run(bootstrap: str | None, metrics_port: int | None, demo_rate: float) -> None:
+def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_rate: float) -> None:
     """Run the worker until interrupted. Settings come from FLYT_* variables."""
     import asyncio
     from dataclasses import replace
 
     from worker import config, logs
-    from worker.runtime import run as run_worker
+    from worker.runtime import WorkerCrashed
 
     try:
         s = config.from_env()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    if bootstrap:
-        s = replace(s, bootstrap=bootstrap)
+    server = bootstrap or s.bootstrap
+    if embedded and server:
+        raise click.UsageError("--embedded runs its own broker: leave out the bootstrap servers")
+    if not embedded and not server:
+        # A production pod with a missing setting must fail loudly, not post to a sandbox.
+        raise click.UsageError(
+            "no broker: set FLYT_BOOTSTRAP_SERVERS or pass --bootstrap HOST:PORT "
+            "(or --embedded for the embedded default with demo data)"
+        )
     if metrics_port is not None:
         s = replace(s, metrics_port=metrics_port or None)
     logs.configure(s.log_level)
-    from worker.runtime import WorkerCrashed
-
     try:
-        asyncio.run(run_worker(s, demo_rate))
+        if server:
+            from worker.runtime import run as run_worker
+
+            asyncio.run(run_worker(replace(s, bootstrap=server), server))
+        else:
+            from worker.demo.harness import run_embedded
+
+            asyncio.run(run_embedded(s, demo_rate))
     except WorkerCrashed as exc:  # logged as worker_crashed; the supervisor restarts us
         raise click.ClickException(f"the worker stopped: {exc}") from None
 
@@ -276,7 +293,7 @@ def demo(
     import asyncio
 
     from worker import logs
-    from worker.runtime import demo as run_demo
+    from worker.demo.harness import demo as run_demo
 
     logs.configure("WARNING")
     summary = asyncio.run(
