@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast run lint schemas bench clean kafka kafka-jars
+.PHONY: install test test-fast run lint schemas bench clean kafka kafka-jars stress
 
 # Idempotent: rebuilds only when pyproject.toml changed or the venv is missing.
 install: $(STAMP)
@@ -31,6 +31,12 @@ kafka: install
 
 kafka-jars: install
 	$(BIN)/python -c "import worker.stream.kafka_cluster as k; k.kafka_classpath(); print(k.cache_dir())"
+
+# The restart and two-worker tests many times under CPU load (issue 14); logs kept per run.
+RUNS ?= 50
+stress: install
+	$(BIN)/python tests/stress.py --runs $(RUNS) --parallel 2 --load 2 \
+		-k "(restart or two_workers) and tansu" --out stress-runs/$$(date +%Y%m%d-%H%M%S)
 
 lint: install
 	$(BIN)/ruff check worker tests

@@ -1,9 +1,10 @@
 """`make stress`: the restart and two-worker tests, many times, under CPU load (issue 14).
 
 Runs `pytest -k EXPR` RUNS times, PARALLEL at once, beside LOAD busy processes, and keeps
-each run's output and worker logs under OUT/run-NNN (pytest's --basetemp). Stops at the
-first failure unless --keep-going. Prints one line per run and a summary; exits 1 if any
-run failed.
+each run's output and worker logs under OUT/run-NNN (pytest's --basetemp). The runs use a
+clone of the last commit (OUT/tree), so editing the checkout meanwhile changes nothing.
+Stops at the first failure unless --keep-going. Prints one line per run and a summary;
+exits 1 if any run failed.
 
     python tests/stress.py --runs 50 --parallel 2 --load 2 -k "restart or two_workers"
 """
@@ -25,7 +26,7 @@ def burn(stop_at: float) -> None:
         x = (x * 31 + 7) % 1_000_003
 
 
-def one_run(i: int, out: Path, expr: str) -> tuple[int, bool, float]:
+def one_run(i: int, out: Path, expr: str, tree: Path) -> tuple[int, bool, float]:
     base = out / f"run-{i:03d}"
     base.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -47,6 +48,7 @@ def one_run(i: int, out: Path, expr: str) -> tuple[int, bool, float]:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            cwd=tree,
         )
     return i, rc == 0, time.monotonic() - t0
 
@@ -60,6 +62,13 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("stress-runs"))
     ap.add_argument("--keep-going", action="store_true")
     args = ap.parse_args()
+    args.out = args.out.resolve()
+    tree = args.out / "tree"
+    if not tree.exists():
+        repo = Path(__file__).resolve().parent.parent
+        subprocess.check_call(["git", "clone", "-q", str(repo), str(tree)])
+    head = subprocess.check_output(["git", "-C", str(tree), "log", "-1", "--oneline"], text=True)
+    print(f"testing {head.strip()}", flush=True)
     burners = [
         multiprocessing.Process(target=burn, args=(time.monotonic() + 6 * 3600,), daemon=True)
         for _ in range(args.load)
@@ -79,7 +88,7 @@ def main() -> int:
                     and len(pending) < args.parallel
                     and not (failed and not args.keep_going)
                 ):
-                    pending.add(pool.submit(one_run, next_run, args.out, args.expr))
+                    pending.add(pool.submit(one_run, next_run, args.out, args.expr, tree))
                     next_run += 1
                 if not pending:
                     break
