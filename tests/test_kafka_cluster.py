@@ -93,8 +93,12 @@ def test_sigterm_stops_the_command_and_its_jvm() -> None:
         jvms = kafka_jvms(port)
         assert jvms, "no broker JVM found for the command"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-        assert gone(jvms, port, within_s=1.0)
+        try:
+            rc = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`worker kafka` still running 20 s after SIGTERM: {kafka_jvms(port)}")
+        assert rc == 0, proc.stderr.read().decode() if proc.stderr else rc
+        assert gone(jvms, port, within_s=1.0), kafka_jvms(port)
         assert storage_dirs(jvms)
         assert not any(d.exists() for d in storage_dirs(jvms)), "its storage was left behind"
 

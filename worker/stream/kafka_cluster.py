@@ -23,6 +23,7 @@ import ctypes
 import fcntl
 import hashlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -35,8 +36,6 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-
-from worker.stream.broker import free_port
 
 POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
 _MARKER = ".complete"  # written last, holds the pom's digest: a cache without it is redone
@@ -194,8 +193,8 @@ def _pdeathsig() -> Callable[[], None]:
 class KafkaCluster:
     """n Apache Kafka brokers (KRaft, combined mode) on 127.0.0.1; node ids 1..n.
 
-    `port` is node 1's client port, node i's is port+i-1 (free ports if None); the
-    controller listeners take other free ports.
+    `port` is node 1's client port, node i's is port+i-1 (if None, free ports below the
+    ephemeral range); the controller listeners take other such ports.
     """
 
     def __init__(
@@ -527,12 +526,29 @@ def _listens(port: int) -> bool:
 
 
 def _free_ports(n: int, avoid: list[int] | None = None) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < n:
-        p = free_port()
-        if p not in ports and p not in (avoid or []):
-            ports.append(p)
-    return ports
+    """n consecutive free ports below the kernel's ephemeral range: a broker that is killed
+    and restarted binds its ports again, and a port from that range may by then have gone
+    to any socket bound to port 0, or to an outgoing connection."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.SystemRandom()
+    for _ in range(500):
+        first = rng.randrange(10000, max(10001, low - n))
+        block = list(range(first, first + n))
+        if not set(block) & set(avoid or []) and all(_bindable(p) for p in block):
+            return block
+    raise KafkaUnavailable(f"found no {n} free consecutive ports on 127.0.0.1 below {low}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
