@@ -1,4 +1,5 @@
-"""The Xledger client against the sandbox: idempotent, rate-aware, errors classified."""
+"""The Xledger client against the sandbox (idempotent, rate-aware, errors classified), and
+its pacing and wire format on their own."""
 
 from __future__ import annotations
 
@@ -6,20 +7,23 @@ import asyncio
 import io
 import json
 import logging
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from graphql import build_schema, parse, validate
+from prometheus_client import REGISTRY
 
-from tests.xledger_helpers import client_for, entity, submission, target, token_for
+from tests.xledger_helpers import FakeTime, client_for, entity, submission, target, token_for
 from worker import logs
 from worker.core.endpoints import UrlPolicy
 from worker.xledger import client as client_module
-from worker.xledger.client import XledgerClient
+from worker.xledger import sandbox as sandbox_module
+from worker.xledger.client import ClientSettings, XledgerClient
 from worker.xledger.errors import (
     AuthFailed,
     CreditsExhausted,
@@ -28,8 +32,21 @@ from worker.xledger.errors import (
     UnknownOutcome,
     classify_errors,
 )
+from worker.xledger.pacing import Pacer, TokenGate
 from worker.xledger.sandbox import PROFILES, FaultProfile, XledgerSandbox
-from worker.xledger.secrets import SecretStore
+from worker.xledger.secrets import SecretStore, Token
+from worker.xledger.wire import (
+    LookupPage,
+    RefusedCode,
+    blame,
+    mutation_inputs,
+    node,
+    read_answer,
+    read_lookup,
+    read_mutation,
+    refused_code,
+    voucher_numbers,
+)
 
 TENANT = "t-one"
 
@@ -49,6 +66,30 @@ async def sandbox() -> AsyncIterator[XledgerSandbox]:
     sb = await started()
     yield sb
     await sb.stop()
+
+
+def shared_with_sandbox(fake: FakeTime, monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    """One fake clock for the client and the sandbox: the limits' windows (Xledger's in the
+    sandbox, the client's own pacing) pass as soon as someone waits for them."""
+    # The sandbox takes no clock; its burst window reads `time.monotonic()`.
+    monkeypatch.setattr(sandbox_module, "time", SimpleNamespace(monotonic=fake.clock))
+    return fake
+
+
+@pytest.fixture
+def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    """Stands still between sleeps: for tests that count seconds and meet no limit error."""
+    return shared_with_sandbox(FakeTime(), monkeypatch)
+
+
+@pytest.fixture
+def running_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+    """Runs between sleeps: for tests that wait out the sandbox's limit errors."""
+    return shared_with_sandbox(FakeTime(running=True), monkeypatch)
+
+
+def paused_gauge(tenant: str) -> float | None:
+    return REGISTRY.get_sample_value("xledger_tenant_paused", {"tenant": tenant})
 
 
 def ledger_counts(sandbox: XledgerSandbox) -> Counter[str]:
@@ -183,7 +224,9 @@ async def test_submissions_of_another_tenant_are_refused_outright(sandbox) -> No
 
 
 @pytest.mark.parametrize("profile", ["5xx", "drop", "slow", "commit-then-fail", "burst"])
-async def test_every_fault_profile_ends_with_each_payment_once(profile: str) -> None:
+async def test_every_fault_profile_ends_with_each_payment_once(
+    profile: str, running_time: FakeTime
+) -> None:
     faults = PROFILES[profile]
     if profile == "slow":
         faults = FaultProfile(slow=0.5, slow_seconds=0.3)
@@ -192,7 +235,7 @@ async def test_every_fault_profile_ends_with_each_payment_once(profile: str) -> 
     sb = await started(faults)
     try:
         subs = [submission(TENANT, i) for i in range(300)]  # two chunks
-        async with client_for(sb.url, [TENANT], max_attempts=30) as c:
+        async with client_for(sb.url, [TENANT], fake=running_time, max_attempts=30) as c:
             result = await c.post(target(TENANT), subs)
         assert not result.failed and not result.refused
         assert len(result.receipts) == 300
@@ -228,27 +271,31 @@ async def test_retries_are_capped_and_the_rest_is_handed_back_as_failed() -> Non
 # --- limits --------------------------------------------------------------------------------
 
 
-async def test_acceptance_5000_of_one_tenant_at_once_few_requests_no_burst_error() -> None:
+async def test_acceptance_5000_of_one_tenant_at_once_few_requests_no_burst_error(
+    fake_time: FakeTime,
+) -> None:
     sb = await started()
     try:
         subs = [submission(TENANT, i) for i in range(5000)]
-        async with client_for(sb.url, [TENANT]) as c:
-            t0 = time.monotonic()
+        async with client_for(sb.url, [TENANT], fake=fake_time) as c:
+            t0 = fake_time.now
             result = await c.post(target(TENANT), subs)
-            elapsed = time.monotonic() - t0
+            elapsed = fake_time.now - t0
         assert len(result.receipts) == 5000
         assert result.requests <= 50, result.requests  # at most 1 request per 100 payments
         assert sb.stats.burst_errors_sent == 0 and sb.stats.spurious_burst_errors_sent == 0
         assert_exactly_once(sb, subs)
-        times = sb.stats.request_times[TENANT]
+        times = sb.stats.request_times[TENANT]  # on the fake clock, as the client's pacing
         assert all(b - a >= 5.0 for a, b in zip(times, times[20:], strict=False))
+        assert all(b - a >= 5.0 for a, b in zip(times, times[18:], strict=False))  # headroom
+        assert len(times) > 18 and elapsed >= 5.0  # the client did wait for the window
         print(f"\n5000 payments, one tenant: {result.requests} requests in {elapsed:.1f} s")
     finally:
         await sb.stop()
 
 
 async def test_acceptance_mixed_faults_5000_for_20_tenants_each_payment_exactly_once(
-    tmp_path: Path,
+    tmp_path: Path, running_time: FakeTime
 ) -> None:
     tenants = tuple(f"t-{i:02d}" for i in range(20))
     sb = await started(PROFILES["mixed"], tenants=tenants)
@@ -256,7 +303,7 @@ async def test_acceptance_mixed_faults_5000_for_20_tenants_each_payment_exactly_
     assert (sb_faults.error_5xx, sb_faults.commit_then_fail) == (0.10, 0.05)
     try:
         subs = {t: [submission(t, i) for i in range(250)] for t in tenants}
-        async with client_for(sb.url, list(tenants), max_attempts=30) as c:
+        async with client_for(sb.url, list(tenants), fake=running_time, max_attempts=30) as c:
             # Each tenant's payments in calls of 25, as the stream's small batches come:
             # many requests, so that every kind of fault happens many times.
             async def tenant_calls(t: str) -> list:
@@ -287,8 +334,10 @@ async def test_acceptance_mixed_faults_5000_for_20_tenants_each_payment_exactly_
         await sb.stop()
 
 
-async def test_ready_in_says_how_long_until_the_budget_has_room_for_a_batch(sandbox) -> None:
-    async with client_for(sandbox.url, [TENANT]) as c:
+async def test_ready_in_says_how_long_until_the_budget_has_room_for_a_batch(
+    sandbox, fake_time: FakeTime
+) -> None:
+    async with client_for(sandbox.url, [TENANT], fake=fake_time) as c:
         assert c.ready_in(TENANT) == 0.0
         for i in range(8):  # 16 requests: 16 + 2 still fit under 18 per 5 s
             await c.post(target(TENANT), [submission(TENANT, i)])
@@ -296,44 +345,50 @@ async def test_ready_in_says_how_long_until_the_budget_has_room_for_a_batch(sand
         await c.post(target(TENANT), [submission(TENANT, 8)])  # 18 in the window
         wait = c.ready_in(TENANT)
         assert 0.0 < wait <= 5.0
+        assert wait == 5.0  # all 18 were sent at one instant of the fake clock
+        fake_time.advance(5.0)
+        assert c.ready_in(TENANT) == 0.0  # the window has moved past them
         assert c.ready_in("t-unknown-ref") == 0.0  # no token: nothing to wait for
 
 
-async def test_burst_limit_error_is_waited_out() -> None:
+async def test_burst_limit_error_is_waited_out(running_time: FakeTime) -> None:
     sb = await started(burst_limit=3, burst_window_s=0.5)
     try:
         # A client that does not know the limit is this low meets it, waits, and goes on.
-        async with client_for(sb.url, [TENANT], burst_limit=100, burst_headroom=0) as c:
+        settings = {"burst_limit": 100, "burst_headroom": 0}
+        async with client_for(sb.url, [TENANT], fake=running_time, **settings) as c:
             results = await asyncio.gather(
                 *(c.post(target(TENANT), [submission(TENANT, i)]) for i in range(8))
             )
         assert sum(len(r.receipts) for r in results) == 8
         assert sb.stats.burst_errors_sent > 0
+        assert running_time.sleeps  # waited as told, on the fake clock
     finally:
         await sb.stop()
 
 
 async def test_insufficient_credits_pause_that_tenant_only() -> None:
-    from worker import metrics
-
     sb = XledgerSandbox(seed=1)
     poor = entity("t-poor", credits=1)
     sb.add_entity(token_for("t-poor"), poor)
     sb.add_entity(token_for("t-rich"), entity("t-rich"))
     await sb.start()
+    fake = FakeTime(hold=True)  # the pause lasts until the test moves the clock
     try:
-        async with client_for(sb.url, ["t-poor", "t-rich"], credits_pause_s=1.0) as c:
+        async with client_for(sb.url, ["t-poor", "t-rich"], fake=fake, credits_pause_s=1.0) as c:
             paused = asyncio.create_task(c.post(target("t-poor"), [submission("t-poor", 1)]))
-            await asyncio.sleep(0.3)
-            t0 = time.monotonic()
-            rich = await c.post(target("t-rich"), [submission("t-rich", 1)])
-            assert time.monotonic() - t0 < 0.5 and len(rich.receipts) == 1  # not held up
+            await asyncio.wait_for(fake.sleeping.wait(), 5)  # t-poor met the credits limit
+            assert fake.sleeps == [1.0]  # the configured pause: Xledger's reset is later
+            rich = await asyncio.wait_for(c.post(target("t-rich"), [submission("t-rich", 1)]), 5)
+            assert len(rich.receipts) == 1 and fake.sleeps == [1.0]  # not held up at all
             assert not paused.done()
-            assert metrics.XLEDGER_TENANT_PAUSED.labels("t-poor")._value.get() == 1
+            assert paused_gauge("t-poor") == 1
             poor.credits = 10  # credits bought: the first try after the pause goes through
+            fake.advance(1.0)
             result = await asyncio.wait_for(paused, 5)
         assert len(result.receipts) == 1
-        assert metrics.XLEDGER_TENANT_PAUSED.labels("t-poor")._value.get() == 0
+        assert sb.stats.credit_errors_sent == 1
+        assert paused_gauge("t-poor") == 0
     finally:
         await sb.stop()
 
@@ -420,3 +475,211 @@ def test_rate_limit_waits_follow_xledger_sample_or_reset_time() -> None:
         now,
     )
     assert (burst.wait_s, conc.wait_s, reset.wait_s) == (5.0, 1.0, 2.0)  # type: ignore[attr-defined]
+
+
+# --- pacing, on its own ------------------------------------------------------------------
+
+
+def fake_gate(**settings: float) -> tuple[TokenGate, FakeTime]:
+    fake = FakeTime()
+    s = ClientSettings(**settings)  # type: ignore[arg-type]
+    return TokenGate(s, clock=fake.clock, sleep=fake.sleep), fake
+
+
+async def send(gate: TokenGate, requests: int) -> None:
+    for _ in range(requests):
+        async with gate.slot(TENANT):
+            pass
+
+
+async def test_pacing_sends_18_at_once_and_holds_the_19th_until_the_oldest_leaves() -> None:
+    gate, fake = fake_gate()
+    await send(gate, 18)
+    assert fake.sleeps == []
+    await send(gate, 1)
+    assert fake.sleeps == [pytest.approx(5.01)]  # the window, and a little more
+
+
+async def test_pacing_headroom_is_what_keeps_the_client_below_xledgers_20() -> None:
+    gate, fake = fake_gate(burst_headroom=0)
+    assert gate.per_window == 20
+    await send(gate, 20)
+    assert fake.sleeps == []
+    await send(gate, 1)
+    assert len(fake.sleeps) == 1
+    assert fake_gate()[0].per_window == 18  # the default keeps 2 free
+
+
+async def test_pacing_forgets_requests_older_than_the_window() -> None:
+    gate, fake = fake_gate()
+    await send(gate, 18)
+    fake.advance(5.0)
+    await send(gate, 18)
+    assert fake.sleeps == []
+
+
+async def test_pacing_lets_two_requests_of_a_token_be_in_flight_at_once() -> None:
+    gate, _ = fake_gate()
+    inside = most = 0
+    two_inside, release = asyncio.Event(), asyncio.Event()
+
+    async def request() -> None:
+        nonlocal inside, most
+        async with gate.slot(TENANT):
+            inside += 1
+            most = max(most, inside)
+            if inside == 2:
+                two_inside.set()
+            await release.wait()
+            inside -= 1
+
+    tasks = [asyncio.create_task(request()) for _ in range(3)]
+    await asyncio.wait_for(two_inside.wait(), 5)  # the third ran meanwhile, and is held
+    assert inside == 2
+    release.set()
+    await asyncio.gather(*tasks)
+    assert most == 2  # the third went in only when one of the two had left
+
+
+async def test_ready_in_is_zero_while_the_window_has_room_and_counts_down_after() -> None:
+    gate, fake = fake_gate()
+    assert gate.ready_in() == 0.0
+    await send(gate, 16)
+    assert gate.ready_in(2) == 0.0  # 16 + 2 = 18 fit
+    await send(gate, 1)
+    assert gate.ready_in(1) == 0.0
+    assert gate.ready_in(2) == 5.0  # the oldest must leave the window first
+    fake.advance(2.0)
+    assert gate.ready_in(2) == 3.0
+    fake.advance(3.0)
+    assert gate.ready_in(2) == 0.0
+
+
+async def test_credits_pause_holds_the_token_for_the_pause_or_until_xledgers_reset() -> None:
+    gate, fake = fake_gate(credits_pause_s=60.0)
+    assert gate.pause_for_credits(TENANT, None) == 60.0  # no reset time: the configured pause
+    assert gate.pause_for_credits(TENANT, 3600.0) == 60.0  # a later reset: still ours
+    assert gate.pause_for_credits(TENANT, 12.5) == 12.5  # a sooner reset: Xledger's
+    assert gate.ready_in() == 12.5 and paused_gauge(TENANT) == 1
+    await send(gate, 1)
+    assert fake.sleeps == [12.5]  # the next request waited out the pause, then went
+    assert paused_gauge(TENANT) == 0 and gate.ready_in() == 0.0
+
+
+def test_pacing_keeps_one_gate_per_token_whoever_uses_it() -> None:
+    fake = FakeTime()
+    pacer = Pacer(ClientSettings(), clock=fake.clock, sleep=fake.sleep)
+    one = pacer.gate(Token("token-one"))
+    assert pacer.gate(Token("token-one")) is one
+    assert pacer.gate(Token("token-two")) is not one
+
+
+# --- wire, on its own --------------------------------------------------------------------
+
+
+def test_r18_nodes_carry_the_lines_fields_and_references_as_codes() -> None:
+    debit, credit = submission(TENANT, 1, account="13700", amount="1234.50").lines
+    voucher = {
+        "trRegNumber": 123456789,
+        "transactionSource": {"code": "GL"},
+        "postedDate": "2026-11-20",
+        "currency": {"code": "NOK"},
+        "text": "Barnehage 1",
+    }
+    assert node(debit, 123456789, "GL") == voucher | {
+        "amount": "1234.50",
+        "extIdentifier": "flyt:t-one:P-000001:1",
+        "account": {"code": "13700"},
+        "taxRule": {"code": "0"},
+        "glObject1": {"code": "3100"},
+    }
+    assert node(credit, 123456789, "GL") == voucher | {
+        "amount": "-1234.50",
+        "extIdentifier": "flyt:t-one:P-000001:2",
+        "account": {"code": "1920"},
+        "bankAccountRef": {"dbId": 884412},  # R4: the Bankkonti-pkey is a dbId
+    }
+    by_code = credit.model_copy(update={"bankAccountRef": "BANK-A"})
+    assert node(by_code, 1, "GL")["bankAccountRef"] == {"code": "BANK-A"}
+
+
+def test_r18_each_payment_is_two_nodes_sharing_one_voucher() -> None:
+    subs = [submission(TENANT, i) for i in range(3)]
+    inputs = mutation_inputs(subs, "GL")
+    assert [i["clientId"] for i in inputs] == ["0:1", "0:2", "1:1", "1:2", "2:1", "2:2"]
+    vouchers = [i["node"]["trRegNumber"] for i in inputs]
+    assert vouchers[0::2] == vouchers[1::2] and len(set(vouchers)) == 3
+    assert sum(Decimal(i["node"]["amount"]) for i in inputs[:2]) == 0
+
+
+def test_voucher_number_is_nine_digits_and_the_same_on_every_resend() -> None:
+    subs = [submission(TENANT, i) for i in range(300)]
+    numbers = voucher_numbers(subs)
+    assert all(100_000_000 <= n <= 999_999_999 for n in numbers.values())
+    assert len(set(numbers.values())) == 300
+    assert voucher_numbers(subs) == numbers
+    assert voucher_numbers(subs[7:8]) == {"P-000007": numbers["P-000007"]}  # alone, too
+    # Derived from tenant and payment only: a number Xledger already holds stays valid.
+    assert voucher_numbers([submission(TENANT, 0)]) == {"P-000000": 729_939_024}
+    assert voucher_numbers([submission("t-other", 0)])["P-000000"] != 729_939_024
+
+
+def test_voucher_numbers_that_collide_in_one_request_are_stepped_apart() -> None:
+    first, second = submission(TENANT, 896), submission(TENANT, 1532)  # same hash number
+    assert voucher_numbers([first]) == {"P-000896": 743_687_312}
+    assert voucher_numbers([second]) == {"P-001532": 743_687_312}
+    both = voucher_numbers([first, second])
+    assert both == {"P-000896": 743_687_312, "P-001532": 743_687_313}
+
+
+def test_lookup_answer_reads_null_edges_as_nothing_and_gives_the_next_cursor() -> None:
+    none = {"glImportItems": {"edges": None, "pageInfo": {"hasNextPage": False}}}
+    assert read_lookup(none) == LookupPage({}, None)
+    edge = {"cursor": "c1", "node": {"dbId": "17", "extIdentifier": "x:1"}}
+    twice = {"cursor": "c2", "node": {"dbId": "18", "extIdentifier": "x:1"}}
+    more = {"glImportItems": {"edges": [edge, twice], "pageInfo": {"hasNextPage": True}}}
+    assert read_lookup(more) == LookupPage({"x:1": 17}, "c2")  # the first dbId holds
+    last = {"glImportItems": {"edges": [edge], "pageInfo": {"hasNextPage": False}}}
+    assert read_lookup(last).after is None
+
+
+def test_mutation_answer_is_matched_back_by_client_id_only() -> None:
+    subs = [submission(TENANT, 0), submission(TENANT, 1)]
+    edges = [
+        {"clientId": "1:2", "node": {"dbId": 12}},
+        {"clientId": "0:1", "node": {"dbId": "1"}},
+        {"clientId": "7:1", "node": {"dbId": 70}},  # no such payment in the request
+        {"clientId": "junk", "node": {"dbId": 99}},
+        {"node": {"dbId": 98}},
+    ]
+    got = read_mutation({"addGLImportItems": {"edges": edges}}, subs)
+    assert got == {("P-000001", 2): 12, ("P-000000", 1): 1}
+
+
+def test_answer_with_errors_raises_what_they_mean_and_without_data_is_a_refusal() -> None:
+    now = datetime(2026, 11, 24, tzinfo=UTC)
+    assert read_answer(200, {"data": {"x": 1}}, now) == {"x": 1}
+    burst = {"errors": [{"code": "BAD_REQUEST.BURST_RATE_LIMIT_REACHED", "message": ""}]}
+    with pytest.raises(RateLimited):
+        read_answer(200, burst, now)
+    with pytest.raises(Refused, match="HTTP 400: unexpected answer"):
+        read_answer(400, {"data": {"x": 1}}, now)
+    with pytest.raises(Refused, match="HTTP 200: unexpected answer"):
+        read_answer(200, {"data": None}, now)
+
+
+def test_refusal_naming_a_code_is_read_as_the_field_and_the_code() -> None:
+    message = "account.code: No value matching owner 42365431, code '9999'."
+    assert refused_code(message) == RefusedCode("account", "9999", message)
+    by_db_id = "bankAccountRef.dbId: No value matching owner 42365431, dbId 884413."
+    assert refused_code(by_db_id) == RefusedCode("bankAccountRef", "884413", by_db_id)
+    assert refused_code("Voucher 123 does not balance.") is None
+
+
+def test_refusal_blames_exactly_the_payments_that_carry_the_refused_code() -> None:
+    subs = [submission(TENANT, i) for i in range(4)]
+    subs[1] = submission(TENANT, 1, account="9999")
+    subs[3] = submission(TENANT, 3, account="9999")
+    message = "account.code: No value matching owner 42365431, code '9999'."
+    assert blame([message, message], subs) == {"P-000001": message, "P-000003": message}
+    assert blame(["Voucher 123 does not balance."], subs) == {}  # the caller bisects
