@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import subprocess
@@ -13,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.conftest import Broker, free_port, stop_process
 from tests.stream_helpers import (
@@ -26,7 +26,6 @@ from tests.stream_helpers import (
     watch_until,
     worker_env,
 )
-from worker import metrics
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
@@ -34,6 +33,7 @@ from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
 from worker.runtime import make_client
 from worker.stream.feed import event_records, publish, snapshot_records
+from worker.stream.lag import group_positions
 from worker.stream.pipeline import Pipeline
 from worker.stream.register_cache import RegisterCache
 from worker.xledger.sandbox import XledgerSandbox, entity_from_snapshot
@@ -207,7 +207,12 @@ async def test_r16_gap_filled_while_the_worker_was_down_is_caught_up_on_restart(
         await publish(broker.bootstrap, s.topics.payments, event_records([event]))
         await watch_until(watcher, {key}, 60)
         assert watcher.rejected == {key}
-        await asyncio.sleep(1.0)  # let the changelog and offsets be committed
+
+        async def committed() -> bool:  # the event's offset is committed before the stop
+            positions = await group_positions(broker.bootstrap, s.app_id, [s.topics.payments])
+            return all(p.lag == 0 for p in positions)
+
+        await wait_for(committed, 30, "the rejected event's offset to be committed")
     finally:
         await first.stop()
         await first.client.aclose()
@@ -269,8 +274,9 @@ async def test_a_tenant_out_of_xledger_credits_holds_up_no_other_tenant(broker: 
 
         await wait_for(others_posted, 60, "the other tenants' payments to be posted")
         assert not {k for k in watcher.posted if k[0] == "t-lillevik"}  # paused, not lost
-        assert metrics.XLEDGER_TENANT_PAUSED.labels("t-lillevik")._value.get() == 1
-        assert metrics.XLEDGER_TENANT_PAUSED.labels("t-vestfold-bv")._value.get() == 0
+        paused = "xledger_tenant_paused"
+        assert REGISTRY.get_sample_value(paused, {"tenant": "t-lillevik"}) == 1
+        assert REGISTRY.get_sample_value(paused, {"tenant": "t-vestfold-bv"}) == 0
     finally:
         await watcher.stop()
         await pipeline.stop()
@@ -383,9 +389,11 @@ async def test_worker_killed_mid_stream_loses_nothing_and_posts_nothing_twice(
     proc = start_worker(env, log)
     try:
         await watcher.start()
-        await publish(
-            broker.bootstrap, s.topics.payments, event_records(events), one_record_batches=False
-        )
+        # Two thirds before the kill, the rest after: the kill always lands mid-stream,
+        # with no race against a worker that might have finished first.
+        records = event_records(events)
+        cut = 2 * len(records) // 3
+        await publish(broker.bootstrap, s.topics.payments, records[:cut], one_record_batches=False)
 
         async def some_posted() -> bool:
             await watcher.poll()
@@ -395,7 +403,7 @@ async def test_worker_killed_mid_stream_loses_nothing_and_posts_nothing_twice(
         proc.kill()  # no goodbye: uncommitted offsets, unflushed state
         proc.wait()
         seen = len(watcher.posted)
-        assert seen < len(submitted), "the worker finished before it could be killed"
+        await publish(broker.bootstrap, s.topics.payments, records[cut:], one_record_batches=False)
         proc = start_worker(env, log)
         await watch_until(watcher, submitted | rejected, 180)
         total = len(submitted | rejected)

@@ -82,3 +82,9 @@ class OrderedAcks:
     def in_flight(self) -> dict[Any, list[int]]:
         """Per partition, the offsets tracked and not yet acknowledged (diagnostics)."""
         return {tp: [t.offset for t in lane.waiting] for tp, lane in self._lanes.items()}
+
+    def held(self) -> dict[Any, list[int]]:
+        """Per partition, the offsets finished but held behind an earlier one in flight."""
+        return {
+            tp: [t.offset for t in lane.waiting if t.done] for tp, lane in self._lanes.items()
+        }
