@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from graphql import build_schema, parse, validate
@@ -21,8 +20,8 @@ from prometheus_client import REGISTRY
 from tests.xledger_helpers import FakeTime, client_for, entity, submission, target, token_for
 from worker import logs
 from worker.core.endpoints import UrlPolicy
+from worker.sandbox import PROFILES, FaultProfile, XledgerSandbox
 from worker.xledger import client as client_module
-from worker.xledger import sandbox as sandbox_module
 from worker.xledger.client import ClientSettings, XledgerClient
 from worker.xledger.errors import (
     AuthFailed,
@@ -33,7 +32,6 @@ from worker.xledger.errors import (
     classify_errors,
 )
 from worker.xledger.pacing import Pacer, TokenGate
-from worker.xledger.sandbox import PROFILES, FaultProfile, XledgerSandbox
 from worker.xledger.secrets import SecretStore, Token
 from worker.xledger.wire import (
     LookupPage,
@@ -52,8 +50,15 @@ TENANT = "t-one"
 
 
 async def started(
-    faults: FaultProfile = PROFILES["none"], tenants: tuple[str, ...] = (TENANT,), **kw: float
+    faults: FaultProfile = PROFILES["none"],
+    tenants: tuple[str, ...] = (TENANT,),
+    fake: FakeTime | None = None,
+    **kw: float,
 ) -> XledgerSandbox:
+    """A sandbox on the test's fake clock, if any: its burst window (Xledger's) and the
+    client's own pacing then pass as soon as someone waits for them."""
+    if fake is not None:
+        kw["clock"] = fake.clock  # type: ignore[assignment]
     sandbox = XledgerSandbox(faults=faults, seed=11, **kw)  # type: ignore[arg-type]
     for i, t in enumerate(tenants):
         sandbox.add_entity(token_for(t), entity(t, owner=42365431 + i))
@@ -68,24 +73,16 @@ async def sandbox() -> AsyncIterator[XledgerSandbox]:
     await sb.stop()
 
 
-def shared_with_sandbox(fake: FakeTime, monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    """One fake clock for the client and the sandbox: the limits' windows (Xledger's in the
-    sandbox, the client's own pacing) pass as soon as someone waits for them."""
-    # The sandbox takes no clock; its burst window reads `time.monotonic()`.
-    monkeypatch.setattr(sandbox_module, "time", SimpleNamespace(monotonic=fake.clock))
-    return fake
-
-
 @pytest.fixture
-def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+def fake_time() -> FakeTime:
     """Stands still between sleeps: for tests that count seconds and meet no limit error."""
-    return shared_with_sandbox(FakeTime(), monkeypatch)
+    return FakeTime()
 
 
 @pytest.fixture
-def running_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
+def running_time() -> FakeTime:
     """Runs between sleeps: for tests that wait out the sandbox's limit errors."""
-    return shared_with_sandbox(FakeTime(running=True), monkeypatch)
+    return FakeTime(running=True)
 
 
 def paused_gauge(tenant: str) -> float | None:
@@ -232,7 +229,7 @@ async def test_every_fault_profile_ends_with_each_payment_once(
         faults = FaultProfile(slow=0.5, slow_seconds=0.3)
     elif profile == "commit-then-fail":
         faults = FaultProfile(commit_then_fail=0.5, hang_seconds=1.5)
-    sb = await started(faults)
+    sb = await started(faults, fake=running_time)
     try:
         subs = [submission(TENANT, i) for i in range(300)]  # two chunks
         async with client_for(sb.url, [TENANT], fake=running_time, max_attempts=30) as c:
@@ -274,7 +271,7 @@ async def test_retries_are_capped_and_the_rest_is_handed_back_as_failed() -> Non
 async def test_acceptance_5000_of_one_tenant_at_once_few_requests_no_burst_error(
     fake_time: FakeTime,
 ) -> None:
-    sb = await started()
+    sb = await started(fake=fake_time)
     try:
         subs = [submission(TENANT, i) for i in range(5000)]
         async with client_for(sb.url, [TENANT], fake=fake_time) as c:
@@ -298,7 +295,7 @@ async def test_acceptance_mixed_faults_5000_for_20_tenants_each_payment_exactly_
     tmp_path: Path, running_time: FakeTime
 ) -> None:
     tenants = tuple(f"t-{i:02d}" for i in range(20))
-    sb = await started(PROFILES["mixed"], tenants=tenants)
+    sb = await started(PROFILES["mixed"], tenants=tenants, fake=running_time)
     sb_faults = PROFILES["mixed"]
     assert (sb_faults.error_5xx, sb_faults.commit_then_fail) == (0.10, 0.05)
     try:
@@ -352,7 +349,7 @@ async def test_ready_in_says_how_long_until_the_budget_has_room_for_a_batch(
 
 
 async def test_burst_limit_error_is_waited_out(running_time: FakeTime) -> None:
-    sb = await started(burst_limit=3, burst_window_s=0.5)
+    sb = await started(burst_limit=3, burst_window_s=0.5, fake=running_time)
     try:
         # A client that does not know the limit is this low meets it, waits, and goes on.
         settings = {"burst_limit": 100, "burst_headroom": 0}

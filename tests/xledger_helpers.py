@@ -10,8 +10,8 @@ from decimal import Decimal
 from worker.contracts import GLLine, Submission
 from worker.contracts.submission import ext_identifier
 from worker.core.endpoints import UrlPolicy
+from worker.sandbox import Entity
 from worker.xledger.client import ClientSettings, Target, XledgerClient
-from worker.xledger.sandbox import Entity
 from worker.xledger.secrets import SecretStore, env_name
 
 ACCOUNTS = {"13700", "10890", "1920"}

@@ -195,7 +195,7 @@ def kafka(brokers: str, port: int) -> None:
 )
 def sandbox(port: int, profile: str, token_dir: Path | None) -> None:
     """Run the local Xledger sandbox (the demo tenants) in the foreground."""
-    from worker.xledger.sandbox import serve
+    from worker.sandbox import serve
 
     try:
         serve(port, profile, token_dir)

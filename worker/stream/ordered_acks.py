@@ -85,6 +85,4 @@ class OrderedAcks:
 
     def held(self) -> dict[Any, list[int]]:
         """Per partition, the offsets finished but held behind an earlier one in flight."""
-        return {
-            tp: [t.offset for t in lane.waiting if t.done] for tp, lane in self._lanes.items()
-        }
+        return {tp: [t.offset for t in lane.waiting if t.done] for tp, lane in self._lanes.items()}

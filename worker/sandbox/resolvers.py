@@ -1,0 +1,285 @@
+"""The in-memory GL store and the resolvers of addGLImportItems and glImportItems."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from graphql import GraphQLError, GraphQLResolveInfo, GraphQLSchema
+
+from worker.sandbox.entities import Entity
+from worker.sandbox.faults import SandboxStats
+from worker.sandbox.schema import xledger_schema
+
+MAX_INPUTS = 500  # help centre 8715787519634: a mass mutation takes at most 500 nodes
+MAX_FIRST = 10_000  # at most 10 000 records per query
+FIRST_DB_ID = 1_000_001
+
+
+@dataclass
+class Line:
+    tenant: str
+    db_id: int
+    batch: int
+    node: dict[str, Any]  # the coerced input node: Decimals, dates, ref dicts
+    created_at: str
+
+
+@dataclass
+class Context:
+    ledger: Ledger
+    entity: Entity
+    errors: list[GraphQLError] = field(default_factory=list)  # extra, one per problem
+    batches: list[int] = field(default_factory=list)
+
+
+_REQUIRED = ("account", "amount", "postedDate", "trRegNumber")
+_GL_OBJECTS = ("glObject1", "glObject2", "glObject3", "glObject4", "glObject5")
+
+
+def ref_code(ref: Any) -> Any:
+    if not isinstance(ref, dict):
+        return ref
+    return ref.get("code") if ref.get("code") is not None else ref.get("dbId")
+
+
+def _gql_node(line: Line) -> dict[str, Any]:
+    n = line.node
+
+    def ref(name: str) -> dict[str, Any] | None:
+        value = n.get(name)
+        return None if value is None else {"code": value.get("code"), "dbId": value.get("dbId")}
+
+    return {
+        "dbId": line.db_id,
+        "extIdentifier": n.get("extIdentifier"),
+        "trRegNumber": n.get("trRegNumber"),
+        "postedDate": n.get("postedDate"),
+        "amount": n.get("amount"),
+        "text": n.get("text"),
+        "account": ref("account"),
+        "currency": ref("currency"),
+        "taxRule": ref("taxRule"),
+        "createdAt": line.created_at,
+    }
+
+
+def _check_ref(
+    entity: Entity, name: str, ref: dict[str, Any], codes: Iterable[str], db_ids: Iterable[int]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Xledger-style problems with one reference field, e.g. `account.code: No value …`."""
+    code, db_id = ref.get("code"), ref.get("dbId")
+    extra: dict[str, Any] = {}
+    if ref.get("showAlternatives") == "YES":
+        valid = [{"code": c} for c in sorted(codes)] + [{"dbId": d} for d in sorted(db_ids)]
+        extra["exampleValidInputs"] = valid[:20]
+    owner = entity.owner_db_id
+    if code is None and db_id is None:
+        return [(f"{name}: A code or a dbId is required.", extra)]
+    problems = []
+    if code is not None and code not in set(codes):
+        problems.append((f"{name}.code: No value matching owner {owner}, code '{code}'.", extra))
+    if db_id is not None and db_id not in set(db_ids):
+        problems.append((f"{name}.dbId: No value matching owner {owner}, dbId {db_id}.", extra))
+    return problems
+
+
+def _node_problems(entity: Entity, node: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    problems: list[tuple[str, dict[str, Any]]] = [
+        (f"{name}: Field is required.", {}) for name in _REQUIRED if node.get(name) is None
+    ]
+    # Codes we model; dbIds are known only for bank accounts (the Bankkonti-pkey).
+    checks: list[tuple[str, set[str], set[int]]] = [
+        ("account", entity.accounts, set()),
+        *((name, entity.gl_objects, set()) for name in _GL_OBJECTS),
+        ("project", entity.projects, set()),
+        ("taxRule", entity.tax_rules, set()),
+        ("currency", entity.currencies, set()),
+        ("bankAccountRef", set(), entity.bank_accounts),
+    ]
+    for name, codes, db_ids in checks:
+        ref = node.get(name)
+        if ref is not None:
+            problems += _check_ref(entity, name, ref, codes, db_ids)
+    return problems
+
+
+def _resolve_add_gl_import_items(
+    _root: Any, info: GraphQLResolveInfo, inputs: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    ctx: Context = info.context
+    path = info.path.as_list()
+    if len(inputs) > MAX_INPUTS:
+        raise GraphQLError(
+            f"Too many inputs ({len(inputs)}): a mutation takes at most {MAX_INPUTS}.",
+            info.field_nodes,
+            path=path,
+            extensions={"code": "BAD_REQUEST"},
+        )
+    if not inputs:
+        return {"edges": None}  # nothing to store: no batch
+    problems = [p for item in inputs for p in _node_problems(ctx.entity, item["node"])]
+    # Lines sharing a trRegNumber form one voucher, which must balance.
+    sums: dict[int, Decimal] = {}
+    for item in inputs:
+        node = item["node"]
+        if node.get("trRegNumber") is not None and node.get("amount") is not None:
+            tr = node["trRegNumber"]
+            sums[tr] = sums.get(tr, Decimal(0)) + node["amount"]
+    problems += [
+        (f"Voucher {tr} does not balance (sum {total:.2f}).", {})
+        for tr, total in sums.items()
+        if total != 0
+    ]
+    if problems:
+        # Atomic: nothing is stored, one error per problem.
+        for message, extra in problems:
+            ext = {"code": "INVALID_VALUE", **extra}
+            ctx.errors.append(GraphQLError(message, info.field_nodes, path=path, extensions=ext))
+        return None
+    lines = ctx.ledger.store(ctx.entity, [item["node"] for item in inputs])
+    ctx.batches.append(lines[0].batch)
+    edges = [
+        {"clientId": item.get("clientId"), "node": _gql_node(line)}
+        for item, line in zip(inputs, lines, strict=True)
+    ]
+    return {"edges": edges}
+
+
+def _cursor(value: str | None, name: str, info: GraphQLResolveInfo) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise GraphQLError(
+            f"{name}: Invalid cursor.",
+            info.field_nodes,
+            path=info.path.as_list(),
+            extensions={"code": "BAD_REQUEST"},
+        ) from None
+
+
+def _matches(line: Line, f: dict[str, Any]) -> bool:
+    n = line.node
+    posted = n["postedDate"].isoformat()
+    checks = (
+        ("dbId", lambda v: line.db_id == v),
+        ("dbId_in", lambda v: line.db_id in v),
+        ("extIdentifier", lambda v: n.get("extIdentifier") == v),
+        ("extIdentifier_in", lambda v: n.get("extIdentifier") in v),
+        ("trRegNumber", lambda v: n.get("trRegNumber") == v),
+        ("postedDate_gte", lambda v: posted >= v),
+        ("postedDate_lte", lambda v: posted <= v),
+    )
+    # A filter field given as null filters nothing.
+    return all(f.get(key) is None or test(f[key]) for key, test in checks)
+
+
+def _resolve_gl_import_items(
+    _root: Any,
+    info: GraphQLResolveInfo,
+    first: int | None = None,
+    last: int | None = None,
+    after: str | None = None,
+    before: str | None = None,
+    filter: dict[str, Any] | None = None,  # the GraphQL argument's name
+) -> dict[str, Any]:
+    ctx: Context = info.context
+    for name, count in (("first", first), ("last", last)):
+        if count is not None and not 0 <= count <= MAX_FIRST:
+            raise GraphQLError(
+                f"{name}: At most {MAX_FIRST} records per query.",
+                info.field_nodes,
+                path=info.path.as_list(),
+                extensions={"code": "BAD_REQUEST"},
+            )
+    after_id, before_id = _cursor(after, "after", info), _cursor(before, "before", info)
+    items = [
+        line
+        for line in ctx.ledger.lines
+        if line.tenant == ctx.entity.name and _matches(line, filter or {})
+    ]  # already in dbId order: dbIds grow with acceptance
+    has_previous = has_next = False
+    if after_id is not None:
+        has_previous = any(line.db_id <= after_id for line in items)
+        items = [line for line in items if line.db_id > after_id]
+    if before_id is not None:
+        has_next = any(line.db_id >= before_id for line in items)
+        items = [line for line in items if line.db_id < before_id]
+    if first is None and last is None:
+        first = MAX_FIRST
+    if first is not None and len(items) > first:
+        items, has_next = items[:first], True
+    if last is not None and len(items) > last:
+        items, has_previous = items[len(items) - last :], True
+    edges = [{"cursor": str(line.db_id), "node": _gql_node(line)} for line in items]
+    return {
+        "edges": edges or None,  # Xledger answers null, not [], when nothing matches
+        "pageInfo": {"hasNextPage": has_next, "hasPreviousPage": has_previous},
+    }
+
+
+class Ledger:
+    """Every accepted GL line of every entity, in order of acceptance (dbIds grow)."""
+
+    def __init__(self, stats: SandboxStats) -> None:
+        self.lines: list[Line] = []
+        self._stats = stats
+        self._next_db_id = FIRST_DB_ID
+        self._next_batch = 1
+
+    def store(self, entity: Entity, nodes: list[dict[str, Any]]) -> list[Line]:
+        batch = self._next_batch
+        self._next_batch += 1
+        created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stored = []
+        for node in nodes:
+            stored.append(Line(entity.name, self._next_db_id, batch, dict(node), created))
+            self._next_db_id += 1
+        self.lines += stored
+        self._stats.accepted_batches += 1
+        self._stats.accepted_lines += len(stored)
+        return stored
+
+
+def flatten(line: Line) -> dict[str, Any]:
+    """A stored line as the ledger dump shows it: references flattened to their codes."""
+    out: dict[str, Any] = {
+        "tenant": line.tenant,
+        "batch": line.batch,
+        "dbId": line.db_id,
+        "extIdentifier": line.node.get("extIdentifier"),
+        "trRegNumber": line.node.get("trRegNumber"),
+        "postedDate": None,
+        "account": None,
+        "amount": None,
+        "text": line.node.get("text"),
+    }
+    for key, value in line.node.items():
+        if value is None:
+            continue
+        if isinstance(value, Decimal):
+            value = f"{value:.2f}"
+        elif isinstance(value, date):
+            value = value.isoformat()
+        elif key == "bankAccountRef":
+            value = value.get("dbId") if value.get("dbId") is not None else value.get("code")
+        else:
+            value = ref_code(value)
+        out[key] = value
+    return out
+
+
+@cache
+def executable_schema() -> GraphQLSchema:
+    """Our SDL with the scalars and resolvers attached; built once, shared by sandboxes."""
+    schema = xledger_schema()
+    assert schema.query_type is not None and schema.mutation_type is not None
+    schema.query_type.fields["glImportItems"].resolve = _resolve_gl_import_items
+    schema.mutation_type.fields["addGLImportItems"].resolve = _resolve_add_gl_import_items
+    return schema

@@ -1,0 +1,344 @@
+"""The sandbox over HTTP: Xledger's auth header, limits, error shapes and faults; and the
+`python -m worker sandbox` entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from graphql import (
+    GraphQLError,
+    OperationType,
+    execute_sync,
+    get_operation_ast,
+    parse,
+    validate,
+)
+
+from worker.sandbox.entities import Entity, entity_from_snapshot
+from worker.sandbox.faults import PROFILES, FaultProfile, SandboxStats
+from worker.sandbox.resolvers import Context, Ledger, executable_schema, flatten
+
+CREDITS_RESET_S = 20 * 60  # Xledger's own sample waits 20 min on INSUFFICIENT_CREDITS
+BAD_TOKEN_FORMAT = 'Bad format for API Token. Expected header: "Authorization: token <your-token>"'
+_TOKEN_HEADER = re.compile(r"token +(\S+)", re.IGNORECASE)
+
+
+@dataclass
+class _Tenant:
+    entity: Entity
+    window: deque[float] = field(default_factory=deque)  # monotonic times of admitted requests
+    in_flight: int = 0
+
+
+def _iso_in(seconds: float) -> str:
+    when = datetime.now(UTC) + timedelta(seconds=max(seconds, 0.0))
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _coded(message: str, code: str, extensions: dict[str, Any] | None = None) -> web.Response:
+    """Xledger's error shape: HTTP 200, top-level `code` on the error object."""
+    error: dict[str, Any] = {"message": message, "code": code}
+    if extensions:
+        error["extensions"] = extensions
+    return web.json_response({"errors": [error], "data": None})
+
+
+def _bad_request(message: str, status: int = 400) -> web.Response:
+    return web.json_response({"errors": [{"message": message}]}, status=status)
+
+
+def _formatted(error: GraphQLError) -> dict[str, Any]:
+    out = dict(error.formatted)
+    code = (error.extensions or {}).get("code")
+    if code:
+        out["code"] = code
+    return out
+
+
+def _drop(request: web.Request) -> web.StreamResponse:
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+    # Never reaches the client: aiohttp finds the connection closed and writes nothing.
+    return web.Response(status=500)
+
+
+class XledgerSandbox:
+    """Xledger's GraphQL API on a local port, with limits and injectable faults."""
+
+    def __init__(
+        self,
+        *,
+        faults: FaultProfile = PROFILES["none"],
+        burst_limit: int = 20,
+        burst_window_s: float = 5.0,
+        concurrency_limit: int = 4,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.faults = faults
+        self.burst_limit = burst_limit
+        self.burst_window_s = burst_window_s
+        self.concurrency_limit = concurrency_limit
+        self.stats = SandboxStats()
+        self.url: str | None = None
+        self._rng = random.Random(seed)
+        self._clock = clock  # the burst window's clock: tests pass a fake one
+        self._tenants: dict[str, _Tenant] = {}  # token → tenant; the only place a token lives
+        self._ledger = Ledger(self.stats)
+        self._runner: web.AppRunner | None = None
+
+    def add_entity(self, token: str, entity: Entity) -> None:
+        if not token or any(c.isspace() for c in token):
+            raise ValueError("a token must be non-empty and without whitespace")
+        if token in self._tenants:
+            raise ValueError(f"that token is already in use (entity {entity.name!r})")
+        self._tenants[token] = _Tenant(entity)
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/graphql", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        # No access log: nothing about a request is written anywhere. A short shutdown
+        # timeout so a hanging commit-then-fail answer does not hold up stop().
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runner = runner
+        bound = runner.addresses[0][1]
+        self.url = f"http://{host}:{bound}/graphql"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.url = None
+
+    def ledger(self) -> list[dict[str, Any]]:
+        """Every accepted GL line, in order of acceptance, flattened to codes."""
+        return [flatten(line) for line in self._ledger.lines]
+
+    def dump_ledger(self, path: str | os.PathLike[str]) -> int:
+        lines = self.ledger()
+        with open(path, "w", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+        return len(lines)
+
+    # -- request handling ---------------------------------------------------------------
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        return _bad_request(f"Not found: {request.path}. Use POST /graphql.", status=404)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method != "POST":
+            return _bad_request("Use POST with a JSON body {query, variables}.")
+        self.stats.requests += 1
+        body = await request.read()
+        faults = self.faults
+        roll = self._rng.random()
+        if roll < faults.error_5xx:
+            self.stats.fault("5xx")
+            status = self._rng.choice((502, 503))
+            reason = "Bad Gateway" if status == 502 else "Service Unavailable"
+            return web.Response(status=status, text=f"{status} {reason}")
+        if roll < faults.error_5xx + faults.drop:
+            self.stats.fault("drop")
+            return _drop(request)
+        if roll < faults.error_5xx + faults.drop + faults.burst_error:
+            self.stats.fault("burst")
+            self.stats.spurious_burst_errors_sent += 1
+            return self._burst_error(self.burst_window_s)
+
+        tenant = self._authenticate(request)
+        if isinstance(tenant, web.Response):
+            return tenant
+        name = tenant.entity.name
+        now = self._clock()
+        self.stats.request_times.setdefault(name, []).append(now)
+
+        # Sliding window: only admitted requests count, so a refused one does not extend it.
+        window = tenant.window
+        while window and window[0] <= now - self.burst_window_s:
+            window.popleft()
+        if len(window) >= self.burst_limit:
+            self.stats.burst_errors_sent += 1
+            return self._burst_error(window[0] + self.burst_window_s - now)
+        window.append(now)
+
+        if tenant.in_flight >= self.concurrency_limit:
+            self.stats.concurrency_errors_sent += 1
+            return _coded("Too many concurrent requests", "BAD_REQUEST.CONCURRENCY_LIMIT_REACHED")
+        tenant.in_flight += 1
+        self.stats.max_in_flight[name] = max(
+            self.stats.max_in_flight.get(name, 0), tenant.in_flight
+        )
+        try:
+            entity = tenant.entity
+            if entity.credits is not None:
+                if entity.credits <= 0:
+                    self.stats.credit_errors_sent += 1
+                    return _coded(
+                        "Insufficient credits",
+                        "BAD_REQUEST.INSUFFICIENT_CREDITS",
+                        {"resetAt": _iso_in(CREDITS_RESET_S)},
+                    )
+                entity.credits -= 1
+            if self._rng.random() < faults.slow:
+                self.stats.fault("slow")
+                await asyncio.sleep(faults.slow_seconds)
+            response, committed = self._graphql(entity, body)
+        finally:
+            tenant.in_flight -= 1
+
+        # The batch is stored; only the answer fails (the unknown outcome a client must handle).
+        if committed and self._rng.random() < faults.commit_then_fail:
+            kind = self._rng.choice(("500", "drop", "hang"))
+            self.stats.fault(f"commit-then-fail:{kind}")
+            if kind == "500":
+                return web.Response(status=500, text="500 Internal Server Error")
+            if kind == "hang":
+                await asyncio.sleep(faults.hang_seconds)
+            return _drop(request)
+        return response
+
+    def _authenticate(self, request: web.Request) -> _Tenant | web.Response:
+        match = _TOKEN_HEADER.fullmatch(request.headers.get("Authorization", "").strip())
+        if match is None:
+            self.stats.auth_failures += 1
+            return _coded(BAD_TOKEN_FORMAT, "BAD_REQUEST.BAD_TOKEN_FORMAT")
+        tenant = self._tenants.get(match.group(1))
+        if tenant is None:
+            self.stats.auth_failures += 1
+            return _coded("Invalid API token", "UNAUTHORIZED")
+        return tenant
+
+    def _burst_error(self, reset_in: float) -> web.Response:
+        return _coded(
+            "Too many requests",
+            "BAD_REQUEST.BURST_RATE_LIMIT_REACHED",
+            {"resetAt": _iso_in(reset_in)},
+        )
+
+    def _graphql(self, entity: Entity, body: bytes) -> tuple[web.Response, bool]:
+        """Parse, validate and execute one request; True when a batch was stored."""
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return _bad_request("The body is not JSON."), False
+        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+            return _bad_request('The body must be a JSON object with a string "query".'), False
+        variables = payload.get("variables")
+        operation_name = payload.get("operationName")
+        if variables is not None and not isinstance(variables, dict):
+            return _bad_request('"variables" must be an object or null.'), False
+        if operation_name is not None and not isinstance(operation_name, str):
+            return _bad_request('"operationName" must be a string or null.'), False
+
+        schema = executable_schema()
+        try:
+            document = parse(payload["query"])
+        except GraphQLError as exc:
+            self.stats.rejected_validation += 1
+            return web.json_response({"errors": [_formatted(exc)]}), False
+        operation = get_operation_ast(document, operation_name)
+        if operation is not None:
+            if operation.operation is OperationType.MUTATION:
+                self.stats.mutations += 1
+            else:
+                self.stats.queries += 1
+        errors = validate(schema, document)
+        if errors:
+            self.stats.rejected_validation += 1
+            return web.json_response({"errors": [_formatted(e) for e in errors]}), False
+
+        ctx = Context(self._ledger, entity)
+        result = execute_sync(
+            schema,
+            document,
+            context_value=ctx,
+            variable_values=variables,
+            operation_name=operation_name,
+        )
+        all_errors = [*(result.errors or []), *ctx.errors]
+        out: dict[str, Any] = {}
+        if all_errors:
+            out["errors"] = [_formatted(e) for e in all_errors]
+            if not ctx.batches:
+                self.stats.rejected_validation += 1
+        out["data"] = result.data
+        return web.json_response(out), bool(ctx.batches)
+
+
+# --- the CLI entry point --------------------------------------------------------------
+
+_DEMO_OWNER_DB_ID = 42_365_431
+
+
+def _demo_token(ref: str, token_dir: Path | None) -> str:
+    from worker.xledger.secrets import MissingToken, SecretStore
+
+    try:
+        return SecretStore(token_dir=token_dir).token(ref).reveal()
+    except MissingToken:
+        if token_dir is None:
+            raise
+    if Path(ref).name != ref or ref.startswith("."):
+        raise ValueError(f"token_ref {ref!r} cannot name a file in {token_dir}")
+    token = secrets.token_urlsafe(24)
+    token_dir.mkdir(parents=True, exist_ok=True)
+    path = token_dir / ref
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(token + "\n")
+    os.chmod(path, 0o600)  # the file may have existed (empty) with a wider mode
+    return token
+
+
+def serve(port: int, profile: str, token_dir: Path | None) -> None:
+    """Serve the three demo tenants until Ctrl-C or SIGTERM."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown fault profile {profile!r}; valid: {', '.join(PROFILES)}")
+    from worker.demo.registers import demo_snapshots
+
+    sandbox = XledgerSandbox(faults=PROFILES[profile])
+    names = []
+    for i, snapshot in enumerate(demo_snapshots()):
+        token = _demo_token(snapshot.settings.token_ref, token_dir)
+        sandbox.add_entity(token, entity_from_snapshot(snapshot, _DEMO_OWNER_DB_ID + i))
+        names.append(snapshot.tenant_id)
+    asyncio.run(_serve_until_stopped(sandbox, port, profile, names))
+
+
+async def _serve_until_stopped(
+    sandbox: XledgerSandbox, port: int, profile: str, names: list[str]
+) -> None:
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stopped.set)
+    url = await sandbox.start(port=port)
+    tenants = ", ".join(names)
+    print(f"Xledger sandbox at {url} (fault profile {profile}; tenants {tenants})", flush=True)
+    try:
+        await stopped.wait()
+    finally:
+        await sandbox.stop()
