@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from worker.contracts.payment_event import MEASURE_TYPE_PATTERN
-from worker.contracts.register_snapshot import OrgUnit, RegisterSnapshot, Source
+from worker.contracts.register_snapshot import OrgUnit, Registers, RegisterSnapshot, Source
 from worker.core.endpoints import UrlPolicy, url_allowed
 
 ROLE_INNSTILLINGER = "Innstillinger"
@@ -125,6 +125,16 @@ def _check_dimensions(snapshot: RegisterSnapshot, refuse: Refuse) -> None:
 
 def _check_registers(snapshot: RegisterSnapshot, refuse: Refuse) -> None:
     r = snapshot.registers
+    _check_betalingstyper(r, refuse)
+    _check_tilhorighet(r, refuse)
+    _check_tiltak(r, refuse)
+    _check_barn(r, refuse)
+    _check_grupper(r, refuse)
+    _check_mva(r, snapshot.settings.default_vat_code, refuse)
+
+
+def _check_betalingstyper(r: Registers, refuse: Refuse) -> None:
+    """R7: a category has one account."""
     for cat in _dupes([e.category for e in r.betalingstype]):
         refuse(
             "R7",
@@ -133,6 +143,10 @@ def _check_registers(snapshot: RegisterSnapshot, refuse: Refuse) -> None:
             "en kategori kan bare ha én konto.",
         )
 
+
+def _check_tilhorighet(r: Registers, refuse: Refuse) -> None:
+    """R8: the units form a tree (level 1 at the top, each level under the one above), and
+    values are given once, for units that exist."""
     units = {u.org_unit_id: u for u in r.tilhorighet.units}
     for uid in _dupes([u.org_unit_id for u in r.tilhorighet.units]):
         refuse("R8", "DUPLICATE_UNIT", f"Tilhørigheten {uid} står mer enn én gang.")
@@ -178,6 +192,10 @@ def _check_registers(snapshot: RegisterSnapshot, refuse: Refuse) -> None:
                 "organisasjonsstrukturen.",
             )
 
+
+def _check_tiltak(r: Registers, refuse: Refuse) -> None:
+    """R9: every entry names dotted measure types and units that exist."""
+    units = {u.org_unit_id for u in r.tilhorighet.units}
     for i, entry in enumerate(r.tiltak, start=1):
         for t in entry.measure_types:
             if not _is_measure_type(t):
@@ -195,6 +213,9 @@ def _check_registers(snapshot: RegisterSnapshot, refuse: Refuse) -> None:
                     "organisasjonsstrukturen.",
                 )
 
+
+def _check_barn(r: Registers, refuse: Refuse) -> None:
+    """R10: a value is used for one child only."""
     for child in _dupes([b.child_id for b in r.barn]):
         refuse("R10", "DUPLICATE_CHILD", f"Barnet {child} står mer enn én gang i registeret Barn.")
     children_by_value: dict[str, set[str]] = {}
@@ -209,11 +230,18 @@ def _check_registers(snapshot: RegisterSnapshot, refuse: Refuse) -> None:
                 f"({', '.join(sorted(children))}); en verdi kan bare brukes mot ett barn.",
             )
 
+
+def _check_grupper(r: Registers, refuse: Refuse) -> None:
+    """R11 (the register itself; the one-valued-group rule is checked per payment)."""
     for gid in _dupes([g.group_id for g in r.grupper]):
         refuse(
             "R11", "DUPLICATE_GROUP", f"Gruppen {gid} står mer enn én gang i registeret Grupper."
         )
 
+
+def _check_mva(r: Registers, default: str | None, refuse: Refuse) -> None:
+    """R12: one code per category; where the register lists valid codes, every code used
+    is among them."""
     codes = set(r.mva.codes)
     for cat in _dupes([m.category for m in r.mva.by_category]):
         refuse(
@@ -230,7 +258,6 @@ def _check_registers(snapshot: RegisterSnapshot, refuse: Refuse) -> None:
                     f"MVA-koden {m.code} for kategorien {m.category} er ikke blant de gyldige "
                     "MVA-kodene.",
                 )
-        default = snapshot.settings.default_vat_code
         if default is not None and default not in codes:
             refuse(
                 "R12",
