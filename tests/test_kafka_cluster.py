@@ -1,6 +1,7 @@
 """Apache Kafka from Maven Central's jars (worker/stream/kafka_cluster.py) and `python -m
 worker kafka`: a record round trip, a broker killed and restarted, and no JVM outliving
-the process that started it (SIGTERM stops them; SIGKILL of the parent kills them)."""
+the process that started it (SIGTERM or SIGINT stops them; SIGKILL of the parent kills
+them)."""
 
 from __future__ import annotations
 
@@ -86,17 +87,18 @@ def test_missing_tools_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         kafka_classpath()
 
 
-def test_sigterm_stops_the_command_and_its_jvm() -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_command_and_its_jvm(sig: signal.Signals) -> None:
     port = free_port()
     with kafka_command(port) as (proc, line):
         assert line == f"Apache Kafka {kafka_version()}, 1 broker(s), bootstrap 127.0.0.1:{port}"
         jvms = kafka_jvms(port)
         assert jvms, "no broker JVM found for the command"
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         try:
             rc = proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"`worker kafka` still running 20 s after SIGTERM: {kafka_jvms(port)}")
+            pytest.fail(f"`worker kafka` still running 20 s after {sig.name}: {kafka_jvms(port)}")
         assert rc == 0, proc.stderr.read().decode() if proc.stderr else rc
         assert gone(jvms, port, within_s=1.0), kafka_jvms(port)
         assert storage_dirs(jvms)

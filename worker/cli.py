@@ -153,6 +153,7 @@ def kafka(brokers: str, port: int) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)  # even where it was inherited as ignored
     cluster = KafkaCluster(brokers=int(brokers), port=port)
     try:
         cluster.start()
