@@ -126,16 +126,31 @@ def offline_demo(n_events: int, n_bad: int) -> None:
 @main.command()
 @click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65535))
 def broker(port: int) -> None:
-    """Run the embedded Kafka-protocol broker (Tansu, memory only) in the foreground."""
-    import subprocess
+    """Run the embedded Kafka-protocol broker (Tansu, memory only) in the foreground.
+    Ctrl-C or SIGTERM stops it; so does the end of this process, however it ends."""
+    import signal
 
-    from worker.stream.broker import tansu_command
+    from worker.stream.broker import EmbeddedBroker
 
-    click.echo(f"Tansu on 127.0.0.1:{port} (memory only); Ctrl-C stops it", err=True)
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)  # even where it was inherited as ignored
+    tansu = EmbeddedBroker(port)
     try:
-        raise SystemExit(subprocess.call(tansu_command(port)))
+        tansu.start()
+        click.echo(f"Tansu on {tansu.bootstrap} (memory only); Ctrl-C stops it", err=True)
+        code = tansu.wait()
+        raise click.ClickException(f"Tansu exited by itself (code {code})")
     except KeyboardInterrupt:
-        raise SystemExit(0) from None
+        pass
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        tansu.stop()
 
 
 @main.command()

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from worker.stream.children import dies_with_parent
+
 # Tansu reads these as flag defaults; a stray one in the environment would change it.
 _TANSU_ENV = (
     "LISTENER_URL",
@@ -74,6 +76,7 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            preexec_fn=dies_with_parent(),
         )
         try:
             wait_for_port(self.port)
@@ -81,6 +84,11 @@ class EmbeddedBroker:
             self.stop()
             raise
         return self
+
+    def wait(self) -> int:
+        """Until the broker exits by itself; its exit code."""
+        assert self._proc is not None, "not started"
+        return self._proc.wait()
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
-import ctypes
 import fcntl
 import hashlib
 import os
@@ -33,9 +32,10 @@ import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+
+from worker.stream.children import dies_with_parent
 
 POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
 _MARKER = ".complete"  # written last, holds the pom's digest: a cache without it is redone
@@ -133,7 +133,7 @@ def _resolve(target: Path, digest: str) -> None:
                 text=True,
                 timeout=_MVN_TIMEOUT_S,
                 check=False,
-                preexec_fn=_pdeathsig(),
+                preexec_fn=dies_with_parent(),
             )
         except subprocess.TimeoutExpired:
             raise KafkaUnavailable(
@@ -174,20 +174,6 @@ def _cluster_id() -> str:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cid.startswith("-"):  # Kafka avoids these too: they read as a flag
             return cid
-
-
-def _pdeathsig() -> Callable[[], None]:
-    """A preexec_fn: the child is SIGKILLed when the thread that forked it dies."""
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child only calls it
-    prctl = libc.prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the signal was armed
-            os._exit(1)
-
-    return preexec
 
 
 class KafkaCluster:
@@ -403,7 +389,7 @@ class KafkaCluster:
                 ),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_pdeathsig(),
+                preexec_fn=dies_with_parent(),
                 start_new_session=True,
             )
             for i in self._ids()
@@ -441,7 +427,7 @@ class KafkaCluster:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_pdeathsig(),
+                preexec_fn=dies_with_parent(),
                 start_new_session=True,
             )
         if dump is not None:

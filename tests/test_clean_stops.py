@@ -1,0 +1,108 @@
+"""Every process a command starts, it stops: SIGTERM to `worker broker` stops Tansu, and a
+SIGKILLed `worker broker` or `worker run --embedded` (`make run`) leaves no broker behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, subprocess_env
+from worker.stream.broker import wait_for_port
+
+pytestmark = pytest.mark.integration
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def gone_within(pids: list[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(alive(p) for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", *args],
+        env=subprocess_env({}),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def tansu_of(proc: subprocess.Popen[bytes], seconds: float = 30) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = [
+            c for c in children(proc.pid) if b"tansu" in Path(f"/proc/{c}/cmdline").read_bytes()
+        ]
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("no Tansu child appeared")
+
+
+def test_sigterm_to_worker_broker_stops_tansu(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start(["broker", "--port", str(port)], tmp_path / "broker.log")
+    try:
+        wait_for_port(port)
+        tansu = tansu_of(proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert gone_within(tansu, 5), "Tansu outlived `worker broker`"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize(
+    "args", [["broker"], ["run", "--embedded", "--metrics-port", "0"]], ids=["broker", "run"]
+)
+def test_a_sigkilled_command_leaves_no_broker_behind(tmp_path: Path, args: list[str]) -> None:
+    if args == ["broker"]:
+        args = ["broker", "--port", str(free_port())]
+    proc = start(args, tmp_path / "cmd.log")
+    tansu: list[int] = []
+    try:
+        tansu = tansu_of(proc)
+        proc.kill()  # no goodbye: only the parent-death signal can stop the broker now
+        proc.wait()
+        assert gone_within(tansu, 5), f"Tansu outlived a SIGKILLed `worker {args[0]}`"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in tansu:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
