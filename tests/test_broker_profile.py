@@ -10,7 +10,13 @@ from tests.conftest import Broker
 from worker.config import Settings, from_env
 from worker.stream.broker_kind import probe
 from worker.stream.faust_app import make_app
-from worker.stream.topics import leader_topic, topic_specs
+from worker.stream.topics import (
+    HANDLED_TABLE,
+    PENDING_TABLE,
+    changelog_topic,
+    leader_topic,
+    topic_specs,
+)
 
 
 def test_apache_kafka_profile_has_no_tansu_workaround() -> None:
@@ -62,7 +68,11 @@ def test_faust_app_on_tansu_sends_one_record_batches_without_idempotence() -> No
 def test_every_topic_the_worker_creates_is_replicated_per_the_profile() -> None:
     s = Settings(broker_kind="kafka", app_id="flyt-x")
     specs = topic_specs(s)
-    assert leader_topic(s) in {t.name for t in specs}  # faust's assignor topic too
+    names = {t.name for t in specs}
+    assert leader_topic(s) in names  # faust's assignor topic too
+    for table in (HANDLED_TABLE, PENDING_TABLE):  # and its changelogs, compacted
+        [changelog] = [t for t in specs if t.name == changelog_topic(s, table)]
+        assert changelog.config["cleanup.policy"] == "compact"
     for spec in specs:
         assert spec.replication_factor == 3
         assert spec.config["min.insync.replicas"] == "2"

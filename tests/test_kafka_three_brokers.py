@@ -33,6 +33,7 @@ from worker.demo.harness import start_demo_sandbox
 from worker.demo.registers import demo_snapshot_dicts
 from worker.demo.watcher import OutcomeWatcher
 from worker.stream.feed import event_records, publish
+from worker.stream.topics import HANDLED_TABLE, PENDING_TABLE, changelog_topic, leader_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -133,8 +134,11 @@ async def test_a_broker_killed_mid_flow_loses_nothing_and_posts_nothing_twice(
         assert_ledger_exactly_once(sandbox.ledger(), watcher.posted)
 
         worker_topics = [t.payments, t.registers, t.submissions, t.receipts, t.rejections, t.dlq]
-        faust_topics = [f"{s.app_id}-handled-changelog", f"{s.app_id}-pending-rejections-changelog"]
-        faust_topics.append(f"{s.app_id}-__assignor-__leader")
+        faust_topics = [
+            changelog_topic(s, HANDLED_TABLE),
+            changelog_topic(s, PENDING_TABLE),
+            leader_topic(s),
+        ]
         topics = worker_topics + faust_topics
 
         async def rejoined() -> bool:  # the restarted broker is back in every ISR

@@ -27,7 +27,7 @@ from worker.stream.faust_app import make_app
 from worker.stream.ordered_acks import OrderedAcks
 from worker.stream.post_stage import PostStage
 from worker.stream.register_cache import RegisterCache
-from worker.stream.topics import replication_config
+from worker.stream.topics import HANDLED_TABLE, PENDING_TABLE, replication_config
 from worker.xledger.client import XledgerClient
 
 log = logs.get("worker.stream")
@@ -71,8 +71,8 @@ class Pipeline:
             "default": dict,
             "extra_topic_configs": replication_config(s),
         }
-        self.handled = app.Table("handled", **table)
-        self.pending = app.Table("pending-rejections", **table)  # R16: retryable rejections
+        self.handled = app.Table(HANDLED_TABLE, **table)
+        self.pending = app.Table(PENDING_TABLE, **table)  # R16: retryable rejections
         self.deliver = Delivery(self.out).deliver
         states = PaymentStates(self.handled, self.pending)
         self.enrich_stage = EnrichStage(s, self.book, self.deliver, states)

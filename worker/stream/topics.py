@@ -27,9 +27,21 @@ def replication_config(s: Settings) -> dict[str, str]:
     return {"min.insync.replicas": str(s.profile().min_insync_replicas)}
 
 
+# The worker's faust tables (stream/pipeline.py): payment state, changelogged.
+HANDLED_TABLE = "handled"
+PENDING_TABLE = "pending-rejections"
+
+
 def leader_topic(s: Settings) -> str:
     """faust's assignor topic: made here so that it is replicated like the others."""
     return f"{s.app_id}-__assignor-__leader"
+
+
+def changelog_topic(s: Settings, table: str) -> str:
+    """A table's changelog, named as faust names it. Made here, compacted and replicated,
+    before faust starts: a metadata request for a topic not made yet would let a broker
+    that auto-creates topics make it with its defaults (not compacted, no min ISR)."""
+    return f"{s.app_id}-{table}-changelog"
 
 
 def topic_specs(s: Settings) -> list[TopicSpec]:
@@ -46,6 +58,10 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
         TopicSpec(t.rejections, n, isr, rf),
         TopicSpec(t.dlq, n, isr, rf),
         TopicSpec(leader_topic(s), 1, isr, rf),
+        *(
+            TopicSpec(changelog_topic(s, table), n, {"cleanup.policy": "compact", **isr}, rf)
+            for table in (HANDLED_TABLE, PENDING_TABLE)
+        ),
     ]
 
 
