@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -123,33 +126,43 @@ def offline_demo(n_events: int, n_bad: int) -> None:
     click.echo("rejections by reason: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
 
 
-@main.command()
-@click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65535))
-def broker(port: int) -> None:
-    """Run the embedded Kafka-protocol broker (Tansu, memory only) in the foreground.
-    Ctrl-C or SIGTERM stops it; so does the end of this process, however it ends."""
-    import signal
-
-    from worker.stream.broker import EmbeddedBroker
+@contextlib.contextmanager
+def _until_signalled() -> Iterator[None]:
+    """The block runs until SIGINT or SIGTERM (SIGINT even where it was inherited as
+    ignored, as in a background job); from then on both are ignored, so that the caller's
+    clean-up of its child processes runs to its end."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)  # even where it was inherited as ignored
-    tansu = EmbeddedBroker(port)
+    signal.signal(signal.SIGINT, interrupt)
     try:
-        tansu.start()
-        click.echo(f"Tansu on {tansu.bootstrap} (memory only); Ctrl-C stops it", err=True)
-        code = tansu.wait()
-        raise click.ClickException(f"Tansu exited by itself (code {code})")
+        yield
     except KeyboardInterrupt:
         pass
-    except TimeoutError as exc:
-        raise click.ClickException(str(exc)) from None
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@main.command()
+@click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65535))
+def broker(port: int) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu, memory only) in the foreground.
+    Ctrl-C or SIGTERM stops it; so does the end of this process, however it ends."""
+    from worker.stream.broker import EmbeddedBroker
+
+    tansu = EmbeddedBroker(port)
+    try:
+        with _until_signalled():
+            tansu.start()
+            click.echo(f"Tansu on {tansu.bootstrap} (memory only); Ctrl-C stops it", err=True)
+            code = tansu.wait()
+            raise click.ClickException(f"Tansu exited by itself (code {code})")
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
         tansu.stop()
 
 
@@ -159,39 +172,31 @@ def broker(port: int) -> None:
 def kafka(brokers: str, port: int) -> None:
     """Run Apache Kafka (KRaft, jars from Maven Central) on loopback in the foreground;
     broker i listens on port+i-1. Ctrl-C or SIGTERM stops every broker."""
-    import signal
     import time
 
     from worker.stream.kafka_cluster import KafkaCluster, KafkaUnavailable, kafka_version
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)  # even where it was inherited as ignored
     cluster = KafkaCluster(brokers=int(brokers), port=port)
     try:
-        cluster.start()
-        click.echo(
-            f"Apache Kafka {kafka_version()}, {brokers} broker(s), bootstrap {cluster.bootstrap}"
-        )
-        sys.stdout.flush()
-        reported: set[int] = set()
-        while True:  # a broker that dies is reported; the command ends when none is left
-            time.sleep(1.0)
-            for i in range(1, int(brokers) + 1):
-                if i not in reported and not cluster.alive(i):
-                    reported.add(i)
-                    click.echo(f"Kafka broker {i} exited: {cluster.log_tail(i, 3)}", err=True)
-            if len(reported) == int(brokers):
-                raise click.ClickException("every Kafka broker has exited")
-    except KeyboardInterrupt:
-        pass
+        with _until_signalled():
+            cluster.start()
+            click.echo(
+                f"Apache Kafka {kafka_version()}, {brokers} broker(s), "
+                f"bootstrap {cluster.bootstrap}"
+            )
+            sys.stdout.flush()
+            reported: set[int] = set()
+            while True:  # a broker that dies is reported; the command ends when none is left
+                time.sleep(1.0)
+                for i in range(1, int(brokers) + 1):
+                    if i not in reported and not cluster.alive(i):
+                        reported.add(i)
+                        click.echo(f"Kafka broker {i} exited: {cluster.log_tail(i, 3)}", err=True)
+                if len(reported) == int(brokers):
+                    raise click.ClickException("every Kafka broker has exited")
     except (KafkaUnavailable, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         cluster.stop()
 
 
