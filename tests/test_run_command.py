@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, subprocess_env
+from tests.conftest import Broker, free_port, subprocess_env
 from tests.stream_helpers import metric, scrape, wait_for
 
 pytestmark = pytest.mark.integration
@@ -57,3 +57,19 @@ def test_run_without_a_broker_fails_loudly_instead_of_running_a_demo(args: list[
     for named in ("FLYT_BOOTSTRAP_SERVERS", "--bootstrap", "--embedded"):
         assert named in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_run_on_too_few_brokers_for_the_replication_factor_says_what_to_set(
+    broker: Broker,
+) -> None:
+    # Production's profile on Apache Kafka wants 3 copies; the test broker is one.
+    env = {**broker.env(), "FLYT_REPLICATION_FACTOR": "3", "FLYT_METRICS_PORT": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker", "run"],
+        env=subprocess_env(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "FLYT_REPLICATION_FACTOR" in proc.stderr and "Traceback" not in proc.stderr
