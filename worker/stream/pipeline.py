@@ -77,7 +77,6 @@ class Pipeline:
         states = PaymentStates(self.handled, self.pending)
         self.enrich_stage = EnrichStage(s, self.book, self.deliver, states)
         self.post_stage = PostStage(s, self.book, client, self.deliver, app.crash)
-        self.acks: OrderedAcks | None = None  # set when the post agent starts
         # mode types the receiver with a keyword-only `signal`, which faust passes.
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
@@ -159,5 +158,4 @@ class Pipeline:
     async def _post_stream(self, stream: Any) -> None:
         manual = stream.noack()  # acked per payment, once its outcome is out, in order
         acks = OrderedAcks(manual.ack, lambda: int(self.app.rebalancing_count))
-        self.acks = acks
         await self.post_stage.run(manual.events(), acks)

@@ -57,13 +57,8 @@ class PostStage:
             except ValidationError as exc:
                 await self.deliver(
                     [
-                        dead_letter(
-                            self.s.topics.dlq,
-                            event.message,
-                            reason=DlqReason.INVALID,
-                            error_class="ValidationError",
-                            error=describe(exc),
-                            stage="post",
+                        self.dead_letter(
+                            event.message, DlqReason.INVALID, "ValidationError", describe(exc)
                         )
                     ]
                 )
@@ -74,13 +69,23 @@ class PostStage:
                 poster = self._posters[sub.tenant_id] = _TenantPoster(self, sub.tenant_id, acks)
             poster.queue.put_nowait((sub, ticket))
 
+    def dead_letter(
+        self, message: Any, reason: DlqReason, error_class: str, error: str, attempts: int = 1
+    ) -> Output:
+        """This stage's DLQ record for an input message (the one policy: dead_letters.py)."""
+        return dead_letter(
+            self.s.topics.dlq,
+            message,
+            reason=reason,
+            error_class=error_class,
+            error=error,
+            stage="post",
+            attempts=attempts,
+        )
+
     def stop(self) -> None:
         for poster in self._posters.values():
             poster.task.cancel()
-
-    def queued(self) -> dict[str, int]:
-        """Submissions waiting per tenant (diagnostics)."""
-        return {tenant: p.queue.qsize() for tenant, p in self._posters.items()}
 
 
 Item = tuple[Submission, Ticket]
@@ -174,24 +179,17 @@ class _TenantPoster:
                 )
             )
             outputs.append(
-                dead_letter(
-                    topics.dlq,
-                    by_payment[sub.payment_id].message,
-                    reason=DlqReason.REFUSED,
-                    error_class="Refused",
-                    error=message,
-                    stage="post",
+                stage.dead_letter(
+                    by_payment[sub.payment_id].message, DlqReason.REFUSED, "Refused", message
                 )
             )
         for sub, code, message in result.failed:
             outputs.append(
-                dead_letter(
-                    topics.dlq,
+                stage.dead_letter(
                     by_payment[sub.payment_id].message,
-                    reason=DlqReason.for_xledger(code),
-                    error_class=f"Xledger {code}",
-                    error=message,
-                    stage="post",
+                    DlqReason.for_xledger(code),
+                    f"Xledger {code}",
+                    message,
                     attempts=stage.client.s.max_attempts,
                 )
             )
@@ -217,14 +215,7 @@ class _TenantPoster:
     ) -> None:
         await self.stage.deliver(
             [
-                dead_letter(
-                    self.stage.s.topics.dlq,
-                    ticket.event.message,
-                    reason=reason,
-                    error_class=error_class,
-                    error=message,
-                    stage="post",
-                )
+                self.stage.dead_letter(ticket.event.message, reason, error_class, message)
                 for _, ticket in batch
             ]
         )
