@@ -16,6 +16,8 @@ class Topics:
     receipts: str = "xledger.receipts.v1"
     rejections: str = "flyt.payment-rejections.v1"
     dlq: str = "xledger.dlq.v1"
+    # Who replayed or resent what, and what came of it (worker/ops/audit.py).
+    audit: str = "flyt.xledger.audit.v1"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class Settings:
     # one-record batches that is exact, and faust's table recovery is complete.
     one_record_batches: bool | None = None
     log_level: str = "INFO"
+    # `dlq replay` refuses a record replayed this often: a poison record cannot loop.
+    dlq_max_replays: int = 3
 
     def embedded(self) -> Settings:
         """The settings that suit the embedded Tansu broker."""
@@ -115,6 +119,7 @@ _ENV: dict[str, str] = {
     "replication_factor": "FLYT_REPLICATION_FACTOR",
     "min_insync_replicas": "FLYT_MIN_INSYNC_REPLICAS",
     "log_level": "FLYT_LOG_LEVEL",
+    "dlq_max_replays": "FLYT_DLQ_MAX_REPLAYS",
 }
 _TOPIC_ENV = {f.name: f"FLYT_TOPIC_{f.name.upper()}" for f in fields(Topics)}
 
