@@ -31,6 +31,17 @@ log = logs.get("worker.stream")
 
 SUBMITTED = "submitted"
 REJECTED = "rejected"
+# Set (to the actor) on a Betalt event re-published by `rejections resend` (R13): the
+# payment is evaluated again although it was handled before. Posting it twice is still
+# impossible: the post stage looks its lines up in Xledger first.
+RESEND_HEADER = "flyt.resend_by"
+
+
+def _is_resend(message: Any) -> bool:
+    headers = getattr(message, "headers", None) or []
+    items = headers.items() if isinstance(headers, dict) else headers
+    return any(k == RESEND_HEADER for k, _ in items)
+
 
 Key = tuple[str, str]  # (tenant, payment)
 
@@ -96,7 +107,9 @@ class EnrichStage:
                 outputs.append(self._invalid(event.message, parsed))
                 continue
             key = (parsed.tenant_id, parsed.payment_id)
-            seen = key in handled or self.states.handled_as(*key) is not None
+            seen = key in handled or (
+                self.states.handled_as(*key) is not None and not _is_resend(event.message)
+            )
             step = intake(parsed, seen)  # R17
             if step is Intake.IGNORED:
                 metrics.EVENTS.labels("ignored").inc()
