@@ -275,8 +275,9 @@ async def test_a_tenant_out_of_xledger_credits_holds_up_no_other_tenant(broker: 
         await wait_for(others_posted, 60, "the other tenants' payments to be posted")
         assert not {k for k in watcher.posted if k[0] == "t-lillevik"}  # paused, not lost
         paused = "xledger_tenant_paused"
-        assert REGISTRY.get_sample_value(paused, {"tenant": "t-lillevik"}) == 1
-        assert REGISTRY.get_sample_value(paused, {"tenant": "t-vestfold-bv"}) == 0
+        credits = {"reason": "credits"}
+        assert REGISTRY.get_sample_value(paused, {"tenant": "t-lillevik", **credits}) == 1
+        assert REGISTRY.get_sample_value(paused, {"tenant": "t-vestfold-bv", **credits}) == 0
     finally:
         await watcher.stop()
         await pipeline.stop()

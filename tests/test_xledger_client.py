@@ -86,7 +86,9 @@ def running_time() -> FakeTime:
 
 
 def paused_gauge(tenant: str) -> float | None:
-    return REGISTRY.get_sample_value("xledger_tenant_paused", {"tenant": tenant})
+    return REGISTRY.get_sample_value(
+        "xledger_tenant_paused", {"tenant": tenant, "reason": "credits"}
+    )
 
 
 def ledger_counts(sandbox: XledgerSandbox) -> Counter[str]:

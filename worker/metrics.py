@@ -1,7 +1,13 @@
 """Every Prometheus metric the worker exports, named once here (dashboards rely on these names).
 
-Labels stay low-cardinality: tenant, stage, outcome, operation, code. Never a payment id,
-never a token.
+Labels stay low-cardinality: tenant, stage, outcome, operation, code, topic and partition,
+a pause reason. Never a payment id, never a token.
+
+Gauges that describe a state (lag, parked rejections, snapshot age, readiness) are
+refreshed every few seconds by `worker/stream/observer.py`; the others change as things
+happen. The dashboards (`deploy/grafana/dashboards.py`) and the alert rules
+(`deploy/prometheus/alerts.yml`) use these names; `tests/test_dashboards.py` and
+`tests/test_alerts.py` keep them from drifting apart.
 """
 
 from __future__ import annotations
@@ -42,6 +48,44 @@ REEVALUATIONS = Counter(
     "Rejected payments evaluated again after a newer snapshot (R16), by result.",
     ["tenant", "result"],
 )
+REJECTIONS = Counter(
+    "flyt_rejections_total",
+    "Payments rejected by the enrich stage, by tenant and first problem code (UNKNOWN_TENANT: "
+    "no valid register snapshot).",
+    ["tenant", "reason"],
+)
+REJECTIONS_PARKED = Gauge(
+    "flyt_rejections_parked",
+    "Rejected payments waiting for a newer register snapshot to be evaluated again (R16), "
+    "per tenant, in the partitions this worker holds (with standbys: take the max).",
+    ["tenant"],
+)
+SNAPSHOT_AGE_SECONDS = Gauge(
+    "flyt_register_snapshot_age_seconds",
+    "Seconds since the register snapshot in force was published, per tenant.",
+    ["tenant"],
+)
+CONSUMER_LAG_RECORDS = Gauge(
+    "flyt_consumer_lag_records",
+    "Records not yet committed by the worker group, per consumed topic and partition (the "
+    "group's view: every worker reports every partition; take the max).",
+    ["topic", "partition"],
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "flyt_consumer_lag_seconds",
+    "Age of the oldest record the worker group has not committed, per topic and partition "
+    "(0 when nothing waits).",
+    ["topic", "partition"],
+)
+WORKER_READY = Gauge(
+    "flyt_worker_ready",
+    "1 while this worker would answer /ready with 200: register cache caught up, partitions "
+    "assigned, stream processor running.",
+)
+EVENT_LOOP_LAG_SECONDS = Gauge(
+    "flyt_event_loop_lag_seconds",
+    "How late the worker's event loop ran its last heartbeat (a wedged loop makes /healthz fail).",
+)
 BETALT_TO_RECEIPT_SECONDS = Histogram(
     "flyt_betalt_to_receipt_seconds",
     "From reading a Betalt event to holding its Xledger receipt.",
@@ -73,10 +117,15 @@ XLEDGER_RATE_LIMIT_WAIT_SECONDS = Counter(
     "Seconds spent waiting for Xledger's limits (own pacing and Xledger's limit errors).",
     ["tenant", "cause"],
 )
+# Why a tenant's posting is paused: Xledger reported insufficient credits, or its token
+# was refused (a person must renew it). One series per (tenant, reason), 0 or 1.
+PAUSED_CREDITS = "credits"
+PAUSED_TOKEN = "token"
 XLEDGER_TENANT_PAUSED = Gauge(
     "xledger_tenant_paused",
-    "1 while a tenant's posting is paused because Xledger reported insufficient credits.",
-    ["tenant"],
+    "1 while a tenant's posting is paused, by reason: credits (Xledger reported insufficient "
+    "credits; resumes by itself) or token (Xledger refused the token; needs a new one).",
+    ["tenant", "reason"],
 )
 XLEDGER_BATCH_PAYMENTS = Histogram(
     "xledger_batch_payments",

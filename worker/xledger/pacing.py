@@ -89,7 +89,7 @@ class TokenGate:
         if reset_in_s is not None:
             pause = min(pause, reset_in_s)
         self._paused_until = self._clock() + pause
-        metrics.XLEDGER_TENANT_PAUSED.labels(tenant_id).set(1)
+        metrics.XLEDGER_TENANT_PAUSED.labels(tenant_id, metrics.PAUSED_CREDITS).set(1)
         return pause
 
     async def _wait_for_room(self, tenant_id: str) -> None:
@@ -99,7 +99,7 @@ class TokenGate:
             if self._paused_until > now:
                 await self._sleep(self._paused_until - now)
                 continue
-            metrics.XLEDGER_TENANT_PAUSED.labels(tenant_id).set(0)
+            metrics.XLEDGER_TENANT_PAUSED.labels(tenant_id, metrics.PAUSED_CREDITS).set(0)
             sent = self._sent
             while sent and now - sent[0] >= s.burst_window_s:
                 sent.popleft()
