@@ -234,6 +234,7 @@ class EnrichStage:
 
     def _rejection(self, event: PaymentStatusEvent, result: Rejected, now: datetime) -> Output:
         rejection = result.rejection(event, now)
+        metrics.REJECTIONS.labels(event.tenant_id, str(result.reason)).inc()
         log.info(
             "payment_rejected",
             tenant_id=event.tenant_id,
