@@ -47,8 +47,11 @@ lint: install
 schemas: install
 	$(BIN)/python -m worker.schemas
 
+# Throughput, latency, Xledger requests beside plain aiokafka (issue 13):
+# `make bench BENCH="--quick --broker kafka"`; the last line is a JSON summary.
+BENCH ?=
 bench: install
-	$(BIN)/python bench/core_throughput.py
+	$(BIN)/python -m worker bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -327,6 +327,32 @@ def demo(
     raise SystemExit(0 if summary["unaccounted"] == 0 else 1)
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="Shorter steady runs, two windows (under 5 min).")
+@click.option(
+    "--broker",
+    "broker_kind",
+    default="tansu",
+    show_default=True,
+    type=click.Choice(["tansu", "kafka"]),
+)
+def bench(quick: bool, broker_kind: str) -> None:
+    """Throughput, latency and Xledger requests on one broker, beside plain aiokafka;
+    progress on stderr, the last line a JSON summary."""
+    from worker import logs
+    from worker.bench.runner import FULL, QUICK, run
+    from worker.stream.kafka_cluster import KafkaUnavailable
+
+    logs.configure("WARNING")
+    try:
+        summary = run(QUICK if quick else FULL, broker_kind)
+    except (KafkaUnavailable, TimeoutError, RuntimeError) as exc:
+        raise click.ClickException(f"bench failed: {exc}") from None
+    except KeyboardInterrupt:
+        raise click.ClickException("bench interrupted") from None
+    click.echo(json.dumps(summary, ensure_ascii=False))
+
+
 @main.group()
 def dlq() -> None:
     """Inspect and replay the dead-letter queue."""

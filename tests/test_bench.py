@@ -1,0 +1,80 @@
+"""`python -m worker bench`: a tiny run on Tansu has every figure, and leaves no process.
+
+Speed is not asserted here (the bench reports it); only that every figure is measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from worker.bench.runner import TINY, run
+from worker.cli import main
+
+pytestmark = pytest.mark.integration
+
+KEYS = {
+    "broker",
+    "passthrough_events_per_s",
+    "enrich_events_per_s",
+    "ratio",
+    "e2e_p50_ms",
+    "e2e_p99_ms",
+    "burst_p50_ms",
+    "burst_p99_ms",
+    "xledger_requests_per_payment",
+    "core_us_per_event",
+    "window_tradeoff",
+    "snapshot_mb",
+    "worker_rss_mb",
+    "loadavg_start",
+    "loadavg_end",
+}
+
+
+def _children() -> set[int]:
+    me = str(os.getpid())
+    out = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[1] == me:
+            out.add(int(pid))
+    return out
+
+
+def test_a_tiny_run_on_tansu_measures_every_figure_and_stops_what_it_started() -> None:
+    before = _children()
+    summary = run(TINY, "tansu", say=lambda line: None)
+    assert summary.keys() >= KEYS
+    assert summary["broker"] == "tansu"
+    for key in ("passthrough_events_per_s", "enrich_events_per_s", "worker_rss_mb"):
+        assert summary[key] > 0, key
+    assert summary["e2e_p99_ms"] >= summary["e2e_p50_ms"] > 0
+    assert set(summary["xledger_requests_per_payment"]) == {"burst", "steady"}
+    assert all(v > 0 for v in summary["xledger_requests_per_payment"].values())
+    [row] = summary["window_tradeoff"]
+    assert row.keys() >= {"window_s", "requests_per_payment", "p99_ms"}
+    json.dumps(summary)  # the CLI prints it as one JSON line
+    assert _children() <= before  # broker and worker stopped
+
+
+def test_an_unknown_broker_is_a_usage_error_not_a_traceback() -> None:
+    result = CliRunner().invoke(main, ["bench", "--broker", "redpanda"])
+    assert result.exit_code == 2
+    assert "redpanda" in result.output and "Traceback" not in result.output
+
+
+def test_the_bench_command_is_registered() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "worker", "bench", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "--quick" in out.stdout
