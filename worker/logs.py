@@ -1,4 +1,6 @@
-"""Structured JSON logs (structlog): short snake_case events with ids as context.
+"""Structured logs (structlog): short snake_case events with ids as context; JSON in
+production, rendered for people on a terminal. faust's, mode's and aiokafka's own lines
+(standard logging) take the same way, so a log holds one format.
 
 A last processor masks every registered secret, so that a token can never reach a log
 line even by mistake (R5); the code does not log tokens in the first place.
@@ -7,6 +9,7 @@ line even by mistake (R5); the code does not log tokens in the first place.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -40,21 +43,65 @@ def mask_secrets(
     return _mask(event) if _SECRETS else event
 
 
-def configure(level: str = "INFO", stream: Any = None) -> None:
-    logging.basicConfig(format="%(message)s", stream=stream or sys.stderr, level=level)
-    structlog.configure(
+def configure(level: str = "INFO", stream: Any = None, fmt: str | None = None) -> None:
+    """Every log line through structlog, faust's and aiokafka's (standard logging) too.
+
+    `fmt`: "json" (production) or "console" (for people: structlog's console renderer);
+    default FLYT_LOG_FORMAT, else console on a terminal and JSON elsewhere.
+    """
+    stream = stream or sys.stderr
+    fmt = fmt or os.environ.get("FLYT_LOG_FORMAT") or ("console" if _isatty(stream) else "json")
+    if fmt not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(
+            colors=_isatty(stream), exception_formatter=structlog.dev.plain_traceback
+        )
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # Tracebacks become text before masking, so a token in one is masked too.
             structlog.processors.format_exc_info,
             mask_secrets,
-            structlog.processors.JSONRenderer(ensure_ascii=False),
+            renderer,
         ],
+    )
+    global _HANDLER
+    root = logging.getLogger()
+    if _HANDLER is not None:  # configured again: replace ours, keep anyone else's
+        root.removeHandler(_HANDLER)
+    _HANDLER = logging.StreamHandler(stream)
+    _HANDLER.setFormatter(formatter)
+    root.addHandler(_HANDLER)
+    root.setLevel(level)
+    structlog.configure(
+        # Masked here too: another handler (pytest's, say) sees the event before ours does.
+        processors=[*shared, mask_secrets, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
+
+
+FORMATS = ("json", "console")
+_HANDLER: logging.Handler | None = None
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def get(name: str = "worker") -> Any:

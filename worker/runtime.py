@@ -12,12 +12,11 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 
-from prometheus_client import start_http_server
-
-from worker import logs
+from worker import health, logs
 from worker.config import Settings
 from worker.core.endpoints import UrlPolicy
 from worker.stream import broker_kind
+from worker.stream.observer import Observer
 from worker.stream.pipeline import Pipeline
 from worker.stream.topics import ensure_topics, topic_specs
 from worker.xledger.client import XledgerClient
@@ -43,9 +42,12 @@ async def running_pipeline(
     await ensure_topics(bootstrap, topic_specs(s))
     pipeline = Pipeline(s, bootstrap, client)
     await pipeline.start()
+    observer = Observer(pipeline, bootstrap)  # /ready, lag and the other state gauges
+    await observer.start()
     try:
         yield pipeline
     finally:
+        await observer.stop()
         await pipeline.stop()
         await client.aclose()
 
@@ -61,12 +63,17 @@ def stop_on_signals() -> asyncio.Event:
 
 async def run(s: Settings, bootstrap: str) -> None:
     """`python -m worker run`: until SIGINT/SIGTERM, or until the stream processor fails."""
-    if s.metrics_port:
-        start_http_server(s.metrics_port, addr="0.0.0.0")
-    stop = stop_on_signals()
-    async with running_pipeline(s, bootstrap, make_client(s)) as pipeline:
-        log.info("worker_running", bootstrap=bootstrap, metrics_port=s.metrics_port)
-        await until_stopped(stop, pipeline)
+    # /metrics, /healthz and /ready (worker/health.py), before the broker is reached:
+    # liveness holds while the worker waits for its broker; readiness does not.
+    server = health.serve(s.metrics_port, addr="0.0.0.0") if s.metrics_port else None
+    try:
+        stop = stop_on_signals()
+        async with running_pipeline(s, bootstrap, make_client(s)) as pipeline:
+            log.info("worker_running", bootstrap=bootstrap, metrics_port=s.metrics_port)
+            await until_stopped(stop, pipeline)
+    finally:
+        if server is not None:
+            server.close()
 
 
 class WorkerCrashed(RuntimeError):

@@ -14,9 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import REGISTRY, generate_latest, start_http_server
+from prometheus_client import REGISTRY, generate_latest
 
-from worker import logs, metrics
+from worker import health, logs, metrics
 from worker.config import Settings, Topics
 from worker.demo.events import bad_event_lines, generate_events
 from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
@@ -65,8 +65,8 @@ async def embedded_default(
 
 async def run_embedded(s: Settings, demo_rate_per_s: float = 20.0) -> None:
     """`python -m worker run --embedded` (`make run`): Tansu, the sandbox and demo events."""
-    if s.metrics_port:
-        start_http_server(s.metrics_port, addr="127.0.0.1")
+    if s.metrics_port:  # /metrics, /healthz and /ready, as the production worker has
+        health.serve(s.metrics_port, addr="127.0.0.1")
     stop = stop_on_signals()
     async with contextlib.AsyncExitStack() as stack:
         es, bootstrap, sandbox, environ = await stack.enter_async_context(embedded_default(s))

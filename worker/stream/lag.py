@@ -1,11 +1,14 @@
 """Where a consumer group stands on each partition: committed offset, end offset, lag.
 
-Read from outside the group (the admin API and a group-less consumer): looking never
-joins the group, so it never moves a partition.
+Read from outside the group (the admin API and a consumer that never subscribes):
+looking never joins the group, so it never moves a partition. `LagMonitor` keeps such a
+consumer open for the lag gauges, and measures the age of the oldest waiting record too.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -57,3 +60,97 @@ async def group_positions(bootstrap: str, group: str, topics: list[str]) -> list
         ]
     finally:
         await consumer.stop()
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    records: int  # not yet committed by the group
+    seconds: float  # age of the oldest of them (0 when none waits)
+
+
+class LagMonitor:
+    """The group's lag on its input topics, for the lag gauges (`observer.py`).
+
+    One long-lived consumer, outside the group as in `group_positions`, with every
+    partition assigned and paused: it fetches nothing except, for a partition that lags,
+    the one record at the group's committed offset, whose timestamp tells how long the
+    oldest unprocessed record has waited.
+    """
+
+    def __init__(
+        self, bootstrap: str, group: str, topics: list[str], clock: Callable[[], float] = time.time
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.group = group
+        self.topics = topics
+        self._clock = clock
+        self._consumer: AIOKafkaConsumer | None = None
+        self._assigned: set[TopicPartition] = set()
+        self._seconds: dict[TopicPartition, float] = {}  # last age measured per partition
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def measure(self) -> list[PartitionLag]:
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("LagMonitor.measure before start")
+        tps = await self._partitions(consumer)
+        if not tps:
+            return []
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        result = []
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            first = max(committed if committed is not None else 0, starts[tp])
+            records = max(0, ends[tp] - first)
+            if not records:
+                self._seconds[tp] = 0.0
+            else:  # a record that cannot be read just now keeps its last age
+                age = await self._age(consumer, tp, first)
+                self._seconds[tp] = age if age is not None else self._seconds.get(tp, 0.0)
+            result.append(PartitionLag(tp.topic, tp.partition, records, self._seconds[tp]))
+        return result
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        tps: list[TopicPartition] = []
+        for topic in self.topics:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:  # not in the metadata yet: ask once, measure it next time
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic) or set()
+            tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
+        if set(tps) != self._assigned:
+            consumer.assign(tps)
+            consumer.pause(*tps)
+            self._assigned = set(tps)
+        return tps
+
+    async def _age(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
+    ) -> float | None:
+        """Seconds since the record at `offset` was written (None: not readable just now)."""
+        consumer.seek(tp, offset)
+        consumer.resume(tp)
+        try:
+            batches = await consumer.getmany(tp, timeout_ms=2000, max_records=1)
+        finally:
+            consumer.pause(tp)
+        records = batches.get(tp) or []
+        if not records:
+            return None
+        return max(0.0, self._clock() - records[0].timestamp / 1000)

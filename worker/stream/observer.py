@@ -1,0 +1,107 @@
+"""What a running pipeline tells the probes and the state gauges.
+
+Readiness (`pipeline_readiness`, for /ready, `worker/health.py`): the register cache has
+caught up, the stream processor runs, it is not rebalancing, its first rebalance (with
+table recovery) is complete, and it holds at least one partition of its input topics.
+
+The state gauges, refreshed every `interval_s` by `Observer`: consumer lag per topic and
+partition in records and seconds (`lag.py`), rejections parked for re-evaluation per
+tenant (R16), and the age of each tenant's register snapshot in force. Counters change
+where things happen; these describe a state, so they are measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from datetime import UTC, datetime
+
+from worker import logs, metrics
+from worker.health import HEALTH, Health, Readiness
+from worker.stream.lag import LagMonitor
+from worker.stream.pipeline import Pipeline
+
+log = logs.get("worker.observer")
+
+INTERVAL_S = 5.0
+
+
+def pipeline_readiness(pipeline: Pipeline) -> Readiness:
+    app = pipeline.app
+    if not pipeline.cache.ready.is_set():
+        return Readiness(False, "register cache catching up")
+    if not app.started or app.should_stop or app.crashed:
+        return Readiness(False, "stream processor not running")
+    if app.rebalancing:
+        return Readiness(False, "rebalancing")
+    if not pipeline.ready.is_set():
+        return Readiness(False, "first rebalance or table recovery not complete")
+    inputs = {pipeline.s.topics.payments, pipeline.s.topics.submissions}
+    held = [tp for tp in app.consumer.assignment() if tp.topic in inputs]
+    if not held:
+        return Readiness(False, "no partitions assigned")
+    return Readiness(True, f"ready: {len(held)} input partitions assigned")
+
+
+class Observer:
+    """Watches one pipeline: readiness for the probes, and the state gauges."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        bootstrap: str,
+        health: Health = HEALTH,
+        interval_s: float = INTERVAL_S,
+    ) -> None:
+        self.pipeline = pipeline
+        self.health = health
+        self.interval_s = interval_s
+        t = pipeline.s.topics
+        self.lag = LagMonitor(bootstrap, pipeline.s.app_id, [t.payments, t.submissions])
+        self._task: asyncio.Task[None] | None = None
+        self._parked: set[str] = set()
+
+    async def start(self) -> None:
+        self.health.watch(lambda: pipeline_readiness(self.pipeline))
+        await self.lag.start()
+        self._task = asyncio.create_task(self._run(), name="observer")
+
+    async def stop(self) -> None:
+        self.health.unwatch()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.lag.stop()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # a broker hiccup must not end the measuring
+                log.warning("gauges_not_refreshed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self.interval_s)
+
+    async def refresh(self) -> None:
+        self.refresh_tenants()
+        for p in await self.lag.measure():
+            metrics.CONSUMER_LAG_RECORDS.labels(p.topic, str(p.partition)).set(p.records)
+            metrics.CONSUMER_LAG_SECONDS.labels(p.topic, str(p.partition)).set(p.seconds)
+
+    def refresh_tenants(self) -> None:
+        """Parked rejections and snapshot age, for every tenant known here."""
+        book = self.pipeline.book
+        now = datetime.now(UTC)
+        for tenant in book.tenants():
+            index = book.index(tenant)
+            if index is not None:
+                age = (now - index.snapshot.published_at).total_seconds()
+                metrics.SNAPSHOT_AGE_SECONDS.labels(tenant).set(max(0.0, age))
+        parked: Counter[str] = Counter()
+        for _, states in list(self.pipeline.pending.items()):
+            parked.update(states.keys())
+        # A tenant whose last parked rejection was cured drops to 0, not out of sight.
+        for tenant in self._parked | set(book.tenants()) | set(parked):
+            metrics.REJECTIONS_PARKED.labels(tenant).set(parked.get(tenant, 0))
+        self._parked |= set(parked)
