@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from worker.core.endpoints import UrlPolicy
+from worker.ops import commands as ops_commands
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -353,86 +354,11 @@ def bench(quick: bool, broker_kind: str) -> None:
     click.echo(json.dumps(summary, ensure_ascii=False))
 
 
-@main.group()
-def dlq() -> None:
-    """Inspect and replay the dead-letter queue."""
-
-
-def _dlq_settings(bootstrap: str | None) -> tuple[str, str]:
-    from worker import config
-
-    s = config.from_env()
-    server = bootstrap or s.bootstrap
-    if not server:
-        raise click.ClickException("name the broker: --bootstrap or FLYT_BOOTSTRAP_SERVERS")
-    return server, s.topics.dlq
-
-
-@dlq.command("list")
-@click.option("--bootstrap", help="Kafka bootstrap servers (default: FLYT_BOOTSTRAP_SERVERS).")
-@click.option("--stage", type=click.Choice(["enrich", "post"]), help="Only this stage.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def dlq_list(bootstrap: str | None, stage: str | None, as_json: bool) -> None:
-    """List dead letters with why they failed."""
-    from worker.ops.dead_letter_queue import read_all
-
-    server, topic = _dlq_settings(bootstrap)
-    letters = [d.summary() for d in read_all(server, topic)]
-    letters = [d for d in letters if stage is None or d["stage"] == stage]
-    if as_json:
-        for d in letters:
-            click.echo(json.dumps(d, ensure_ascii=False))
-        return
-    click.echo(f"{len(letters)} dead letter(s) in {topic}")
-    for d in letters:
-        click.echo(
-            f"{d['dlq_partition']}@{d['dlq_offset']:<6} {d['stage'] or '?':<6} "
-            f"{d['reason'] or '?':<16} key={d['key']} from {d['original']} "
-            f"replays={d['replay_count']}\n    {(d['error_message'] or '')[:160]}"
-        )
-
-
-@dlq.command("replay")
-@click.option("--bootstrap", help="Kafka bootstrap servers (default: FLYT_BOOTSTRAP_SERVERS).")
-@click.option(
-    "--at",
-    "where",
-    required=True,
-    multiple=True,
-    metavar="PARTITION@OFFSET",
-    help="The dead letter to replay (as `dlq list` shows it); repeatable.",
-)
-@click.option("--actor", required=True, help="Who transfers it (R13), e.g. a Flyt user id.")
-@click.option(
-    "--role",
-    "roles",
-    multiple=True,
-    required=True,
-    help="The actor's roles; a manual transfer needs Økonomi (R13).",
-)
-def dlq_replay(
-    bootstrap: str | None, where: tuple[str, ...], actor: str, roles: tuple[str, ...]
-) -> None:
-    """Send dead letters back to their original topic."""
-    from worker.ops.dead_letter_queue import ReplayRefused, read_all, replay
-
-    server, topic = _dlq_settings(bootstrap)
-    wanted = set()
-    for w in where:
-        p, sep, o = w.partition("@")
-        if not (sep and p.isdigit() and o.isdigit()):
-            raise click.BadParameter(f"{w!r} is not PARTITION@OFFSET", param_hint="--at")
-        wanted.add((int(p), int(o)))
-    letters = {(d.partition, d.offset): d for d in read_all(server, topic)}
-    missing = sorted(wanted - set(letters))
-    if missing:
-        raise click.ClickException("no dead letter at " + ", ".join(f"{p}@{o}" for p, o in missing))
-    for key in sorted(wanted):
-        try:
-            target = replay(server, letters[key], actor, list(roles))
-        except ReplayRefused as exc:
-            raise click.ClickException(str(exc)) from None
-        click.echo(f"replayed {key[0]}@{key[1]} to {target} as {actor}")
+# The operator commands: worker/ops/commands.py.
+main.add_command(ops_commands.dlq)
+main.add_command(ops_commands.rejections)
+main.add_command(ops_commands.status)
+main.add_command(ops_commands.whatif)
 
 
 @main.command("publish-registers")

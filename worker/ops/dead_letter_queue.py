@@ -1,120 +1,286 @@
-"""Inspect and replay the dead-letter queue (`xledger.dlq.v1`).
+"""The dead-letter queue (`xledger.dlq.v1`) for operators: list, show, count, replay.
 
-A replay sends the record's original key, value and headers back to its original topic,
-with `dlq.replay_count` and `dlq.replayed_by` added. Replaying is a manual transfer: the
-actor must hold the Økonomi role (R13).
+A replay sends a record's original key, value and headers back to its original topic,
+byte for byte, with `dlq.replay_count` and `dlq.replayed_by` set (contracts.md). It is a
+manual transfer: the actor must hold Økonomi (R13). A record replayed `max_replays`
+times is refused, so that a poison record cannot loop. A replayed payment that had in
+fact been posted is not posted twice: the post stage looks its lines up in Xledger before
+posting, and the enrich stage treats a second Betalt event as a duplicate (R17).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from worker.contracts import DlqHeaders
+from worker.ops import audit
+from worker.ops.authority import ROLE_OKONOMI, Refused, require_okonomi
+from worker.ops.safe_text import escape
+from worker.ops.topic_reader import Record, read_topics
+from worker.ops.when import age
 
-ROLE_OKONOMI = "Økonomi"
+__all__ = ["ROLE_OKONOMI", "DeadLetter", "DlqFilter", "ReplayItem", "ReplayRefused"]
 
+ReplayRefused = Refused  # the name earlier callers know
 
-class ReplayRefused(Exception):
-    """The replay is not allowed or not possible; the message says why."""
+REPLAY_HEADERS = ("dlq.replay_count", "dlq.replayed_by")
 
 
 @dataclass(frozen=True)
 class DeadLetter:
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
+    record: Record
 
+    @property
+    def position(self) -> str:
+        return self.record.position
+
+    @cached_property
     def dlq(self) -> DlqHeaders | None:
-        """The `dlq.*` headers, read through the contract's model; None when a record in
-        the topic does not carry a valid set (it was not written by this worker)."""
+        """The `dlq.*` headers through the contract's model; None when the record does
+        not carry a valid set (it was not written by this worker)."""
         try:
-            return DlqHeaders.from_kafka(self.headers)
+            return DlqHeaders.from_kafka(self.record.headers)
         except (ValidationError, UnicodeDecodeError):
             return None
 
-    def summary(self) -> dict[str, Any]:
-        h = self.dlq()
+    @cached_property
+    def body(self) -> dict[str, Any] | None:
+        return self.record.json()
+
+    def _id(self, name: str) -> str | None:
+        value = (self.body or {}).get(name)
+        return value if isinstance(value, str) else None
+
+    @property
+    def tenant_id(self) -> str | None:
+        return self._id("tenant_id")
+
+    @property
+    def payment_id(self) -> str | None:
+        return self._id("payment_id")
+
+    @property
+    def stage(self) -> str | None:
+        return self.dlq.stage if self.dlq else None
+
+    @property
+    def reason(self) -> str | None:
+        return str(self.dlq.reason) if self.dlq else None
+
+    @property
+    def original(self) -> str | None:
+        h = self.dlq
+        return f"{h.original_topic}/{h.original_partition}@{h.original_offset}" if h else None
+
+    def fingerprint(self) -> str | None:
+        h = self.dlq
+        return (
+            audit.fingerprint(h.original_topic, self.record.key, self.record.value) if h else None
+        )
+
+    def row(self, now: datetime, replays: int) -> dict[str, Any]:
+        """One line of `dlq list`: where, how old, whose, why."""
+        h = self.dlq
         return {
-            "dlq_partition": self.partition,
-            "dlq_offset": self.offset,
-            "key": self.key.decode("utf-8", "replace") if self.key is not None else None,
-            "stage": h.stage if h else None,
-            "reason": str(h.reason) if h else None,
+            "position": self.position,
+            "partition": self.record.partition,
+            "offset": self.record.offset,
+            "dead_lettered_at": self.record.at.isoformat(),
+            "age": age(self.record.at, now),
+            "tenant_id": self.tenant_id,
+            "payment_id": self.payment_id,
+            "key": escape(self.record.key.decode("utf-8", "replace")) if self.record.key else None,
+            "stage": self.stage,
+            "reason": self.reason,
             "error_class": h.error_class if h else None,
-            "error_message": h.error_message if h else "no valid dlq.* headers",
-            "original": f"{h.original_topic}/{h.original_partition}@{h.original_offset}"
-            if h
-            else None,
+            "message": h.error_message if h else "no valid dlq.* headers",
+            "original": self.original,
             "attempts": h.attempts if h else None,
-            "last_failed_at": h.last_failed_at.isoformat() if h else None,
-            "replay_count": (h.replay_count or 0) if h else 0,
+            "replay_count": replays,
         }
 
 
-def read_all(bootstrap: str, topic: str, timeout_s: float = 5.0) -> list[DeadLetter]:
-    """Every record now in the DLQ, oldest first per partition."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        group_id=None,
-        consumer_timeout_ms=int(timeout_s * 1000),
-    )
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        out: list[DeadLetter] = []
-        remaining = {tp for tp in tps if consumer.end_offsets([tp])[tp] > 0}
-        while remaining:
-            batch = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=5000)
-            if not batch:
-                break
-            for records in batch.values():
-                out.extend(
-                    DeadLetter(r.partition, r.offset, r.key, r.value, list(r.headers or []))
-                    for r in records
+@dataclass(frozen=True)
+class DlqFilter:
+    tenant: str | None = None
+    payment: str | None = None
+    reason: str | None = None
+    stage: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def matches(self, d: DeadLetter) -> bool:
+        at = d.record.at
+        return (
+            (self.tenant is None or d.tenant_id == self.tenant)
+            and (self.payment is None or d.payment_id == self.payment)
+            and (self.reason is None or d.reason == self.reason)
+            and (self.stage is None or d.stage == self.stage)
+            and (self.since is None or at >= self.since)
+            and (self.until is None or at <= self.until)
+        )
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The DLQ as read now, with the replays the audit trail knows of."""
+
+    letters: list[DeadLetter]
+    trail_replays: Counter[str]
+
+    def replays(self, d: DeadLetter) -> int:
+        """How often this record was replayed: its header, or the audit trail's count of
+        its fingerprint when that is higher (a re-dead-lettered replay loses the header)."""
+        header = (d.dlq.replay_count or 0) if d.dlq else 0
+        fp = d.fingerprint()
+        return max(header, self.trail_replays[fp] if fp else 0)
+
+    def select(self, f: DlqFilter, limit: int | None = None) -> list[DeadLetter]:
+        """Newest first."""
+        chosen = sorted(
+            (d for d in self.letters if f.matches(d)),
+            key=lambda d: (d.record.timestamp_ms, d.record.partition, d.record.offset),
+            reverse=True,
+        )
+        return chosen[:limit] if limit else chosen
+
+    def at(self, positions: list[tuple[int, int]]) -> tuple[list[DeadLetter], list[str]]:
+        """The letters at these positions, and the positions that hold none."""
+        by_pos = {(d.record.partition, d.record.offset): d for d in self.letters}
+        found = [by_pos[p] for p in positions if p in by_pos]
+        missing = [f"{p}@{o}" for p, o in positions if (p, o) not in by_pos]
+        return found, missing
+
+
+def read(bootstrap: str, dlq_topic: str, audit_topic: str | None = None) -> Inventory:
+    """Every record now in the DLQ; the audit trail too when its topic is named."""
+    optional = [audit_topic] if audit_topic else []
+    got = read_topics(bootstrap, [dlq_topic], optional=optional)
+    trail = audit.replays_by_fingerprint(got[audit_topic]) if audit_topic else Counter()
+    return Inventory([DeadLetter(r) for r in got[dlq_topic]], trail)
+
+
+def parse_position(text: str) -> tuple[int, int]:
+    p, sep, o = text.strip().partition("@")
+    if not (sep and p.isdigit() and o.isdigit()):
+        raise ValueError(f"{text!r} is not a position PARTITION@OFFSET (as `dlq list` shows it)")
+    return int(p), int(o)
+
+
+def stats(letters: list[DeadLetter]) -> dict[str, Any]:
+    """Counts by reason, tenant and stage; the oldest and newest record."""
+    ordered = sorted(letters, key=lambda d: d.record.timestamp_ms)
+
+    def counts(values: list[str | None]) -> dict[str, int]:
+        return dict(Counter(v or "(unknown)" for v in values).most_common())
+
+    def end(d: DeadLetter) -> dict[str, Any]:
+        return {"position": d.position, "at": d.record.at.isoformat(), "reason": d.reason}
+
+    return {
+        "total": len(letters),
+        "by_reason": counts([d.reason for d in letters]),
+        "by_tenant": counts([d.tenant_id for d in letters]),
+        "by_stage": counts([d.stage for d in letters]),
+        "oldest": end(ordered[0]) if ordered else None,
+        "newest": end(ordered[-1]) if ordered else None,
+    }
+
+
+# --- replay ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplayItem:
+    letter: DeadLetter
+    replays: int  # before this one
+    refusal: str | None  # why it will not be sent; None: it will
+    target: str | None
+    headers: list[tuple[str, bytes]]
+
+    @property
+    def allowed(self) -> bool:
+        return self.refusal is None
+
+    def describe(self) -> dict[str, Any]:
+        d = self.letter
+        return {
+            "position": d.position,
+            "tenant_id": d.tenant_id,
+            "payment_id": d.payment_id,
+            "reason": d.reason,
+            "replays_before": self.replays,
+            "send": self.allowed,
+            "refusal": self.refusal,
+            "target": self.target,
+            "key": escape(d.record.key.decode("utf-8", "replace")) if d.record.key else None,
+            "value_bytes": len(d.record.value or b""),
+            "headers": [h for h, _ in self.headers],
+        }
+
+
+def plan_replay(
+    inventory: Inventory, letters: list[DeadLetter], actor: str, max_replays: int
+) -> list[ReplayItem]:
+    """What a replay would send, record by record (nothing is sent here)."""
+    items = []
+    for d in letters:
+        h = d.dlq
+        n = inventory.replays(d)
+        if h is None:
+            items.append(
+                ReplayItem(d, n, "no valid dlq.* headers: its original topic is unknown", None, [])
+            )
+            continue
+        if n >= max_replays:
+            items.append(
+                ReplayItem(
+                    d,
+                    n,
+                    f"already replayed {n} time(s), the limit is {max_replays} "
+                    "(FLYT_DLQ_MAX_REPLAYS): it keeps failing, look at why before sending it again",
+                    h.original_topic,
+                    [],
                 )
-            end = consumer.end_offsets(list(remaining))
-            remaining = {tp for tp in remaining if consumer.position(tp) < end[tp]}
-        return sorted(out, key=lambda d: (d.partition, d.offset))
-    finally:
-        consumer.close()
+            )
+            continue
+        # Every other header stays byte for byte, in order; only the replay's own two are
+        # replaced, at the end.
+        headers = [(k, v) for k, v in d.record.headers if k not in REPLAY_HEADERS]
+        headers += [
+            ("dlq.replay_count", str(n + 1).encode()),
+            ("dlq.replayed_by", actor.encode()),
+        ]
+        items.append(ReplayItem(d, n, None, h.original_topic, headers))
+    return items
 
 
-def replay(bootstrap: str, letter: DeadLetter, actor: str, roles: list[str]) -> str:
-    """Send a dead letter back to its original topic; returns where it went."""
-    if not actor:
-        raise ReplayRefused("a replay must name the actor who transfers it (R13)")
-    if ROLE_OKONOMI not in roles:
-        raise ReplayRefused(
-            f"{actor} lacks the role {ROLE_OKONOMI}, which a manual transfer to Xledger needs (R13)"
+def authorize(actor: str, roles: list[str]) -> None:
+    require_okonomi(actor, roles)
+
+
+def audit_items(items: list[ReplayItem], sent: dict[str, str]) -> list[audit.AuditItem]:
+    out = []
+    for item in items:
+        d = item.letter
+        where = sent.get(d.position)
+        out.append(
+            audit.AuditItem(
+                source=f"{d.record.topic}/{d.position}",
+                outcome="sent" if where else ("refused" if item.refusal else "not_sent"),
+                target=item.target,
+                tenant_id=d.tenant_id,
+                payment_id=d.payment_id,
+                fingerprint=d.fingerprint(),
+                replay_count=item.replays,
+                reason=item.refusal,
+                sent_to=where,
+            )
         )
-    h = letter.dlq()
-    if h is None:
-        raise ReplayRefused(
-            f"record {letter.partition}@{letter.offset} has no valid dlq.* headers: "
-            "its original topic is unknown"
-        )
-    # Every other header stays byte for byte; only the replay's own two are replaced.
-    count = (h.replay_count or 0) + 1
-    headers = [
-        (k, v) for k, v in letter.headers if k not in ("dlq.replay_count", "dlq.replayed_by")
-    ]
-    headers += [("dlq.replay_count", str(count).encode()), ("dlq.replayed_by", actor.encode())]
-    topic = h.original_topic
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    try:
-        producer.send(topic, key=letter.key, value=letter.value, headers=headers).get(30)
-        producer.flush()
-    finally:
-        producer.close()
-    return topic
+    return out
