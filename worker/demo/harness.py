@@ -8,9 +8,10 @@ import asyncio
 import contextlib
 import itertools
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,9 @@ async def demo(
                 topics=_suffixed(s, run_id),
             )
             bs = bootstrap
+            # Operators point `dlq list`, `status` … at these (FLYT_TOPIC_* or --topic).
+            names = ", ".join(f"{k}={v}" for k, v in asdict(es.topics).items())
+            print(f"demo topics on {bs}: {names}", file=sys.stderr, flush=True)
             es = await _fit_to_cluster(es, bs)
             await ensure_topics(bs, topic_specs(es))
             await publish(bs, es.topics.registers, snapshot_records(demo_snapshot_dicts()))
@@ -201,6 +205,7 @@ async def demo(
             if summary["unaccounted"] <= 0 or time.monotonic() > deadline:
                 break
         summary["xledger_requests"] = sandbox.stats.requests
+        summary["topics"] = asdict(es.topics)
         summary["elapsed_s"] = round(time.monotonic() - started, 2)
         if enrich_first is not None and enrich_last is not None and enrich_last > enrich_first:
             summary["enrich_events_per_s"] = round(summary["events"] / (enrich_last - enrich_first))
@@ -252,6 +257,14 @@ def _suffixed(s: Settings, run_id: str) -> Topics:
     return Topics(
         **{
             name: f"{getattr(t, name)}.demo-{run_id}"
-            for name in ("payments", "registers", "submissions", "receipts", "rejections", "dlq")
+            for name in (
+                "payments",
+                "registers",
+                "submissions",
+                "receipts",
+                "rejections",
+                "dlq",
+                "audit",
+            )
         }
     )
