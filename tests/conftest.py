@@ -117,6 +117,22 @@ def _kafka(brokers: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[B
         yield Broker("kafka", cluster.bootstrap, brokers, cluster)
 
 
+_PROMETHEUS_SKIPPED: set[str] = set()
+
+
+def prometheus_tool(name: str) -> str:
+    """The path of promtool or prometheus (Debian's prometheus package); skipped where
+    missing, and a failure in CI (FLYT_REQUIRE_PROMETHEUS=1, set by .ci/run)."""
+    path = shutil.which(name)
+    if path is None:
+        why = f"{name} not found: apt-get install prometheus"
+        if os.environ.get("FLYT_REQUIRE_PROMETHEUS") == "1":
+            pytest.fail(f"Prometheus tests cannot run: {why}")
+        _PROMETHEUS_SKIPPED.add(why)
+        pytest.skip(f"Prometheus tests skipped: {why}")
+    return path
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     why = kafka_missing()
     kafka = (
@@ -130,6 +146,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"integration tests ran against: {', '.join(_USED)}")
     for why in sorted(_SKIPPED):
         terminalreporter.write_line(f"APACHE KAFKA TESTS SKIPPED: {why}", yellow=True, bold=True)
+    for why in sorted(_PROMETHEUS_SKIPPED):
+        terminalreporter.write_line(f"PROMETHEUS TESTS SKIPPED: {why}", yellow=True, bold=True)
 
 
 def free_port() -> int:
