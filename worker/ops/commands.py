@@ -8,6 +8,7 @@ names its topics by the FLYT_TOPIC_* settings or by --topic. Exit codes, the sam
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -123,6 +124,8 @@ def _audit_logging(s: config.Settings) -> None:
     from worker import logs
 
     logs.configure(s.log_level)  # JSON lines on standard error, as the worker's
+    # kafka-python's connection chatter is not what an operator reads here.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
 
 
 # --- dlq -------------------------------------------------------------------------------------
@@ -227,13 +230,13 @@ def dlq_list(
             _echo_json(row)
         return
     click.echo(
-        f"{'POSITION':<10} {'AGE':>7}  {'TENANT':<16} {'PAYMENT':<16} {'STAGE':<6} "
+        f"{'POSITION':<10} {'AGE':>7}  {'TENANT':<16} {'PAYMENT':<20} {'STAGE':<6} "
         f"{'REASON':<20} {'REPLAYS':>7}  MESSAGE"
     )
     for r in rows:
         click.echo(
             f"{r['position']:<10} {r['age']:>7}  {_cell(r['tenant_id'], 16):<16} "
-            f"{_cell(r['payment_id'], 16):<16} {_cell(r['stage'], 6):<6} "
+            f"{_cell(r['payment_id'], 20):<20} {_cell(r['stage'], 6):<6} "
             f"{_cell(r['reason'], 20):<20} {r['replay_count']:>7}  {_cell(r['message'], 90)}"
         )
     click.echo(f"{len(rows)} of {len(inv.letters)} dead letter(s) in {dlq_topic}")
@@ -424,7 +427,7 @@ def dlq_replay(
     items = q.plan_replay(inv, letters, actor, s.dlq_max_replays)
     allowed = [i for i in items if i.allowed]
     refused = [i for i in items if not i.allowed]
-    verb = "would send" if dry_run else "to send"
+    verb = "would be sent" if dry_run else "to be sent"
     click.echo(
         f"{len(allowed)} of {len(items)} dead letter(s) {verb} as {actor}"
         f" (limit {s.dlq_max_replays} replays per record):"
@@ -886,7 +889,24 @@ def _print_whatif(r: Any, show: int) -> None:
         if len(outcomes) > show:
             click.echo(f"    … and {len(outcomes) - show} more (--show N, or --json)")
 
-    waiting = len(r.would_post) + len(r.still_failing) + len(r.waiting_without_event)
+    def diff(o: Any) -> str:
+        if o.before["outcome"] != "posts" or o.after["outcome"] != "posts":
+            return escape(_accounting(o.after))
+        before, after = o.before["accounting"], o.after["accounting"]
+        keys = sorted(set(before) | set(after))
+        changed = ", ".join(
+            f"{k} {before.get(k, '-')} → {after.get(k, '-')}"
+            for k in keys
+            if before.get(k) != after.get(k)
+        )
+        return changed or f"unchanged: {_accounting(o.after)}"
+
+    waiting = (
+        len(r.would_post)
+        + len(r.still_failing)
+        + len(r.waiting_without_event)
+        + len(r.xledger_refused)
+    )
     click.echo(f"Waiting rejections: {waiting}")
     rows(
         "would now post",
@@ -894,18 +914,16 @@ def _print_whatif(r: Any, show: int) -> None:
         lambda o: f"{_cell(_accounting(o.before), 50)} → {_accounting(o.after)}",
     )
     rows("would still fail", r.still_failing, lambda o: escape(_accounting(o.after)))
+    if r.xledger_refused:
+        rows(
+            "refused by Xledger: a new snapshot does not resend these; if the string "
+            "changes, `rejections resend` after publishing",
+            r.xledger_refused,
+            diff,
+        )
     if r.waiting_without_event:
         click.echo(f"  Betalt event no longer on the topic: {', '.join(r.waiting_without_event)}")
     click.echo(f"Recent payments: {r.recent} evaluated, {r.unchanged} unchanged")
-
-    def diff(o: Any) -> str:
-        before, after = o.before["accounting"], o.after["accounting"]
-        keys = sorted(set(before) | set(after))
-        return ", ".join(
-            f"{k} {before.get(k, '-')} → {after.get(k, '-')}"
-            for k in keys
-            if before.get(k) != after.get(k)
-        )
 
     rows("accounting string would change", r.changed, diff)
     rows("would start to fail", r.newly_failing, lambda o: escape(_accounting(o.after)))

@@ -205,7 +205,14 @@ def plan_resend(
         record, event = found
         result = evaluate(event, registers.index(p.tenant_id))
         if isinstance(result, Enriched):
-            items.append(ResendItem(p, record, None, f"posts (v{result.snapshot_version})"))
+            v = result.snapshot_version
+            same = not p.latest.retryable and p.latest.snapshot_version == v
+            expected = (
+                f"to Xledger again with v{v}'s string, which it refused"
+                if same
+                else f"posts (v{v})"
+            )
+            items.append(ResendItem(p, record, None, expected))
         else:
             codes = [str(x.code) for x in result.problems]
             version = f"v{result.snapshot_version}" if result.snapshot_version else "no snapshot"

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, NoBrokersAvailable
+from kafka.errors import KafkaError
 
 from worker.ops.errors import BrokerUnavailable, TopicMissing
 
@@ -56,9 +56,8 @@ def _consumer(bootstrap: str, timeout_s: float) -> KafkaConsumer:
             group_id=None,
             enable_auto_commit=False,
             request_timeout_ms=int(max(timeout_s, 5) * 1000) + 1000,
-            api_version_auto_timeout_ms=int(timeout_s * 1000),
         )
-    except (NoBrokersAvailable, KafkaError, ValueError) as exc:
+    except (KafkaError, ValueError) as exc:
         raise BrokerUnavailable(f"cannot reach the broker at {bootstrap}: {exc}") from None
 
 
@@ -139,7 +138,7 @@ def send(
     the next; returns where each went as topic/partition@offset."""
     try:
         producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
-    except (NoBrokersAvailable, KafkaError) as exc:
+    except KafkaError as exc:
         raise BrokerUnavailable(f"cannot reach the broker at {bootstrap}: {exc}") from None
     where: list[str] = []
     try:

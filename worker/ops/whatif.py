@@ -67,6 +67,9 @@ class WhatIf:
     would_post: list[Outcome] = field(default_factory=list)  # waiting → posts
     still_failing: list[Outcome] = field(default_factory=list)  # waiting → still rejected
     waiting_without_event: list[str] = field(default_factory=list)
+    # Waiting because Xledger refused the posting (not R16's: a snapshot does not re-send
+    # them); the draft's string beside the one Xledger refused.
+    xledger_refused: list[Outcome] = field(default_factory=list)
     changed: list[Outcome] = field(default_factory=list)  # recent: a different string
     newly_failing: list[Outcome] = field(default_factory=list)  # recent: posts now, not then
     newly_posting: list[Outcome] = field(default_factory=list)  # recent: fails now, posts then
@@ -90,6 +93,7 @@ class WhatIf:
                 "would_post": [o.to_json() for o in self.would_post],
                 "still_failing": [o.to_json() for o in self.still_failing],
                 "event_not_found": self.waiting_without_event,
+                "refused_by_xledger": [o.to_json() for o in self.xledger_refused],
             },
             "recent": {
                 "evaluated": self.recent,
@@ -135,7 +139,9 @@ def what_if(
         before = _outcome(evaluate(event, in_force))
         after_result = evaluate(event, draft_index)
         outcome = Outcome(p.tenant_id, p.payment_id, event.event_id, before, _outcome(after_result))
-        if isinstance(after_result, Enriched):
+        if not p.latest.retryable:
+            report.xledger_refused.append(outcome)
+        elif isinstance(after_result, Enriched):
             report.would_post.append(outcome)
         else:
             report.still_failing.append(outcome)
