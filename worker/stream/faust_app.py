@@ -1,20 +1,77 @@
 """The faust app, configured from the broker profile (`Settings.profile`).
 
-Our own transport subclasses faust's aiokafka driver, so producer settings that faust
-does not expose (idempotence) are set where faust builds its producers, not in a fork.
+Our own transport subclasses faust's aiokafka driver, so what faust does not expose is
+set where faust builds its clients, not in a fork: idempotent producers, and a consumer
+whose commit never passes an event nobody processed (issue 14).
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TransportT
+from faust.types import TP, TransportT
 
 from worker.config import Settings
+
+
+class _NoReadOffsets(MutableMapping[TP, int | None]):
+    """faust's per-partition "last offset read", kept empty: every fetched record is delivered.
+
+    faust drops a record below that mark and treats a jump above it as a hole already
+    acknowledged. After a rebalance both misfire: a record fetched before the seek back to
+    the committed offset arrives after it, moves the mark ahead, the records re-read from
+    the commit are dropped, and the jump is "acknowledged" though nobody processed it.
+    faust then committed past payments that were never enriched (issue 14). Our acked
+    topics have no holes (delete policy, no transactions), and a record delivered twice is
+    harmless: the handled table (R15) and the lookup before posting absorb it.
+    """
+
+    def __getitem__(self, tp: TP) -> int | None:
+        return None
+
+    def __setitem__(self, tp: TP, offset: int | None) -> None:
+        pass
+
+    def __delitem__(self, tp: TP) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[TP]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    """faust's consumer with the commit rule we rely on: only a contiguous run of
+    acknowledged offsets, starting at the committed one, is committed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_offset = _NoReadOffsets()
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        # Never mark offsets acknowledged that were not processed (see _NoReadOffsets).
+        return None
+
+    def _new_offset(self, tp: TP) -> int | None:
+        # faust compares the first acknowledged offset with the committed one as if the
+        # commit named the last processed record; it names the next one to read, so faust
+        # let one unprocessed offset through (and ignores a commit at 0).
+        acked = self._acked[tp]
+        committed = self._committed_offset[tp]
+        if acked and committed is not None and min(acked) > committed:
+            return None
+        return super()._new_offset(tp)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
 
 
 class _IdempotentProducer(faust_aiokafka.Producer):
@@ -23,26 +80,25 @@ class _IdempotentProducer(faust_aiokafka.Producer):
         return {**super()._settings_extra(), "enable_idempotence": True}
 
 
-class _IdempotentTransport(faust_aiokafka.Transport):
+class _IdempotentTransport(_Transport):
     Producer = _IdempotentProducer
 
 
 class WorkerApp(faust.App):
-    """faust.App whose producers are idempotent where the broker supports it."""
+    """faust.App with our consumer, and idempotent producers where the broker supports it."""
 
     def __init__(self, *args: Any, idempotent: bool = False, **kwargs: Any) -> None:
         self._idempotent = idempotent
         super().__init__(*args, **kwargs)
 
+    def _transport_class(self) -> type[_Transport]:
+        return _IdempotentTransport if self._idempotent else _Transport
+
     def _new_transport(self) -> TransportT:
-        if not self._idempotent:
-            return super()._new_transport()
-        return _IdempotentTransport(self.conf.broker_consumer, self)
+        return self._transport_class()(self.conf.broker_consumer, self)
 
     def _new_producer_transport(self) -> TransportT:
-        if not self._idempotent:
-            return super()._new_producer_transport()
-        return _IdempotentTransport(self.conf.broker_producer, self)
+        return self._transport_class()(self.conf.broker_producer, self)
 
 
 def _data_parent(s: Settings) -> Path:
