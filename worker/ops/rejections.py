@@ -26,9 +26,13 @@ from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
 from worker.ops import audit
 from worker.ops.topic_reader import Record
-from worker.stream.enrich_stage import RESEND_HEADER
 
 Key = tuple[str, str]  # (tenant, payment)
+
+# The mark the enrich stage honours (worker/stream/enrich_stage.py, the same name; the
+# resend tests fail if the two drift apart). Not imported: an operator tool should not
+# need the streaming worker's modules to run.
+RESEND_HEADER = "flyt.resend_by"
 
 
 @dataclass

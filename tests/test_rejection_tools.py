@@ -1,0 +1,237 @@
+"""Finance staff list rejected payments and resend them (`python -m worker rejections …`):
+the resend is the original Betalt event again, marked `flyt.resend_by`, which the enrich
+stage evaluates although the payment was handled (R13); never posted twice (R14)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.conftest import Broker
+from tests.ops_helpers import acli, cli, json_lines, ops_settings, records, rejection_of, send
+from tests.stream_helpers import prepare, wait_for
+from worker.config import Settings
+from worker.core.register_book import RegisterBook
+from worker.demo.events import generate_events
+from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
+from worker.runtime import make_client
+from worker.sandbox import XledgerSandbox, entity_from_snapshot
+from worker.stream.delivery import Output
+from worker.stream.enrich_stage import REJECTED, RESEND_HEADER, EnrichStage, PaymentStates
+from worker.stream.feed import event_records, publish
+from worker.stream.pipeline import Pipeline
+from worker.stream.topics import ensure_topics, topic_specs
+from worker.xledger.secrets import env_name
+
+
+def betalt(seed: int, tenant: str = "t-lillevik") -> dict[str, Any]:
+    return next(
+        e
+        for e in generate_events(200, seed=seed)
+        if e["status"] == "Betalt" and e["tenant_id"] == tenant
+    )
+
+
+def with_gap(event: dict[str, Any]) -> dict[str, Any]:
+    """A category not in Betalingstyper: MISSING_ACCOUNT, a register gap (R16)."""
+    e = copy.deepcopy(event)
+    e["payment"]["category"] = "REISEUTGIFTER"
+    e["payment"]["vat_code"] = None
+    return e
+
+
+# --- the enrich stage honours the resend mark (in-process) -------------------------------------
+
+
+@dataclass
+class Message:
+    value: bytes
+    offset: int = 0
+    key: bytes = b"k"
+    topic: str = "flyt.payment-status.v1"
+    partition: int = 0
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class Event:
+    value: bytes
+    message: Message
+
+
+def event_of(body: dict[str, Any], headers: list[tuple[str, bytes]] | None = None) -> Event:
+    value = json.dumps(body).encode()
+    return Event(value, Message(value, headers=headers or []))
+
+
+async def test_a_resend_marked_event_is_evaluated_again_an_unmarked_one_is_a_duplicate() -> None:
+    book = RegisterBook()
+    for snap in demo_snapshots():
+        book.offer(snap)
+    states = PaymentStates({}, {})
+    outputs: list[Output] = []
+
+    async def deliver(out: list[Output]) -> None:
+        outputs.extend(out)
+
+    stage = EnrichStage(Settings(broker_kind="tansu"), book, deliver, states)
+    event = with_gap(betalt(3))
+    await stage.handle([event_of(event)])
+    assert states.handled_as(event["tenant_id"], event["payment_id"]) == REJECTED
+    assert len(outputs) == 1
+
+    await stage.handle([event_of(event)])  # R17: a second Betalt event is a duplicate
+    assert len(outputs) == 1
+
+    await stage.handle([event_of(event, [(RESEND_HEADER, b"u-17")])])
+    assert len(outputs) == 2  # evaluated again: still a gap, so a fresh rejection
+    assert json.loads(outputs[-1].value or b"")["reason"] == "MISSING_ACCOUNT"
+
+
+# --- list, on a real broker --------------------------------------------------------------------
+
+
+@pytest.mark.integration
+async def test_list_shows_code_message_since_and_waiting_or_posted(broker: Broker) -> None:
+    s = ops_settings(broker, "rejlist")
+    await ensure_topics(broker.bootstrap, topic_specs(s))
+    lillevik = next(d for d in demo_snapshot_dicts() if d["tenant_id"] == "t-lillevik")
+    waiting, posted = with_gap(betalt(3)), with_gap(betalt(4))
+    for e in (waiting, posted):
+        await send(broker, s.topics.rejections, e["payment_id"].encode(), rejection_of(e, lillevik))
+    receipt = {
+        "schema_version": 1,
+        "tenant_id": "t-lillevik",
+        "payment_id": posted["payment_id"],
+        "lines": [{"extIdentifier": f"flyt:t-lillevik:{posted['payment_id']}:1", "dbId": 7}],
+        "posted_at": datetime.now(UTC).isoformat(),
+        "batch_id": "b-1",
+    }
+    await send(broker, s.topics.receipts, b"t-lillevik", json.dumps(receipt).encode())
+
+    rows = {
+        r["payment_id"]: r
+        for r in json_lines(cli(broker, s, "rejections", "list", "--json").stdout)
+    }
+    assert rows[waiting["payment_id"]]["state"] == "waiting"
+    assert rows[posted["payment_id"]]["state"] == "posted"
+    row = rows[waiting["payment_id"]]
+    assert (
+        row["code"] == "MISSING_ACCOUNT" and row["retryable"] and row["tenant_id"] == "t-lillevik"
+    )
+    assert "REISEUTGIFTER" in row["message"] and "Betalingstyper" in row["message"]  # Norwegian
+    assert row["rejected_since"]
+
+    only = json_lines(cli(broker, s, "rejections", "list", "--json", "--state", "waiting").stdout)
+    assert [r["payment_id"] for r in only] == [waiting["payment_id"]]
+    table = cli(broker, s, "rejections", "list")
+    assert table.returncode == 0 and "1 waiting, 1 posted since" in table.stdout
+    none = cli(broker, s, "rejections", "list", "--code", "GROUP_CONFLICT")
+    assert none.returncode == 3 and "no rejected payment matches" in none.stderr
+
+
+# --- resend, through the worker ----------------------------------------------------------------
+
+
+@pytest.mark.integration
+async def test_resend_reevaluates_posts_what_now_posts_and_never_posts_twice(
+    broker: Broker,
+) -> None:
+    s = ops_settings(broker, "resend")
+    snapshots = demo_snapshot_dicts()
+    await prepare(s, snapshots)
+    await ensure_topics(broker.bootstrap, topic_specs(s))
+    # Lillevik's Xledger does not know VAT code 25 at first: Xledger refuses the posting.
+    sandbox = XledgerSandbox(seed=5)
+    tokens: dict[str, str] = {}
+    entities = {}
+    for i, snap in enumerate(demo_snapshots()):
+        token = f"resend-test-token-{snap.tenant_id}"
+        entities[snap.tenant_id] = entity_from_snapshot(snap, 43_000_000 + i)
+        sandbox.add_entity(token, entities[snap.tenant_id])
+        tokens[env_name(snap.settings.token_ref)] = token
+    entities["t-lillevik"].tax_rules.discard("25")
+    await sandbox.start()
+    s = replace(s, sandbox=True, xledger_endpoint_override=sandbox.url, post_batch_window_s=0.05)
+    pipeline = Pipeline(s, broker.bootstrap, make_client(s, tokens))
+    t = s.topics
+    refused = betalt(8)
+    refused["payment"]["vat_code"] = "25"
+    gap = with_gap(betalt(9))
+    assert refused["payment_id"] != gap["payment_id"]
+
+    def outcomes(payment: str) -> tuple[list[dict], list[dict]]:
+        got = records(broker, t.receipts, t.rejections)
+        mine = [
+            [b for r in got[topic] if (b := r.json()) and b["payment_id"] == payment]
+            for topic in (t.receipts, t.rejections)
+        ]
+        return mine[0], mine[1]
+
+    async def until(payment: str, receipts: int, rejections: int) -> None:
+        async def check() -> bool:
+            got = await asyncio.to_thread(outcomes, payment)
+            return (len(got[0]), len(got[1])) == (receipts, rejections)
+
+        await wait_for(check, 60, f"{payment}: {receipts} receipt(s), {rejections} rejection(s)")
+
+    def ledger(payment: str) -> list[dict]:
+        return [x for x in sandbox.ledger() if f":{payment}:" in x["extIdentifier"]]
+
+    resend = ("rejections", "resend", "--tenant", "t-lillevik", "--actor", "u-17")
+    try:
+        await pipeline.start()
+        await publish(broker.bootstrap, t.payments, event_records([refused, gap]))
+        await until(refused["payment_id"], 0, 1)
+        await until(gap["payment_id"], 0, 1)
+
+        denied = await acli(broker, s, *resend, "--all-waiting", "--role", "Innstillinger", "--yes")
+        assert denied.returncode == 4 and "Økonomi" in denied.stderr
+
+        # Finance adds the VAT code in Xledger, then resends every waiting payment.
+        entities["t-lillevik"].tax_rules.add("25")
+        dry = await acli(broker, s, *resend, "--all-waiting", "--role", "Økonomi", "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert "2 of 2 payment(s) of t-lillevik would be resent" in dry.stdout
+        assert "rejected again (v1): MISSING_ACCOUNT" in dry.stdout
+        out = await acli(broker, s, *resend, "--all-waiting", "--role", "Økonomi", "--yes")
+        assert out.returncode == 0, out.stderr
+        await until(refused["payment_id"], 1, 1)  # posted now
+        await until(gap["payment_id"], 0, 2)  # evaluated again: still the gap, a fresh rejection
+        assert len(ledger(refused["payment_id"])) == 2 and not ledger(gap["payment_id"])
+
+        # Again: the posted payment is skipped; the waiting one is evaluated once more.
+        again = await acli(broker, s, *resend, "--all-waiting", "--role", "Økonomi", "--yes")
+        assert again.returncode == 0, again.stderr
+        await until(gap["payment_id"], 0, 3)
+        only_posted = await acli(
+            broker, s, *resend, "--payment", refused["payment_id"], "--role", "Økonomi", "--yes"
+        )
+        assert only_posted.returncode == 3 and "already posted" in only_posted.stdout
+
+        # Even a resend that races past that check does not post twice: the worker finds
+        # the lines in Xledger and answers with a receipt for them.
+        await send(
+            broker,
+            t.payments,
+            refused["payment_id"].encode(),
+            json.dumps(refused).encode(),
+            [(RESEND_HEADER, b"u-17")],
+        )
+        await until(refused["payment_id"], 2, 1)
+        receipts, _ = outcomes(refused["payment_id"])
+        assert receipts[-1]["already_present"] and len(ledger(refused["payment_id"])) == 2
+
+        audit = [r.json() for r in records(broker, t.audit)[t.audit]]
+        assert [a["outcome"] for a in audit if a] == ["refused", "done", "done"]
+        assert all(a and a["action"] == "rejections.resend" for a in audit)
+    finally:
+        await pipeline.stop()
+        await pipeline.client.aclose()
+        await sandbox.stop()
