@@ -1,0 +1,165 @@
+"""`status`: per tenant, the snapshot in force and who published it, refused snapshots,
+paused or not (from the worker's metrics, or the evidence on the topics), rejections
+waiting, dead letters and the last receipt, on a real broker."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from tests.conftest import Broker
+from tests.ops_helpers import cli, json_lines, ops_settings, rejection_of, send
+from worker.config import Settings
+from worker.contracts import DlqHeaders
+from worker.demo.events import generate_events
+from worker.demo.registers import demo_snapshot_dicts
+from worker.stream.feed import snapshot_records
+from worker.stream.topics import ensure_topics, topic_specs
+
+pytestmark = pytest.mark.integration
+
+
+def snapshot(tenant: str) -> dict[str, Any]:
+    return copy.deepcopy(next(d for d in demo_snapshot_dicts() if d["tenant_id"] == tenant))
+
+
+def gap_event(seed: int) -> dict[str, Any]:
+    e = next(
+        e
+        for e in generate_events(200, seed=seed)
+        if e["status"] == "Betalt" and e["tenant_id"] == "t-lillevik"
+    )
+    e["payment"]["category"] = "REISEUTGIFTER"
+    e["payment"]["vat_code"] = None
+    return e
+
+
+def receipt(tenant: str, payment: str) -> bytes:
+    return json.dumps(
+        {
+            "schema_version": 1,
+            "tenant_id": tenant,
+            "payment_id": payment,
+            "lines": [{"extIdentifier": f"flyt:{tenant}:{payment}:1", "dbId": 1}],
+            "posted_at": datetime.now(UTC).isoformat(),
+            "batch_id": "b-1",
+        }
+    ).encode()
+
+
+def credits_letter(s: Settings, tenant: str) -> list[tuple[str, bytes]]:
+    now = datetime.now(UTC).isoformat()
+    return DlqHeaders.model_validate(
+        {
+            "dlq.reason": "insufficient_credits",
+            "dlq.error_class": "Xledger INSUFFICIENT_CREDITS",
+            "dlq.error_message": "out of credits",
+            "dlq.stage": "post",
+            "dlq.original_topic": s.topics.submissions,
+            "dlq.original_partition": 0,
+            "dlq.original_offset": 3,
+            "dlq.attempts": 8,
+            "dlq.first_failed_at": now,
+            "dlq.last_failed_at": now,
+        }
+    ).to_kafka()
+
+
+@pytest.fixture
+async def tenants(broker: Broker) -> Settings:
+    s = ops_settings(broker, "status")
+    await ensure_topics(broker.bootstrap, topic_specs(s))
+    t = s.topics
+    lillevik = snapshot("t-lillevik")
+    broken = copy.deepcopy(lillevik)
+    broken["version"] = 2
+    broken["registers"]["betalingstype"].append(
+        copy.deepcopy(broken["registers"]["betalingstype"][0])
+    )
+    for snap in (lillevik, snapshot("t-vestfold-bv"), broken):
+        [(key, value)] = snapshot_records([snap])
+        await send(broker, t.registers, key, value)
+    waiting_a, waiting_b, posted = gap_event(1), gap_event(2), gap_event(3)
+    for e in (waiting_a, waiting_b, posted):
+        await send(broker, t.rejections, e["payment_id"].encode(), rejection_of(e, lillevik))
+    await send(broker, t.receipts, b"t-lillevik", receipt("t-lillevik", posted["payment_id"]))
+    await send(broker, t.receipts, b"t-vestfold-bv", receipt("t-vestfold-bv", "P-V-1"))
+    await send(broker, t.receipts, b"t-vestfold-bv", receipt("t-vestfold-bv", "P-V-2"))
+    body = json.dumps({"tenant_id": "t-lillevik", "payment_id": "P-L-9"}).encode()
+    await send(broker, t.dlq, b"t-lillevik", body, credits_letter(s, "t-lillevik"))
+    return s
+
+
+async def test_status_per_tenant_from_the_topics(broker: Broker, tenants: Settings) -> None:
+    out = cli(broker, tenants, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    by = {x["tenant_id"]: x for x in json_lines(out.stdout)}
+    assert set(by) == {"t-lillevik", "t-vestfold-bv"}
+    lil, ves = by["t-lillevik"], by["t-vestfold-bv"]
+    assert lil["snapshot"]["version"] == 1  # v2 breaks R7: refused, v1 stays in force
+    assert lil["snapshot"]["published_by"] == snapshot("t-lillevik")["published_by"]["user_id"]
+    [refused] = lil["refused_since"]
+    assert refused["version"] == 2 and any("R7" in r for r in refused["reasons"])
+    assert lil["waiting"] == 2 and lil["waiting_by_code"] == {"MISSING_ACCOUNT": 2}
+    assert lil["dead_letters"] == 1 and lil["dead_letters_by_reason"] == {"insufficient_credits": 1}
+    assert lil["paused"] == "likely" and "insufficient_credits" in lil["paused_why"]
+    assert lil["last_receipt"]["payment_id"] == gap_event(3)["payment_id"]
+    assert ves["waiting"] == 0 and ves["dead_letters"] == 0 and ves["paused"] == "unknown"
+    assert ves["last_receipt"]["payment_id"] == "P-V-2"
+
+    text = cli(broker, tenants, "status", "--tenant", "t-lillevik")
+    assert text.returncode == 0
+    assert "snapshot  v1" in text.stdout and "refused   v2" in text.stdout
+    assert "waiting   2 rejected payment(s): MISSING_ACCOUNT 2" in text.stdout
+    nobody = cli(broker, tenants, "status", "--tenant", "t-nobody")
+    assert nobody.returncode == 3 and "no tenant t-nobody" in nobody.stderr
+
+
+@pytest.fixture
+def metrics_url() -> Iterator[str]:
+    """A worker's /metrics as the worker serves it: Lillevik paused for credits."""
+    text = (
+        b"# HELP xledger_tenant_paused 1 while a tenant's posting is paused\n"
+        b"# TYPE xledger_tenant_paused gauge\n"
+        b'xledger_tenant_paused{reason="credits",tenant="t-lillevik"} 1.0\n'
+        b'xledger_tenant_paused{reason="token",tenant="t-lillevik"} 0.0\n'
+        b'xledger_tenant_paused{reason="credits",tenant="t-vestfold-bv"} 0.0\n'
+    )
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.end_headers()
+            self.wfile.write(text)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_paused_is_read_from_the_workers_metrics_when_given(
+    broker: Broker, tenants: Settings, metrics_url: str
+) -> None:
+    out = cli(broker, tenants, "status", "--json", "--metrics", metrics_url)
+    assert out.returncode == 0, out.stderr
+    by = {x["tenant_id"]: x for x in json_lines(out.stdout)}
+    assert by["t-lillevik"]["paused"] == "yes" and "credits" in by["t-lillevik"]["paused_why"]
+    assert by["t-vestfold-bv"]["paused"] == "no"
+    gone = cli(broker, tenants, "status", "--metrics", "http://127.0.0.1:1/metrics")
+    assert gone.returncode == 1 and "cannot read the worker's metrics" in gone.stderr
