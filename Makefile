@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast run lint schemas bench clean kafka kafka-jars stress
+.PHONY: install test test-fast run lint schemas dashboards bench clean kafka kafka-jars stress
 
 # Idempotent: rebuilds only when pyproject.toml changed or the venv is missing.
 install: $(STAMP)
@@ -46,6 +46,10 @@ lint: install
 
 schemas: install
 	$(BIN)/python -m worker.schemas
+
+# Regenerate deploy/grafana/dashboards/*.json from deploy/grafana/dashboards.py.
+dashboards: install
+	$(BIN)/python deploy/grafana/dashboards.py
 
 # Throughput, latency, Xledger requests beside plain aiokafka (issue 13):
 # `make bench BENCH="--quick --broker kafka"`; the last line is a JSON summary.
