@@ -50,8 +50,8 @@ REEVALUATIONS = Counter(
 )
 REJECTIONS = Counter(
     "flyt_rejections_total",
-    "Payments rejected by the enrich stage, by tenant and first problem code (UNKNOWN_TENANT: "
-    "no valid register snapshot).",
+    "Rejections sent by the enrich stage (re-evaluations that still reject included), by "
+    "tenant and first problem code (UNKNOWN_TENANT: no valid register snapshot).",
     ["tenant", "reason"],
 )
 REJECTIONS_PARKED = Gauge(
