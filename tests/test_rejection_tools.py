@@ -77,8 +77,9 @@ async def test_a_resend_marked_event_is_evaluated_again_an_unmarked_one_is_a_dup
     states = PaymentStates({}, {})
     outputs: list[Output] = []
 
-    async def deliver(out: list[Output]) -> None:
+    async def deliver(out: list[Output]) -> set[int]:
         outputs.extend(out)
+        return set()  # every output written: no source was dead-lettered instead
 
     stage = EnrichStage(Settings(broker_kind="tansu"), book, deliver, states)
     event = with_gap(betalt(3))
