@@ -45,11 +45,12 @@ class Broker:
         self.outputs: list[Output] = []
         self.handled_at_delivery: list[dict[bytes, Any]] = []
 
-    async def deliver(self, outputs: list[Output]) -> None:
+    async def deliver(self, outputs: list[Output]) -> set[int]:
         self.handled_at_delivery.append(dict(self.states.handled))
         if self.fail:
             raise ConnectionError("broker away")
         self.outputs += outputs
+        return set()  # every output written
 
     def on(self, topic: str) -> list[dict[str, Any]]:
         return [json.loads(o.value or b"") for o in self.outputs if o.topic == topic]

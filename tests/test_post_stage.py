@@ -4,6 +4,7 @@ let faust commit past a payment not yet posted (issue 14)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
 from worker.demo.registers import demo_snapshots
 from worker.stream.delivery import Output
+from worker.stream.enrich_stage import PaymentStates
 from worker.stream.faust_app import make_app
 from worker.stream.ordered_acks import OrderedAcks
 from worker.stream.post_stage import PostStage
@@ -139,8 +141,9 @@ async def test_a_slow_tenant_holds_its_partitions_commit_but_not_the_other_tenan
     client = HeldClient(held=SLOW)
     delivered: list[Output] = []
 
-    async def deliver(outputs: list[Output]) -> None:
+    async def deliver(outputs: list[Output]) -> set[int]:
         delivered.extend(outputs)
+        return set()
 
     async def ack(event: Event) -> None:
         event.message.ack(consumer)
@@ -212,3 +215,51 @@ async def test_a_partition_read_again_from_an_earlier_offset_starts_a_new_lane()
 
 async def _no_crash(exc: BaseException) -> None:
     pytest.fail(f"the post stage crashed: {exc!r}")
+
+
+class RefusingClient(HeldClient):
+    """Xledger refusing every payment's content (an account it does not know)."""
+
+    async def post(self, target: Target, subs: list[Submission]) -> PostResult:
+        return PostResult(refused=[(s, "Konto 14799 finnes ikke") for s in subs], requests=1)
+
+
+async def test_a_refused_payment_is_one_rejection_waiting_for_a_newer_snapshot() -> None:
+    """R14 (decided): a rejection XLEDGER_REFUSED, parked for R16, and no dead letter."""
+    book = demo_book()
+    sub = submissions(book, FAST, 1)[0]
+    assert sub.event is not None  # the submission carries its Betalt event
+    delivered: list[Output] = []
+
+    async def deliver(outputs: list[Output]) -> set[int]:
+        delivered.extend(outputs)
+        return set()
+
+    finished: list[int] = []
+
+    async def ack(event: Event) -> None:
+        finished.append(event.message.offset)
+
+    states = PaymentStates({}, {})
+    stage = PostStage(
+        Settings(broker_kind="tansu", post_batch_window_s=0.01),
+        book,
+        RefusingClient(held="nobody"),
+        deliver,
+        crash=_no_crash,
+        states=states,
+    )
+    try:
+        await stage.run(feed([Event(sub, 0)]), OrderedAcks(ack, lambda: 1))
+        await until(lambda: finished == [0], "the refused payment acknowledged")
+    finally:
+        stage.stop()
+    assert [o.topic for o in delivered] == ["flyt.payment-rejections.v1"]
+    rejection = json.loads(delivered[0].value or b"")
+    assert rejection["reason"] == "XLEDGER_REFUSED" and rejection["retryable"] is True
+    assert "Konto 14799 finnes ikke" in rejection["problems"][0]["message"]
+    key = sub.payment_id.encode()
+    assert states.handled[key] == {FAST: "rejected"}
+    waiting = states.pending[key][FAST]
+    assert waiting["version"] == sub.snapshot_version
+    assert PaymentStatusEvent.model_validate_json(waiting["event"]) == sub.event

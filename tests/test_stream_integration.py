@@ -181,6 +181,67 @@ async def test_r16_rejected_payment_is_posted_after_a_snapshot_fills_the_gap(
         await sandbox.stop()
 
 
+async def test_r14_a_payment_xledger_refuses_is_one_rejection_and_posts_after_a_fix(
+    broker: Broker,
+) -> None:
+    """R14 (decided): Xledger's refusal is a rejection XLEDGER_REFUSED, not also a dead
+    letter, and a newer snapshot evaluates it again (R16)."""
+    s = unique_settings(broker, "refused")
+    snapshots = demo_snapshot_dicts()
+    unknown = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == "t-lillevik"))
+    unknown["version"] = 2  # maps a category to an account Xledger does not have
+    unknown["registers"]["betalingstype"].append({"category": "REISEUTGIFTER", "value": "14799"})
+    await prepare(s, snapshots)
+    sandbox, tokens = await start_demo_sandbox()  # its chart: the v1 registers' accounts
+    await publish(broker.bootstrap, s.topics.registers, snapshot_records([unknown]))
+    s = replace(s, sandbox=True, xledger_endpoint_override=sandbox.url, post_batch_window_s=0.05)
+    pipeline = Pipeline(s, broker.bootstrap, make_client(s, tokens))
+    watcher = OutcomeWatcher(broker.bootstrap, s)
+    event = next(
+        e
+        for e in generate_events(50, seed=5)
+        if e["status"] == "Betalt" and e["tenant_id"] == "t-lillevik"
+    )
+    event["payment"]["category"] = "REISEUTGIFTER"
+    event["payment"]["vat_code"] = None
+    key = (event["tenant_id"], event["payment_id"])
+    try:
+        await pipeline.start()
+        await watcher.start()
+        await publish(broker.bootstrap, s.topics.payments, event_records([event]))
+        await watch_until(watcher, {key}, 60)
+        assert watcher.rejected == {key} and not watcher.posted
+        assert watcher.dead_letters == []  # one outcome: the rejection alone
+        payment = key[1].encode()
+
+        async def parked() -> bool:
+            return pipeline.pending[payment].get("t-lillevik", {}).get("version") == 2
+
+        await wait_for(parked, 30, "the refused payment to wait for a newer snapshot")
+
+        fixed = copy.deepcopy(unknown)
+        fixed["version"] = 3
+        fixed["registers"]["betalingstype"][-1]["value"] = "14700"
+        await publish(broker.bootstrap, s.topics.registers, snapshot_records([fixed]))
+
+        async def posted() -> bool:
+            await watcher.poll()
+            return key in watcher.posted
+
+        await wait_for(posted, 60, "the refused payment to be posted after the fix")
+        lines = [
+            x for x in sandbox.ledger() if x["extIdentifier"].startswith(f"flyt:{key[0]}:{key[1]}:")
+        ]
+        assert [x["account"] for x in lines] == ["14700", "1950"]
+        assert pipeline.pending[payment] == {}
+        assert watcher.dead_letters == []
+    finally:
+        await watcher.stop()
+        await pipeline.stop()
+        await pipeline.client.aclose()
+        await sandbox.stop()
+
+
 async def test_r16_gap_filled_while_the_worker_was_down_is_caught_up_on_restart(
     broker: Broker,
 ) -> None:

@@ -16,7 +16,8 @@ class DlqReason(StrEnum):
     INVALID = "invalid"  # the bytes are not a valid record of their topic
     NO_SNAPSHOT = "no_snapshot"  # no valid register snapshot for the tenant when posting
     CRASH = "crash"  # the stage failed on the batch (a bug): see error_class
-    REFUSED = "refused"  # Xledger refused the content (also a rejection)
+    UNWRITABLE = "unwritable"  # its output is larger than the broker takes
+    REFUSED = "refused"  # older records only: a refusal is now a rejection alone (R14)
     # Xledger failures that retries could not cure (worker/xledger/errors.py):
     TRANSIENT = "transient"  # nothing reached Xledger
     UNKNOWN_OUTCOME = "unknown_outcome"  # sent, no trustworthy answer

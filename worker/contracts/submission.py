@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from worker.contracts.payment_event import PaymentStatusEvent
 from worker.contracts.types import Code, Id, IsoDate, Record, SchemaVersion, SignedAmount, Timestamp
 
 
@@ -50,3 +51,8 @@ class Submission(Record):
     vat_code: Code
     lines: list[GLLine] = Field(min_length=2, max_length=2)
     created_at: Timestamp
+    event: PaymentStatusEvent | None = Field(
+        default=None,
+        description="The Betalt event it was made from: if Xledger refuses the payment, "
+        "a newer register snapshot evaluates this again (R14, R16)",
+    )

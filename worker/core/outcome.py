@@ -12,8 +12,9 @@ from worker.contracts.submission import GLLine, Submission
 from worker.core.posting import VoucherLine
 
 # R16: problems a newer register snapshot can cure. Every enrichment problem is a register
-# gap or a register conflict; only Xledger's own refusal needs a person, not a snapshot.
-RETRYABLE = frozenset(ProblemCode) - {ProblemCode.XLEDGER_REFUSED}
+# gap or a register conflict; so is Xledger's refusal of an account, dimension value or tax
+# code it does not know (R14, decided): a register change can map it to one it knows.
+RETRYABLE = frozenset(ProblemCode)
 
 
 class PaymentIds(Protocol):
@@ -45,6 +46,7 @@ class Enriched:
             vat_code=self.vat_code,
             lines=[GLLine.model_validate(line.to_json()) for line in self.lines],
             created_at=created_at,
+            event=event,
         )
 
 

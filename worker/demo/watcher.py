@@ -30,6 +30,7 @@ class OutcomeWatcher:
         self.posted: set[tuple[str, str]] = set()
         self.rejected: set[tuple[str, str]] = set()
         self.dead_lettered = 0  # records, except Xledger refusals (counted as rejected)
+        self.dead_letters: list[tuple[bytes | None, str]] = []  # (key, dlq.reason), each
         self.betalt_ms: dict[tuple[str, str], int] = {}  # payment → its event's broker time
         self.receipt_ms: dict[tuple[str, str], int] = {}  # payment → its first receipt's time
         # payment → where its Betalt event and its submissions sit ("topic:partition@offset")
@@ -69,7 +70,9 @@ class OutcomeWatcher:
                     self.rejected.add((body["tenant_id"], body["payment_id"]))
                 else:
                     headers = dict(r.headers or [])
-                    if headers.get("dlq.reason") != b"refused":
+                    reason = headers.get("dlq.reason", b"").decode(errors="replace")
+                    self.dead_letters.append((r.key, reason))
+                    if reason != "refused":
                         self.dead_lettered += 1
 
     def _note_betalt(self, value: bytes, timestamp_ms: int, position: str) -> None:

@@ -5,6 +5,10 @@ broker holds every one of its outputs.
 them all; callers acknowledge inputs (and write table state) after it returns. A failed
 write is retried with backoff: what had been written may be written again, which the
 next stage tolerates (duplicates are recognised, and posting looks up before it posts).
+
+Some writes no retry can cure: an output larger than the broker takes (an event with a
+huge text makes a submission twice its size). Such an output is replaced by the
+dead letter of the input it came from (`Output.source`), and the batch goes on.
 """
 
 from __future__ import annotations
@@ -13,6 +17,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidMessageError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 
 from worker import logs
 
@@ -27,6 +39,26 @@ class Output:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+    # The input message this output is derived from: dead-lettered if the output cannot
+    # ever be written. None for outputs that are themselves dead letters.
+    source: Any = None
+
+    def size(self) -> int:
+        return (
+            len(self.key or b"")
+            + len(self.value or b"")
+            + sum(len(k) + len(v) for k, v in self.headers or ())
+        )
+
+
+# The broker (or the producer, before sending) will never take these records.
+UNWRITABLE: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidMessageError,
+)
 
 
 class Producer(Protocol):
@@ -35,7 +67,9 @@ class Producer(Protocol):
     ) -> asyncio.Future[Any]: ...
 
 
-Deliver = Callable[[list[Output]], Awaitable[None]]
+Deliver = Callable[[list[Output]], Awaitable[set[int]]]
+# Builds the dead letter for an output's source, given why the output was refused.
+Unwritable = Callable[[Output, BaseException], Output]
 
 
 def _failed(exc: BaseException) -> asyncio.Future[Any]:
@@ -45,11 +79,17 @@ def _failed(exc: BaseException) -> asyncio.Future[Any]:
 
 
 class Delivery:
-    def __init__(self, producer: Producer) -> None:
+    def __init__(self, producer: Producer, unwritable: Unwritable | None = None) -> None:
         self.producer = producer
+        self.unwritable = unwritable
 
-    async def deliver(self, outputs: list[Output]) -> None:
-        """Write every output, however long the broker takes to take them."""
+    async def deliver(self, outputs: list[Output]) -> set[int]:
+        """Write every output, however long the broker takes to take them.
+
+        Returns the `id()` of each source whose output could never be written and was
+        dead-lettered instead: callers record no other state for those inputs.
+        """
+        dead: set[int] = set()
         attempt = 0
         while outputs:
             results: list[Any] = []
@@ -63,18 +103,39 @@ class Delivery:
                 except Exception as exc:  # e.g. no metadata: the broker is unreachable
                     results.append(_failed(exc))
             done = await asyncio.gather(*results, return_exceptions=True)
-            failed = [o for o, r in zip(outputs, done, strict=True) if isinstance(r, BaseException)]
-            if not failed:
-                return
+            retry: list[Output] = []
+            replaced: list[Output] = []
+            errors: list[BaseException] = []
+            for out, r in zip(outputs, done, strict=True):
+                if not isinstance(r, BaseException):
+                    continue
+                if isinstance(r, UNWRITABLE) and out.source is not None and self.unwritable:
+                    log.error(
+                        "output_unwritable",
+                        topic=out.topic,
+                        bytes=out.size(),
+                        error=type(r).__name__,
+                        action="its input is dead-lettered instead",
+                    )
+                    dead.add(id(out.source))
+                    replaced.append(self.unwritable(out, r))
+                else:
+                    retry.append(out)
+                    errors.append(r)
+            outputs = replaced + retry
+            if not retry:
+                continue  # the replacements (if any) are written at once
             attempt += 1
             delay = min(30.0, 0.5 * 2 ** (attempt - 1))
-            error = next(r for r in done if isinstance(r, BaseException))
+            if any(isinstance(e, UNWRITABLE) for e in errors):
+                # No input to dead-letter it as (a dead letter itself): a person must look.
+                log.critical("output_unwritable_without_source", topic=retry[0].topic)
             log.error(
                 "output_write_failed",
-                outputs=len(failed),
+                outputs=len(retry),
                 attempt=attempt,
                 retry_in_s=delay,
-                error=repr(error),
+                error=repr(errors[0]),
             )
             await asyncio.sleep(delay)
-            outputs = failed
+        return dead

@@ -100,6 +100,7 @@ class EnrichStage:
         outputs: list[Output] = []
         handled: dict[Key, str] = {}
         pending: dict[Key, dict[str, Any]] = {}
+        sources: dict[Key, int] = {}
         now = datetime.now(UTC)
         for event in events:
             parsed = read_event(event.value)
@@ -123,12 +124,13 @@ class EnrichStage:
             t0 = time.perf_counter()
             result = evaluate(parsed, self.book.index(parsed.tenant_id))
             metrics.ENRICH_SECONDS.observe(time.perf_counter() - t0)
+            sources[key] = id(event.message)
             if isinstance(result, Enriched):
-                outputs.append(self._submission(parsed, result, now))
+                outputs.append(self._submission(parsed, result, now, event.message))
                 handled[key] = SUBMITTED
                 metrics.EVENTS.labels("submitted").inc()
             else:
-                outputs.append(self._rejection(parsed, result, now))
+                outputs.append(self._rejection(parsed, result, now, event.message))
                 handled[key] = REJECTED
                 if result.retryable:  # R16: waits for a snapshot that fills the gap
                     pending[key] = {
@@ -136,11 +138,13 @@ class EnrichStage:
                         "version": result.snapshot_version,
                     }
                 metrics.EVENTS.labels("rejected").inc()
-        await self.deliver(outputs)  # every output on the broker …
+        dead = await self.deliver(outputs)  # every output on the broker …
         for key, state in handled.items():  # … before the state is written
-            self.states.put(self.states.handled, key, state)
+            if sources[key] not in dead:  # (dead-lettered instead: a replay may retry it)
+                self.states.put(self.states.handled, key, state)
         for key, entry in pending.items():
-            self.states.put(self.states.pending, key, entry)
+            if sources[key] not in dead:
+                self.states.put(self.states.pending, key, entry)
 
     # --- R16: re-evaluation on a newer snapshot ----------------------------------------
 
@@ -219,7 +223,9 @@ class EnrichStage:
             stage="enrich",
         )
 
-    def _submission(self, event: PaymentStatusEvent, result: Enriched, now: datetime) -> Output:
+    def _submission(
+        self, event: PaymentStatusEvent, result: Enriched, now: datetime, source: Any = None
+    ) -> Output:
         sub = result.submission(event, now)
         log.info(
             "payment_enriched",
@@ -229,10 +235,15 @@ class EnrichStage:
             snapshot_version=result.snapshot_version,
         )
         return Output(
-            self.s.topics.submissions, event.tenant_id.encode(), sub.model_dump_json().encode()
+            self.s.topics.submissions,
+            event.tenant_id.encode(),
+            sub.model_dump_json().encode(),
+            source=source,
         )
 
-    def _rejection(self, event: PaymentStatusEvent, result: Rejected, now: datetime) -> Output:
+    def _rejection(
+        self, event: PaymentStatusEvent, result: Rejected, now: datetime, source: Any = None
+    ) -> Output:
         rejection = result.rejection(event, now)
         metrics.REJECTIONS.labels(event.tenant_id, str(result.reason)).inc()
         log.info(
@@ -248,4 +259,5 @@ class EnrichStage:
             self.s.topics.rejections,
             event.payment_id.encode(),
             rejection.model_dump_json().encode(),
+            source=source,
         )

@@ -17,6 +17,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, TransportT
 
 from worker.config import Settings
+from worker.stream.topics import LARGE_RECORD_BYTES
 
 
 class _NoReadOffsets(MutableMapping[TP, int | None]):
@@ -125,6 +126,8 @@ def make_app(s: Settings, bootstrap: str) -> WorkerApp:
         broker_rebalance_timeout=p.rebalance_timeout_s,
         broker_commit_interval=0.5,
         producer_acks=-1,  # acks=all: with min.insync.replicas, a lost broker loses nothing
+        # A table entry keeps its Betalt event (R16); the changelogs take large records.
+        producer_max_request_size=LARGE_RECORD_BYTES + 64 * 1024,
         topic_partitions=s.partitions,
         topic_replication_factor=p.replication_factor,
         consumer_auto_offset_reset="earliest",

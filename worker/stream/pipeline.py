@@ -19,15 +19,21 @@ from aiokafka import AIOKafkaProducer
 
 from worker import logs, metrics
 from worker.config import Settings
-from worker.contracts import RegisterSnapshot
+from worker.contracts import DlqReason, RegisterSnapshot
 from worker.core.register_book import RegisterBook
-from worker.stream.delivery import Delivery
+from worker.stream.dead_letters import dead_letter
+from worker.stream.delivery import Delivery, Output
 from worker.stream.enrich_stage import EnrichStage, PaymentStates
 from worker.stream.faust_app import make_app
 from worker.stream.ordered_acks import OrderedAcks
 from worker.stream.post_stage import PostStage
 from worker.stream.register_cache import RegisterCache
-from worker.stream.topics import HANDLED_TABLE, PENDING_TABLE, replication_config
+from worker.stream.topics import (
+    HANDLED_TABLE,
+    LARGE_RECORD_BYTES,
+    PENDING_TABLE,
+    replication_config,
+)
 from worker.xledger.client import XledgerClient
 
 log = logs.get("worker.stream")
@@ -59,6 +65,8 @@ class Pipeline:
             acks="all",
             linger_ms=2,
             enable_idempotence=s.profile().idempotent_producers,
+            # The broker judges each topic's limit; a dead letter may exceed the default.
+            max_request_size=LARGE_RECORD_BYTES + 64 * 1024,
         )
         # Keyed by the payment id's bytes, as the input is, and placed by the partitioner:
         # a table's partition then matches its payment's input partition, even outside a
@@ -73,10 +81,10 @@ class Pipeline:
         }
         self.handled = app.Table(HANDLED_TABLE, **table)
         self.pending = app.Table(PENDING_TABLE, **table)  # R16: retryable rejections
-        self.deliver = Delivery(self.out).deliver
+        self.deliver = Delivery(self.out, self._unwritable).deliver
         states = PaymentStates(self.handled, self.pending)
         self.enrich_stage = EnrichStage(s, self.book, self.deliver, states)
-        self.post_stage = PostStage(s, self.book, client, self.deliver, app.crash)
+        self.post_stage = PostStage(s, self.book, client, self.deliver, app.crash, states)
         # mode types the receiver with a keyword-only `signal`, which faust passes.
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
@@ -137,6 +145,18 @@ class Pipeline:
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
         for table in (self.handled, self.pending):
             await producer.partitions_for(table.changelog_topic.get_topic_name())
+
+    def _unwritable(self, out: Output, exc: BaseException) -> Output:
+        """The dead letter of an input whose output the broker will never take."""
+        source = out.source
+        return dead_letter(
+            self.s.topics.dlq,
+            source,
+            reason=DlqReason.UNWRITABLE,
+            error_class=type(exc).__name__,
+            error=f"its output to {out.topic} ({out.size()} bytes) is larger than the broker takes",
+            stage="post" if source.topic == self.s.topics.submissions else "enrich",
+        )
 
     # --- enrich stage and R16 ----------------------------------------------------------
 

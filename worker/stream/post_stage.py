@@ -3,6 +3,10 @@
 One posting loop per tenant, so a slow or paused tenant never holds up another. A
 submission is acknowledged once its outcome is on the broker, in its partition's offset
 order (`OrderedAcks`): a payment is never committed before it is posted.
+
+A payment whose content Xledger refuses gets one outcome (R14, decided): a rejection
+`XLEDGER_REFUSED`, parked with its Betalt event (carried in the submission) for the
+enrich stage's R16 re-evaluation, like any rejection a register change can cure.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from worker.core.outcome import Rejected
 from worker.core.register_book import RegisterBook
 from worker.stream.dead_letters import dead_letter
 from worker.stream.delivery import Deliver, Output
+from worker.stream.enrich_stage import REJECTED, PaymentStates
 from worker.stream.ordered_acks import OrderedAcks, Ticket
 from worker.xledger.client import Target, XledgerClient
 
@@ -40,12 +45,15 @@ class PostStage:
         client: XledgerClient,
         deliver: Deliver,
         crash: Crash,
+        states: PaymentStates | None = None,
     ) -> None:
         self.s = s
         self.book = book
         self.client = client
         self.deliver = deliver
         self.crash = crash  # stops the worker: a restart resumes from committed offsets
+        # Where refused payments wait for R16 (the enrich stage's tables); None in tests.
+        self.states = states
         self._posters: dict[str, _TenantPoster] = {}
 
     async def run(self, events: AsyncIterable[Any], acks: OrderedAcks) -> None:
@@ -168,19 +176,33 @@ class _TenantPoster:
             outputs.append(
                 Output(topics.receipts, self.tenant.encode(), receipt.model_dump_json().encode())
             )
+        parked: list[tuple[Any, Submission]] = []
         for sub, message in result.refused:
-            problem = xledger_refused(message)
-            rejection = Rejected(sub.snapshot_version, (problem,)).rejection(sub, now)
+            source = by_payment[sub.payment_id].message
+            rejection = Rejected(sub.snapshot_version, (xledger_refused(message),)).rejection(
+                sub, now
+            )
+            if sub.event is None or stage.states is None:
+                # Nothing to evaluate again (a submission from before events were carried):
+                # re-sending it by hand (R13) is the way.
+                rejection = rejection.model_copy(update={"retryable": False})
+            else:
+                parked.append((source, sub))
+            metrics.REJECTIONS.labels(self.tenant, str(rejection.reason)).inc()
+            log.info(
+                "payment_rejected",
+                tenant_id=self.tenant,
+                payment_id=sub.payment_id,
+                event_id=sub.event_id,
+                reason=str(rejection.reason),
+                retryable=rejection.retryable,
+            )
             outputs.append(
                 Output(
                     topics.rejections,
                     sub.payment_id.encode(),
                     rejection.model_dump_json().encode(),
-                )
-            )
-            outputs.append(
-                stage.dead_letter(
-                    by_payment[sub.payment_id].message, DlqReason.REFUSED, "Refused", message
+                    source=source,
                 )
             )
         for sub, code, message in result.failed:
@@ -193,7 +215,14 @@ class _TenantPoster:
                     attempts=stage.client.s.max_attempts,
                 )
             )
-        await stage.deliver(outputs)
+        dead = await stage.deliver(outputs)
+        for source, sub in parked:
+            if id(source) in dead or stage.states is None or sub.event is None:
+                continue
+            key = (self.tenant, sub.payment_id)
+            entry = {"event": sub.event.model_dump_json(), "version": sub.snapshot_version}
+            stage.states.put(stage.states.pending, key, entry)
+            stage.states.put(stage.states.handled, key, REJECTED)
         created = {sub.payment_id: sub.created_at for sub in subs}
         acked = datetime.now(UTC)
         for receipt in result.receipts:

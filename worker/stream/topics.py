@@ -44,6 +44,13 @@ def changelog_topic(s: Settings, table: str) -> str:
     return f"{s.app_id}-{table}-changelog"
 
 
+# Records the worker itself must always be able to write, whatever their input's size:
+# a dead letter (the input plus headers) and a table entry (R16 keeps the event). Inputs
+# are held to the broker's default (1 MiB); these topics take four times that.
+LARGE_RECORD_BYTES = 4 * 1024 * 1024
+_LARGE = {"max.message.bytes": str(LARGE_RECORD_BYTES)}
+
+
 def topic_specs(s: Settings) -> list[TopicSpec]:
     t = s.topics
     n = s.partitions
@@ -56,10 +63,12 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
         TopicSpec(t.submissions, n, isr, rf),
         TopicSpec(t.receipts, n, isr, rf),
         TopicSpec(t.rejections, n, isr, rf),
-        TopicSpec(t.dlq, n, isr, rf),
+        TopicSpec(t.dlq, n, {**_LARGE, **isr}, rf),
         TopicSpec(leader_topic(s), 1, isr, rf),
         *(
-            TopicSpec(changelog_topic(s, table), n, {"cleanup.policy": "compact", **isr}, rf)
+            TopicSpec(
+                changelog_topic(s, table), n, {"cleanup.policy": "compact", **_LARGE, **isr}, rf
+            )
             for table in (HANDLED_TABLE, PENDING_TABLE)
         ),
     ]
