@@ -354,6 +354,82 @@ def bench(quick: bool, broker_kind: str) -> None:
     click.echo(json.dumps(summary, ensure_ascii=False))
 
 
+@main.command()
+@click.option("--events", "n_events", default=3000, show_default=True, type=click.IntRange(1))
+@click.option("--kills", default=5, show_default=True, type=click.IntRange(0))
+@click.option("--workers", "n_workers", default=2, show_default=True, type=click.IntRange(1, 8))
+@click.option(
+    "--broker",
+    "broker_kind",
+    default="tansu",
+    show_default=True,
+    type=click.Choice(["tansu", "kafka"]),
+)
+@click.option(
+    "--broker-kills",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Kafka only: SIGKILL and restart a broker this often (a three-broker cluster).",
+)
+@click.option("--profile", default="mixed", show_default=True, help="The sandbox's fault profile.")
+@click.option("--ledger-out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seed", default=2026, show_default=True, type=int)
+@click.option("--rate", default=50.0, show_default=True, type=click.FloatRange(1), help="Events/s.")
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the worker and broker logs here (default: a temporary folder, kept on failure).",
+)
+def chaos(
+    n_events: int,
+    kills: int,
+    n_workers: int,
+    broker_kind: str,
+    broker_kills: int,
+    profile: str,
+    ledger_out: Path | None,
+    seed: int,
+    rate: float,
+    log_dir: Path | None,
+) -> None:
+    """The reliability campaign (R14): workers and brokers killed while demo events flow
+    into a faulty Xledger sandbox; then the sandbox's ledger is checked. Progress on
+    stderr; the last line a JSON summary; exit 0 only when nothing was lost or doubled."""
+    from asyncio import CancelledError
+
+    from worker import logs
+    from worker.demo.chaos import ChaosOptions, ChaosUsageError
+    from worker.demo.chaos import run as run_chaos
+    from worker.stream.kafka_cluster import KafkaUnavailable
+
+    o = ChaosOptions(
+        events=n_events,
+        kills=kills,
+        workers=n_workers,
+        broker=broker_kind,
+        broker_kills=broker_kills,
+        profile=profile,
+        ledger_out=ledger_out,
+        seed=seed,
+        rate=rate,
+        log_dir=log_dir,
+    )
+    try:
+        o.check()
+    except ChaosUsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    logs.configure("WARNING")
+    try:
+        code = run_chaos(o)
+    except (KafkaUnavailable, TimeoutError) as exc:
+        raise click.ClickException(f"chaos could not start: {exc}") from None
+    except (KeyboardInterrupt, CancelledError):
+        click.echo("chaos interrupted; every process it started is stopped", err=True)
+        raise SystemExit(130) from None
+    raise SystemExit(code)
+
+
 # The operator commands: worker/ops/commands.py.
 main.add_command(ops_commands.dlq)
 main.add_command(ops_commands.rejections)
