@@ -475,7 +475,7 @@ def dlq_replay(
         audit_at = audit.write(server, trail, record)
     for position, at in sent.items():
         click.echo(f"replayed {position} → {at}")
-    click.echo(f"audit record {trail}/{audit_at}")
+    click.echo(f"audit record {audit_at}")
     if failure:
         raise click.ClickException(failure)
     if refused:
@@ -689,7 +689,7 @@ def rejections_resend(
         audit_at = audit.write(server, t.audit, record)
     for (_, payment_id), at in sent.items():
         click.echo(f"resent {payment_id} → {at}")
-    click.echo(f"audit record {t.audit}/{audit_at}")
+    click.echo(f"audit record {audit_at}")
     if failure:
         raise click.ClickException(failure)
 
