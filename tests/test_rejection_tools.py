@@ -17,6 +17,7 @@ from tests.conftest import Broker
 from tests.ops_helpers import acli, cli, json_lines, ops_settings, records, rejection_of, send
 from tests.stream_helpers import prepare, wait_for
 from worker.config import Settings
+from worker.contracts import RegisterSnapshot
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
 from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
@@ -93,6 +94,16 @@ async def test_a_resend_marked_event_is_evaluated_again_an_unmarked_one_is_a_dup
     await stage.handle([event_of(event, [(RESEND_HEADER, b"u-17")])])
     assert len(outputs) == 2  # evaluated again: still a gap, so a fresh rejection
     assert json.loads(outputs[-1].value or b"")["reason"] == "MISSING_ACCOUNT"
+    assert states.waiting("t-lillevik")  # still waiting for R16
+
+    fixed = next(d for d in demo_snapshot_dicts() if d["tenant_id"] == "t-lillevik")
+    fixed["version"] += 1
+    fixed["registers"]["betalingstype"].append({"category": "REISEUTGIFTER", "value": "14700"})
+    assert book.offer(RegisterSnapshot.model_validate(fixed)).accepted
+    await stage.handle([event_of(event, [(RESEND_HEADER, b"u-17")])])
+    assert outputs[-1].topic == stage.s.topics.submissions
+    assert states.handled_as(event["tenant_id"], event["payment_id"]) == "submitted"
+    assert not states.waiting("t-lillevik")  # posts now: R16 must not send it again
 
 
 # --- list, on a real broker --------------------------------------------------------------------

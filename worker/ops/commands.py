@@ -916,8 +916,8 @@ def _print_whatif(r: Any, show: int) -> None:
     rows("would still fail", r.still_failing, lambda o: escape(_accounting(o.after)))
     if r.xledger_refused:
         rows(
-            "refused by Xledger: a new snapshot does not resend these; if the string "
-            "changes, `rejections resend` after publishing",
+            "refused by Xledger: sent again when the draft is published (R16); "
+            "with the same string Xledger will likely refuse again",
             r.xledger_refused,
             diff,
         )

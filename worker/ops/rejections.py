@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from worker.contracts import PaymentStatusEvent, Rejection
+from worker.contracts import PaymentStatusEvent, ProblemCode, Rejection
 from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
 from worker.ops import audit
@@ -210,7 +210,8 @@ def plan_resend(
         result = evaluate(event, registers.index(p.tenant_id))
         if isinstance(result, Enriched):
             v = result.snapshot_version
-            same = not p.latest.retryable and p.latest.snapshot_version == v
+            refused = p.latest.reason == ProblemCode.XLEDGER_REFUSED
+            same = refused and p.latest.snapshot_version == v
             expected = (
                 f"to Xledger again with v{v}'s string, which it refused"
                 if same

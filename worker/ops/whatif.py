@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.contracts import PaymentStatusEvent, RegisterSnapshot
+from worker.contracts import PaymentStatusEvent, ProblemCode, RegisterSnapshot
 from worker.core import Enriched, RegisterIndex, Rejected, check_snapshot, evaluate
 from worker.core.endpoints import UrlPolicy
 from worker.ops.rejections import Key, RejectedPayment, original_event
@@ -67,8 +67,8 @@ class WhatIf:
     would_post: list[Outcome] = field(default_factory=list)  # waiting → posts
     still_failing: list[Outcome] = field(default_factory=list)  # waiting → still rejected
     waiting_without_event: list[str] = field(default_factory=list)
-    # Waiting because Xledger refused the posting (not R16's: a snapshot does not re-send
-    # them); the draft's string beside the one Xledger refused.
+    # Waiting because Xledger refused the posting: R16 sends them again once the draft is
+    # published, but with an unchanged string Xledger will most likely refuse them again.
     xledger_refused: list[Outcome] = field(default_factory=list)
     changed: list[Outcome] = field(default_factory=list)  # recent: a different string
     newly_failing: list[Outcome] = field(default_factory=list)  # recent: posts now, not then
@@ -139,7 +139,7 @@ def what_if(
         before = _outcome(evaluate(event, in_force))
         after_result = evaluate(event, draft_index)
         outcome = Outcome(p.tenant_id, p.payment_id, event.event_id, before, _outcome(after_result))
-        if not p.latest.retryable:
+        if p.latest.reason == ProblemCode.XLEDGER_REFUSED:
             report.xledger_refused.append(outcome)
         elif isinstance(after_result, Enriched):
             report.would_post.append(outcome)

@@ -99,7 +99,7 @@ class EnrichStage:
         """One batch of events (each with `.value` and `.message`), in offset order."""
         outputs: list[Output] = []
         handled: dict[Key, str] = {}
-        pending: dict[Key, dict[str, Any]] = {}
+        pending: dict[Key, dict[str, Any] | None] = {}  # None: waits no longer
         sources: dict[Key, int] = {}
         now = datetime.now(UTC)
         for event in events:
@@ -108,9 +108,8 @@ class EnrichStage:
                 outputs.append(self._invalid(event.message, parsed))
                 continue
             key = (parsed.tenant_id, parsed.payment_id)
-            seen = key in handled or (
-                self.states.handled_as(*key) is not None and not _is_resend(event.message)
-            )
+            resend = _is_resend(event.message)
+            seen = key in handled or (self.states.handled_as(*key) is not None and not resend)
             step = intake(parsed, seen)  # R17
             if step is Intake.IGNORED:
                 metrics.EVENTS.labels("ignored").inc()
@@ -128,6 +127,8 @@ class EnrichStage:
             if isinstance(result, Enriched):
                 outputs.append(self._submission(parsed, result, now, event.message))
                 handled[key] = SUBMITTED
+                if resend:  # a resent payment that now posts no longer waits for R16
+                    pending[key] = None
                 metrics.EVENTS.labels("submitted").inc()
             else:
                 outputs.append(self._rejection(parsed, result, now, event.message))
