@@ -42,7 +42,9 @@ def _ids(raw: object) -> dict[str, str | None]:
     }
 
 
-def read_event(data: bytes | str) -> PaymentStatusEvent | Unreadable:
+def read_event(data: bytes | str | None) -> PaymentStatusEvent | Unreadable:
+    if data is None:  # a tombstone (key, no value) is not an event: dead-letter it, visibly
+        return Unreadable("no value: a tombstone is not an event", "Tombstone")
     try:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
