@@ -82,7 +82,7 @@ class OutcomeWatcher:
                 key = (body["tenant_id"], body["payment_id"])
                 self.betalt_ms.setdefault(key, timestamp_ms)
                 self.positions.setdefault(key, []).append(position)
-        except (ValueError, AttributeError, KeyError, TypeError):
+        except (ValueError, AttributeError, KeyError, TypeError, RecursionError):
             pass  # unreadable events have no latency to measure
 
     async def explain(self, expected: set[tuple[str, str]]) -> str:
