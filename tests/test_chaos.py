@@ -5,6 +5,9 @@ Tansu, run as an operator runs it."""
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -177,9 +180,23 @@ KEYS = {
 }
 
 
+def marked(mark: str) -> list[int]:
+    """Processes whose environment carries this mark: what a campaign started and left."""
+    needle = f"CHAOS_TEST_MARK={mark}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if needle in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                found.append(int(pid))
+        except OSError:
+            pass  # gone, or not ours to read
+    return found
+
+
 @pytest.mark.integration
 def test_a_small_campaign_on_tansu_loses_nothing_and_posts_nothing_twice(tmp_path: Path) -> None:
     ledger_out = tmp_path / "ledger.json"
+    mark = secrets.token_hex(6)
     done = subprocess.run(
         [
             sys.executable,
@@ -201,9 +218,10 @@ def test_a_small_campaign_on_tansu_loses_nothing_and_posts_nothing_twice(tmp_pat
         ],
         capture_output=True,
         text=True,
-        env=subprocess_env({}),
+        env=subprocess_env({"CHAOS_TEST_MARK": mark}),
         timeout=900,
     )
+    assert marked(mark) == []  # the broker, the workers: all stopped
     print(done.stderr[-4000:])
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -220,3 +238,33 @@ def test_a_small_campaign_on_tansu_loses_nothing_and_posts_nothing_twice(tmp_pat
     assert len(logs) == 2
     starts = sum(p.read_text(errors="replace").count("=== chaos: start") for p in logs)
     assert starts == 2 + 2
+
+
+@pytest.mark.integration
+def test_sigterm_mid_campaign_stops_every_process_it_started(tmp_path: Path) -> None:
+    mark = secrets.token_hex(6)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "chaos", "--events", "3000", "--kills", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env({"CHAOS_TEST_MARK": mark}),
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # until the workers run and the events flow
+            seen.append(line)
+            if "feeding" in line:
+                break
+        assert any("feeding" in line for line in seen), "".join(seen)
+        assert len(marked(mark)) >= 4  # itself, Tansu and the two workers
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert marked(mark) == []

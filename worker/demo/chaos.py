@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import json
+import logging
 import os
 import random
 import secrets
@@ -268,6 +269,7 @@ class CampaignWatcher(OutcomeWatcher):
         self.payment_dead_letters: dict[Key, list[str]] = defaultdict(list)
         # (original topic, partition, offset) → the payment the record names, if any
         self.dead_letter_origins: dict[tuple[str, str, str], Key | None] = {}
+        self.dead_letter_records = 0
         self.receipt_times: list[tuple[float, str]] = []  # (broker time in s, tenant)
         self.last_outcome = time.monotonic()
 
@@ -314,6 +316,7 @@ class CampaignWatcher(OutcomeWatcher):
             h.get("dlq.original_offset", "?"),
         )
         self.dead_letter_origins[origin] = payment
+        self.dead_letter_records += 1
 
     def unreadable_dead_lettered(self, betalt: set[Key]) -> int:
         """Dead-lettered input records that are no Betalt payment (the bad lines), each
@@ -878,6 +881,8 @@ async def run_campaign(o: ChaosOptions) -> tuple[dict[str, Any], Verdict, Path]:
             "core_submits": len(submitted),
             "bad_lines": o.n_bad,
             "bad_dead_lettered": bad_dead,
+            # The same input dead-lettered again: written, then killed before its commit.
+            "dead_letters_repeated": watcher.dead_letter_records - len(watcher.dead_letter_origins),
             "ledger_lines": len(ledger),
             "xledger_faults": dict(sorted(c.sandbox.stats.faults.items())),
             "worker_exits": len(c.workers.unexpected_exits),
@@ -919,6 +924,9 @@ def run(o: ChaosOptions) -> int:
     0 only when R14 and R18 hold. The logs are removed after a clean run unless a folder
     was given, and kept (and named) otherwise."""
     o.check()
+    # A killed broker makes aiokafka log every failed connection; the campaign's own
+    # lines say what was killed and when.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     folder = o.log_dir or Path(tempfile.mkdtemp(prefix="flyt-chaos-"))
     kept = o.log_dir is not None
     try:
