@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast run lint schemas dashboards bench clean kafka kafka-jars stress
+.PHONY: install test test-fast run lint schemas dashboards bench clean kafka kafka-jars stress chaos
 
 # Idempotent: rebuilds only when pyproject.toml changed or the venv is missing.
 install: $(STAMP)
@@ -56,6 +56,13 @@ dashboards: install
 BENCH ?=
 bench: install
 	$(BIN)/python -m worker bench $(BENCH)
+
+# The reliability campaign (issue 10, R14): workers and brokers killed mid-flow, Xledger
+# faults; the last line is a JSON summary, exit 0 only when nothing is lost or doubled.
+# `make chaos CHAOS="--broker kafka --broker-kills 1 --kills 3"` for Apache Kafka (3 brokers).
+CHAOS ?= --events 3000 --kills 5
+chaos: install
+	$(BIN)/python -m worker chaos $(CHAOS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
