@@ -45,6 +45,13 @@ def _ids(raw: object) -> dict[str, str | None]:
 def read_event(data: bytes | str | None) -> PaymentStatusEvent | Unreadable:
     if data is None:  # a tombstone (key, no value) is not an event: dead-letter it, visibly
         return Unreadable("no value: a tombstone is not an event", "Tombstone")
+    # The hot path: pydantic's own JSON parser validates a good event in one pass, about
+    # 40% faster than json.loads + model_validate (issue 13). Whatever it refuses takes
+    # the path below, so every Unreadable is what it always was.
+    try:
+        return PaymentStatusEvent.model_validate_json(data)
+    except ValidationError:
+        pass
     try:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
