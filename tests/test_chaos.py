@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,16 @@ from typing import Any
 import pytest
 
 from tests.conftest import subprocess_env
-from worker.demo.chaos import ChaosOptions, ChaosUsageError, Key, check_r14
+from worker.demo.chaos import (
+    ChaosOptions,
+    ChaosUsageError,
+    Key,
+    Kill,
+    _owner,
+    _recovery,
+    _socket_inode,
+    check_r14,
+)
 
 A: Key = ("t-a", "P-1")
 B: Key = ("t-a", "P-2")
@@ -268,3 +278,23 @@ def test_sigterm_mid_campaign_stops_every_process_it_started(tmp_path: Path) -> 
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert marked(mark) == []
+
+
+def test_the_worker_behind_a_connection_is_found_by_its_socket() -> None:
+    # How a kill lands between a post and its commit: the sandbox sees the client's port.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        try:
+            inode = _socket_inode(client.getsockname()[1])
+            assert inode is not None
+            assert _owner([os.getpid()], inode) == os.getpid()
+            assert _owner([os.getppid()], inode) is None
+        finally:
+            client.close()
+
+
+def test_recovery_is_the_longest_wait_from_a_kill_to_the_next_receipt() -> None:
+    kills = [Kill("w0", 100.0), Kill("w1", 200.0, tenant="t-b"), Kill("late", 900.0)]
+    receipts = [(99.0, "t-a"), (103.5, "t-a"), (201.0, "t-a"), (207.25, "t-b")]
+    # The kill after the last receipt has nothing to measure.
+    assert _recovery(kills, receipts) == (3.5, 7.25)
