@@ -924,9 +924,11 @@ def run(o: ChaosOptions) -> int:
     0 only when R14 and R18 hold. The logs are removed after a clean run unless a folder
     was given, and kept (and named) otherwise."""
     o.check()
-    # A killed broker makes aiokafka log every failed connection; the campaign's own
-    # lines say what was killed and when.
+    # A killed broker makes aiokafka log every failed connection, and a worker killed
+    # mid-request makes the sandbox's server log the lost connection: expected here. The
+    # campaign's own lines say what was killed and when.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     folder = o.log_dir or Path(tempfile.mkdtemp(prefix="flyt-chaos-"))
     kept = o.log_dir is not None
     try:
