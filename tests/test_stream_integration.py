@@ -346,6 +346,85 @@ async def test_a_tenant_out_of_xledger_credits_holds_up_no_other_tenant(broker: 
         await sandbox.stop()
 
 
+async def test_a_tenant_whose_token_is_missing_or_refused_waits_and_resumes_with_a_new_one(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Tenant-level faults stay tenant-level: held (not dead-lettered) while the token is
+    missing or refused, the other tenant goes on, and a new token resumes it by itself."""
+    s = unique_settings(broker, "token")
+    snapshots = demo_snapshot_dicts()
+    await prepare(s, snapshots)
+    sandbox = XledgerSandbox(seed=4)
+    real: dict[str, str] = {}
+    for i, snap in enumerate(demo_snapshots()):
+        real[snap.settings.token_ref] = token = f"token-test-{snap.tenant_id}-0123456789"
+        sandbox.add_entity(token, entity_from_snapshot(snap, 43_000_000 + i))
+    await sandbox.start()
+    refs = {snap.tenant_id: snap.settings.token_ref for snap in demo_snapshots()}
+    (tmp_path / refs["t-vestfold-bv"]).write_text(real[refs["t-vestfold-bv"]])
+    (tmp_path / refs["t-fjordby-test"]).write_text("revoked-token-0123456789")  # refused
+    # t-lillevik: no token at all yet
+    s = replace(
+        s,
+        sandbox=True,
+        xledger_endpoint_override=sandbox.url,
+        post_batch_window_s=0.05,
+        token_dir=tmp_path,
+        token_recheck_s=0.2,
+    )
+    pipeline = Pipeline(s, broker.bootstrap, make_client(s, {}))
+    watcher = OutcomeWatcher(broker.bootstrap, s)
+    events = list(generate_events(400, seed=45))
+    submitted, _ = expected_outcomes(snapshots, events)
+    held = {"t-lillevik", "t-fjordby-test"}
+    paused = "xledger_tenant_paused"
+
+    def paused_now(tenant: str) -> float | None:
+        return REGISTRY.get_sample_value(paused, {"tenant": tenant, "reason": "token"})
+
+    try:
+        await pipeline.start()
+        await watcher.start()
+        await publish(
+            broker.bootstrap, s.topics.payments, event_records(events), one_record_batches=False
+        )
+
+        def done() -> set[tuple[str, str]]:  # (the sandbox refuses a few: rejected, R14)
+            return watcher.posted | watcher.rejected
+
+        async def others_posted() -> bool:
+            await watcher.poll()
+            return {k for k in submitted if k[0] not in held} <= done()
+
+        await wait_for(others_posted, 60, "the tenant with a valid token to be posted")
+
+        async def both_paused() -> bool:
+            return all(paused_now(t) == 1 for t in held)
+
+        await wait_for(both_paused, 30, "both tenants paused for their token")
+        await watcher.poll()
+        assert not {k for k in watcher.posted if k[0] in held}  # held, not lost ...
+        assert watcher.dead_letters == []  # ... and not dead-lettered
+
+        for tenant in held:  # the operator puts valid tokens in place
+            (tmp_path / refs[tenant]).write_text(real[refs[tenant]])
+
+        async def all_posted() -> bool:
+            await watcher.poll()
+            return submitted <= done()
+
+        await wait_for(all_posted, 90, "the held tenants to resume by themselves")
+        assert {k for k in watcher.posted if k[0] in held}
+        assert watcher.dead_letters == []
+        assert all(paused_now(t) == 0 for t in held)
+        assert_ledger_exactly_once(sandbox.ledger(), watcher.posted)
+    finally:
+        await watcher.stop()
+        await pipeline.stop()
+        await pipeline.client.aclose()
+        await sandbox.stop()
+
+
 # --- two workers -------------------------------------------------------------------------
 
 

@@ -183,7 +183,7 @@ async def test_refusal_naming_no_code_is_found_by_bisection(sandbox) -> None:
     assert result.requests <= 1 + 2 * 5 + 1  # lookup, then about 2·log2(32) mutations
 
 
-async def test_bad_token_fails_the_batch_without_bisecting(sandbox) -> None:
+async def test_bad_token_holds_the_batch_without_bisecting(sandbox) -> None:
     c = XledgerClient(
         SecretStore({"XLEDGER_TOKEN_T_ONE": "wrong-token-123456"}),
         policy=UrlPolicy(allow_sandbox=True),
@@ -192,16 +192,20 @@ async def test_bad_token_fails_the_batch_without_bisecting(sandbox) -> None:
     async with c:
         result = await c.post(target(TENANT), [submission(TENANT, i) for i in range(20)])
     assert result.requests == 1
-    assert {code for _, code, _ in result.failed} == {"auth"} and len(result.failed) == 20
+    # The token is at fault, not the payments: held for the caller to pause the tenant.
+    assert len(result.held) == 20 and not result.failed and not result.refused
+    assert "refused the API token" in result.held_why and "wrong-token" not in result.held_why
     assert not sandbox.ledger()
+    assert c.token_fingerprint(TENANT) not in (None, "wrong-token-123456")
 
 
-async def test_missing_token_fails_without_any_request(sandbox) -> None:
+async def test_missing_token_holds_the_batch_without_any_request(sandbox) -> None:
     async with client_for(sandbox.url, []) as c:
-        result = await c.post(target(TENANT), [submission(TENANT, 1)])
-    assert result.requests == 0
-    assert result.failed[0][1] == "missing_token"
-    assert "XLEDGER_TOKEN_T_ONE" in result.failed[0][2]
+        result = await c.post(target(TENANT), [submission(TENANT, 1)] * 2)
+        assert c.token_fingerprint(TENANT) is None
+    assert result.requests == 0 and not result.failed
+    assert len(result.held) == 2  # a duplicate shares the outcome
+    assert "XLEDGER_TOKEN_T_ONE" in result.held_why
 
 
 async def test_r2_url_outside_the_allowed_list_is_never_sent_a_token(sandbox) -> None:

@@ -30,6 +30,10 @@ class Settings:
     enrich_batch_window_s: float = 0.02
     post_batch_window_s: float = 0.25  # gather a tenant's burst into few requests
     post_batch_max: int = 1000
+    # A tenant whose token is missing or refused is paused (held, not dead-lettered): its
+    # token is looked at again this often, and tried again anyway after token_retry_s.
+    token_recheck_s: float = 5.0
+    token_retry_s: float = 600.0
     token_dir: Path | None = None
     data_dir: Path | None = None  # faust's folder; default: under the system's temp folder
     metrics_port: int | None = 9108
@@ -106,6 +110,8 @@ _ENV: dict[str, str] = {
     "enrich_batch_window_s": "FLYT_ENRICH_BATCH_WINDOW_S",
     "post_batch_window_s": "FLYT_POST_BATCH_WINDOW_S",
     "post_batch_max": "FLYT_POST_BATCH_MAX",
+    "token_recheck_s": "FLYT_TOKEN_RECHECK_S",
+    "token_retry_s": "FLYT_TOKEN_RETRY_S",
     "token_dir": "XLEDGER_TOKEN_DIR",
     "data_dir": "FLYT_DATA_DIR",
     "metrics_port": "FLYT_METRICS_PORT",

@@ -30,7 +30,7 @@ from worker.stream.dead_letters import dead_letter
 from worker.stream.delivery import Deliver, Output
 from worker.stream.enrich_stage import REJECTED, PaymentStates
 from worker.stream.ordered_acks import OrderedAcks, Ticket
-from worker.xledger.client import Target, XledgerClient
+from worker.xledger.client import PostResult, Target, XledgerClient
 
 log = logs.get("worker.stream")
 
@@ -155,21 +155,61 @@ class _TenantPoster:
 
     async def _post(self, batch: list[Item]) -> None:
         stage = self.stage
-        topics = stage.s.topics
-        index = stage.book.index(self.tenant)
-        if index is None:
-            await self._dead_letter_all(
-                batch,
-                DlqReason.NO_SNAPSHOT,
-                "UnknownTenant",
-                f"no valid register snapshot for {self.tenant}",
-            )
-            return
-        settings = index.settings
-        target = Target(self.tenant, settings.url, settings.token_ref, index.snapshot.test_tenant)
-        subs = [sub for sub, _ in batch]
-        result = await stage.client.post(target, subs)
         by_payment = {sub.payment_id: ticket.event for sub, ticket in batch}
+        subs = [sub for sub, _ in batch]
+        while subs:
+            index = stage.book.index(self.tenant)
+            if index is None:
+                left = {sub.payment_id for sub in subs}
+                await self._dead_letter_all(
+                    [item for item in batch if item[0].payment_id in left],
+                    DlqReason.NO_SNAPSHOT,
+                    "UnknownTenant",
+                    f"no valid register snapshot for {self.tenant}",
+                )
+                return
+            settings = index.settings
+            target = Target(
+                self.tenant, settings.url, settings.token_ref, index.snapshot.test_tenant
+            )
+            result = await stage.client.post(target, subs)
+            await self._record(subs, result, by_payment)
+            if result.held:
+                await self._pause_for_token(target.token_ref, result.held_why)
+            subs = result.held
+
+    async def _pause_for_token(self, token_ref: str, why: str) -> None:
+        """The tenant's token is missing or refused: a fault of the tenant, not of its
+        payments. Hold them (other tenants go on) until the token appears or changes,
+        or the snapshot names another; try again anyway after `token_retry_s`."""
+        s, client = self.stage.s, self.stage.client
+        failed_with = client.token_fingerprint(token_ref)
+        metrics.XLEDGER_TENANT_PAUSED.labels(self.tenant, metrics.PAUSED_TOKEN).set(1)
+        log.error(
+            "xledger_tenant_paused",
+            tenant_id=self.tenant,
+            reason=metrics.PAUSED_TOKEN,
+            error=why,  # names the token's reference and where it was looked for, never it
+            action="put a valid token in place; posting resumes by itself",
+        )
+        give_up_at = time.monotonic() + s.token_retry_s
+        try:
+            while time.monotonic() < give_up_at:
+                await asyncio.sleep(s.token_recheck_s)
+                index = self.stage.book.index(self.tenant)
+                ref = index.settings.token_ref if index else token_ref
+                if ref != token_ref or client.token_fingerprint(ref) != failed_with:
+                    break
+        finally:
+            metrics.XLEDGER_TENANT_PAUSED.labels(self.tenant, metrics.PAUSED_TOKEN).set(0)
+        log.info("xledger_tenant_resumed", tenant_id=self.tenant, reason=metrics.PAUSED_TOKEN)
+
+    async def _record(
+        self, subs: list[Submission], result: PostResult, by_payment: dict[str, Any]
+    ) -> None:
+        """Put the outcomes of one post on the broker (payments held get none yet)."""
+        stage = self.stage
+        topics = stage.s.topics
         outputs: list[Output] = []
         now = datetime.now(UTC)
         for receipt in result.receipts:
@@ -236,6 +276,7 @@ class _TenantPoster:
             receipts=len(result.receipts),
             refused=len(result.refused),
             failed=len(result.failed),
+            held=len(result.held),
             requests=result.requests,
         )
 

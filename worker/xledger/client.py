@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import random
 import time
 import uuid
@@ -68,6 +69,10 @@ class PostResult:
     receipts: list[Receipt] = field(default_factory=list)
     refused: list[tuple[Submission, str]] = field(default_factory=list)  # Xledger's message
     failed: list[tuple[Submission, str, str]] = field(default_factory=list)  # (code, message)
+    # Not posted because the tenant's token is missing or refused: a fault of the tenant,
+    # not of these payments. The caller holds them until the token changes.
+    held: list[Submission] = field(default_factory=list)
+    held_why: str = ""
     requests: int = 0
 
 
@@ -153,7 +158,8 @@ class XledgerClient:
         try:
             token = self.secrets.token(target.token_ref)
         except MissingToken as exc:
-            return _fail_all(result, unique, "missing_token", str(exc))
+            result.held, result.held_why = list(submissions), str(exc)
+            return result
         logs.register_secret(token.reveal())
         call = _Call(
             target,
@@ -171,6 +177,15 @@ class XledgerClient:
         if len(unique) != len(submissions):
             _share_outcomes(result, submissions, posted)
         return result
+
+    def token_fingerprint(self, token_ref: str) -> str | None:
+        """A digest of the token now in force for `token_ref` (None: none is), to tell
+        when an operator has put a new one in place. Never the token itself."""
+        try:
+            token = self.secrets.token(token_ref)
+        except MissingToken:
+            return None
+        return hashlib.sha256(token.reveal().encode()).hexdigest()
 
     def ready_in(self, token_ref: str, requests: int = 2) -> float:
         """Seconds until this token may send `requests` requests without being held back.
@@ -215,6 +230,7 @@ def _share_outcomes(
     receipts = {r.payment_id: r for r in result.receipts}
     refused = {s.payment_id: m for s, m in result.refused}
     failed = {s.payment_id: (c, m) for s, c, m in result.failed}
+    held = {s.payment_id for s in result.held}
     for sub in submissions:
         pid = sub.payment_id
         if posted[pid] is sub:
@@ -225,6 +241,8 @@ def _share_outcomes(
             result.refused.append((sub, refused[pid]))
         elif pid in failed:
             result.failed.append((sub, *failed[pid]))
+        elif pid in held:
+            result.held.append(sub)
 
 
 class _Call:
@@ -267,15 +285,19 @@ class _Call:
         except _GiveUp as exc:
             self._give_up(exc.code, exc.message)
         except AuthFailed as exc:
-            self._give_up(exc.code, str(exc))
+            # Every payment without an outcome yet is held: the token is at fault.
+            self.result.held = self._left()
+            self.result.held_why = str(exc)
 
-    def _give_up(self, code: str, message: str) -> None:
-        # Everything of the call without an outcome yet: the rest of the chunks too.
+    def _left(self) -> list[Submission]:
         done = {r.payment_id for r in self.result.receipts} | {
             s.payment_id for s, _ in self.result.refused
         }
-        left = [s for s in self.all if s.payment_id not in done]
-        _fail_all(self.result, left, code, message)
+        return [s for s in self.all if s.payment_id not in done]
+
+    def _give_up(self, code: str, message: str) -> None:
+        # Everything of the call without an outcome yet: the rest of the chunks too.
+        _fail_all(self.result, self._left(), code, message)
 
     async def _drop_present(self, subs: list[Submission]) -> list[Submission]:
         """Receipts for the payments Xledger already holds; returns the ones it does not."""
