@@ -11,6 +11,9 @@ from worker.contracts import DlqHeaders, DlqReason
 from worker.stream.delivery import Output
 
 
+_REPLAY_HEADERS = ("dlq.replay_count", "dlq.replayed_by")
+
+
 def _headers_list(headers: Any) -> list[tuple[str, bytes]]:
     if not headers:
         return []
@@ -48,7 +51,12 @@ def dlq_headers(
             "dlq.last_failed_at": now.isoformat(),
         }
     )
-    kept = [(k, v) for k, v in _headers_list(original_headers) if not k.startswith("dlq.")]
+    # A replayed record that fails again keeps its replay count (the cap on replays).
+    kept = [
+        (k, v)
+        for k, v in _headers_list(original_headers)
+        if not k.startswith("dlq.") or k in _REPLAY_HEADERS
+    ]
     return kept + header.to_kafka()
 
 
