@@ -10,7 +10,6 @@ from worker import metrics
 from worker.contracts import DlqHeaders, DlqReason
 from worker.stream.delivery import Output
 
-
 _REPLAY_HEADERS = ("dlq.replay_count", "dlq.replayed_by")
 
 
