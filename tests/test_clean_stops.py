@@ -1,5 +1,6 @@
-"""Every process a command starts, it stops: SIGTERM to `worker broker` stops Tansu, and a
-SIGKILLed `worker broker` or `worker run --embedded` (`make run`) leaves no broker behind."""
+"""Every process a command starts, it stops: SIGTERM to `worker broker`, `worker run`,
+`worker sandbox` or `worker kafka` leaves no child process, and a SIGKILLed `worker broker`
+or `worker run --embedded` (`make run`) leaves no broker behind."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, subprocess_env
+from tests.conftest import _SKIPPED, free_port, kafka_missing, subprocess_env
 from worker.stream.broker import wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -104,5 +105,72 @@ def test_a_sigkilled_command_leaves_no_broker_behind(tmp_path: Path, args: list[
             proc.kill()
             proc.wait()
         for pid in tansu:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for child in children(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def ready_when(log: Path, port: int | None, text: bytes | None, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if text is not None and text in log.read_bytes():
+            return
+        if port is not None:
+            try:
+                wait_for_port(port, 0.2)
+                return
+            except Exception:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(
+        f"not ready within {seconds} s:\n{log.read_text(errors='replace')[-2000:]}"
+    )
+
+
+@pytest.mark.parametrize("command", ["run", "sandbox", "kafka"])
+def test_sigterm_leaves_no_child_process(tmp_path: Path, command: str) -> None:
+    port = free_port()
+    if command == "run":
+        args, wait_port, text, seconds = (
+            ["run", "--embedded", "--metrics-port", "0"],
+            None,
+            b"worker_ready",
+            90,
+        )
+    elif command == "sandbox":
+        args = ["sandbox", "--port", str(port), "--token-dir", str(tmp_path / "tokens")]
+        wait_port, text, seconds = port, None, 30
+    else:
+        why = kafka_missing()
+        if why is not None:
+            if os.environ.get("FLYT_REQUIRE_KAFKA") == "1":
+                pytest.fail(f"Apache Kafka tests cannot run: {why}")
+            _SKIPPED.add(why)
+            pytest.skip(f"Apache Kafka tests skipped: {why}")
+        args, wait_port, text, seconds = ["kafka", "--port", str(port)], port, None, 120
+    log = tmp_path / f"{command}.log"
+    proc = start(args, log)
+    family: list[int] = []
+    try:
+        ready_when(log, wait_port, text, seconds)
+        family = descendants(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text(errors="replace")[-2000:]
+        left = [p for p in family if alive(p)]
+        assert gone_within(family, 10), f"`worker {command}` left {left} running after SIGTERM"
+        assert b"Traceback" not in log.read_bytes()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in family:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
