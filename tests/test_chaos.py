@@ -253,8 +253,20 @@ def test_a_small_campaign_on_tansu_loses_nothing_and_posts_nothing_twice(tmp_pat
 @pytest.mark.integration
 def test_sigterm_mid_campaign_stops_every_process_it_started(tmp_path: Path) -> None:
     mark = secrets.token_hex(6)
+    logs = str(tmp_path / "logs")  # an interrupted run keeps its logs: here, not in /tmp
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker", "chaos", "--events", "3000", "--kills", "0"],
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "chaos",
+            "--events",
+            "3000",
+            "--kills",
+            "0",
+            "--log-dir",
+            logs,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
