@@ -686,3 +686,49 @@ def test_refusal_blames_exactly_the_payments_that_carry_the_refused_code() -> No
     message = "account.code: No value matching owner 42365431, code '9999'."
     assert blame([message, message], subs) == {"P-000001": message, "P-000003": message}
     assert blame(["Voucher 123 does not balance."], subs) == {}  # the caller bisects
+
+
+class OutageTime(FakeTime):
+    """Fake time in which Xledger (the sandbox) comes back after `outage_s`."""
+
+    def __init__(self, sandbox: XledgerSandbox, port: int, outage_s: float) -> None:
+        super().__init__()
+        self.sandbox, self.port, self.back_at = sandbox, port, self.now + outage_s
+
+    async def sleep(self, seconds: float) -> None:
+        await super().sleep(seconds)
+        if self.back_at is not None and self.now >= self.back_at:
+            self.back_at = None
+            await self.sandbox.start(port=self.port)
+
+
+async def test_an_xledger_outage_of_minutes_is_waited_out_not_given_up() -> None:
+    """Issue 10: Xledger down for minutes: the tenant waits, nothing is lost, posting resumes."""
+    sb = await started()
+    url = sb.url
+    assert url is not None
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    await sb.stop()  # connection refused from now on: nothing reaches Xledger
+    fake = OutageTime(sb, port, outage_s=6 * 60)
+    try:
+        async with client_for(
+            url, [TENANT], fake=fake, backoff_cap_s=30.0, outage_patience_s=30 * 60
+        ) as c:
+            result = await c.post(target(TENANT), [submission(TENANT, i) for i in range(3)])
+        assert not result.failed and len(result.receipts) == 3
+        assert sum(fake.sleeps) >= 6 * 60 and len(fake.sleeps) > 8  # past max_attempts
+        assert len(sb.ledger()) == 6
+    finally:
+        await sb.stop()
+
+
+async def test_an_outage_longer_than_the_patience_dead_letters_the_batch() -> None:
+    sb = await started()
+    url = sb.url
+    assert url is not None
+    await sb.stop()
+    fake = FakeTime()
+    async with client_for(url, [TENANT], fake=fake, backoff_cap_s=30.0, outage_patience_s=120) as c:
+        result = await c.post(target(TENANT), [submission(TENANT, 1)])
+    assert [code for _, code, _ in result.failed] == ["transient"]
+    assert 120 <= sum(fake.sleeps) < 120 + 30 + 1  # given up at the first attempt past it

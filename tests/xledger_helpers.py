@@ -116,7 +116,13 @@ def client_for(
 ) -> XledgerClient:
     """A client of the sandbox at `url` with these tenants' tokens; on `fake` time if given."""
     environ = {env_name(t): token_for(t) for t in tenants}
-    defaults = {"timeout_s": 1.0, "backoff_base_s": 0.05, "backoff_cap_s": 0.5}
+    # No outage patience unless a test asks: most give up after max_attempts at once.
+    defaults = {
+        "timeout_s": 1.0,
+        "backoff_base_s": 0.05,
+        "backoff_cap_s": 0.5,
+        "outage_patience_s": 0.0,
+    }
     return XledgerClient(
         SecretStore(environ),
         policy=UrlPolicy(allow_sandbox=True),

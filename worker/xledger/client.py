@@ -81,7 +81,10 @@ class ClientSettings:
     """The client's knobs; the burst, concurrency and credits ones are read by pacing."""
 
     timeout_s: float = 10.0
-    max_attempts: int = 8  # per batch, for retryable failures
+    max_attempts: int = 8  # per batch, for retryable failures ...
+    # ... and never before Xledger has been failing this long: an outage of minutes is
+    # waited out (every tenant holds its payments), not turned into dead letters.
+    outage_patience_s: float = 30 * 60.0
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
     burst_limit: int = 20  # Xledger: 20 requests per 5 s per token
@@ -122,6 +125,7 @@ class XledgerClient:
         )
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._clock = clock
         self._pacer = Pacer(self.s, clock=clock, sleep=sleep)
 
     async def aclose(self) -> None:
@@ -170,6 +174,7 @@ class XledgerClient:
             http=self._http,
             gate=self._pacer.gate(token),
             sleep=self._sleep,
+            clock=self._clock,
             backoff=self.backoff,
         )
         await call.post_all(unique)
@@ -260,9 +265,12 @@ class _Call:
         http: httpx.AsyncClient,
         gate: TokenGate,
         sleep: Sleep,
+        clock: Clock,
         backoff: Callable[[int], float],
     ) -> None:
         self.s = settings
+        self.clock = clock
+        self.failing_since: float | None = None
         self.http = http
         self.gate = gate
         self.sleep = sleep
@@ -388,7 +396,11 @@ class _Call:
             except (TransientError, UnknownOutcome) as exc:
                 self.attempts += 1
                 metrics.XLEDGER_RETRIES.labels(self.tenant, exc.code).inc()
-                if self.attempts >= self.s.max_attempts:
+                now = self.clock()
+                if self.failing_since is None:
+                    self.failing_since = now
+                patient = now - self.failing_since < self.s.outage_patience_s
+                if self.attempts >= self.s.max_attempts and not patient:
                     raise _GiveUp(
                         exc.code, f"{operation} failed {self.attempts} times: {exc}"
                     ) from None
