@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast run lint schemas dashboards bench clean kafka kafka-jars stress chaos
+.PHONY: install test test-fast run lint schemas dashboards bench clean kafka kafka-jars stress chaos fuzz
 
 # Idempotent: rebuilds only when pyproject.toml changed or the venv is missing.
 install: $(STAMP)
@@ -37,6 +37,14 @@ RUNS ?= 50
 stress: install
 	$(BIN)/python tests/stress.py --runs $(RUNS) --parallel 2 --load 2 \
 		-k "(restart or two_workers) and tansu" --out stress-runs/$$(date +%Y%m%d-%H%M%S)
+
+# Bad records through a running worker on each broker (issue 10): FUZZ_RECORDS of them,
+# a fresh seed unless FUZZ_SEED is given (printed, to reproduce); `make fuzz FUZZ_K=tansu`.
+FUZZ_RECORDS ?= 20000
+FUZZ_K ?= running_worker
+fuzz: install
+	FUZZ_RECORDS=$(FUZZ_RECORDS) FUZZ_SEED=$${FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
+		$(BIN)/python -m pytest -q -s tests/test_fuzz_stream.py -k "$(FUZZ_K)"
 
 lint: install
 	$(BIN)/ruff check worker tests
