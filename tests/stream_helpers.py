@@ -125,11 +125,13 @@ def expected_outcomes(
 
 
 async def watch_until(
-    watcher: OutcomeWatcher, expected: set[tuple[str, str]], timeout_s: float
+    watcher: OutcomeWatcher, expected: set[tuple[str, str]], quiet_s: float, cap_s: float = 600
 ) -> None:
-    """Until every expected payment has an outcome; on timeout, say why (issue 14): the
-    payments without one, where their event and submissions sit, and the worker group's
-    committed and end offsets now and when the wait began (did it still consume?)."""
+    """Until every expected payment has an outcome. Fails when no new outcome has come for
+    `quiet_s` (the worker stalled: issue 14's symptom), not merely because a loaded machine
+    is slow; `cap_s` bounds the whole wait. On failure, say why: the payments without an
+    outcome, where their event and submissions sit, and the worker group's committed and
+    end offsets now and when the wait began (did it still consume?)."""
     from worker.stream.lag import group_positions
 
     t = watcher.s.topics
@@ -139,13 +141,23 @@ async def watch_until(
     except Exception as exc:
         before = [f"unavailable: {exc!r}"]  # type: ignore[list-item]
 
-    async def done() -> bool:
+    started = time.monotonic()
+    quiet_since, seen = started, -1
+    while True:
         await watcher.poll()
-        return expected <= watcher.posted | watcher.rejected
-
-    try:
-        await wait_for(done, timeout_s, f"{len(expected)} outcomes", interval_s=0.05)
-    except AssertionError as exc:
-        report = await watcher.explain(expected)
-        start = "\n".join(f"  {p}" for p in before)
-        raise AssertionError(f"{exc}\n{report}\nwhen the wait began:\n{start}") from None
+        have = len(expected & (watcher.posted | watcher.rejected))
+        if have == len(expected):
+            return
+        now = time.monotonic()
+        if have > seen:
+            quiet_since, seen = now, have
+        if now - quiet_since >= quiet_s or now - started >= cap_s:
+            break
+        await asyncio.sleep(0.05)
+    report = await watcher.explain(expected)
+    start = "\n".join(f"  {p}" for p in before)
+    raise AssertionError(
+        f"timed out waiting for {len(expected)} outcomes: {have} after "
+        f"{now - started:.0f} s, none new for the last {now - quiet_since:.0f} s\n"
+        f"{report}\nwhen the wait began:\n{start}"
+    )
