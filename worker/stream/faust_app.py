@@ -19,6 +19,10 @@ from faust.types import TP, TransportT
 from worker.config import Settings
 from worker.stream.topics import LARGE_RECORD_BYTES
 
+# The longest a fetch waits for records on an idle partition; a floor under each hop's
+# latency where the broker does not answer early. More idle fetches cost next to nothing.
+FETCH_MAX_WAIT_MS = 100
+
 
 class _NoReadOffsets(MutableMapping[TP, int | None]):
     """faust's per-partition "last offset read", kept empty: every fetched record is delivered.
@@ -56,6 +60,9 @@ class _Consumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._read_offset = _NoReadOffsets()
 
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         # Never mark offsets acknowledged that were not processed (see _NoReadOffsets).
         return None
@@ -69,6 +76,15 @@ class _Consumer(faust_aiokafka.Consumer):
         if acked and committed is not None and min(acked) > committed:
             return None
         return super()._new_offset(tp)
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # faust hard-codes 1500 ms: a broker that answers a fetch only when the wait is
+        # over (Tansu) put up to 1.5 s on every hop (issue 13). Set before start().
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
 
 
 class _Transport(faust_aiokafka.Transport):
