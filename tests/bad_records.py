@@ -14,9 +14,13 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import pickle
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path as FilePath
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
@@ -575,3 +579,19 @@ def interleave(
             k, v = next(g)
             out.append(("good", k, v))
     return out
+
+
+def draw_batch_isolated(seed: int, n: int) -> list[BadRecord]:
+    """`draw_batch` in a fresh interpreter. Hypothesis also draws constants found in the
+    source of the local modules imported so far, so the same seed gives the same batch
+    only where the same modules are loaded: a fresh process loads the same ones always."""
+    code = (
+        "import pickle, sys; from tests.bad_records import draw_batch; "
+        f"sys.stdout.buffer.write(pickle.dumps(draw_batch({seed}, {n})))"
+    )
+    root = FilePath(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, check=True, timeout=3600
+    )
+    batch: list[BadRecord] = pickle.loads(out.stdout)
+    return batch
