@@ -11,6 +11,7 @@ payment id): faust tables in the worker, plain dicts in unit tests.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from worker.stream.dead_letters import dead_letter
 from worker.stream.delivery import Deliver, Output
 
 log = logs.get("worker.stream")
+_root_log = logging.getLogger("worker.stream")
 
 SUBMITTED = "submitted"
 REJECTED = "rejected"
@@ -44,6 +46,9 @@ def _is_resend(message: Any) -> bool:
 
 
 Key = tuple[str, str]  # (tenant, payment)
+
+
+_OUTCOMES = (SUBMITTED, REJECTED, "ignored", "duplicate")
 
 
 class PaymentStates:
@@ -101,6 +106,7 @@ class EnrichStage:
         handled: dict[Key, str] = {}
         pending: dict[Key, dict[str, Any] | None] = {}  # None: waits no longer
         sources: dict[Key, int] = {}
+        counts = dict.fromkeys(_OUTCOMES, 0)  # metrics and the log line, once per batch
         now = datetime.now(UTC)
         for event in events:
             parsed = read_event(event.value)
@@ -112,10 +118,10 @@ class EnrichStage:
             seen = key in handled or (self.states.handled_as(*key) is not None and not resend)
             step = intake(parsed, seen)  # R17
             if step is Intake.IGNORED:
-                metrics.EVENTS.labels("ignored").inc()
+                counts["ignored"] += 1
                 continue
             if step is Intake.DUPLICATE:
-                metrics.EVENTS.labels("duplicate").inc()
+                counts["duplicate"] += 1
                 log.info(
                     "event_duplicate", tenant_id=key[0], payment_id=key[1], event_id=parsed.event_id
                 )
@@ -129,7 +135,7 @@ class EnrichStage:
                 handled[key] = SUBMITTED
                 if resend:  # a resent payment that now posts no longer waits for R16
                     pending[key] = None
-                metrics.EVENTS.labels("submitted").inc()
+                counts[SUBMITTED] += 1
             else:
                 outputs.append(self._rejection(parsed, result, now, event.message))
                 handled[key] = REJECTED
@@ -138,7 +144,12 @@ class EnrichStage:
                         "event": event.value.decode(),
                         "version": result.snapshot_version,
                     }
-                metrics.EVENTS.labels("rejected").inc()
+                counts[REJECTED] += 1
+        for outcome, n in counts.items():
+            if n:
+                metrics.EVENTS.labels(outcome).inc(n)
+        if any(counts.values()):
+            log.info("batch_enriched", events=len(events), **counts)
         dead = await self.deliver(outputs)  # every output on the broker …
         for key, state in handled.items():  # … before the state is written
             if sources[key] not in dead:  # (dead-lettered instead: a replay may retry it)
@@ -228,13 +239,17 @@ class EnrichStage:
         self, event: PaymentStatusEvent, result: Enriched, now: datetime, source: Any = None
     ) -> Output:
         sub = result.submission(event, now)
-        log.info(
-            "payment_enriched",
-            tenant_id=event.tenant_id,
-            payment_id=event.payment_id,
-            event_id=event.event_id,
-            snapshot_version=result.snapshot_version,
-        )
+        # Per payment only at debug, and only asked for then: a log call is costly even
+        # when filtered. A line per payment and per-event metric calls were ~30% of the
+        # stage's own time (issue 13); the batch's counts go at info, and each rejection.
+        if _root_log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "payment_enriched",
+                tenant_id=event.tenant_id,
+                payment_id=event.payment_id,
+                event_id=event.event_id,
+                snapshot_version=result.snapshot_version,
+            )
         return Output(
             self.s.topics.submissions,
             event.tenant_id.encode(),
