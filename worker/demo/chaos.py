@@ -105,9 +105,16 @@ class ChaosOptions:
         return self.events // 100 if self.bad is None else self.bad
 
 
+_TRANSCRIPT: list[Path] = []  # the campaign's own log, beside the workers' (run_campaign)
+
+
 def say(message: str) -> None:
-    """A progress line for the person watching (stderr; stdout carries the JSON)."""
+    """A progress line for the person watching (stderr; stdout carries the JSON), kept in
+    the logs' folder too, where a failure's evidence is read later."""
     print(f"chaos: {message}", file=sys.stderr, flush=True)
+    for path in _TRANSCRIPT:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%X')} {message}\n")
 
 
 # --- the R14 checker (pure) --------------------------------------------------------------
@@ -768,7 +775,8 @@ async def run_campaign(o: ChaosOptions) -> tuple[dict[str, Any], Verdict, Path]:
     o.check()
     folder = o.log_dir or Path(tempfile.mkdtemp(prefix="flyt-chaos-"))
     folder.mkdir(parents=True, exist_ok=True)
-    say(f"logs (workers, brokers) in {folder}")
+    _TRANSCRIPT[:] = [folder / "campaign.log"]
+    say(f"logs (campaign, workers, brokers) in {folder}")
     c = Campaign(o, folder)
     started = time.monotonic()
     loop = asyncio.get_running_loop()
@@ -915,6 +923,7 @@ async def run_campaign(o: ChaosOptions) -> tuple[dict[str, Any], Verdict, Path]:
             await loop.run_in_executor(pool, cluster.stop)
         pool.shutdown(wait=True)
         shutil.rmtree(token_dir, ignore_errors=True)
+        _TRANSCRIPT.clear()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGTERM)
 
@@ -940,6 +949,7 @@ def run(o: ChaosOptions) -> int:
         shutil.rmtree(folder, ignore_errors=True)
     else:
         summary["logs"] = str(folder)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=1), "utf-8")
         say(f"logs kept in {folder}")
     print(json.dumps(summary, ensure_ascii=False), flush=True)
     return 0 if verdict.ok else 1
