@@ -33,6 +33,9 @@ KEYS = {
     "window_tradeoff",
     "snapshot_mb",
     "worker_rss_mb",
+    "worker_cpu_us_per_event",
+    "passthrough_cpu_us_per_event",
+    "prototype_aiokafka_enrich",
     "loadavg_start",
     "loadavg_end",
 }
@@ -56,11 +59,12 @@ def test_a_tiny_run_on_tansu_measures_every_figure_and_stops_what_it_started() -
     summary = run(TINY, "tansu", say=lambda line: None)
     assert summary.keys() >= KEYS
     assert summary["broker"] == "tansu"
-    for key in ("passthrough_events_per_s", "enrich_events_per_s", "worker_rss_mb"):
+    for key in ("passthrough_events_per_s", "enrich_events_per_s", "worker_cpu_us_per_event"):
         assert summary[key] > 0, key
     assert summary["e2e_p99_ms"] >= summary["e2e_p50_ms"] > 0
     assert set(summary["xledger_requests_per_payment"]) == {"burst", "steady"}
     assert all(v > 0 for v in summary["xledger_requests_per_payment"].values())
+    assert summary["prototype_aiokafka_enrich"]["events_per_s"] > 0
     [row] = summary["window_tradeoff"]
     assert row.keys() >= {"window_s", "requests_per_payment", "p99_ms"}
     json.dumps(summary)  # the CLI prints it as one JSON line

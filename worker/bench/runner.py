@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaProducer
 
 from worker.bench import data
 from worker.bench.core import core_figures
-from worker.bench.passthrough import passthrough
+from worker.bench.passthrough import aiokafka_enrich, passthrough
 from worker.bench.watch import Watch, quantile
 from worker.bench.worker_proc import WorkerProcess
 from worker.config import Settings, Topics
@@ -161,9 +161,20 @@ async def _phases(plan: Plan, bootstrap: str, say: Say) -> dict[str, Any]:
         await bench.publish_registers(all_tenants)
 
         records = event_records(burst)
-        pt = await bench.passthrough(records)
+        pt, pt_cpu = await bench.passthrough(records)
         out["passthrough_events_per_s"] = round(pt)
-        say(f"passthrough: {pt:.0f} events/s over {len(records)} events")
+        out["passthrough_cpu_us_per_event"] = round(pt_cpu)
+        say(f"passthrough: {pt:.0f} events/s, {pt_cpu:.0f} µs CPU per event")
+        proto, proto_cpu = await bench.prototype(burst_tenants, len(records))
+        out["prototype_aiokafka_enrich"] = {
+            "events_per_s": round(proto),
+            "cpu_us_per_event": round(proto_cpu),
+            "ratio": round(proto / pt, 3) if pt else None,
+        }
+        say(
+            f"prototype (enrich handle() on plain aiokafka): {proto:.0f} events/s, "
+            f"{proto_cpu:.0f} µs CPU per event"
+        )
 
         b = await bench.worker_run("burst", burst, rate=None, window_s=DEFAULT_WINDOW_S)
         out["enrich_events_per_s"] = b["enrich_events_per_s"]
@@ -172,6 +183,8 @@ async def _phases(plan: Plan, bootstrap: str, say: Say) -> dict[str, Any]:
         out["burst_p99_ms"] = b["p99_ms"]
         out["xledger_requests_per_payment_burst"] = b["requests_per_payment"]
         out["worker_rss_mb"] = b["worker_rss_mb"]
+        out["worker_cpu_us_per_event"] = b["worker_cpu_us_per_event"]
+        out["cpu_ratio"] = round(pt_cpu / b["worker_cpu_us_per_event"], 3)
         say(f"burst: {b}")
 
         windows = sorted({*plan.windows, DEFAULT_WINDOW_S})
@@ -278,13 +291,22 @@ class _Bench:
         records = [(t.encode(), data.snapshot_bytes(t)) for t in tenants]
         await publish(self.bootstrap, self.registers, records)  # one-record batches (Tansu)
 
-    async def passthrough(self, records: list[tuple[bytes | None, bytes]]) -> float:
+    async def passthrough(self, records: list[tuple[bytes | None, bytes]]) -> tuple[float, float]:
         src, dst = f"bench.passthrough-in.{self.run_id}", f"bench.passthrough-out.{self.run_id}"
         await ensure_topics(
             self.bootstrap, [TopicSpec(src, PARTITIONS, {}), TopicSpec(dst, PARTITIONS, {})]
         )
         await publish(self.bootstrap, src, records, one_record_batches=False)
         return await passthrough(self.bootstrap, src, dst, PARTITIONS, len(records))
+
+    async def prototype(self, tenants: list[str], n: int) -> tuple[float, float]:
+        """The enrich stage on plain aiokafka over the passthrough's input (issue 13, 3)."""
+        book = RegisterBook()
+        for t in tenants:
+            book.offer(RegisterSnapshot.model_validate(data.snapshot_dict(t)))
+        src, dst = f"bench.passthrough-in.{self.run_id}", f"bench.prototype-out.{self.run_id}"
+        await ensure_topics(self.bootstrap, [TopicSpec(dst, PARTITIONS, {})])
+        return await aiokafka_enrich(self.bootstrap, src, dst, PARTITIONS, n, book)
 
     async def worker_run(
         self, tag: str, events: list[dict[str, Any]], rate: float | None, window_s: float
@@ -308,6 +330,7 @@ class _Bench:
             await worker.ready()
             await watch.start()
             requests_before = self.sandbox.stats.requests
+            cpu_before = worker.cpu_s()
             records = event_records(events)
             feed = asyncio.create_task(_feed(self.bootstrap, s.topics.payments, records, rate))
             try:
@@ -319,6 +342,7 @@ class _Bench:
                 with contextlib.suppress(asyncio.CancelledError):
                     await feed
             requests = self.sandbox.stats.requests - requests_before
+            cpu = worker.cpu_s() - cpu_before
             rss = worker.peak_rss_mb()
         except BaseException:
             self.say(f"worker log ({tag}): {worker.tail(10)}")
@@ -340,6 +364,7 @@ class _Bench:
             "requests": requests,
             "requests_per_payment": round(requests / posted, 4) if posted else None,
             "enrich_events_per_s": round(enrich) if enrich else None,
+            "worker_cpu_us_per_event": round(cpu / len(events) * 1e6),
             "worker_rss_mb": rss,
         }
 

@@ -4,6 +4,7 @@ as production starts it, so its CPU and memory are its own and not the bench's."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,7 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from worker.config import Topics
+from worker.stream.broker import free_port
 from worker.stream.children import dies_with_parent
 
 
@@ -30,6 +34,7 @@ class WorkerProcess:
     ) -> None:
         self.bootstrap = bootstrap
         self.log_path = log_path
+        self.metrics_port = free_port()  # for /ready (worker/health.py), at any log level
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYT_", "XLEDGER_"))}
         env.update(tokens)
         env.update(
@@ -62,7 +67,7 @@ class WorkerProcess:
                     "--bootstrap",
                     self.bootstrap,
                     "--metrics-port",
-                    "0",
+                    str(self.metrics_port),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -79,15 +84,22 @@ class WorkerProcess:
         return self.proc.pid
 
     async def ready(self, timeout_s: float = 180.0) -> None:
-        """Until the worker logs `worker_ready` (registers read, partitions assigned)."""
+        """Until the worker's /ready says so (registers read, partitions assigned)."""
         deadline = time.monotonic() + timeout_s
-        while b'"worker_ready"' not in self.log_path.read_bytes():
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the worker exited ({self.proc.returncode}): {self.tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the worker was not ready in {timeout_s:.0f} s: {self.tail()}")
-            await asyncio.sleep(0.1)
+        url = f"http://127.0.0.1:{self.metrics_port}/ready"
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            while True:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"the worker exited ({self.proc.returncode}): {self.tail()}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"the worker was not ready in {timeout_s:.0f} s: {self.tail()}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(url)).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
 
     def peak_rss_mb(self) -> float:
         """The worker's peak resident memory so far (VmHWM)."""
@@ -95,6 +107,12 @@ class WorkerProcess:
             if line.startswith("VmHWM:"):
                 return round(int(line.split()[1]) / 1024, 1)
         return float("nan")
+
+    def cpu_s(self) -> float:
+        """CPU seconds the worker has used so far (user + system): unlike wall time, this
+        holds up when other processes share the cores."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def tail(self, lines: int = 5) -> str:
         text = self.log_path.read_text("utf-8", "replace").strip().splitlines()
