@@ -112,6 +112,11 @@ def say(message: str) -> None:
     """A progress line for the person watching (stderr; stdout carries the JSON), kept in
     the logs' folder too, where a failure's evidence is read later."""
     print(f"chaos: {message}", file=sys.stderr, flush=True)
+    note(message)
+
+
+def note(message: str) -> None:
+    """A line for the campaign's log only: evidence, too detailed to watch."""
     for path in _TRANSCRIPT:
         with path.open("a", encoding="utf-8") as fh:
             fh.write(f"{time.strftime('%X')} {message}\n")
@@ -611,6 +616,24 @@ class Campaign:
             await asyncio.sleep(max(0.0, t0 + moment - time.monotonic()))
             await self._kill_broker(cluster, pool)
 
+    async def _track_commits(self, s: Settings) -> None:
+        """The group's committed offsets every 2 s, into the campaign's log: after a loss,
+        they show which generation committed past what it had not posted."""
+        assert s.bootstrap
+        t = s.topics
+        while True:
+            with contextlib.suppress(Exception):  # a broker away: the next sample
+                positions = await asyncio.wait_for(
+                    group_positions(s.bootstrap, s.app_id, [t.payments, t.submissions]), 5
+                )
+                note(
+                    "committed/end "
+                    + " ".join(
+                        f"{p.topic[:5]}:{p.partition}={p.committed}/{p.end}" for p in positions
+                    )
+                )
+            await asyncio.sleep(2)
+
     async def _supervise(self) -> None:
         """A worker that exits unbidden is restarted, and reported."""
         assert self.workers is not None
@@ -763,6 +786,39 @@ def _recovery(kills: list[Kill], receipts: list[tuple[float, str]]) -> tuple[flo
     return tuple(None if x is None else round(x, 2) for x in r)
 
 
+def _ranges(offsets: Iterable[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] → "0-2 5 7-8"."""
+    out: list[str] = []
+    run: list[int] = []
+    for x in sorted(set(offsets)):
+        if run and x != run[-1] + 1:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(x)
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return " ".join(out)
+
+
+def _submission_map(watcher: CampaignWatcher, lost: set[Key], betalt: set[Key]) -> str:
+    """Per submissions partition, the offsets of lost payments beside those with an
+    outcome: a block of lost offsets is a commit past what was never posted."""
+    topic = watcher.s.topics.submissions
+    by_part: dict[int, dict[bool, list[int]]] = defaultdict(lambda: {True: [], False: []})
+    for key in betalt:
+        for where in watcher.positions.get(key, []):
+            name, _, rest = where.partition(":")
+            if name != topic:
+                continue
+            partition, _, offset = rest.partition("@")
+            by_part[int(partition)][key in lost].append(int(offset))
+    lines = ["submission offsets, lost | with an outcome:"]
+    for part in sorted(by_part):
+        seen = by_part[part]
+        lines.append(f"  {topic}:{part} lost {_ranges(seen[True])} | ok {_ranges(seen[False])}")
+    return "\n".join(lines)
+
+
 def _reasons(by_payment: Mapping[Key, list[str]], betalt: set[Key]) -> dict[str, int]:
     """How many Betalt payments got each reason (once per payment and reason)."""
     counts = Counter(r for key, rs in by_payment.items() if key in betalt for r in set(rs))
@@ -841,6 +897,7 @@ async def run_campaign(o: ChaosOptions) -> tuple[dict[str, Any], Verdict, Path]:
             chaos.append(asyncio.create_task(c._broker_kills(t0, feed_s, cluster, pool)))
         tasks += chaos
         tasks.append(asyncio.create_task(c._supervise()))
+        tasks.append(asyncio.create_task(c._track_commits(s)))
         c.busy = True
 
         async def chaos_over() -> None:
@@ -905,6 +962,7 @@ async def run_campaign(o: ChaosOptions) -> tuple[dict[str, Any], Verdict, Path]:
                 say(f"{name.upper()}: … and {len(found) - 20} more")
         if verdict.lost_keys:
             say(await watcher.explain(set(verdict.lost_keys)))
+            say(_submission_map(watcher, set(verdict.lost_keys), betalt))
         return summary, verdict, folder
     finally:
         for t in tasks:
