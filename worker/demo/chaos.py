@@ -617,21 +617,20 @@ class Campaign:
             await self._kill_broker(cluster, pool)
 
     async def _track_commits(self, s: Settings) -> None:
-        """The group's committed offsets every 2 s, into the campaign's log: after a loss,
-        they show which generation committed past what it had not posted."""
+        """The group's committed offsets, sampled every 2 s, into the campaign's log when
+        they change: after a loss they show which commit passed what was never posted."""
         assert s.bootstrap
         t = s.topics
+        last = ""
         while True:
             with contextlib.suppress(Exception):  # a broker away: the next sample
                 positions = await asyncio.wait_for(
                     group_positions(s.bootstrap, s.app_id, [t.payments, t.submissions]), 5
                 )
-                note(
-                    "committed/end "
-                    + " ".join(
-                        f"{p.topic[:5]}:{p.partition}={p.committed}/{p.end}" for p in positions
-                    )
-                )
+                line = " ".join(f"{p.topic}:{p.partition}={p.committed}/{p.end}" for p in positions)
+                if line != last:
+                    note(f"committed/end {line}")
+                    last = line
             await asyncio.sleep(2)
 
     async def _supervise(self) -> None:
