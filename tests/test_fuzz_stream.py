@@ -46,6 +46,7 @@ from tests.stream_helpers import (
     worker_env,
 )
 from worker.config import Settings
+from worker.contracts import PaymentStatusEvent
 from worker.contracts.reading import Unreadable, read_event
 from worker.core import Enriched, evaluate
 from worker.core.intake import Intake, intake
@@ -332,3 +333,15 @@ def test_a_tombstone_is_read_as_no_event_not_a_crash() -> None:
     assert isinstance(parsed, Unreadable)
     assert (parsed.error_class, parsed.payment_id) == ("Tombstone", None)
     assert "tombstone" in parsed.error
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-8-sig"])
+def test_an_event_not_in_plain_utf8_is_unreadable(encoding: str) -> None:
+    """json.loads takes UTF-16/32 bytes and a BOM; a Betalt event so encoded whose rejection
+    waited for a snapshot (R16) crashed the enrich agent (`event.value.decode()`) and
+    stranded its batch. Found by `make fuzz` (seed 424242, 20,000 records)."""
+    event = next(e for e in generate_events(20, seed=1) if e["status"] == "Betalt")
+    data = json.dumps(event).encode(encoding)
+    assert isinstance(read_event(json.dumps(event).encode()), PaymentStatusEvent)
+    parsed = read_event(data)
+    assert isinstance(parsed, Unreadable) and parsed.error.startswith("not JSON")

@@ -53,7 +53,10 @@ def read_event(data: bytes | str | None) -> PaymentStatusEvent | Unreadable:
     except ValidationError:
         pass
     try:
-        raw = json.loads(data)
+        # UTF-8 without a byte order mark (RFC 8259). json.loads alone also takes UTF-16,
+        # UTF-32 and a BOM: the enrich stage keeps a waiting event's text as UTF-8 (R16),
+        # and such an event crashed it, stranding its batch (issue 10, found by fuzzing).
+        raw = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return Unreadable(f"not JSON: {exc}", type(exc).__name__)
     except RecursionError:
