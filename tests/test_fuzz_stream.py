@@ -42,7 +42,6 @@ from tests.stream_helpers import (
     start_worker,
     unique_settings,
     wait_for,
-    watch_until,
     worker_env,
 )
 from worker.config import Settings
@@ -231,15 +230,26 @@ async def test_bad_records_through_the_running_worker(broker: Broker, tmp_path: 
         want = expect(fed)
         accepted = sum(1 for r in fed if not r.refused)
 
-        async def all_counted() -> bool:
-            await dlq.poll()
+        worker_log = WorkerLog(log)
+        outcomes = want.posted | set(want.rejected)
+
+        async def all_accounted_for() -> bool:
+            worker_log.check()  # a crash fails at once, not at the timeout
             assert proc.poll() is None, f"the worker exited ({proc.returncode}):\n{tail(log)}"
+            await dlq.poll()
+            await watcher.poll()
             samples = await scrape(port)
             done = sum(metric(samples, "flyt_events_total", outcome=o) for o in OUTCOMES)
-            return done >= accepted and len(dlq.positions()) >= len(want.invalid)
+            return (
+                done >= accepted
+                and len(dlq.positions()) >= len(want.invalid)
+                and outcomes <= watcher.posted | watcher.rejected
+            )
 
-        await watch_until(watcher, want.posted | set(want.rejected), 2 * WAIT_S)
-        await wait_for(all_counted, WAIT_S, f"{accepted} events counted, {len(want.invalid)} DLQ")
+        try:
+            await wait_for(all_accounted_for, WAIT_S, f"{accepted} records accounted for")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{await watcher.explain(outcomes)}") from None
         # Anything the worker writes after the count (a second dead letter?) is caught too.
         await dlq.poll()
         await watcher.poll()
@@ -248,9 +258,7 @@ async def test_bad_records_through_the_running_worker(broker: Broker, tmp_path: 
         print(f"drawn in {drawn_s:.1f} s; published and all accounted for in {took:.1f} s")
 
         assert proc.poll() is None, "the worker exited"
-        text = log.read_text(errors="replace")
-        for sign in ("Traceback", "worker_crashed", "crashed", "output_unwritable"):
-            assert sign not in text, f"{sign!r} in the worker's log:\n{tail(log)}"
+        worker_log.check()
 
         # Each refused record: dead-lettered exactly once, as it came, with the reader's why.
         elsewhere = [h for h, _, _ in dlq.records if h["dlq.original_topic"] != s.topics.payments]
@@ -288,6 +296,27 @@ async def test_bad_records_through_the_running_worker(broker: Broker, tmp_path: 
         await dlq.stop()
         await watcher.stop()
         await sandbox.stop()
+
+
+class WorkerLog:
+    """The worker's log, read as it grows: any sign of a crash is a failure."""
+
+    SIGNS = ("Traceback", "Crashed", "crashed", "output_unwritable")  # worker_crashed too
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def check(self) -> None:
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        # Whole lines only: a sign cut in two by a read is seen on the next one.
+        end = chunk.rfind(b"\n") + 1
+        self.offset += end
+        for line in chunk[:end].decode(errors="replace").splitlines():
+            if any(sign in line for sign in self.SIGNS):
+                raise AssertionError(f"the worker's log: {line[:3000]}")
 
 
 def tail(log: Path, lines: int = 40) -> str:
