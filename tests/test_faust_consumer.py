@@ -98,3 +98,75 @@ def test_a_commit_at_offset_zero_still_holds_later_acknowledgements() -> None:
     assert consumer._filter_committable_offsets([TP0]) == {}
     consumer.ack(message(0, generation=2))
     assert consumer._filter_committable_offsets([TP0]) == {TP0: 2}
+
+
+async def test_a_partition_never_committed_is_read_from_its_first_offset() -> None:
+    """The chaos campaign: a worker died before its first commit; the next owner began
+    reading where the partition then ended, and with nothing committed faust's check had
+    nothing to compare with: it committed past the payments before. Now the first offset
+    is sought and counts as committed."""
+    consumer = consumer_after_seek()
+    del consumer._committed_offset[TP0]  # nothing committed by the group
+    sought: list[tuple[TP, int]] = []
+
+    async def seek_to_committed() -> dict[TP, int | None]:
+        return {TP0: None}
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return dict.fromkeys(tps, 0)
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    consumer.seek_to_committed = seek_to_committed
+    consumer.earliest_offsets = earliest_offsets
+    consumer.seek = seek
+    consumer.assignment = lambda: {TP0}
+    await consumer.perform_seek()
+    assert sought == [(TP0, 0)]
+    consumer.ack(message(25, generation=2))  # where the next owner began reading
+    assert consumer._filter_committable_offsets([TP0]) == {}
+
+
+async def test_a_first_offset_nobody_holds_is_read_again(monkeypatch) -> None:
+    import worker.stream.faust_app as faust_app
+
+    monkeypatch.setattr(faust_app, "HOLE_PATIENCE_S", 0.0)
+    consumer = consumer_after_seek()
+    consumer.app.heal_topics = frozenset({TP0.topic})
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    consumer.seek = seek
+    held = message(C, generation=2)
+    consumer._unacked_messages.add(held)  # the stream is still processing offset C
+    consumer.ack(message(C + 1, generation=2))
+    assert consumer._filter_committable_offsets([TP0]) == {}
+    await asyncio.sleep(0)
+    assert sought == []  # held: wait for it
+    consumer._unacked_messages.discard(held)  # dropped by the stream, never acknowledged
+    assert consumer._filter_committable_offsets([TP0]) == {}
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert sought == [(TP0, C)]  # read again from the commit
+
+
+async def test_the_post_stages_first_offset_is_never_read_again(monkeypatch) -> None:
+    """A paused tenant holds its first submission on purpose, for minutes."""
+    import worker.stream.faust_app as faust_app
+
+    monkeypatch.setattr(faust_app, "HOLE_PATIENCE_S", 0.0)
+    consumer = consumer_after_seek()
+    consumer.app.heal_topics = frozenset({"flyt.payment-status.v1-other"})
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    consumer.seek = seek
+    consumer.ack(message(C + 1, generation=2))
+    assert consumer._filter_committable_offsets([TP0]) == {}
+    await asyncio.sleep(0)
+    assert sought == []

@@ -7,7 +7,9 @@ whose commit never passes an event nobody processed (issue 14).
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
+import time
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,16 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, TransportT
 
+from worker import logs
 from worker.config import Settings
 from worker.stream.topics import LARGE_RECORD_BYTES
 
 # The longest a fetch waits for records on an idle partition; a floor under each hop's
 # latency where the broker does not answer early. More idle fetches cost next to nothing.
 FETCH_MAX_WAIT_MS = 100
+
+
+log = logs.get("worker.stream")
 
 
 class _NoReadOffsets(MutableMapping[TP, int | None]):
@@ -52,6 +58,11 @@ class _NoReadOffsets(MutableMapping[TP, int | None]):
         return 0
 
 
+# How long the first offset after a commit may stay unacknowledged while later ones are
+# acknowledged and nobody holds it, before the partition is read again from the commit.
+HOLE_PATIENCE_S = 10.0
+
+
 class _Consumer(faust_aiokafka.Consumer):
     """faust's consumer with the commit rule we rely on: only a contiguous run of
     acknowledged offsets, starting at the committed one, is committed."""
@@ -59,6 +70,9 @@ class _Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset = _NoReadOffsets()
+        self._hole_since: dict[TP, float] = {}
+        self._healing: set[TP] = set()
+        self._seeking: asyncio.Future[None] | None = None
 
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -67,6 +81,28 @@ class _Consumer(faust_aiokafka.Consumer):
         # Never mark offsets acknowledged that were not processed (see _NoReadOffsets).
         return None
 
+    async def perform_seek(self) -> None:
+        """After faust's seek to the committed offsets: a partition the group never
+        committed is read from its first offset, and that offset counts as committed.
+
+        Else the commit check below has nothing to compare with, and a worker taking over
+        a partition whose first owner died before its first commit could commit from
+        wherever its reading began: the chaos campaign lost the payments before it."""
+        await super().perform_seek()
+        fresh = [
+            tp
+            for tp in self.assignment()
+            if self._committed_offset.get(tp) is None and self.app.topics.acks_enabled_for(tp.topic)
+        ]
+        if not fresh:
+            return
+        earliest = await self.earliest_offsets(*fresh)
+        for tp in fresh:
+            first = earliest.get(tp)
+            if first is not None and first >= 0:
+                await self.seek(tp, first)
+                self._committed_offset[tp] = first
+
     def _new_offset(self, tp: TP) -> int | None:
         # faust compares the first acknowledged offset with the committed one as if the
         # commit named the last processed record; it names the next one to read, so faust
@@ -74,8 +110,39 @@ class _Consumer(faust_aiokafka.Consumer):
         acked = self._acked[tp]
         committed = self._committed_offset[tp]
         if acked and committed is not None and min(acked) > committed:
-            return None
+            self._mind_the_hole(tp, committed)
+            return None  # (committed is None only before perform_seek has run)
+        self._hole_since.pop(tp, None)
         return super()._new_offset(tp)
+
+    def _mind_the_hole(self, tp: TP, committed: int) -> None:
+        """Later offsets are acknowledged, the committed one is not. Either its event is
+        still being processed (wait), or faust delivered it when the stream would not
+        take it (during a rebalance) and it will never be: then read the partition again
+        from the commit. Reading twice is harmless (R15, and the lookup before posting);
+        never reading it stalls the partition's commit for good (seen in the chaos
+        campaign: the enrich stage's commit stuck with later events done)."""
+        heal = getattr(self.app, "heal_topics", ())
+        if tp.topic not in heal or tp in self._healing:
+            return
+        now = time.monotonic()
+        since = self._hole_since.setdefault(tp, now)
+        held = any(m.tp == tp and m.offset == committed for m in list(self._unacked_messages))
+        if held or now - since < HOLE_PATIENCE_S:
+            return
+        log.warning(
+            "consumer_reads_again", topic=tp.topic, partition=tp.partition, offset=committed
+        )
+        self._healing.add(tp)
+        self._hole_since.pop(tp, None)
+
+        async def seek_back() -> None:
+            try:
+                await self.seek(tp, committed)
+            finally:
+                self._healing.discard(tp)
+
+        self._seeking = asyncio.ensure_future(seek_back())  # kept: a task needs a reference
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -104,8 +171,18 @@ class _IdempotentTransport(_Transport):
 class WorkerApp(faust.App):
     """faust.App with our consumer, and idempotent producers where the broker supports it."""
 
-    def __init__(self, *args: Any, idempotent: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        idempotent: bool = False,
+        heal_topics: frozenset[str] = frozenset(),
+        **kwargs: Any,
+    ) -> None:
         self._idempotent = idempotent
+        # Topics whose stuck first offset is read again (see _Consumer._mind_the_hole):
+        # the enrich stage's input. Not the post stage's: a paused tenant holds its first
+        # offset on purpose, for minutes.
+        self.heal_topics = heal_topics
         super().__init__(*args, **kwargs)
 
     def _transport_class(self) -> type[_Transport]:
@@ -133,6 +210,7 @@ def make_app(s: Settings, bootstrap: str) -> WorkerApp:
     return WorkerApp(
         s.app_id,
         idempotent=p.idempotent_producers,
+        heal_topics=frozenset({s.topics.payments}),
         broker=f"kafka://{bootstrap}",
         store="memory://",  # tables are rebuilt from their changelogs on start
         # Nothing durable lives there (memory store): keep it out of the working directory.
