@@ -74,9 +74,11 @@ class HeldClient:
     def ready_in(self, token_ref: str) -> float:
         return 0.0
 
-    async def post(self, target: Target, subs: list[Submission]) -> PostResult:
+    async def post(self, target: Target, subs: list[Submission], fence: Any = None) -> PostResult:
         if target.tenant_id in self.gate:
             await self.gate[target.tenant_id].wait()
+        if fence is not None and not fence():  # as the client does before a mutation
+            return PostResult(abandoned=list(subs))
         self.posted += [s.payment_id for s in subs]
         now = datetime.now(UTC)
         receipts = [
@@ -220,7 +222,7 @@ async def _no_crash(exc: BaseException) -> None:
 class RefusingClient(HeldClient):
     """Xledger refusing every payment's content (an account it does not know)."""
 
-    async def post(self, target: Target, subs: list[Submission]) -> PostResult:
+    async def post(self, target: Target, subs: list[Submission], fence: Any = None) -> PostResult:
         return PostResult(refused=[(s, "Konto 14799 finnes ikke") for s in subs], requests=1)
 
 
@@ -263,3 +265,40 @@ async def test_a_refused_payment_is_one_rejection_waiting_for_a_newer_snapshot()
     waiting = states.pending[key][FAST]
     assert waiting["version"] == sub.snapshot_version
     assert PaymentStatusEvent.model_validate_json(waiting["event"]) == sub.event
+
+
+async def test_a_batch_whose_partition_moved_to_another_worker_is_not_posted_here() -> None:
+    """The chaos campaign posted 39 payments twice: a worker that had lost the partition
+    in a rebalance still posted the batch it had looked up before, while the new owner
+    posted the same payments. The fence stops the old owner before its mutation."""
+    book = demo_book()
+    events, slow, fast = interleaved(book)
+    client = HeldClient(held=SLOW)
+    acked: list[int] = []
+
+    async def deliver(outputs: list[Output]) -> set[int]:
+        return set()
+
+    async def ack(event: Event) -> None:
+        acked.append(event.message.offset)
+
+    generation = [1]
+    acks = OrderedAcks(ack, lambda: generation[0])
+    stage = PostStage(
+        Settings(broker_kind="tansu", post_batch_window_s=0.01),
+        book,
+        client,
+        deliver,
+        crash=_no_crash,
+    )
+    try:
+        await stage.run(feed(events), acks)
+        await until(lambda: fast <= set(client.posted), "the fast tenant posted")
+        generation[0] = 2  # a rebalance: the partition is someone else's now
+        client.gate[SLOW].set()  # the slow tenant's call reaches its mutation
+        await until(lambda: not stage._posters[SLOW].queue.qsize(), "the slow batch handled")
+        await asyncio.sleep(0.05)
+        assert not slow & set(client.posted)  # not posted by the old owner
+        assert acked == []  # nothing acknowledged: offset 0 was in flight, then stale
+    finally:
+        stage.stop()

@@ -732,3 +732,18 @@ async def test_an_outage_longer_than_the_patience_dead_letters_the_batch() -> No
         result = await c.post(target(TENANT), [submission(TENANT, 1)])
     assert [code for _, code, _ in result.failed] == ["transient"]
     assert 120 <= sum(fake.sleeps) < 120 + 30 + 1  # given up at the first attempt past it
+
+
+async def test_a_fence_that_says_no_stops_the_mutation_after_the_lookup(sandbox) -> None:
+    asked: list[bool] = []
+
+    def fence() -> bool:
+        asked.append(True)
+        return False  # the payments moved to another worker meanwhile
+
+    async with client_for(sandbox.url, [TENANT]) as c:
+        result = await c.post(target(TENANT), [submission(TENANT, i) for i in range(3)], fence)
+    assert asked and len(result.abandoned) == 3
+    assert not result.receipts and not result.failed and not result.held
+    assert result.requests == 1  # the lookup only
+    assert not sandbox.ledger()

@@ -155,8 +155,16 @@ class _TenantPoster:
 
     async def _post(self, batch: list[Item]) -> None:
         stage = self.stage
+        # A rebalance since these were read: their partition is read again, by whoever
+        # owns it now (perhaps another worker, which looks them up and posts them).
+        batch = [item for item in batch if not self.acks.stale(item[1])]
         by_payment = {sub.payment_id: ticket.event for sub, ticket in batch}
         subs = [sub for sub, _ in batch]
+        tickets = [ticket for _, ticket in batch]
+
+        def still_ours() -> bool:
+            return not any(self.acks.stale(t) for t in tickets)
+
         while subs:
             index = stage.book.index(self.tenant)
             if index is None:
@@ -172,7 +180,7 @@ class _TenantPoster:
             target = Target(
                 self.tenant, settings.url, settings.token_ref, index.snapshot.test_tenant
             )
-            result = await stage.client.post(target, subs)
+            result = await stage.client.post(target, subs, fence=still_ours)
             await self._record(subs, result, by_payment)
             if result.held:
                 await self._pause_for_token(target.token_ref, result.held_why)
@@ -277,6 +285,7 @@ class _TenantPoster:
             refused=len(result.refused),
             failed=len(result.failed),
             held=len(result.held),
+            abandoned=len(result.abandoned),
             requests=result.requests,
         )
 

@@ -73,6 +73,9 @@ class PostResult:
     # not of these payments. The caller holds them until the token changes.
     held: list[Submission] = field(default_factory=list)
     held_why: str = ""
+    # Not posted because the caller no longer owns them (its `fence` said so): another
+    # worker posts them now. No outcome here, on purpose.
+    abandoned: list[Submission] = field(default_factory=list)
     requests: int = 0
 
 
@@ -139,8 +142,15 @@ class XledgerClient:
 
     # --- public -----------------------------------------------------------------------
 
-    async def post(self, target: Target, submissions: Sequence[Submission]) -> PostResult:
-        """Post one tenant's submissions; every one ends in receipts, refused or failed."""
+    async def post(
+        self,
+        target: Target,
+        submissions: Sequence[Submission],
+        fence: Callable[[], bool] | None = None,
+    ) -> PostResult:
+        """Post one tenant's submissions; every one ends in receipts, refused or failed
+        (or held, or abandoned). `fence` is asked just before each mutation: False means
+        the caller no longer owns these payments, and nothing more is sent."""
         result = PostResult()
         posted: dict[str, Submission] = {}
         for sub in submissions:
@@ -176,6 +186,7 @@ class XledgerClient:
             sleep=self._sleep,
             clock=self._clock,
             backoff=self.backoff,
+            fence=fence,
         )
         await call.post_all(unique)
         # Duplicates of a payment within the call share its outcome.
@@ -267,9 +278,11 @@ class _Call:
         sleep: Sleep,
         clock: Clock,
         backoff: Callable[[int], float],
+        fence: Callable[[], bool] | None = None,
     ) -> None:
         self.s = settings
         self.clock = clock
+        self.fence = fence
         self.failing_since: float | None = None
         self.http = http
         self.gate = gate
@@ -296,6 +309,14 @@ class _Call:
             # Every payment without an outcome yet is held: the token is at fault.
             self.result.held = self._left()
             self.result.held_why = str(exc)
+        except _Fenced:
+            self.result.abandoned = self._left()
+            log.warning(
+                "xledger_post_abandoned",
+                tenant_id=self.tenant,
+                payments=len(self.result.abandoned),
+                why="these payments moved to another worker (a rebalance) before posting",
+            )
 
     def _left(self) -> list[Submission]:
         done = {r.payment_id for r in self.result.receipts} | {
@@ -444,6 +465,10 @@ class _Call:
             after = page.after
 
     async def _mutate(self, subs: list[Submission]) -> tuple[str, dict[tuple[str, int], int]]:
+        if self.fence is not None and not self.fence():
+            # Another worker owns these payments now and looks them up itself: posting
+            # them here too, after our lookup, could post them twice.
+            raise _Fenced
         inputs = mutation_inputs(subs, self.s.transaction_source)
         metrics.XLEDGER_BATCH_PAYMENTS.observe(len(subs))
         data = await self._request("post", ADD_GL_IMPORT_ITEMS, {"inputs": inputs})
@@ -525,6 +550,10 @@ class _Call:
         )
         if already_present:
             metrics.XLEDGER_PAYMENTS.labels(self.tenant, "already_present").inc()
+
+
+class _Fenced(Exception):
+    """The caller's fence said it no longer owns the payments: send nothing more."""
 
 
 class _GiveUp(Exception):
