@@ -153,3 +153,31 @@ async def test_r16_a_newer_snapshot_that_leaves_the_gap_keeps_it_waiting_once_pe
     assert len(broker.on(T.rejections)) == 2  # the first, and one for the newer version
     [(_, entry)] = states.waiting("t-lillevik")
     assert entry["version"] == newer["version"]
+
+
+async def test_an_event_the_stage_fails_on_is_dead_lettered_and_the_rest_go_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug met by one event must not strand its batch (found by make fuzz): each event
+    is handled alone, and the one that still fails is dead-lettered (reason crash)."""
+    import worker.stream.enrich_stage as enrich_stage
+
+    enrich, broker, states = stage()
+    good, poison = betalt(1), betalt(2)
+    real = enrich_stage.evaluate
+
+    def evaluate(event: Any, index: Any) -> Any:
+        if event.payment_id == poison["payment_id"]:
+            raise ZeroDivisionError("a bug")
+        return real(event, index)
+
+    monkeypatch.setattr(enrich_stage, "evaluate", evaluate)
+    events = [Event(0, good), Event(1, poison)]
+    with pytest.raises(ZeroDivisionError):
+        await enrich.handle(events)
+    assert broker.outputs == []  # nothing out, nothing remembered: the batch is intact
+    await enrich.handle_one_by_one(events)
+    assert [s["payment_id"] for s in broker.on(T.submissions)] == [good["payment_id"]]
+    [dlq] = [o for o in broker.outputs if o.topic == T.dlq]
+    assert ("dlq.reason", b"crash") in (dlq.headers or []) and dlq.value == events[1].value
+    assert states.handled_as("t-lillevik", good["payment_id"]) == SUBMITTED

@@ -387,13 +387,6 @@ def test_an_event_not_in_plain_utf8_is_unreadable(encoding: str) -> None:
     assert isinstance(parsed, Unreadable) and parsed.error.startswith("not JSON")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lead: a payment-topic record over the DLQ's 4 MiB cannot be dead-lettered; "
-    "deliver() retries its dead letter forever (output_unwritable_without_source) and the "
-    "enrich stage stops for every partition. Tansu takes such records (it enforces no "
-    "message size); Apache Kafka refuses them at produce (1 MiB default).",
-)
 async def test_an_input_larger_than_the_dlq_takes_does_not_stop_the_stream(
     broker: Broker, tmp_path: Path
 ) -> None:
@@ -403,7 +396,7 @@ async def test_an_input_larger_than_the_dlq_takes_does_not_stop_the_stream(
     fed = await publish_all(broker.bootstrap, s.topics.payments, [huge], max_request=8 << 20)
     if broker.kind == "kafka":  # the broker refuses it at the door: nothing to test
         assert fed[0].refused == "MessageSizeTooLargeError"
-        pytest.xfail("Apache Kafka refuses the input; the finding is Tansu's")
+        pytest.skip("Apache Kafka refuses the input at the door; Tansu takes any size")
     sandbox, tokens = await start_demo_sandbox()
     port = free_port()
     log = tmp_path / "worker.log"
@@ -419,7 +412,7 @@ async def test_an_input_larger_than_the_dlq_takes_does_not_stop_the_stream(
         await publish_all(broker.bootstrap, s.topics.payments, event_records_as_fed(events))
 
         async def all_accounted_for() -> bool:
-            worker_log.check()  # output_unwritable_without_source: the stall begins
+            worker_log.check()
             await dlq.poll()
             await watcher.poll()
             return (fed[0].partition, fed[0].offset) in dlq.positions() and want.posted | set(

@@ -70,6 +70,9 @@ class Producer(Protocol):
 Deliver = Callable[[list[Output]], Awaitable[set[int]]]
 # Builds the dead letter for an output's source, given why the output was refused.
 Unwritable = Callable[[Output, BaseException], Output]
+# For a record with no source (a dead letter itself) too large to write: a smaller one
+# that says what was cut, or None to keep retrying.
+Shrink = Callable[[Output, BaseException], Output | None]
 
 
 def _failed(exc: BaseException) -> asyncio.Future[Any]:
@@ -79,9 +82,15 @@ def _failed(exc: BaseException) -> asyncio.Future[Any]:
 
 
 class Delivery:
-    def __init__(self, producer: Producer, unwritable: Unwritable | None = None) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        unwritable: Unwritable | None = None,
+        shrink: Shrink | None = None,
+    ) -> None:
         self.producer = producer
         self.unwritable = unwritable
+        self.shrink = shrink
 
     async def deliver(self, outputs: list[Output]) -> set[int]:
         """Write every output, however long the broker takes to take them.
@@ -119,6 +128,14 @@ class Delivery:
                     )
                     dead.add(id(out.source))
                     replaced.append(self.unwritable(out, r))
+                elif isinstance(r, UNWRITABLE) and out.source is None and self.shrink:
+                    smaller = self.shrink(out, r)
+                    if smaller is not None:
+                        log.error("output_shrunk", topic=out.topic, bytes=out.size())
+                        replaced.append(smaller)
+                    else:
+                        retry.append(out)
+                        errors.append(r)
                 else:
                     retry.append(out)
                     errors.append(r)

@@ -158,6 +158,28 @@ class EnrichStage:
             if sources[key] not in dead:
                 self.states.put(self.states.pending, key, entry)
 
+    async def handle_one_by_one(self, events: list[Any]) -> None:
+        """After `handle` failed on a batch: each event alone, and the one that still
+        fails is dead-lettered (reason crash) instead of stranding its batch unprocessed
+        and uncommitted behind a faust agent restart."""
+        for event in events:
+            try:
+                await self.handle([event])
+            except Exception as exc:
+                log.exception("event_crashed", error=repr(exc))
+                await self.deliver(
+                    [
+                        dead_letter(
+                            self.s.topics.dlq,
+                            event.message,
+                            reason=DlqReason.CRASH,
+                            error_class=type(exc).__name__,
+                            error=f"the enrich stage failed on this event: {exc}"[:2000],
+                            stage="enrich",
+                        )
+                    ]
+                )
+
     # --- R16: re-evaluation on a newer snapshot ----------------------------------------
 
     async def catch_up(self) -> None:

@@ -81,7 +81,7 @@ class Pipeline:
         }
         self.handled = app.Table(HANDLED_TABLE, **table)
         self.pending = app.Table(PENDING_TABLE, **table)  # R16: retryable rejections
-        self.deliver = Delivery(self.out, self._unwritable).deliver
+        self.deliver = Delivery(self.out, self._unwritable, self._shrink).deliver
         states = PaymentStates(self.handled, self.pending)
         self.enrich_stage = EnrichStage(s, self.book, self.deliver, states)
         self.post_stage = PostStage(s, self.book, client, self.deliver, app.crash, states)
@@ -158,6 +158,22 @@ class Pipeline:
             stage="post" if source.topic == self.s.topics.submissions else "enrich",
         )
 
+    def _shrink(self, out: Output, exc: BaseException) -> Output | None:
+        """A dead letter larger than the DLQ takes (its input was larger still: Tansu has
+        no size limit of its own): keep its first bytes, and say so in its message."""
+        keep = 64 * 1024
+        if out.topic != self.s.topics.dlq:
+            return None
+        value, key = out.value or b"", out.key or b""
+        note = (
+            f" [the record ({len(key)} bytes of key, {len(value)} of value) is larger than "
+            f"the dead-letter queue takes: only its first {keep} bytes of each are kept]"
+        )
+        headers = [
+            (k, v + note.encode() if k == "dlq.error_message" else v) for k, v in out.headers or []
+        ]
+        return Output(out.topic, key[:keep], value[:keep], headers)
+
     # --- enrich stage and R16 ----------------------------------------------------------
 
     async def _enrich_stream(self, stream: Any) -> None:
@@ -166,7 +182,11 @@ class Pipeline:
         async for events in stream.take_events(
             self.s.enrich_batch_max, within=self.s.enrich_batch_window_s
         ):
-            await self.enrich_stage.handle(events)  # take_events acks the batch after this
+            try:
+                await self.enrich_stage.handle(events)  # take_events acks the batch after
+            except Exception as exc:  # a bug met by some event: find it, the rest go on
+                log.exception("enrich_batch_crashed", events=len(events), error=repr(exc))
+                await self.enrich_stage.handle_one_by_one(events)
 
     async def _reevaluate(self, snapshot: RegisterSnapshot) -> None:
         """A newer snapshot arrived: evaluate the tenant's waiting rejections again (R16)."""
