@@ -64,6 +64,18 @@ _USED: list[str] = []
 _SKIPPED: set[str] = set()
 
 
+def require_kafka() -> None:
+    """Skip where Apache Kafka cannot run, and say so; in CI (FLYT_REQUIRE_KAFKA=1) fail."""
+    why = kafka_missing()
+    if why is None:
+        return
+    # CI must run them: there a missing tool is a failure, not a skip.
+    if os.environ.get("FLYT_REQUIRE_KAFKA") == "1":
+        pytest.fail(f"Apache Kafka tests cannot run: {why}")
+    _SKIPPED.add(why)
+    pytest.skip(f"Apache Kafka tests skipped: {why}")
+
+
 @pytest.fixture(scope="session", params=["tansu", "kafka"])
 def broker(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -102,13 +114,7 @@ def _kafka(brokers: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[B
             _USED.append(f"apache-kafka {kafka_version()} (testcontainers)")
             yield Broker("kafka", kafka.get_bootstrap_server())
         return
-    why = kafka_missing()
-    if why is not None:
-        # CI must run them: there a missing tool is a failure, not a skip.
-        if os.environ.get("FLYT_REQUIRE_KAFKA") == "1":
-            pytest.fail(f"Apache Kafka tests cannot run: {why}")
-        _SKIPPED.add(why)
-        pytest.skip(f"Apache Kafka tests skipped: {why}")
+    require_kafka()
     from worker.stream.kafka_cluster import KafkaCluster
 
     logs = tmp_path_factory.mktemp(f"kafka-{brokers}")

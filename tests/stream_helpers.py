@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import subprocess
 import sys
@@ -17,9 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Broker, subprocess_env
 from worker.config import Settings, Topics
-from worker.core.register_book import RegisterBook
+from worker.demo.chaos import expected_outcomes as expected_outcomes  # for the stream tests
 from worker.demo.watcher import OutcomeWatcher
-from worker.offline import enrich_lines
 from worker.stream.feed import publish, snapshot_records
 from worker.stream.topics import ensure_topics, topic_specs
 
@@ -103,25 +101,6 @@ async def wait_for(
             pass
         await asyncio.sleep(interval_s)
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
-def expected_outcomes(
-    snapshots: list[dict[str, Any]], events: list[dict[str, Any]]
-) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-    """(submitted, rejected) payments as the offline core decides them."""
-    from worker.contracts import RegisterSnapshot
-
-    book = RegisterBook()
-    for snap in sorted(snapshots, key=lambda d: (d["tenant_id"], d["version"])):
-        book.offer(RegisterSnapshot.model_validate(snap))
-    submitted, rejected = set(), set()
-    for out in enrich_lines([json.dumps(e) for e in events], book):
-        key = (out["tenant_id"], out["payment_id"])
-        if out["outcome"] == "submission":
-            submitted.add(key)
-        elif out["outcome"] == "rejection":
-            rejected.add(key)
-    return submitted, rejected
 
 
 async def watch_until(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _SKIPPED, free_port, kafka_missing, subprocess_env
+from tests.conftest import free_port, require_kafka, subprocess_env
 from worker.stream.broker import wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -149,12 +149,7 @@ def test_sigterm_leaves_no_child_process(tmp_path: Path, command: str) -> None:
         args = ["sandbox", "--port", str(port), "--token-dir", str(tmp_path / "tokens")]
         wait_port, text, seconds = port, None, 30
     else:
-        why = kafka_missing()
-        if why is not None:
-            if os.environ.get("FLYT_REQUIRE_KAFKA") == "1":
-                pytest.fail(f"Apache Kafka tests cannot run: {why}")
-            _SKIPPED.add(why)
-            pytest.skip(f"Apache Kafka tests skipped: {why}")
+        require_kafka()
         args, wait_port, text, seconds = ["kafka", "--port", str(port)], port, None, 120
     log = tmp_path / f"{command}.log"
     proc = start(args, log)
