@@ -137,7 +137,8 @@ async def test_list_is_newest_first_and_limit_keeps_the_newest(
     [row] = json_lines(cli(broker, s, "dlq", "list", "--json", "--payment", "P-2").stdout)
     assert row["tenant_id"] == "t-lillevik" and row["stage"] == "post"
     assert row["reason"] == "unknown_outcome" and row["message"] == "unknown_outcome in post"
-    assert row["replay_count"] == 0 and row["age"] in {"9m", "10m", "11m"}
+    # Written 10 minutes back; the module's records may have waited a while since.
+    assert row["replay_count"] == 0 and row["age"].endswith("m") and int(row["age"][:-1]) >= 9
     table = cli(broker, s, "dlq", "list")
     assert table.returncode == 0 and "4 of 4 dead letter(s)" in table.stdout
     assert "\x1b" not in table.stdout

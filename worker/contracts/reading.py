@@ -42,6 +42,13 @@ def _ids(raw: object) -> dict[str, str | None]:
     }
 
 
+def _too_deep(exc: ValidationError) -> bool:
+    return any(
+        e["type"] == "json_invalid" and "recursion limit" in str(e.get("msg", ""))
+        for e in exc.errors(include_url=False)
+    )
+
+
 def read_event(data: bytes | str | None) -> PaymentStatusEvent | Unreadable:
     if data is None:  # a tombstone (key, no value) is not an event: dead-letter it, visibly
         return Unreadable("no value: a tombstone is not an event", "Tombstone")
@@ -50,8 +57,12 @@ def read_event(data: bytes | str | None) -> PaymentStatusEvent | Unreadable:
     # the path below, so every Unreadable is what it always was.
     try:
         return PaymentStatusEvent.model_validate_json(data)
-    except ValidationError:
-        pass
+    except ValidationError as exc:
+        if _too_deep(exc):
+            # Said here, by pydantic's parser and its fixed limit: json.loads's limit
+            # depends on how deep the caller's own stack is, so its verdict on the same
+            # bytes could differ between processes (seen in CI's fuzzing).
+            return Unreadable("not JSON: nested too deeply", "RecursionError")
     try:
         # UTF-8 without a byte order mark (RFC 8259). json.loads alone also takes UTF-16,
         # UTF-32 and a BOM: the enrich stage keeps a waiting event's text as UTF-8 (R16),
