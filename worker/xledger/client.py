@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import random
 import time
 import uuid
@@ -201,7 +200,7 @@ class XledgerClient:
             token = self.secrets.token(token_ref)
         except MissingToken:
             return None
-        return hashlib.sha256(token.reveal().encode()).hexdigest()
+        return token.digest()
 
     def ready_in(self, token_ref: str, requests: int = 2) -> float:
         """Seconds until this token may send `requests` requests without being held back.

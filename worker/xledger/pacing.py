@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
@@ -122,7 +121,7 @@ class Pacer:
         self._gates: dict[str, TokenGate] = {}
 
     def gate(self, token: Token) -> TokenGate:
-        key = hashlib.sha256(token.reveal().encode()).hexdigest()
+        key = token.digest()
         gate = self._gates.get(key)
         if gate is None:
             gate = self._gates[key] = TokenGate(self._s, clock=self._clock, sleep=self._sleep)
