@@ -19,7 +19,7 @@ from typing import Any
 
 from worker import logs, metrics
 from worker.config import Settings
-from worker.contracts import DlqReason, PaymentStatusEvent
+from worker.contracts import DlqReason, PaymentStatusEvent, Rejection
 from worker.contracts.reading import Unreadable, read_event
 from worker.core import Enriched, evaluate
 from worker.core.intake import Intake, intake
@@ -282,20 +282,22 @@ class EnrichStage:
     def _rejection(
         self, event: PaymentStatusEvent, result: Rejected, now: datetime, source: Any = None
     ) -> Output:
-        rejection = result.rejection(event, now)
-        metrics.REJECTIONS.labels(event.tenant_id, str(result.reason)).inc()
-        log.info(
-            "payment_rejected",
-            tenant_id=event.tenant_id,
-            payment_id=event.payment_id,
-            event_id=event.event_id,
-            reason=str(result.reason),
-            codes=[str(p.code) for p in result.problems],
-            retryable=result.retryable,
-        )
-        return Output(
-            self.s.topics.rejections,
-            event.payment_id.encode(),
-            rejection.model_dump_json().encode(),
-            source=source,
-        )
+        return rejection_output(self.s.topics.rejections, result.rejection(event, now), source)
+
+
+def rejection_output(topic: str, rejection: Rejection, source: Any = None) -> Output:
+    """A rejection for the Økonomi tab, counted and logged: from this stage, and from the
+    post stage for Xledger's refusals (R14)."""
+    metrics.REJECTIONS.labels(rejection.tenant_id, str(rejection.reason)).inc()
+    log.info(
+        "payment_rejected",
+        tenant_id=rejection.tenant_id,
+        payment_id=rejection.payment_id,
+        event_id=rejection.event_id,
+        reason=str(rejection.reason),
+        codes=[str(p.code) for p in rejection.problems],
+        retryable=rejection.retryable,
+    )
+    return Output(
+        topic, rejection.payment_id.encode(), rejection.model_dump_json().encode(), source=source
+    )

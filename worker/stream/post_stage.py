@@ -28,7 +28,7 @@ from worker.core.outcome import Rejected
 from worker.core.register_book import RegisterBook
 from worker.stream.dead_letters import dead_letter
 from worker.stream.delivery import Deliver, Output
-from worker.stream.enrich_stage import REJECTED, PaymentStates
+from worker.stream.enrich_stage import REJECTED, PaymentStates, rejection_output
 from worker.stream.ordered_acks import OrderedAcks, Ticket
 from worker.xledger.client import PostResult, Target, XledgerClient
 
@@ -236,23 +236,7 @@ class _TenantPoster:
                 rejection = rejection.model_copy(update={"retryable": False})
             else:
                 parked.append((source, sub))
-            metrics.REJECTIONS.labels(self.tenant, str(rejection.reason)).inc()
-            log.info(
-                "payment_rejected",
-                tenant_id=self.tenant,
-                payment_id=sub.payment_id,
-                event_id=sub.event_id,
-                reason=str(rejection.reason),
-                retryable=rejection.retryable,
-            )
-            outputs.append(
-                Output(
-                    topics.rejections,
-                    sub.payment_id.encode(),
-                    rejection.model_dump_json().encode(),
-                    source=source,
-                )
-            )
+            outputs.append(rejection_output(topics.rejections, rejection, source))
         for sub, code, message in result.failed:
             outputs.append(
                 stage.dead_letter(
