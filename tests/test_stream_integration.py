@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -132,6 +133,32 @@ async def test_every_cache_holds_every_tenant_and_refuses_bad_snapshots(broker: 
 # --- R16: a newer snapshot fills the gap ---------------------------------------------------
 
 
+async def posted_accounts(
+    watcher: OutcomeWatcher, sandbox: XledgerSandbox, key: tuple[str, str], what: str
+) -> list[str]:
+    """Wait until the payment is posted; the accounts of its lines in the ledger."""
+
+    async def posted() -> bool:
+        await watcher.poll()
+        return key in watcher.posted
+
+    await wait_for(posted, 60, what)
+    prefix = f"flyt:{key[0]}:{key[1]}:"
+    return [x["account"] for x in sandbox.ledger() if x["extIdentifier"].startswith(prefix)]
+
+
+def reiseutgifter_event() -> dict[str, Any]:
+    """A Lillevik Betalt event whose category is not in its Betalingstyper (v1)."""
+    event = next(
+        e
+        for e in generate_events(50, seed=5)
+        if e["status"] == "Betalt" and e["tenant_id"] == "t-lillevik"
+    )
+    event["payment"]["category"] = "REISEUTGIFTER"
+    event["payment"]["vat_code"] = None
+    return event
+
+
 async def test_r16_rejected_payment_is_posted_after_a_snapshot_fills_the_gap(
     broker: Broker,
 ) -> None:
@@ -142,13 +169,7 @@ async def test_r16_rejected_payment_is_posted_after_a_snapshot_fills_the_gap(
     s = replace(s, sandbox=True, xledger_endpoint_override=sandbox.url, post_batch_window_s=0.05)
     pipeline = Pipeline(s, broker.bootstrap, make_client(s, tokens))
     watcher = OutcomeWatcher(broker.bootstrap, s)
-    event = next(
-        e
-        for e in generate_events(50, seed=5)
-        if e["status"] == "Betalt" and e["tenant_id"] == "t-lillevik"
-    )
-    event["payment"]["category"] = "REISEUTGIFTER"  # not in Betalingstyper: MISSING_ACCOUNT
-    event["payment"]["vat_code"] = None
+    event = reiseutgifter_event()  # MISSING_ACCOUNT
     try:
         await pipeline.start()
         await watcher.start()
@@ -162,15 +183,8 @@ async def test_r16_rejected_payment_is_posted_after_a_snapshot_fills_the_gap(
         fixed["registers"]["betalingstype"].append({"category": "REISEUTGIFTER", "value": "14700"})
         await publish(broker.bootstrap, s.topics.registers, snapshot_records([fixed]))
 
-        async def posted() -> bool:
-            await watcher.poll()
-            return key in watcher.posted
-
-        await wait_for(posted, 60, "the re-evaluated payment to be posted")
-        lines = [
-            x for x in sandbox.ledger() if x["extIdentifier"].startswith(f"flyt:{key[0]}:{key[1]}:")
-        ]
-        assert [x["account"] for x in lines] == ["14700", "1950"]
+        what = "the re-evaluated payment to be posted"
+        assert await posted_accounts(watcher, sandbox, key, what) == ["14700", "1950"]
         payment = key[1].encode()
         assert pipeline.handled[payment] == {"t-lillevik": "submitted"}
         assert pipeline.pending[payment] == {}  # no longer waiting for a snapshot
@@ -197,13 +211,7 @@ async def test_r14_a_payment_xledger_refuses_is_one_rejection_and_posts_after_a_
     s = replace(s, sandbox=True, xledger_endpoint_override=sandbox.url, post_batch_window_s=0.05)
     pipeline = Pipeline(s, broker.bootstrap, make_client(s, tokens))
     watcher = OutcomeWatcher(broker.bootstrap, s)
-    event = next(
-        e
-        for e in generate_events(50, seed=5)
-        if e["status"] == "Betalt" and e["tenant_id"] == "t-lillevik"
-    )
-    event["payment"]["category"] = "REISEUTGIFTER"
-    event["payment"]["vat_code"] = None
+    event = reiseutgifter_event()  # v2 maps it to 14799, an account Xledger lacks
     key = (event["tenant_id"], event["payment_id"])
     try:
         await pipeline.start()
@@ -224,15 +232,8 @@ async def test_r14_a_payment_xledger_refuses_is_one_rejection_and_posts_after_a_
         fixed["registers"]["betalingstype"][-1]["value"] = "14700"
         await publish(broker.bootstrap, s.topics.registers, snapshot_records([fixed]))
 
-        async def posted() -> bool:
-            await watcher.poll()
-            return key in watcher.posted
-
-        await wait_for(posted, 60, "the refused payment to be posted after the fix")
-        lines = [
-            x for x in sandbox.ledger() if x["extIdentifier"].startswith(f"flyt:{key[0]}:{key[1]}:")
-        ]
-        assert [x["account"] for x in lines] == ["14700", "1950"]
+        what = "the refused payment to be posted after the fix"
+        assert await posted_accounts(watcher, sandbox, key, what) == ["14700", "1950"]
         assert pipeline.pending[payment] == {}
         assert watcher.dead_letters == []
     finally:
