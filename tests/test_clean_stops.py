@@ -60,6 +60,16 @@ def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def kill_all(proc: subprocess.Popen[bytes], pids: list[int]) -> None:
+    """Whatever the test's outcome, nothing it started outlives it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pid in pids:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def tansu_of(proc: subprocess.Popen[bytes], seconds: float = 30) -> list[int]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -101,12 +111,7 @@ def test_a_sigkilled_command_leaves_no_broker_behind(tmp_path: Path, args: list[
         proc.wait()
         assert gone_within(tansu, 5), f"Tansu outlived a SIGKILLed `worker {args[0]}`"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in tansu:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_all(proc, tansu)
 
 
 def descendants(pid: int) -> list[int]:
@@ -163,9 +168,4 @@ def test_sigterm_leaves_no_child_process(tmp_path: Path, command: str) -> None:
         assert gone_within(family, 10), f"`worker {command}` left {left} running after SIGTERM"
         assert b"Traceback" not in log.read_bytes()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pid in family:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        kill_all(proc, family)

@@ -152,13 +152,7 @@ async def test_a_slow_tenant_holds_its_partitions_commit_but_not_the_other_tenan
 
     generation = 1
     acks = OrderedAcks(ack, lambda: generation)
-    stage = PostStage(
-        Settings(broker_kind="tansu", post_batch_window_s=0.01),
-        book,
-        client,
-        deliver,
-        crash=_no_crash,
-    )
+    stage = post_stage(book, client, deliver)
     try:
         await stage.run(feed(events), acks)
         await until(lambda: acks.held()[TP0] == list(range(3, 10)), "the fast tenant finished")
@@ -219,6 +213,20 @@ async def _no_crash(exc: BaseException) -> None:
     pytest.fail(f"the post stage crashed: {exc!r}")
 
 
+def post_stage(
+    book: RegisterBook, client: Any, deliver: Any, states: PaymentStates | None = None
+) -> PostStage:
+    """The stage as the tests run it: a short gathering window, crashes fail the test."""
+    return PostStage(
+        Settings(broker_kind="tansu", post_batch_window_s=0.01),
+        book,
+        client,
+        deliver,
+        crash=_no_crash,
+        states=states,
+    )
+
+
 class RefusingClient(HeldClient):
     """Xledger refusing every payment's content (an account it does not know)."""
 
@@ -243,14 +251,7 @@ async def test_a_refused_payment_is_one_rejection_waiting_for_a_newer_snapshot()
         finished.append(event.message.offset)
 
     states = PaymentStates({}, {})
-    stage = PostStage(
-        Settings(broker_kind="tansu", post_batch_window_s=0.01),
-        book,
-        RefusingClient(held="nobody"),
-        deliver,
-        crash=_no_crash,
-        states=states,
-    )
+    stage = post_stage(book, RefusingClient(held="nobody"), deliver, states)
     try:
         await stage.run(feed([Event(sub, 0)]), OrderedAcks(ack, lambda: 1))
         await until(lambda: finished == [0], "the refused payment acknowledged")
@@ -284,13 +285,7 @@ async def test_a_batch_whose_partition_moved_to_another_worker_is_not_posted_her
 
     generation = [1]
     acks = OrderedAcks(ack, lambda: generation[0])
-    stage = PostStage(
-        Settings(broker_kind="tansu", post_batch_window_s=0.01),
-        book,
-        client,
-        deliver,
-        crash=_no_crash,
-    )
+    stage = post_stage(book, client, deliver)
     try:
         await stage.run(feed(events), acks)
         await until(lambda: fast <= set(client.posted), "the fast tenant posted")
