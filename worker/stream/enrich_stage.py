@@ -167,17 +167,9 @@ class EnrichStage:
                 await self.handle([event])
             except Exception as exc:
                 log.exception("event_crashed", error=repr(exc))
+                error = f"the enrich stage failed on this event: {exc}"
                 await self.deliver(
-                    [
-                        dead_letter(
-                            self.s.topics.dlq,
-                            event.message,
-                            reason=DlqReason.CRASH,
-                            error_class=type(exc).__name__,
-                            error=f"the enrich stage failed on this event: {exc}"[:2000],
-                            stage="enrich",
-                        )
-                    ]
+                    [self.dead_letter(event.message, DlqReason.CRASH, type(exc).__name__, error)]
                 )
 
     # --- R16: re-evaluation on a newer snapshot ----------------------------------------
@@ -248,12 +240,16 @@ class EnrichStage:
             partition=message.partition,
             offset=message.offset,
         )
+        return self.dead_letter(message, DlqReason.INVALID, parsed.error_class, parsed.error)
+
+    def dead_letter(self, message: Any, reason: DlqReason, error_class: str, error: str) -> Output:
+        """This stage's DLQ record for an input message (the one policy: dead_letters.py)."""
         return dead_letter(
             self.s.topics.dlq,
             message,
-            reason=DlqReason.INVALID,
-            error_class=parsed.error_class,
-            error=parsed.error,
+            reason=reason,
+            error_class=error_class,
+            error=error,
             stage="enrich",
         )
 
