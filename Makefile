@@ -30,7 +30,7 @@ kafka: install
 	$(BIN)/python -m worker kafka --brokers $(BROKERS)
 
 kafka-jars: install
-	$(BIN)/python -c "import worker.stream.kafka_cluster as k; k.kafka_classpath(); print(k.cache_dir())"
+	$(BIN)/python -c "import worker.devenv.kafka_cluster as k; k.kafka_classpath(); print(k.cache_dir())"
 
 # The restart and two-worker tests many times under CPU load (issue 14); logs kept per run.
 RUNS ?= 50

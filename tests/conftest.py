@@ -83,7 +83,7 @@ def broker(
     """Every integration test runs on both engines: Tansu (embedded) and Apache Kafka
     (one broker, KRaft, from Maven Central jars)."""
     if request.param == "tansu":
-        from worker.stream.broker import EmbeddedBroker
+        from worker.devenv.tansu import EmbeddedBroker
 
         with EmbeddedBroker() as tansu:
             _USED.append("tansu (embedded, memory)")
@@ -108,14 +108,14 @@ def _kafka(brokers: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[B
     if brokers == 1 and docker_answers():  # testcontainers wherever a Docker engine exists
         from testcontainers.kafka import KafkaContainer
 
-        from worker.stream.kafka_cluster import kafka_version
+        from worker.devenv.kafka_cluster import kafka_version
 
         with KafkaContainer(f"apache/kafka:{kafka_version()}").with_kraft() as kafka:
             _USED.append(f"apache-kafka {kafka_version()} (testcontainers)")
             yield Broker("kafka", kafka.get_bootstrap_server())
         return
     require_kafka()
-    from worker.stream.kafka_cluster import KafkaCluster
+    from worker.devenv.kafka_cluster import KafkaCluster
 
     logs = tmp_path_factory.mktemp(f"kafka-{brokers}")
     with KafkaCluster(brokers=brokers, log_dir=logs) as cluster:
@@ -157,7 +157,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def free_port() -> int:
-    from worker.stream.broker import free_port as fp
+    from worker.devenv.tansu import free_port as fp
 
     return fp()
 

@@ -17,8 +17,8 @@ from worker.config import Settings
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot
 from worker.core import Rejected, evaluate
 from worker.core.register_index import RegisterIndex
+from worker.devenv.feed import producer
 from worker.ops.topic_reader import Record, read_topics
-from worker.stream.feed import producer
 
 TOPICS = ("payments", "registers", "submissions", "receipts", "rejections", "dlq", "audit")
 

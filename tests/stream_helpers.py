@@ -18,7 +18,7 @@ from tests.conftest import Broker, subprocess_env
 from worker.config import Settings, Topics
 from worker.demo.chaos import expected_outcomes as expected_outcomes  # for the stream tests
 from worker.demo.watcher import OutcomeWatcher
-from worker.stream.feed import publish, snapshot_records
+from worker.devenv.feed import publish, snapshot_records
 from worker.stream.topics import ensure_topics, topic_specs
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, require_kafka, subprocess_env
-from worker.stream.broker import wait_for_port
+from worker.devenv.tansu import wait_for_port
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from worker.config import Settings
 from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
 from worker.demo.registers import demo_snapshot_dicts
+from worker.devenv.feed import event_records, publish
 from worker.runtime import make_client
 from worker.stream.dead_letters import dlq_headers
-from worker.stream.feed import event_records, publish
 from worker.stream.pipeline import Pipeline
 from worker.stream.topics import ensure_topics, topic_specs
 

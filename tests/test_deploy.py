@@ -9,7 +9,7 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
 
 def test_compose_runs_the_apache_kafka_version_the_tests_run() -> None:
-    from worker.stream.kafka_cluster import kafka_version
+    from worker.devenv.kafka_cluster import kafka_version
 
     compose = (DEPLOY / "compose.yaml").read_text()
     images = re.findall(r"image: apache/kafka:(\S+)", compose)

@@ -55,7 +55,7 @@ from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
 from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
-from worker.stream.feed import event_records
+from worker.devenv.feed import event_records
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Apache Kafka from Maven Central's jars (worker/stream/kafka_cluster.py) and `python -m
+"""Apache Kafka from Maven Central's jars (worker/devenv/kafka_cluster.py) and `python -m
 worker kafka`: a record round trip, a broker killed and restarted, and no JVM outliving
 the process that started it (SIGTERM or SIGINT stops them; SIGKILL of the parent kills
 them)."""
@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from worker.stream.broker import free_port
-from worker.stream.kafka_cluster import (
+from worker.devenv.kafka_cluster import (
     POM,
     KafkaCluster,
     KafkaUnavailable,
     kafka_classpath,
     kafka_version,
 )
+from worker.devenv.tansu import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 

@@ -32,7 +32,7 @@ from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
 from worker.demo.registers import demo_snapshot_dicts
 from worker.demo.watcher import OutcomeWatcher
-from worker.stream.feed import event_records, publish
+from worker.devenv.feed import event_records, publish
 from worker.stream.topics import HANDLED_TABLE, PENDING_TABLE, changelog_topic, leader_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]

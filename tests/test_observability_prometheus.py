@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import free_port, prometheus_tool, stop_process, subprocess_env
 from tests.deploy_queries import ALERTS, alert_queries, alert_rules, dashboards, panels
 from tests.stream_helpers import wait_for
-from worker.stream.children import dies_with_parent
+from worker.devenv.children import dies_with_parent
 
 pytestmark = [pytest.mark.integration, pytest.mark.prometheus]
 

@@ -21,11 +21,11 @@ from worker.contracts import RegisterSnapshot
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
 from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
+from worker.devenv.feed import event_records, publish
+from worker.devenv.sandbox import XledgerSandbox, entity_from_snapshot
 from worker.runtime import make_client
-from worker.sandbox import XledgerSandbox, entity_from_snapshot
 from worker.stream.delivery import Output
 from worker.stream.enrich_stage import REJECTED, RESEND_HEADER, EnrichStage, PaymentStates
-from worker.stream.feed import event_records, publish
 from worker.stream.pipeline import Pipeline
 from worker.stream.topics import ensure_topics, topic_specs
 from worker.xledger.secrets import env_name

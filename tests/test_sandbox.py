@@ -25,7 +25,7 @@ from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
 from worker.demo.registers import demo_snapshots
-from worker.sandbox import (
+from worker.devenv.sandbox import (
     PROFILES,
     Entity,
     FaultProfile,
@@ -640,7 +640,7 @@ def test_serve_writes_missing_tokens_and_never_prints_them(tmp_path: Path) -> No
     token_dir = tmp_path / "tokens"
     env = {k: v for k, v in os.environ.items() if not k.startswith("XLEDGER_TOKEN")}
     code = (
-        "from pathlib import Path; from worker.sandbox import serve; "
+        "from pathlib import Path; from worker.devenv.sandbox import serve; "
         f"serve(0, 'mixed', Path({str(token_dir)!r}))"
     )
     proc = subprocess.Popen(

@@ -32,9 +32,9 @@ from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
 from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
+from worker.devenv.feed import event_records, publish, snapshot_records
+from worker.devenv.sandbox import XledgerSandbox, entity_from_snapshot
 from worker.runtime import make_client
-from worker.sandbox import XledgerSandbox, entity_from_snapshot
-from worker.stream.feed import event_records, publish, snapshot_records
 from worker.stream.lag import group_positions
 from worker.stream.pipeline import Pipeline
 from worker.stream.register_cache import RegisterCache

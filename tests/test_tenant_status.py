@@ -20,7 +20,7 @@ from worker.config import Settings
 from worker.contracts import DlqHeaders
 from worker.demo.events import generate_events
 from worker.demo.registers import demo_snapshot_dicts
-from worker.stream.feed import snapshot_records
+from worker.devenv.feed import snapshot_records
 from worker.stream.topics import ensure_topics, topic_specs
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from tests.xledger_helpers import FakeTime, client_for, entity, submission, target, token_for
 from worker import logs
 from worker.core.endpoints import UrlPolicy
-from worker.sandbox import PROFILES, FaultProfile, XledgerSandbox
+from worker.devenv.sandbox import PROFILES, FaultProfile, XledgerSandbox
 from worker.xledger import client as client_module
 from worker.xledger.client import ClientSettings, XledgerClient
 from worker.xledger.errors import (

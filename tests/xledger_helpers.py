@@ -10,7 +10,7 @@ from decimal import Decimal
 from worker.contracts import GLLine, Submission
 from worker.contracts.submission import ext_identifier
 from worker.core.endpoints import UrlPolicy
-from worker.sandbox import Entity
+from worker.devenv.sandbox import Entity
 from worker.xledger.client import ClientSettings, Target, XledgerClient
 from worker.xledger.secrets import SecretStore, env_name
 

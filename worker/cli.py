@@ -152,7 +152,7 @@ def _until_signalled() -> Iterator[None]:
 def broker(port: int) -> None:
     """Run the embedded Kafka-protocol broker (Tansu, memory only) in the foreground.
     Ctrl-C or SIGTERM stops it; so does the end of this process, however it ends."""
-    from worker.stream.broker import EmbeddedBroker
+    from worker.devenv.tansu import EmbeddedBroker
 
     tansu = EmbeddedBroker(port)
     try:
@@ -175,7 +175,7 @@ def kafka(brokers: str, port: int) -> None:
     broker i listens on port+i-1. Ctrl-C or SIGTERM stops every broker."""
     import time
 
-    from worker.stream.kafka_cluster import KafkaCluster, KafkaUnavailable, kafka_version
+    from worker.devenv.kafka_cluster import KafkaCluster, KafkaUnavailable, kafka_version
 
     cluster = KafkaCluster(brokers=int(brokers), port=port)
     try:
@@ -217,7 +217,7 @@ def kafka(brokers: str, port: int) -> None:
 )
 def sandbox(port: int, profile: str, token_dir: Path | None) -> None:
     """Run the local Xledger sandbox (the demo tenants) in the foreground."""
-    from worker.sandbox import serve
+    from worker.devenv.sandbox import serve
 
     try:
         serve(port, profile, token_dir)
@@ -342,7 +342,7 @@ def bench(quick: bool, broker_kind: str) -> None:
     progress on stderr, the last line a JSON summary."""
     from worker import logs
     from worker.bench.runner import FULL, QUICK, run
-    from worker.stream.kafka_cluster import KafkaUnavailable
+    from worker.devenv.kafka_cluster import KafkaUnavailable
 
     logs.configure("WARNING")
     try:
@@ -401,7 +401,7 @@ def chaos(
     from worker import logs
     from worker.demo.chaos import ChaosOptions, ChaosUsageError
     from worker.demo.chaos import run as run_chaos
-    from worker.stream.kafka_cluster import KafkaUnavailable
+    from worker.devenv.kafka_cluster import KafkaUnavailable
 
     o = ChaosOptions(
         events=n_events,

@@ -40,9 +40,9 @@ from worker.bench.worker_proc import WorkerProcess
 from worker.config import Settings, Topics
 from worker.contracts import RegisterSnapshot
 from worker.core.register_book import RegisterBook
-from worker.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot
+from worker.devenv.feed import event_records, publish
+from worker.devenv.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot
 from worker.stream import broker_kind
-from worker.stream.feed import event_records, publish
 from worker.stream.topics import TopicSpec, ensure_topics, topic_specs
 from worker.xledger.secrets import env_name
 
@@ -118,13 +118,13 @@ def _interrupts_as_keyboard() -> Iterator[None]:
 @contextlib.contextmanager
 def _broker(kind: str, say: Say) -> Iterator[str]:
     if kind == "tansu":
-        from worker.stream.broker import EmbeddedBroker
+        from worker.devenv.tansu import EmbeddedBroker
 
         with EmbeddedBroker() as tansu:
             say(f"broker: Tansu at {tansu.bootstrap}")
             yield tansu.bootstrap
     else:
-        from worker.stream.kafka_cluster import KafkaCluster, kafka_version
+        from worker.devenv.kafka_cluster import KafkaCluster, kafka_version
 
         with KafkaCluster(brokers=1) as cluster:
             say(f"broker: Apache Kafka {kafka_version()} (1 broker) at {cluster.bootstrap}")

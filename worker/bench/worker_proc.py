@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 
 from worker.config import Topics
-from worker.stream.broker import free_port
-from worker.stream.children import dies_with_parent
+from worker.devenv.children import dies_with_parent
+from worker.devenv.tansu import free_port
 
 
 class WorkerProcess:

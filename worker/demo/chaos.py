@@ -46,11 +46,11 @@ from worker.demo.events import bad_event_lines, generate_events
 from worker.demo.harness import _fit_to_cluster
 from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
-from worker.sandbox import PROFILES, XledgerSandbox, entity_from_snapshot
-from worker.sandbox.entities import Entity
-from worker.stream.broker import EmbeddedBroker, free_port
-from worker.stream.children import dies_with_parent
-from worker.stream.feed import producer, publish, snapshot_records
+from worker.devenv.children import dies_with_parent
+from worker.devenv.feed import producer, publish, snapshot_records
+from worker.devenv.sandbox import PROFILES, XledgerSandbox, entity_from_snapshot
+from worker.devenv.sandbox.entities import Entity
+from worker.devenv.tansu import EmbeddedBroker, free_port
 from worker.stream.lag import group_positions
 from worker.stream.topics import ensure_topics, topic_specs
 
@@ -848,7 +848,7 @@ async def run_campaign(o: ChaosOptions) -> tuple[dict[str, Any], Verdict, Path]:
         loop.add_signal_handler(signal.SIGTERM, main.cancel)
     try:
         if o.broker == "kafka":
-            from worker.stream.kafka_cluster import KafkaCluster
+            from worker.devenv.kafka_cluster import KafkaCluster
 
             n = 3 if o.broker_kills > 0 else 1
             say(f"starting Apache Kafka ({n} broker{'s' if n > 1 else ''})")

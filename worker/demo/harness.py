@@ -22,11 +22,11 @@ from worker.config import Settings, Topics
 from worker.demo.events import bad_event_lines, generate_events
 from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
+from worker.devenv.feed import event_records, publish, snapshot_records
+from worker.devenv.sandbox import PROFILES, XledgerSandbox, entity_from_snapshot
+from worker.devenv.tansu import EmbeddedBroker
 from worker.runtime import make_client, running_pipeline, stop_on_signals, until_stopped
-from worker.sandbox import PROFILES, XledgerSandbox, entity_from_snapshot
 from worker.stream import broker_kind
-from worker.stream.broker import EmbeddedBroker
-from worker.stream.feed import event_records, publish, snapshot_records
 from worker.stream.topics import ensure_topics, topic_specs
 from worker.xledger.secrets import env_name
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from graphql import GraphQLError, GraphQLResolveInfo, GraphQLSchema
 
-from worker.sandbox.entities import Entity
-from worker.sandbox.faults import SandboxStats
-from worker.sandbox.schema import xledger_schema
+from worker.devenv.sandbox.entities import Entity
+from worker.devenv.sandbox.faults import SandboxStats
+from worker.devenv.sandbox.schema import xledger_schema
 
 MAX_INPUTS = 500  # help centre 8715787519634: a mass mutation takes at most 500 nodes
 MAX_FIRST = 10_000  # at most 10 000 records per query

@@ -35,7 +35,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from types import TracebackType
 
-from worker.stream.children import dies_with_parent
+from worker.devenv.children import dies_with_parent
 
 POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
 _MARKER = ".complete"  # written last, holds the pom's digest: a cache without it is redone

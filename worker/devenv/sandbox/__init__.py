@@ -16,9 +16,9 @@ A test double: production code never imports it (an import-linter contract).
 - `server`    — HTTP: auth, limits, error shapes, faults; `python -m worker sandbox`.
 """
 
-from worker.sandbox.entities import Entity, entity_from_snapshot
-from worker.sandbox.faults import PROFILES, FaultProfile, SandboxStats
-from worker.sandbox.server import XledgerSandbox, serve
+from worker.devenv.sandbox.entities import Entity, entity_from_snapshot
+from worker.devenv.sandbox.faults import PROFILES, FaultProfile, SandboxStats
+from worker.devenv.sandbox.server import XledgerSandbox, serve
 
 __all__ = [
     "PROFILES",

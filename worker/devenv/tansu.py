@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from worker.stream.children import dies_with_parent
+from worker.devenv.children import dies_with_parent
 
 # Tansu reads these as flag defaults; a stray one in the environment would change it.
 _TANSU_ENV = (

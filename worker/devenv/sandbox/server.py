@@ -29,9 +29,9 @@ from graphql import (
     validate,
 )
 
-from worker.sandbox.entities import Entity, entity_from_snapshot
-from worker.sandbox.faults import PROFILES, FaultProfile, SandboxStats
-from worker.sandbox.resolvers import Context, Ledger, executable_schema, flatten
+from worker.devenv.sandbox.entities import Entity, entity_from_snapshot
+from worker.devenv.sandbox.faults import PROFILES, FaultProfile, SandboxStats
+from worker.devenv.sandbox.resolvers import Context, Ledger, executable_schema, flatten
 
 CREDITS_RESET_S = 20 * 60  # Xledger's own sample waits 20 min on INSUFFICIENT_CREDITS
 BAD_TOKEN_FORMAT = 'Bad format for API Token. Expected header: "Authorization: token <your-token>"'
