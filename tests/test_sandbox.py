@@ -487,7 +487,16 @@ async def test_credits_run_out(
 
 
 def test_named_profiles() -> None:
-    assert set(PROFILES) == {"none", "5xx", "drop", "slow", "commit-then-fail", "burst", "mixed"}
+    assert set(PROFILES) == {
+        "none",
+        "5xx",
+        "drop",
+        "slow",
+        "commit-then-fail",
+        "burst",
+        "mixed",
+        "staging-cleared",
+    }
     assert PROFILES["none"] == FaultProfile()
     assert PROFILES["mixed"] == FaultProfile(
         error_5xx=0.10, commit_then_fail=0.05, burst_error=0.05
@@ -495,6 +504,7 @@ def test_named_profiles() -> None:
     assert PROFILES["5xx"].error_5xx > 0 and PROFILES["drop"].drop > 0
     assert PROFILES["slow"].slow > 0 and PROFILES["burst"].burst_error > 0
     assert PROFILES["commit-then-fail"].commit_then_fail > 0
+    assert PROFILES["staging-cleared"] == FaultProfile(clear_processed=True)
 
 
 async def test_5xx_profile_answers_plain_text_and_does_nothing(

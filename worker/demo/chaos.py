@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import contextvars
 import json
 import logging
 import os
@@ -31,14 +30,13 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import httpx
-from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from worker.config import Settings
@@ -49,7 +47,6 @@ from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.children import dies_with_parent
 from worker.devenv.feed import producer, publish, snapshot_records
 from worker.devenv.sandbox import PROFILES, XledgerSandbox, entity_from_snapshot
-from worker.devenv.sandbox.entities import Entity
 from worker.devenv.tansu import EmbeddedBroker, free_port
 from worker.stream.lag import group_positions
 from worker.stream.topics import ensure_topics, topic_specs
@@ -348,39 +345,7 @@ def _key(value: bytes | None) -> Key | None:
     return (tenant, payment) if isinstance(tenant, str) and isinstance(payment, str) else None
 
 
-# --- the sandbox, watched ------------------------------------------------------------------
-
-_PEER_PORT: contextvars.ContextVar[int | None] = contextvars.ContextVar("peer", default=None)
-
-
-class WatchedSandbox(XledgerSandbox):
-    """The sandbox, telling a listener the moment a batch is stored, before the worker
-    that sent it gets the answer: with the client's port, to find that worker."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.on_store: Callable[[int | None, str, int], None] | None = None
-        ledger = self._ledger  # the sandbox's own store: wrapped, not replaced
-        store = ledger.store
-
-        def stored(entity: Entity, nodes: list[dict[str, Any]]) -> Any:
-            lines = store(entity, nodes)
-            if self.on_store is not None:
-                self.on_store(_PEER_PORT.get(), entity.name, len(lines))
-            return lines
-
-        ledger.store = stored  # type: ignore[method-assign]
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        token = _PEER_PORT.set(peer[1] if peer else None)
-        try:
-            return await super()._handle(request)
-        finally:
-            _PEER_PORT.reset(token)
-
-    def ledger_size(self) -> int:
-        return len(self._ledger.lines)
+# --- the sandbox, watched: its on_stored hook tells the client's port -----------------------
 
 
 def _socket_inode(local_port: int) -> str | None:
@@ -531,7 +496,7 @@ class Campaign:
         self.fed = 0
         self.feed_done = asyncio.Event()
         self.workers: Workers | None = None
-        self.sandbox: WatchedSandbox | None = None
+        self.sandbox: XledgerSandbox | None = None
         self._armed: asyncio.Future[Kill] | None = None
         self.busy = False  # kills still to come
         self.tasks: list[asyncio.Task[Any]] = []
@@ -743,9 +708,9 @@ def _worker_env(s: Settings, sandbox_url: str, token_dir: Path) -> dict[str, str
     return env
 
 
-async def _start_sandbox(profile: str, seed: int, token_dir: Path) -> WatchedSandbox:
+async def _start_sandbox(profile: str, seed: int, token_dir: Path) -> XledgerSandbox:
     """The sandbox with the demo tenants; each token in a file named by its token_ref."""
-    sandbox = WatchedSandbox(faults=PROFILES[profile], seed=seed)
+    sandbox = XledgerSandbox(faults=PROFILES[profile], seed=seed)
     token_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     for i, snap in enumerate(demo_snapshots()):
         token = secrets.token_urlsafe(24)
@@ -866,7 +831,7 @@ async def run_campaign(o: ChaosOptions) -> tuple[dict[str, Any], Verdict, Path]:
         snapshots = demo_snapshot_dicts()
         await publish(bootstrap, s.topics.registers, snapshot_records(snapshots))
         c.sandbox = await _start_sandbox(o.profile, o.seed, token_dir)
-        c.sandbox.on_store = c._on_store
+        c.sandbox.on_stored = lambda b: c._on_store(b.peer_port, b.tenant, b.lines)
         assert c.sandbox.url is not None
         say(f"broker {bootstrap}; Xledger sandbox {c.sandbox.url} (fault profile {o.profile})")
 

@@ -16,6 +16,9 @@ class FaultProfile:
     commit_then_fail: float = 0.0  # mutations: stored, then HTTP 500, a drop, or a hang+drop
     hang_seconds: float = 5.0
     burst_error: float = 0.0  # a spurious burst-limit error, nothing done
+    # Not a probability: whether Xledger's import job removes the items it has made
+    # journal entries of from glImportItems (nothing public says whether it does).
+    clear_processed: bool = False
 
 
 PROFILES: dict[str, FaultProfile] = {
@@ -26,6 +29,7 @@ PROFILES: dict[str, FaultProfile] = {
     "commit-then-fail": FaultProfile(commit_then_fail=0.2),
     "burst": FaultProfile(burst_error=0.2),
     "mixed": FaultProfile(error_5xx=0.10, commit_then_fail=0.05, burst_error=0.05),
+    "staging-cleared": FaultProfile(clear_processed=True),
 }
 
 
@@ -38,6 +42,7 @@ class SandboxStats:
     mutations: int = 0
     accepted_batches: int = 0
     accepted_lines: int = 0
+    imported_lines: int = 0  # import items the import job made journal entries of
     rejected_validation: int = 0  # requests answered with GraphQL errors, nothing stored
     burst_errors_sent: int = 0  # the real sliding-window limit
     spurious_burst_errors_sent: int = 0

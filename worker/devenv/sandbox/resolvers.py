@@ -1,8 +1,11 @@
-"""The in-memory GL store and the resolvers of addGLImportItems and glImportItems."""
+"""The in-memory GL store and the resolvers of addGLImportItems, glImportItems and
+journalEntries; Xledger's import job, which makes journal entries of import items."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -18,15 +21,47 @@ from worker.devenv.sandbox.schema import xledger_schema
 MAX_INPUTS = 500  # help centre 8715787519634: a mass mutation takes at most 500 nodes
 MAX_FIRST = 10_000  # at most 10 000 records per query
 FIRST_DB_ID = 1_000_001
+FIRST_JOURNAL_DB_ID = 50_000_001  # journal entries have dbIds of their own
+_REFS = (
+    "account",
+    "currency",
+    "taxRule",
+    "transactionSource",
+    "jobLevel",
+    "glObject1",
+    "glObject2",
+    "glObject3",
+    "glObject4",
+    "glObject5",
+    "project",
+    "xgl",
+    "bankAccountRef",
+)
+_DATES = ("postedDate", "invoiceDate", "dueDate")
+
+
+@dataclass
+class JournalEntry:
+    """What the import job made of an import item: its own dbId, its voucher's number."""
+
+    db_id: int
+    transaction_number: int
+    imported_at: str
 
 
 @dataclass
 class Line:
+    """One posting: an import item, in staging until the import job clears it (a fault
+    profile), and in the journal once the import job has processed it."""
+
     tenant: str
     db_id: int
     batch: int
     node: dict[str, Any]  # the coerced input node: Decimals, dates, ref dicts
     created_at: str
+    stored_at: float = 0.0  # on the sandbox's clock: when the import job may take it
+    staged: bool = True
+    entry: JournalEntry | None = None
 
 
 @dataclass
@@ -47,12 +82,16 @@ def ref_code(ref: Any) -> Any:
     return ref.get("code") if ref.get("code") is not None else ref.get("dbId")
 
 
+def _ref(n: dict[str, Any], name: str) -> dict[str, Any] | None:
+    value = n.get(name)
+    return None if value is None else {"code": value.get("code"), "dbId": value.get("dbId")}
+
+
 def _gql_node(line: Line) -> dict[str, Any]:
     n = line.node
 
     def ref(name: str) -> dict[str, Any] | None:
-        value = n.get(name)
-        return None if value is None else {"code": value.get("code"), "dbId": value.get("dbId")}
+        return _ref(n, name)
 
     return {
         "dbId": line.db_id,
@@ -65,6 +104,29 @@ def _gql_node(line: Line) -> dict[str, Any]:
         "currency": ref("currency"),
         "taxRule": ref("taxRule"),
         "createdAt": line.created_at,
+    }
+
+
+def _journal_node(line: Line) -> dict[str, Any]:
+    n, entry = line.node, line.entry
+    assert entry is not None
+    return {
+        "dbId": entry.db_id,
+        "extIdentifier": n.get("extIdentifier"),
+        "postedDate": n.get("postedDate"),
+        "amount": n.get("amount"),
+        "text": n.get("text"),
+        "account": _ref(n, "account"),
+        "currency": _ref(n, "currency"),
+        "taxRule": _ref(n, "taxRule"),
+        "bankAccount": _ref(n, "bankAccountRef"),
+        "createdAt": entry.imported_at,
+        "transactionHeader": {
+            "dbId": entry.transaction_number,
+            "transactionNumber": entry.transaction_number,
+            "importedAt": entry.imported_at,
+            "postedDate": n.get("postedDate"),
+        },
     }
 
 
@@ -164,12 +226,14 @@ def _cursor(value: str | None, name: str, info: GraphQLResolveInfo) -> int | Non
         ) from None
 
 
-def _matches(line: Line, f: dict[str, Any]) -> bool:
+def _matches(line: Line, f: dict[str, Any], db_id: int | None = None) -> bool:
+    """Whether the line passes a filter; `db_id` is the node's own (a journal entry's)."""
     n = line.node
+    own = line.db_id if db_id is None else db_id
     posted = n["postedDate"].isoformat()
     checks = (
-        ("dbId", lambda v: line.db_id == v),
-        ("dbId_in", lambda v: line.db_id in v),
+        ("dbId", lambda v: own == v),
+        ("dbId_in", lambda v: own in v),
         ("extIdentifier", lambda v: n.get("extIdentifier") == v),
         ("extIdentifier_in", lambda v: n.get("extIdentifier") in v),
         ("trRegNumber", lambda v: n.get("trRegNumber") == v),
@@ -190,6 +254,53 @@ def _resolve_gl_import_items(
     filter: dict[str, Any] | None = None,  # the GraphQL argument's name
 ) -> dict[str, Any]:
     ctx: Context = info.context
+    items = [
+        line
+        for line in ctx.ledger.lines
+        if line.tenant == ctx.entity.name and line.staged and _matches(line, filter or {})
+    ]  # already in dbId order: dbIds grow with acceptance
+    return _connection(items, lambda line: line.db_id, _gql_node, info, first, last, after, before)
+
+
+def _resolve_journal_entries(
+    _root: Any,
+    info: GraphQLResolveInfo,
+    first: int | None = None,
+    last: int | None = None,
+    after: str | None = None,
+    before: str | None = None,
+    filter: dict[str, Any] | None = None,  # the GraphQL argument's name
+) -> dict[str, Any]:
+    ctx: Context = info.context
+    items = sorted(
+        (
+            line
+            for line in ctx.ledger.lines
+            if line.tenant == ctx.entity.name
+            and line.entry is not None
+            and _matches(line, filter or {}, line.entry.db_id)
+        ),
+        key=_entry_db_id,
+    )
+    return _connection(items, _entry_db_id, _journal_node, info, first, last, after, before)
+
+
+def _entry_db_id(line: Line) -> int:
+    assert line.entry is not None
+    return line.entry.db_id
+
+
+def _connection(
+    items: list[Line],
+    db_id: Callable[[Line], int],
+    node: Callable[[Line], dict[str, Any]],
+    info: GraphQLResolveInfo,
+    first: int | None,
+    last: int | None,
+    after: str | None,
+    before: str | None,
+) -> dict[str, Any]:
+    """A Relay connection over `items` (in dbId order), cursors being dbIds."""
     for name, count in (("first", first), ("last", last)):
         if count is not None and not 0 <= count <= MAX_FIRST:
             raise GraphQLError(
@@ -199,52 +310,141 @@ def _resolve_gl_import_items(
                 extensions={"code": "BAD_REQUEST"},
             )
     after_id, before_id = _cursor(after, "after", info), _cursor(before, "before", info)
-    items = [
-        line
-        for line in ctx.ledger.lines
-        if line.tenant == ctx.entity.name and _matches(line, filter or {})
-    ]  # already in dbId order: dbIds grow with acceptance
     has_previous = has_next = False
     if after_id is not None:
-        has_previous = any(line.db_id <= after_id for line in items)
-        items = [line for line in items if line.db_id > after_id]
+        has_previous = any(db_id(line) <= after_id for line in items)
+        items = [line for line in items if db_id(line) > after_id]
     if before_id is not None:
-        has_next = any(line.db_id >= before_id for line in items)
-        items = [line for line in items if line.db_id < before_id]
+        has_next = any(db_id(line) >= before_id for line in items)
+        items = [line for line in items if db_id(line) < before_id]
     if first is None and last is None:
         first = MAX_FIRST
     if first is not None and len(items) > first:
         items, has_next = items[:first], True
     if last is not None and len(items) > last:
         items, has_previous = items[len(items) - last :], True
-    edges = [{"cursor": str(line.db_id), "node": _gql_node(line)} for line in items]
+    edges = [{"cursor": str(db_id(line)), "node": node(line)} for line in items]
     return {
         "edges": edges or None,  # Xledger answers null, not [], when nothing matches
         "pageInfo": {"hasNextPage": has_next, "hasPreviousPage": has_previous},
     }
 
 
-class Ledger:
-    """Every accepted GL line of every entity, in order of acceptance (dbIds grow)."""
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
-    def __init__(self, stats: SandboxStats) -> None:
+
+class Ledger:
+    """Every accepted GL line of every entity, in order of acceptance (dbIds grow), and
+    the import job that makes journal entries of them."""
+
+    def __init__(self, stats: SandboxStats, clock: Callable[[], float] = time.monotonic) -> None:
         self.lines: list[Line] = []
         self._stats = stats
+        self._clock = clock
         self._next_db_id = FIRST_DB_ID
+        self._next_journal_db_id = FIRST_JOURNAL_DB_ID
         self._next_batch = 1
+        self._next_transaction: dict[str, int] = defaultdict(lambda: 1)
 
     def store(self, entity: Entity, nodes: list[dict[str, Any]]) -> list[Line]:
+        return self._store(entity.name, nodes)
+
+    def _store(self, tenant: str, nodes: list[dict[str, Any]]) -> list[Line]:
         batch = self._next_batch
         self._next_batch += 1
-        created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        created, now = _now_iso(), self._clock()
         stored = []
         for node in nodes:
-            stored.append(Line(entity.name, self._next_db_id, batch, dict(node), created))
+            stored.append(Line(tenant, self._next_db_id, batch, dict(node), created, now))
             self._next_db_id += 1
         self.lines += stored
         self._stats.accepted_batches += 1
         self._stats.accepted_lines += len(stored)
         return stored
+
+    def run_import_job(self, *, delay_s: float = 0.0, clear_staging: bool = False) -> int:
+        """Xledger's import job: every import item stored at least `delay_s` ago becomes
+        a journal entry, one transaction number per voucher (`trRegNumber` within its
+        batch); with `clear_staging` the processed items leave `glImportItems`. Returns
+        the number of items processed."""
+        now, imported_at = self._clock(), _now_iso()
+        vouchers: dict[tuple[str, int, Any], int] = {}
+        done = 0
+        for line in self.lines:
+            if line.entry is not None or now - line.stored_at < delay_s:
+                continue
+            key = (line.tenant, line.batch, line.node.get("trRegNumber"))
+            if key not in vouchers:
+                vouchers[key] = self._next_transaction[line.tenant]
+                self._next_transaction[line.tenant] += 1
+            line.entry = JournalEntry(self._next_journal_db_id, vouchers[key], imported_at)
+            self._next_journal_db_id += 1
+            if clear_staging:
+                line.staged = False
+            done += 1
+        self._stats.imported_lines += done
+        return done
+
+    def again(self, tenant: str, ext_ids: Collection[str]) -> list[Line]:
+        """The lines of these external identifiers stored once more, as a new batch: as if
+        a client had posted them a second time."""
+        first: dict[str, Line] = {}
+        for line in self.lines:
+            ext = _ext(line)
+            if line.tenant == tenant and ext in ext_ids:
+                first.setdefault(ext, line)
+        if not first:
+            return []
+        return self._store(tenant, [dict(line.node) for line in first.values()])
+
+    def delete(self, tenant: str, ext_ids: Collection[str]) -> int:
+        """Every line of these external identifiers gone, from staging and the journal."""
+        kept = [x for x in self.lines if x.tenant != tenant or _ext(x) not in ext_ids]
+        gone = len(self.lines) - len(kept)
+        self.lines = kept
+        return gone
+
+    def load(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Lines from a ledger dump (`flatten`'s rows), dbIds and batches kept: a ledger a
+        sandbox left behind, served again. The import job takes them as newly stored."""
+        now = self._clock()
+        loaded = 0
+        for row in rows:
+            node = _node_of(row)
+            line = Line(str(row["tenant"]), int(row["dbId"]), int(row["batch"]), node, "", now)
+            line.created_at = str(row.get("createdAt") or _now_iso())
+            self.lines.append(line)
+            self._next_db_id = max(self._next_db_id, line.db_id + 1)
+            self._next_batch = max(self._next_batch, line.batch + 1)
+            loaded += 1
+        self.lines.sort(key=lambda x: x.db_id)
+        return loaded
+
+
+def _ext(line: Line) -> str:
+    return str(line.node.get("extIdentifier"))
+
+
+def _node_of(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored node from a dump row: codes back to references, amounts and dates typed."""
+    node: dict[str, Any] = {}
+    for key, value in row.items():
+        if value is None or key in _DUMP_ONLY:
+            continue
+        if key in _REFS:
+            as_id = key == "bankAccountRef" and isinstance(value, int)
+            node[key] = {"dbId": value} if as_id else {"code": str(value)}
+        elif key in ("amount", "invoiceAmount"):
+            node[key] = Decimal(str(value))
+        elif key in _DATES:
+            node[key] = date.fromisoformat(str(value))
+        else:
+            node[key] = value
+    return node
+
+
+_DUMP_ONLY = ("tenant", "batch", "dbId", "createdAt", "inStaging", "journalEntry")
 
 
 def flatten(line: Line) -> dict[str, Any]:
@@ -259,6 +459,15 @@ def flatten(line: Line) -> dict[str, Any]:
         "account": None,
         "amount": None,
         "text": line.node.get("text"),
+        "createdAt": line.created_at,
+        "inStaging": line.staged,
+        "journalEntry": None
+        if line.entry is None
+        else {
+            "dbId": line.entry.db_id,
+            "transactionNumber": line.entry.transaction_number,
+            "importedAt": line.entry.imported_at,
+        },
     }
     for key, value in line.node.items():
         if value is None:
@@ -281,5 +490,6 @@ def executable_schema() -> GraphQLSchema:
     schema = xledger_schema()
     assert schema.query_type is not None and schema.mutation_type is not None
     schema.query_type.fields["glImportItems"].resolve = _resolve_gl_import_items
+    schema.query_type.fields["journalEntries"].resolve = _resolve_journal_entries
     schema.mutation_type.fields["addGLImportItems"].resolve = _resolve_add_gl_import_items
     return schema

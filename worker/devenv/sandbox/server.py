@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -13,7 +14,7 @@ import secrets
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +37,16 @@ from worker.devenv.sandbox.resolvers import Context, Ledger, executable_schema, 
 CREDITS_RESET_S = 20 * 60  # Xledger's own sample waits 20 min on INSUFFICIENT_CREDITS
 BAD_TOKEN_FORMAT = 'Bad format for API Token. Expected header: "Authorization: token <your-token>"'
 _TOKEN_HEADER = re.compile(r"token +(\S+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """What `XledgerSandbox.on_stored` is told: a batch is stored, its answer not yet sent."""
+
+    tenant: str  # the entity's name
+    batch: int
+    lines: int
+    peer_port: int | None  # the client's port on its side of the connection
 
 
 @dataclass
@@ -90,7 +101,10 @@ class XledgerSandbox:
         concurrency_limit: int = 4,
         seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        import_delay_s: float | None = 1.0,
     ) -> None:
+        """`import_delay_s`: Xledger's import job takes an import item this long after it
+        was stored (checked at each request, on `clock`); None: only `run_import_job`."""
         self.faults = faults
         self.burst_limit = burst_limit
         self.burst_window_s = burst_window_s
@@ -100,8 +114,12 @@ class XledgerSandbox:
         self._rng = random.Random(seed)
         self._clock = clock  # the burst window's clock: tests pass a fake one
         self._tenants: dict[str, _Tenant] = {}  # token → tenant; the only place a token lives
-        self._ledger = Ledger(self.stats)
+        self._ledger = Ledger(self.stats, clock)
         self._runner: web.AppRunner | None = None
+        self.import_delay_s = import_delay_s
+        # Called the moment a batch is stored, before its answer leaves (the answer may
+        # then fail: commit-then-fail). The chaos campaign kills the sender here.
+        self.on_stored: Callable[[StoredBatch], None] | None = None
 
     def add_entity(self, token: str, entity: Entity) -> None:
         if not token or any(c.isspace() for c in token):
@@ -113,6 +131,7 @@ class XledgerSandbox:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/graphql", self._handle)
+        app.router.add_route("POST", "/sandbox/vouchers/{action}", self._vouchers)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         # No access log: nothing about a request is written anywhere. A short shutdown
         # timeout so a hanging commit-then-fail answer does not hold up stop().
@@ -142,6 +161,36 @@ class XledgerSandbox:
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
         return len(lines)
 
+    def load_ledger(self, path: str | os.PathLike[str]) -> int:
+        """Serve again the lines a ledger dump holds (`dump_ledger`, `demo --ledger-out`),
+        dbIds kept; their entities must have been added. Returns the number of lines."""
+        with open(path, encoding="utf-8") as fh:
+            rows = [json.loads(text) for text in fh if text.strip()]
+        names = {t.entity.name for t in self._tenants.values()}
+        unknown = sorted({str(row.get("tenant")) for row in rows} - names)
+        if unknown:
+            raise ValueError(f"the ledger names entities the sandbox lacks: {', '.join(unknown)}")
+        return self._ledger.load(rows)
+
+    def ledger_size(self) -> int:
+        """Lines stored, doubles included."""
+        return len(self._ledger.lines)
+
+    def run_import_job(self) -> int:
+        """Xledger's import job now, for every item stored so far: they become journal
+        entries (and leave staging under a profile with `clear_processed`)."""
+        return self._ledger.run_import_job(clear_staging=self.faults.clear_processed)
+
+    def double_voucher(self, tenant: str, ext_ids: Collection[str]) -> list[dict[str, Any]]:
+        """Store these lines of `tenant`'s entity once more, as a client posting them a
+        second time would; returns the new lines (as `ledger()` shows them)."""
+        return [flatten(line) for line in self._ledger.again(tenant, set(ext_ids))]
+
+    def delete_voucher(self, tenant: str, ext_ids: Collection[str]) -> int:
+        """Remove every line of these external identifiers of `tenant`'s entity, from
+        staging and the journal; returns how many went."""
+        return self._ledger.delete(tenant, set(ext_ids))
+
     # -- request handling ---------------------------------------------------------------
 
     async def _not_found(self, request: web.Request) -> web.Response:
@@ -170,6 +219,10 @@ class XledgerSandbox:
         tenant = self._authenticate(request)
         if isinstance(tenant, web.Response):
             return tenant
+        if self.import_delay_s is not None:  # the import job, as time has passed
+            self._ledger.run_import_job(
+                delay_s=self.import_delay_s, clear_staging=faults.clear_processed
+            )
         name = tenant.entity.name
         now = self._clock()
         self.stats.request_times.setdefault(name, []).append(now)
@@ -205,6 +258,8 @@ class XledgerSandbox:
                 self.stats.fault("slow")
                 await asyncio.sleep(faults.slow_seconds)
             response, committed = self._graphql(entity, body)
+            if committed and self.on_stored is not None:
+                self.on_stored(self._last_batch(request))
         finally:
             tenant.in_flight -= 1
 
@@ -218,6 +273,38 @@ class XledgerSandbox:
                 await asyncio.sleep(faults.hang_seconds)
             return _drop(request)
         return response
+
+    def _last_batch(self, request: web.Request) -> StoredBatch:
+        # The request's batch is the ledger's last: execute_sync stored it with no await
+        # since, so no other request can have stored one after it.
+        lines = self._ledger.lines
+        batch = lines[-1].batch
+        count = sum(1 for _ in itertools.takewhile(lambda x: x.batch == batch, reversed(lines)))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        port = peer[1] if isinstance(peer, tuple) and len(peer) >= 2 else None
+        return StoredBatch(lines[-1].tenant, batch, count, port)
+
+    async def _vouchers(self, request: web.Request) -> web.Response:
+        """`POST /sandbox/vouchers/double|delete` with `{"extIdentifiers": [...]}` and the
+        entity's token: a voucher posted a second time, or gone, for tests and for
+        `worker reconcile`'s acceptance against a sandbox in another process. Not part of
+        Xledger's API."""
+        tenant = self._authenticate(request)
+        if isinstance(tenant, web.Response):
+            return tenant
+        try:
+            ext_ids = (await request.json()).get("extIdentifiers")
+        except (ValueError, AttributeError):
+            ext_ids = None
+        if not isinstance(ext_ids, list) or not all(isinstance(x, str) for x in ext_ids):
+            return _bad_request('The body must be {"extIdentifiers": ["...", ...]}.')
+        name = tenant.entity.name
+        action = request.match_info["action"]
+        if action == "double":
+            return web.json_response({"lines": self.double_voucher(name, ext_ids)})
+        if action == "delete":
+            return web.json_response({"deleted": self.delete_voucher(name, ext_ids)})
+        return _bad_request(f"Unknown action {action!r}: double or delete.", status=404)
 
     def _authenticate(self, request: web.Request) -> _Tenant | web.Response:
         match = _TOKEN_HEADER.fullmatch(request.headers.get("Authorization", "").strip())
@@ -312,8 +399,9 @@ def _demo_token(ref: str, token_dir: Path | None) -> str:
     return token
 
 
-def serve(port: int, profile: str, token_dir: Path | None) -> None:
-    """Serve the three demo tenants until Ctrl-C or SIGTERM."""
+def serve(port: int, profile: str, token_dir: Path | None, ledger: Path | None = None) -> None:
+    """Serve the three demo tenants until Ctrl-C or SIGTERM; with `ledger`, the lines of
+    that dump (a demo's `--ledger-out`) are in Xledger from the start."""
     if profile not in PROFILES:
         raise ValueError(f"unknown fault profile {profile!r}; valid: {', '.join(PROFILES)}")
     from worker.demo.registers import demo_snapshots
@@ -324,6 +412,11 @@ def serve(port: int, profile: str, token_dir: Path | None) -> None:
         token = _demo_token(snapshot.settings.token_ref, token_dir)
         sandbox.add_entity(token, entity_from_snapshot(snapshot, _DEMO_OWNER_DB_ID + i))
         names.append(snapshot.tenant_id)
+    if ledger is not None:
+        try:
+            sandbox.load_ledger(ledger)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"cannot load the ledger {ledger}: {exc}") from None
     asyncio.run(_serve_until_stopped(sandbox, port, profile, names))
 
 
