@@ -34,9 +34,11 @@ from worker.xledger.errors import (
 from worker.xledger.pacing import Pacer, TokenGate
 from worker.xledger.secrets import SecretStore, Token
 from worker.xledger.wire import (
+    LOOKUP_ROOTS,
     LookupPage,
     RefusedCode,
     blame,
+    lookup_query,
     mutation_inputs,
     node,
     read_answer,
@@ -180,7 +182,9 @@ async def test_refusal_naming_no_code_is_found_by_bisection(sandbox) -> None:
     assert [s.payment_id for s, _ in result.refused] == ["P-000021"]
     assert "does not balance" in result.refused[0][1]
     assert len(result.receipts) == 31
-    assert result.requests <= 1 + 2 * 5 + 1  # lookup, then about 2·log2(32) mutations
+    # The lookup, then per halving a refused mutation, the lookup after it (Xledger may
+    # have stored part of a refused mass mutation: issue 19) and the good half's mutation.
+    assert result.requests <= 1 + 3 * 5 + 1
 
 
 async def test_bad_token_holds_the_batch_without_bisecting(sandbox) -> None:
@@ -439,7 +443,12 @@ async def test_token_never_appears_in_logs_errors_or_results(caplog) -> None:
 def test_documents_the_client_sends_validate_against_the_sdl() -> None:
     sdl = (Path(client_module.__file__).parent / "schema.graphql").read_text()
     schema = build_schema(sdl)
-    for doc in (client_module.ADD_GL_IMPORT_ITEMS, client_module.GL_IMPORT_ITEMS_BY_EXT_ID):
+    lookups = [
+        lookup_query(roots, details)
+        for roots in (LOOKUP_ROOTS, LOOKUP_ROOTS[:1], LOOKUP_ROOTS[1:])
+        for details in (False, True)
+    ]
+    for doc in (client_module.ADD_GL_IMPORT_ITEMS, *lookups):
         assert validate(schema, parse(doc)) == []
 
 
@@ -637,13 +646,15 @@ def test_voucher_numbers_that_collide_in_one_request_are_stepped_apart() -> None
 
 def test_lookup_answer_reads_null_edges_as_nothing_and_gives_the_next_cursor() -> None:
     none = {"glImportItems": {"edges": None, "pageInfo": {"hasNextPage": False}}}
-    assert read_lookup(none) == LookupPage({}, None)
+    assert read_lookup(none, ["glImportItems"]) == LookupPage([], {})
     edge = {"cursor": "c1", "node": {"dbId": "17", "extIdentifier": "x:1"}}
     twice = {"cursor": "c2", "node": {"dbId": "18", "extIdentifier": "x:1"}}
     more = {"glImportItems": {"edges": [edge, twice], "pageInfo": {"hasNextPage": True}}}
-    assert read_lookup(more) == LookupPage({"x:1": 17}, "c2")  # the first dbId holds
+    page = read_lookup(more, ["glImportItems"])
+    assert [(n.db_id, n.ext_id) for n in page.nodes] == [(17, "x:1"), (18, "x:1")]  # both kept
+    assert page.after == {"glImportItems": "c2"}
     last = {"glImportItems": {"edges": [edge], "pageInfo": {"hasNextPage": False}}}
-    assert read_lookup(last).after is None
+    assert read_lookup(last, ["glImportItems"]).after == {}
 
 
 def test_mutation_answer_is_matched_back_by_client_id_only() -> None:

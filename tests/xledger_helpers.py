@@ -7,6 +7,8 @@ import time
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+import httpx
+
 from worker.contracts import GLLine, Submission
 from worker.contracts.submission import ext_identifier
 from worker.core.endpoints import UrlPolicy
@@ -112,9 +114,15 @@ class FakeTime:
 
 
 def client_for(
-    url: str, tenants: list[str], *, fake: FakeTime | None = None, **settings: float
+    url: str,
+    tenants: list[str],
+    *,
+    fake: FakeTime | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    **settings: float,
 ) -> XledgerClient:
-    """A client of the sandbox at `url` with these tenants' tokens; on `fake` time if given."""
+    """A client of the sandbox at `url` with these tenants' tokens; on `fake` time if given;
+    through `transport` (a fault-injecting one, say) if given."""
     environ = {env_name(t): token_for(t) for t in tenants}
     # No outage patience unless a test asks: most give up after max_attempts at once.
     defaults = {
@@ -128,6 +136,7 @@ def client_for(
         policy=UrlPolicy(allow_sandbox=True),
         endpoint_override=url,
         settings=ClientSettings(**(defaults | settings)),  # type: ignore[arg-type]
+        transport=transport,
         clock=fake.clock if fake else time.monotonic,
         sleep=fake.sleep if fake else asyncio.sleep,
     )

@@ -24,12 +24,20 @@ def register_secret(value: str) -> None:
         _SECRETS.add(value)
 
 
+def mask(text: str) -> str:
+    """`text` with every registered secret replaced by `***`: the one place a text that
+    leaves the process (a log line, a rejection's or dead letter's message, an exception's
+    words) loses any token it carries."""
+    # Longest first: a secret that contains another is masked whole.
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
 def _mask(value: Any) -> Any:
     if isinstance(value, str):
-        for secret in _SECRETS:
-            if secret in value:
-                value = value.replace(secret, "***")
-        return value
+        return mask(value)
     if isinstance(value, dict):
         return {k: _mask(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -106,8 +106,15 @@ XLEDGER_REQUEST_SECONDS = Histogram(
 )
 XLEDGER_PAYMENTS = Counter(
     "xledger_payments_total",
-    "Payments handled by the Xledger client, by result: posted, already_present, refused, failed.",
+    "Payments handled by the Xledger client, by result: posted, already_present, refused, "
+    "failed, unresolved (sent, the outcome unknown and Xledger unreachable since: held).",
     ["tenant", "result"],
+)
+XLEDGER_DUPLICATES_DETECTED = Counter(
+    "xledger_duplicates_detected_total",
+    "Payments a lookup found in Xledger more than once (a double voucher, R18), per tenant; "
+    "counted at each lookup that sees one.",
+    ["tenant"],
 )
 XLEDGER_RETRIES = Counter(
     "xledger_retries_total", "Retries of Xledger requests, by reason.", ["tenant", "reason"]

@@ -24,3 +24,8 @@ class Receipt(Record):
         default=False,
         description="True when Xledger already held the lines (found by lookup, not posted again)",
     )
+    duplicates_detected: list[Id] = Field(
+        default_factory=list,
+        description="External identifiers of this payment that Xledger holds more than once "
+        "(a double: a person must reverse the extra voucher); empty when none",
+    )

@@ -1,25 +1,36 @@
 """Posts Submissions to Xledger with `addGLImportItems`: batched, rate-aware, never twice.
 
 Per tenant batch:
-1. ask Xledger which of the batch's external identifiers it already holds
-   (`glImportItems`, filter `extIdentifier_in`), and post only the rest;
+1. ask Xledger which of the batch's external identifiers it already holds, in the import
+   staging area and in the journal (`glImportItems` and `journalEntries`, one request),
+   and post only the rest; a voucher found more than once is reported as a double;
 2. post them in mass mutations of at most 500 nodes (250 payments), one voucher
    (`trRegNumber`) per payment, results matched back by `clientId`;
-3. on a failure whose outcome is unknown (timeout, reset after sending, 5xx) look again
-   before resending; on Xledger's limits wait as told; on a refusal of the content,
-   split the batch to find the refused payments and post the rest.
+3. just before a mutation leaves (after the pacing wait and a place in flight) ask the
+   caller's fence whether it still owns the payments, and look them up again if more than
+   a second has passed since the lookup said Xledger lacks them;
+4. on a failure whose outcome is unknown (timeout, reset after sending, 5xx, the hard
+   request deadline) look again before resending; on Xledger's limits wait as told; on a
+   refusal of the content, look again when more than one payment was sent, then split the
+   batch to find the refused payments and post the rest.
+
+Every payment ends in exactly one list of the `PostResult`. What was posted always has its
+receipt, whatever fails later in the call; a payment that may be in Xledger is never
+handed back as failed (a dead letter) but held. `post()` raises for no answer of Xledger's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import httpx
@@ -30,27 +41,44 @@ from worker.core.endpoints import UrlPolicy, url_allowed
 from worker.xledger.errors import (
     AuthFailed,
     CreditsExhausted,
+    LookupFailed,
     RateLimited,
     Refused,
     TransientError,
     UnknownOutcome,
     XledgerError,
 )
-from worker.xledger.pacing import Clock, Pacer, Sleep, TokenGate
+from worker.xledger.pacing import Clock, NotSent, Pacer, Sleep, TokenGate
 from worker.xledger.secrets import MissingToken, SecretStore, Token
 from worker.xledger.wire import (
     ADD_GL_IMPORT_ITEMS,
-    GL_IMPORT_ITEMS_BY_EXT_ID,
+    LOOKUP_ROOTS,
     MAX_PAYMENTS_PER_REQUEST,
+    Lookup,
+    LookupNode,
     blame,
+    lookup_query,
     lookup_variables,
     mutation_inputs,
+    postings,
     read_answer,
     read_lookup,
     read_mutation,
+    receipt_db_id,
 )
 
 log = logs.get("worker.xledger")
+
+LOOKUP = "lookup"
+POST = "post"
+# External identifiers per lookup request: a payment's two lines, 2,500 payments. Keeps a
+# request's body and answer small (Xledger charges per MB too) and within its 10,000
+# records per query, with room for doubles.
+LOOKUP_IDS_PER_REQUEST = 5_000
+
+# The caller's answer to "do you still own these payments?", sync or async. Asked just
+# before each mutation is sent.
+Fence = Callable[[], Awaitable[bool]] | Callable[[], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,26 +91,42 @@ class Target:
     test_tenant: bool = False
 
 
+class HoldReason(StrEnum):
+    """Why payments are held: no outcome yet, and the caller must post them again later."""
+
+    TOKEN = "token"  # the tenant's token is missing or refused: a fault of the tenant
+    # Sent, the outcome unknown, and Xledger could not be asked since: they may be in
+    # Xledger. Posting them again later starts with a lookup.
+    UNRESOLVED = "unresolved"
+
+
 @dataclass
 class PostResult:
     receipts: list[Receipt] = field(default_factory=list)
     refused: list[tuple[Submission, str]] = field(default_factory=list)  # Xledger's message
-    failed: list[tuple[Submission, str, str]] = field(default_factory=list)  # (code, message)
-    # Not posted because the tenant's token is missing or refused: a fault of the tenant,
-    # not of these payments. The caller holds them until the token changes.
+    # Not posted after the retries, and known not to be in Xledger: (code, message).
+    failed: list[tuple[Submission, str, str]] = field(default_factory=list)
+    # No outcome yet: the caller holds them and posts them again later (`held_reason`).
     held: list[Submission] = field(default_factory=list)
     held_why: str = ""
+    held_reason: HoldReason | None = None
     # Not posted because the caller no longer owns them (its `fence` said so): another
     # worker posts them now. No outcome here, on purpose.
     abandoned: list[Submission] = field(default_factory=list)
     requests: int = 0
+    # External identifiers Xledger holds more than once (R18: reported, never hidden).
+    duplicates: list[str] = field(default_factory=list)
 
 
 @dataclass
 class ClientSettings:
     """The client's knobs; the burst, concurrency and credits ones are read by pacing."""
 
-    timeout_s: float = 10.0
+    timeout_s: float = 10.0  # httpx's, per phase (connect, write, each read)
+    # The whole request, hard: "in flight" ends here, so a hand-over can wait for it.
+    request_deadline_s: float = 15.0
+    # A lookup older than this when its mutation is about to leave is asked again.
+    relookup_after_s: float = 1.0
     max_attempts: int = 8  # per batch, for retryable failures ...
     # ... and never before Xledger has been failing this long: an outage of minutes is
     # waited out (every tenant holds its payments), not turned into dead letters.
@@ -95,6 +139,13 @@ class ClientSettings:
     concurrency: int = 2  # requests in flight per token
     credits_pause_s: float = 20 * 60.0  # Xledger's own sample waits 20 min
     transaction_source: str = "GL"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.timeout_s < self.request_deadline_s:
+            raise ValueError(
+                f"the per-phase timeout ({self.timeout_s} s) must be below the request "
+                f"deadline ({self.request_deadline_s} s)"
+            )
 
 
 class XledgerClient:
@@ -130,6 +181,12 @@ class XledgerClient:
         self._clock = clock
         self._pacer = Pacer(self.s, clock=clock, sleep=sleep)
 
+    @property
+    def request_deadline_s(self) -> float:
+        """No request is in flight longer than this: a request sent has its answer, or its
+        outcome is unknown (and is looked up before anything is sent again), by then."""
+        return self.s.request_deadline_s
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -145,11 +202,13 @@ class XledgerClient:
         self,
         target: Target,
         submissions: Sequence[Submission],
-        fence: Callable[[], bool] | None = None,
+        fence: Fence | None = None,
     ) -> PostResult:
-        """Post one tenant's submissions; every one ends in receipts, refused or failed
-        (or held, or abandoned). `fence` is asked just before each mutation: False means
-        the caller no longer owns these payments, and nothing more is sent."""
+        """Post one tenant's submissions; every one ends in receipts, refused, failed, held
+        or abandoned. `fence` (sync or async) is asked just before each mutation is sent,
+        after any wait: False means the caller no longer owns these payments, and nothing
+        more is sent (the rest is abandoned). Raises only for a caller's mistake (another
+        tenant's submissions), never for what Xledger answers."""
         result = PostResult()
         posted: dict[str, Submission] = {}
         for sub in submissions:
@@ -160,7 +219,6 @@ class XledgerClient:
         foreign = [s for s in unique if s.tenant_id != target.tenant_id]
         if foreign:  # never post one tenant's payment with another's token
             raise ValueError(f"{len(foreign)} submission(s) are not of tenant {target.tenant_id}")
-        url = self.endpoint_override or target.url
         if not url_allowed(target.url, test_tenant=target.test_tenant, policy=self.policy):
             return _fail_all(
                 result,
@@ -171,27 +229,35 @@ class XledgerClient:
         try:
             token = self.secrets.token(target.token_ref)
         except MissingToken as exc:
-            result.held, result.held_why = list(submissions), str(exc)
+            result.held, result.held_why = list(submissions), logs.mask(str(exc))
+            result.held_reason = HoldReason.TOKEN
             return result
-        logs.register_secret(token.reveal())
-        call = _Call(
-            target,
-            url,
-            token,
-            result,
-            settings=self.s,
-            http=self._http,
-            gate=self._pacer.gate(token),
-            sleep=self._sleep,
-            clock=self._clock,
-            backoff=self.backoff,
-            fence=fence,
-        )
+        call = self._call(target, token, result, fence)
         await call.post_all(unique)
         # Duplicates of a payment within the call share its outcome.
         if len(unique) != len(submissions):
             _share_outcomes(result, submissions, posted)
         return result
+
+    async def lookup(
+        self, target: Target, ext_ids: Sequence[str], *, details: bool = False
+    ) -> Lookup:
+        """What Xledger holds of these external identifiers, in staging and the journal:
+        read only, paced and retried as posting is. `details` adds account, amount and
+        date (for a reconciliation). Raises LookupFailed when Xledger cannot be asked."""
+        if not url_allowed(target.url, test_tenant=target.test_tenant, policy=self.policy):
+            raise LookupFailed(f"URL {target.url} is not an allowed Xledger URL (R2)")
+        try:
+            token = self.secrets.token(target.token_ref)
+        except MissingToken as exc:
+            raise LookupFailed(logs.mask(str(exc))) from None
+        call = self._call(target, token, PostResult(), None)
+        try:
+            return await call.retrying(LOOKUP, lambda: call.lookup(list(ext_ids), details))
+        except _GiveUp as exc:
+            raise LookupFailed(logs.mask(exc.message)) from None
+        except XledgerError as exc:  # the token refused, or an answer not retried
+            raise LookupFailed(logs.mask(f"{exc.code}: {exc}")) from None
 
     def token_fingerprint(self, token_ref: str) -> str | None:
         """A digest of the token now in force for `token_ref` (None: none is), to tell
@@ -219,11 +285,27 @@ class XledgerClient:
         ceiling = min(self.s.backoff_cap_s, self.s.backoff_base_s * (2 ** (attempt - 1)))
         return self._rng.uniform(ceiling / 2, ceiling)
 
+    def _call(self, target: Target, token: Token, result: PostResult, fence: Fence | None) -> _Call:
+        return _Call(
+            target,
+            self.endpoint_override or target.url,
+            token,
+            result,
+            settings=self.s,
+            http=self._http,
+            gate=self._pacer.gate(token),
+            sleep=self._sleep,
+            clock=self._clock,
+            backoff=self.backoff,
+            fence=fence,
+        )
+
 
 def _fail_all(
     result: PostResult, subs: Sequence[Submission], code: str, message: str
 ) -> PostResult:
     """Hand `subs` back as failed, with the code and message the dead letter will carry."""
+    message = logs.mask(message)
     for sub in subs:
         result.failed.append((sub, code, message))
     if subs:
@@ -246,6 +328,7 @@ def _share_outcomes(
     refused = {s.payment_id: m for s, m in result.refused}
     failed = {s.payment_id: (c, m) for s, c, m in result.failed}
     held = {s.payment_id for s in result.held}
+    abandoned = {s.payment_id for s in result.abandoned}
     for sub in submissions:
         pid = sub.payment_id
         if posted[pid] is sub:
@@ -258,6 +341,15 @@ def _share_outcomes(
             result.failed.append((sub, *failed[pid]))
         elif pid in held:
             result.held.append(sub)
+        elif pid in abandoned:
+            result.abandoned.append(sub)
+
+
+async def _owned(fence: Fence) -> bool:
+    answer = fence()
+    if inspect.isawaitable(answer):
+        answer = await answer
+    return bool(answer)
 
 
 class _Call:
@@ -277,7 +369,7 @@ class _Call:
         sleep: Sleep,
         clock: Clock,
         backoff: Callable[[int], float],
-        fence: Callable[[], bool] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self.s = settings
         self.clock = clock
@@ -294,6 +386,11 @@ class _Call:
         self.result = result
         self.attempts = 0
         self.all: list[Submission] = []
+        # Payment id → when a lookup last answered that Xledger lacks it.
+        self.looked_at: dict[str, float] = {}
+        # Sent in a mutation whose outcome is unknown, and not looked up since: they may
+        # be in Xledger, so they are never handed back as failed.
+        self.uncertain: set[str] = set()
 
     async def post_all(self, subs: list[Submission]) -> None:
         """One lookup for the call, then mutations of at most 250 payments each."""
@@ -306,8 +403,7 @@ class _Call:
             self._give_up(exc.code, exc.message)
         except AuthFailed as exc:
             # Every payment without an outcome yet is held: the token is at fault.
-            self.result.held = self._left()
-            self.result.held_why = str(exc)
+            self._hold(self._left(), HoldReason.TOKEN, str(exc))
         except _Fenced:
             self.result.abandoned = self._left()
             log.warning(
@@ -316,6 +412,9 @@ class _Call:
                 payments=len(self.result.abandoned),
                 why="these payments moved to another worker (a rebalance) before posting",
             )
+        except Exception as exc:  # an answer nobody foresaw, or a bug: keep what posted
+            log.exception("xledger_post_unexpected_error", tenant_id=self.tenant)
+            self._hold(self._left(), HoldReason.UNRESOLVED, f"{type(exc).__name__}: {exc}")
 
     def _left(self) -> list[Submission]:
         done = {r.payment_id for r in self.result.receipts} | {
@@ -324,21 +423,46 @@ class _Call:
         return [s for s in self.all if s.payment_id not in done]
 
     def _give_up(self, code: str, message: str) -> None:
-        # Everything of the call without an outcome yet: the rest of the chunks too.
-        _fail_all(self.result, self._left(), code, message)
+        """Retries are spent. What may be in Xledger is held; the rest (known not to be
+        there) fails, with the code and message its dead letter will carry."""
+        left = self._left()
+        maybe_posted = [s for s in left if s.payment_id in self.uncertain]
+        absent = [s for s in left if s.payment_id not in self.uncertain]
+        _fail_all(self.result, absent, code, message)
+        if maybe_posted:
+            self._hold(maybe_posted, HoldReason.UNRESOLVED, message)
+
+    def _hold(self, subs: list[Submission], reason: HoldReason, why: str) -> None:
+        if not subs:
+            return
+        self.result.held = subs
+        self.result.held_reason = reason
+        self.result.held_why = logs.mask(why)
+        if reason is HoldReason.UNRESOLVED:
+            metrics.XLEDGER_PAYMENTS.labels(self.tenant, "unresolved").inc(len(subs))
+            log.error(
+                "xledger_outcome_unresolved",
+                tenant_id=self.tenant,
+                payments=len(subs),
+                error=self.result.held_why,
+                action="held: they may be in Xledger; posting them again starts with a lookup",
+            )
 
     async def _drop_present(self, subs: list[Submission]) -> list[Submission]:
         """Receipts for the payments Xledger already holds; returns the ones it does not."""
         ids = [line.extIdentifier for s in subs for line in s.lines]
-        found = await self._retrying("lookup", lambda: self._lookup(ids))
+        found: Lookup = await self.retrying(LOOKUP, lambda: self.lookup(ids))
+        answered = self.clock()
+        nodes = found.by_ext_id()
         absent = []
         for sub in subs:
-            db_ids = [found.get(line.extIdentifier) for line in sub.lines]
-            if all(d is not None for d in db_ids):
-                self._receipt(
-                    sub, [int(d) for d in db_ids if d is not None], "lookup", already_present=True
-                )
-            elif any(d is not None for d in db_ids):
+            self.uncertain.discard(sub.payment_id)
+            held = [nodes.get(line.extIdentifier, []) for line in sub.lines]
+            doubled = self._doubles(sub, held)
+            if all(held):
+                db_ids = [receipt_db_id(n) for n in held]
+                self._receipt(sub, db_ids, "lookup", already_present=True, doubled=doubled)
+            elif any(held):
                 # Half a voucher in Xledger: posting the rest could unbalance it, and
                 # re-posting all would double a line. A person must look.
                 log.error(
@@ -348,21 +472,52 @@ class _Call:
                     sub, "Bare én av to linjer finnes i Xledger; bilaget må kontrolleres manuelt."
                 )
             else:
+                self.looked_at[sub.payment_id] = answered
                 absent.append(sub)
         return absent
+
+    def _doubles(self, sub: Submission, held: list[list[LookupNode]]) -> list[str]:
+        """The payment's lines Xledger holds more than once: logged, counted, returned."""
+        lines = zip(sub.lines, held, strict=True)
+        doubled = [line.extIdentifier for line, nodes in lines if postings(nodes) > 1]
+        if doubled:
+            self.result.duplicates.extend(doubled)
+            metrics.XLEDGER_DUPLICATES_DETECTED.labels(self.tenant).inc()
+            log.error(
+                "xledger_duplicate_detected",
+                tenant_id=self.tenant,
+                payment_id=sub.payment_id,
+                ext_identifiers=doubled,
+                db_ids=sorted({n.db_id for nodes in held for n in nodes}),
+                action="Xledger holds this voucher more than once: post nothing by hand; "
+                "run `worker reconcile`, and have finance staff reverse the extra voucher",
+            )
+        return doubled
 
     async def _post_absent(self, subs: list[Submission]) -> None:
         """Post payments known to be absent; bisect on refusal; look again on doubt."""
         while subs:
             try:
-                batch_id, db_ids = await self._retrying(
-                    "post", functools.partial(self._mutate, subs), unknown_is_final=True
+                batch_id, db_ids = await self.retrying(
+                    POST, functools.partial(self._mutate, subs), unknown_is_final=True
                 )
+            except _Stale:
+                # Waited too long since the lookup (limits, credits, backoff): another
+                # worker may have posted them meanwhile. Ask again, once both fit.
+                await self._room_for(2)
+                subs = await self._drop_present(subs)
+                continue
             except Refused as exc:
+                if len(subs) > 1:
+                    # Nothing public says a mass mutation is all or nothing: Xledger may
+                    # have stored part of it. Look before posting any of it again.
+                    subs = await self._drop_present(subs)
+                    if not subs:
+                        return
                 blamed = blame(exc.messages, subs)
                 if blamed and len(blamed) < len(subs):
                     # Xledger named the refused codes: refuse exactly the payments that
-                    # carry them (nothing was stored) and post the rest as one batch.
+                    # carry them and post the rest as one batch.
                     for sub in subs:
                         if sub.payment_id in blamed:
                             self._refuse(sub, blamed[sub.payment_id])
@@ -386,7 +541,12 @@ class _Call:
             metrics.XLEDGER_PAYMENTS.labels(self.tenant, "posted").inc(len(subs))
             return
 
-    async def _retrying(
+    async def _room_for(self, requests: int) -> None:
+        wait = self.gate.ready_in(requests)
+        if wait > 0:
+            await self.sleep(wait)
+
+    async def retrying(
         self,
         operation: str,
         send: Callable[[], Awaitable[Any]],
@@ -395,7 +555,9 @@ class _Call:
         """Send until an answer; wait on limits; back off on transient failures.
 
         With `unknown_is_final` an UnknownOutcome is raised to the caller (who must look
-        before resending) instead of being retried blindly.
+        before resending) instead of being retried blindly. A lookup's refusal is retried
+        like a transient failure: a lookup changes nothing, and giving up on it must not
+        turn payments that may be in Xledger into dead letters.
         """
         while True:
             try:
@@ -413,30 +575,34 @@ class _Call:
                 await self.sleep(exc.wait_s)  # limits are not failures: no attempt spent
             except CreditsExhausted as exc:
                 await self._pause_for_credits(exc)
-            except (TransientError, UnknownOutcome) as exc:
-                self.attempts += 1
-                metrics.XLEDGER_RETRIES.labels(self.tenant, exc.code).inc()
-                now = self.clock()
-                if self.failing_since is None:
-                    self.failing_since = now
-                patient = now - self.failing_since < self.s.outage_patience_s
-                if self.attempts >= self.s.max_attempts and not patient:
-                    raise _GiveUp(
-                        exc.code, f"{operation} failed {self.attempts} times: {exc}"
-                    ) from None
-                delay = self.backoff(self.attempts)
-                log.warning(
-                    "xledger_retry",
-                    tenant_id=self.tenant,
-                    operation=operation,
-                    code=exc.code,
-                    attempt=self.attempts,
-                    delay_s=round(delay, 2),
-                    error=str(exc),
-                )
-                await self.sleep(delay)
+            except (TransientError, UnknownOutcome, Refused) as exc:
+                if isinstance(exc, Refused) and operation != LOOKUP:
+                    raise
+                await self._back_off(operation, exc)
                 if unknown_is_final and isinstance(exc, UnknownOutcome):
                     raise
+
+    async def _back_off(self, operation: str, exc: XledgerError) -> None:
+        """Count an attempt, give up when they are spent (and patience too), else wait."""
+        self.attempts += 1
+        metrics.XLEDGER_RETRIES.labels(self.tenant, exc.code).inc()
+        now = self.clock()
+        if self.failing_since is None:
+            self.failing_since = now
+        patient = now - self.failing_since < self.s.outage_patience_s
+        if self.attempts >= self.s.max_attempts and not patient:
+            raise _GiveUp(exc.code, f"{operation} failed {self.attempts} times: {exc}") from None
+        delay = self.backoff(self.attempts)
+        log.warning(
+            "xledger_retry",
+            tenant_id=self.tenant,
+            operation=operation,
+            code=exc.code,
+            attempt=self.attempts,
+            delay_s=round(delay, 2),
+            error=logs.mask(str(exc)),
+        )
+        await self.sleep(delay)
 
     async def _pause_for_credits(self, exc: CreditsExhausted) -> None:
         pause = self.gate.pause_for_credits(self.tenant, exc.reset_in_s)
@@ -449,28 +615,45 @@ class _Call:
 
     # --- the two requests ---------------------------------------------------------------
 
-    async def _lookup(self, ids: list[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        after: str | None = None
-        while True:
-            data = await self._request(
-                "lookup", GL_IMPORT_ITEMS_BY_EXT_ID, lookup_variables(ids, after)
-            )
-            page = read_lookup(data)
-            for ext_id, db_id in page.found.items():
-                found.setdefault(ext_id, db_id)
-            if page.after is None:
-                return found
-            after = page.after
+    async def lookup(self, ids: list[str], details: bool = False) -> Lookup:
+        """Every node of `ids` in staging and the journal: a request per chunk of ids,
+        each asking both places; a next page asks only the places that have one."""
+        found = Lookup()
+        for start in range(0, len(ids), LOOKUP_IDS_PER_REQUEST):
+            chunk = ids[start : start + LOOKUP_IDS_PER_REQUEST]
+            after: dict[str, str | None] = dict.fromkeys(LOOKUP_ROOTS)
+            while after:
+                roots = list(after)
+                data = await self._request(
+                    LOOKUP, lookup_query(roots, details), lookup_variables(chunk, after)
+                )
+                page = read_lookup(data, roots)
+                found.nodes += page.nodes
+                after = dict(page.after)
+        return found
 
     async def _mutate(self, subs: list[Submission]) -> tuple[str, dict[tuple[str, int], int]]:
-        if self.fence is not None and not self.fence():
-            # Another worker owns these payments now and looks them up itself: posting
-            # them here too, after our lookup, could post them twice.
-            raise _Fenced
         inputs = mutation_inputs(subs, self.s.transaction_source)
-        metrics.XLEDGER_BATCH_PAYMENTS.observe(len(subs))
-        data = await self._request("post", ADD_GL_IMPORT_ITEMS, {"inputs": inputs})
+
+        async def ready() -> None:
+            # In the slot: after the pacing wait and a place in flight, right before sending.
+            if self.fence is not None and not await _owned(self.fence):
+                # Another worker owns these payments now and looks them up itself:
+                # posting them here too, after our lookup, could post them twice.
+                raise _Fenced
+            since = min(self.looked_at.get(s.payment_id, float("-inf")) for s in subs)
+            if self.clock() - since > self.s.relookup_after_s:
+                raise _Stale
+            metrics.XLEDGER_BATCH_PAYMENTS.observe(len(subs))
+            # From here on they may be in Xledger, until an answer or a lookup says.
+            self.uncertain.update(pids)
+
+        pids = {s.payment_id for s in subs}
+        try:
+            data = await self._request(POST, ADD_GL_IMPORT_ITEMS, {"inputs": inputs}, ready)
+        except (TransientError, RateLimited, CreditsExhausted, AuthFailed):
+            self.uncertain.difference_update(pids)  # Xledger did nothing, or nothing reached it
+            raise
         db_ids = read_mutation(data, subs)
         missing = [
             s.payment_id for s in subs if any((s.payment_id, n) not in db_ids for n in (1, 2))
@@ -481,14 +664,29 @@ class _Call:
         return uuid.uuid4().hex, db_ids
 
     async def _request(
-        self, operation: str, query: str, variables: dict[str, Any]
+        self,
+        operation: str,
+        query: str,
+        variables: dict[str, Any],
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
         async with self.gate.slot(self.tenant):
+            if before_send is not None:
+                await before_send()
             self.result.requests += 1
             started = time.perf_counter()
             label = "ok"
+            deadline = self.s.request_deadline_s
             try:
-                return await self._send(query, variables)
+                async with asyncio.timeout(deadline):
+                    return await self._send(query, variables)
+            except TimeoutError:
+                label = "deadline"
+                message = f"no answer within the request deadline ({deadline:g} s)"
+                # A mutation may have been stored; a lookup changed nothing.
+                if operation == POST:
+                    raise UnknownOutcome(message) from None
+                raise TransientError(message) from None
             except XledgerError as exc:
                 label = exc.code
                 raise
@@ -521,6 +719,7 @@ class _Call:
         return read_answer(response.status_code, body, datetime.now(UTC))
 
     def _refuse(self, sub: Submission, message: str) -> None:
+        message = logs.mask(message)  # Xledger's words go to finance staff (a rejection)
         self.result.refused.append((sub, message))
         metrics.XLEDGER_PAYMENTS.labels(self.tenant, "refused").inc()
         log.warning(
@@ -531,8 +730,14 @@ class _Call:
         )
 
     def _receipt(
-        self, sub: Submission, db_ids: list[int], batch_id: str, already_present: bool = False
+        self,
+        sub: Submission,
+        db_ids: list[int],
+        batch_id: str,
+        already_present: bool = False,
+        doubled: list[str] | None = None,
     ) -> None:
+        self.uncertain.discard(sub.payment_id)
         self.result.receipts.append(
             Receipt(
                 tenant_id=sub.tenant_id,
@@ -545,18 +750,24 @@ class _Call:
                 posted_at=datetime.now(UTC),
                 batch_id=batch_id,
                 already_present=already_present,
+                duplicates_detected=doubled or [],
             )
         )
         if already_present:
             metrics.XLEDGER_PAYMENTS.labels(self.tenant, "already_present").inc()
 
 
-class _Fenced(Exception):
+class _Fenced(NotSent):
     """The caller's fence said it no longer owns the payments: send nothing more."""
 
 
+class _Stale(NotSent):
+    """The lookup is older than `relookup_after_s` at the moment of sending: ask again."""
+
+
 class _GiveUp(Exception):
-    """Retries are spent: every payment of the call without an outcome has failed."""
+    """Retries are spent: the call's payments without an outcome fail, or are held where
+    they may be in Xledger."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

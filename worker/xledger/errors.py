@@ -74,6 +74,11 @@ class AuthFailed(XledgerError):
     code = "auth"
 
 
+class LookupFailed(Exception):
+    """Xledger could not be asked what it holds (retries spent, token refused or missing,
+    URL not allowed): nothing is known. The message says why; it never holds a token."""
+
+
 def _seconds_until(iso: Any, now: datetime) -> float | None:
     if not isinstance(iso, str):
         return None

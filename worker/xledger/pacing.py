@@ -36,6 +36,11 @@ class PacingSettings(Protocol):
     def credits_pause_s(self) -> float: ...
 
 
+class NotSent(Exception):
+    """Raised inside `TokenGate.slot` when the request is not sent after all (its fence
+    said no, or its lookup grew old while it waited): the slot gives its budget back."""
+
+
 class TokenGate:
     """One token's budget: a sliding window under the burst limit, a cap on requests in
     flight, and a pause while the credits are exhausted."""
@@ -62,7 +67,8 @@ class TokenGate:
         now = self._clock()
         wait = max(0.0, self._paused_until - now)
         recent = [t for t in self._sent if now - t < self._s.burst_window_s]
-        excess = len(recent) + requests - self.per_window
+        # More than a window holds never fit at once: room for a full window is the most.
+        excess = len(recent) + min(requests, self.per_window) - self.per_window
         if excess > 0:
             wait = max(wait, recent[excess - 1] + self._s.burst_window_s - now)
         return wait
@@ -72,12 +78,19 @@ class TokenGate:
         """Hold one request until the budget has room for it, then count it as sent.
 
         The window is checked before the request queues for a place in flight, and the
-        request is counted when it gets one, just before it is sent.
+        request is counted when it gets one, just before it is sent. A body that raises
+        `NotSent` sent nothing: the request is not counted after all.
         """
         await self._wait_for_room(tenant_id)
         async with self._in_flight:
-            self._sent.append(self._clock())
-            yield
+            stamp = self._clock()
+            self._sent.append(stamp)
+            try:
+                yield
+            except NotSent:
+                with contextlib.suppress(ValueError):
+                    self._sent.remove(stamp)
+                raise
 
     def pause_for_credits(self, tenant_id: str, reset_in_s: float | None) -> float:
         """Hold this token's requests after INSUFFICIENT_CREDITS; returns the pause.

@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from worker import logs
+
 
 class Token:
     """A secret whose str/repr never show it: only `reveal()` does, at the HTTP header."""
@@ -59,17 +61,21 @@ class SecretStore:
         self._dir = Path(directory) if directory else None
 
     def token(self, token_ref: str) -> Token:
-        value = self._environ.get(env_name(token_ref))
+        """The token for `token_ref`, stripped of surrounding whitespace (a trailing newline
+        in a secret file or a variable would otherwise be sent, and escape masking); it is
+        registered for masking (`worker.logs.mask`) the moment it is read."""
+        value = (self._environ.get(env_name(token_ref)) or "").strip()
         if not value and self._dir is not None and _SAFE_REF.match(token_ref):
             # The reference names a file inside the directory only: no path tricks.
             path = self._dir / token_ref
             try:
                 value = path.read_text("utf-8").strip()
             except OSError:
-                value = None
+                value = ""
         if not value:
             where = f"${env_name(token_ref)}"
             if self._dir is not None:
                 where += f" or {self._dir}/{token_ref}"
             raise MissingToken(f"no Xledger token for token_ref {token_ref!r} (looked in {where})")
+        logs.register_secret(value)
         return Token(value)
