@@ -22,3 +22,30 @@ def test_kubernetes_sets_replication_for_a_three_broker_cluster() -> None:
     assert re.search(r'^\s+FLYT_REPLICATION_FACTOR: "3"$', manifest, re.M)
     assert re.search(r'^\s+FLYT_MIN_INSYNC_REPLICAS: "2"$', manifest, re.M)
     assert re.search(r"^\s+FLYT_BROKER_KIND: kafka\b", manifest, re.M)
+
+
+def test_the_reconcile_cronjob_runs_nightly_with_the_worker_s_settings_and_serves_its_result() -> (
+    None
+):
+    import yaml
+    from click.testing import CliRunner
+
+    from worker.cli import main
+
+    (job,) = yaml.safe_load_all((DEPLOY / "kubernetes/reconcile.yaml").read_text())
+    assert job["kind"] == "CronJob" and job["spec"]["concurrencyPolicy"] == "Forbid"
+    spec = job["spec"]["jobTemplate"]["spec"]
+    (rule,) = spec["podFailurePolicy"]["rules"]  # differences (5) are not run again
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [5]
+    pod = spec["template"]
+    (container,) = pod["spec"]["containers"]
+    args = container["args"]
+    assert args[0] == "reconcile" and pod["spec"]["restartPolicy"] == "Never"
+    port, linger = args[args.index("--metrics-port") + 1], float(args[args.index("--linger") + 1])
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == port
+    assert linger >= 120  # several scrapes at the usual interval see the result
+    assert container["envFrom"] == [{"configMapRef": {"name": "flyt-xledger-worker"}}]
+    tokens = {"name": "xledger-tokens", "mountPath": "/var/run/secrets/xledger", "readOnly": True}
+    assert tokens in container["volumeMounts"]
+    helped = CliRunner().invoke(main, ["reconcile", "--help"]).output
+    assert all(a in helped for a in args[1:] if a.startswith("--"))

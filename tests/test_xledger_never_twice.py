@@ -13,6 +13,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -27,7 +28,16 @@ from worker.core.endpoints import UrlPolicy
 from worker.devenv.sandbox import PROFILES, XledgerSandbox
 from worker.xledger.client import ClientSettings, XledgerClient
 from worker.xledger.secrets import SecretStore, env_name
-from worker.xledger.wire import ADD_GL_IMPORT_ITEMS, mutation_inputs
+from worker.xledger.wire import (
+    ADD_GL_IMPORT_ITEMS,
+    JOURNAL,
+    STAGING,
+    Lookup,
+    LookupNode,
+    mutation_inputs,
+    posting_nodes,
+    postings,
+)
 
 TENANT = "t-one"
 Rule = Callable[["Scripted", str, httpx.Request, dict[str, Any]], Awaitable[httpx.Response | None]]
@@ -96,6 +106,11 @@ async def sandbox() -> AsyncIterator[XledgerSandbox]:
     await sb.stop()
 
 
+def url_of(sandbox: XledgerSandbox) -> str:
+    assert sandbox.url
+    return sandbox.url
+
+
 def subs_of(n: int, first: int = 0) -> list[Submission]:
     return [submission(TENANT, i) for i in range(first, first + n)]
 
@@ -122,7 +137,9 @@ async def test_the_fence_is_asked_after_the_pacing_wait_not_before(
     fake = LosesOwnershipWhileWaiting()
     # Three requests per window: posting X takes two, the lookup of P the third, so P's
     # mutation must wait for the window; meanwhile P's partition moves away.
-    async with client_for(sandbox.url, [TENANT], fake=fake, burst_limit=3, burst_headroom=0) as c:
+    async with client_for(
+        url_of(sandbox), [TENANT], fake=fake, burst_limit=3, burst_headroom=0
+    ) as c:
         first = await c.post(target(TENANT), subs_of(1, first=100))
         assert len(first.receipts) == 1 and not fake.sleeps
         result = await c.post(target(TENANT), subs_of(3), fence=lambda: fake.owned)
@@ -142,7 +159,7 @@ async def test_an_async_fence_is_awaited_and_its_no_sends_nothing(
         asked.append("asked")
         return False
 
-    async with client_for(sandbox.url, [TENANT]) as c:
+    async with client_for(url_of(sandbox), [TENANT]) as c:
         result = await c.post(target(TENANT), subs_of(3), fence=fence)
     assert asked and len(result.abandoned) == 3 and not result.receipts
     assert result.requests == 1  # the lookup only: the refused mutation was not counted
@@ -179,9 +196,9 @@ async def test_after_a_wait_of_more_than_a_second_the_lookup_is_asked_again(
         return None
 
     scripted = Scripted(burst_limit_once)
-    async with client_for(sandbox.url, [TENANT]) as other:
+    async with client_for(url_of(sandbox), [TENANT]) as other:
         fake = OtherWorkerPostsWhileWaiting(other, subs)
-        async with client_for(sandbox.url, [TENANT], fake=fake, transport=scripted) as c:
+        async with client_for(url_of(sandbox), [TENANT], fake=fake, transport=scripted) as c:
             result = await c.post(target(TENANT), subs)
     assert fake.sleeps == [5.0]
     assert scripted.kinds == ["lookup", "post", "lookup"]  # looked again, posted nothing
@@ -202,7 +219,7 @@ class Trickle(httpx.AsyncByteStream):
             yield b" "
 
 
-NOTHING_FOUND = {
+NOTHING_FOUND: dict[str, Any] = {
     "data": {
         root: {"edges": None, "pageInfo": {"hasNextPage": False}}
         for root in ("glImportItems", "journalEntries")
@@ -272,7 +289,7 @@ async def test_a_refused_lookup_after_an_unknown_outcome_keeps_receipts_and_hold
 
     scripted = Scripted(second_chunk_unknown_then_lookups_refused)
     async with client_for(
-        sandbox.url, [TENANT], fake=FakeTime(), transport=scripted, max_attempts=3
+        url_of(sandbox), [TENANT], fake=FakeTime(), transport=scripted, max_attempts=3
     ) as c:
         result = await c.post(target(TENANT), subs)
     assert [r.payment_id for r in result.receipts] == [s.payment_id for s in subs[:250]]
@@ -297,7 +314,7 @@ async def test_a_mutation_answer_with_null_nodes_is_looked_up_not_raised(
         return None
 
     scripted = Scripted(null_nodes)
-    async with client_for(sandbox.url, [TENANT], transport=scripted) as c:
+    async with client_for(url_of(sandbox), [TENANT], transport=scripted) as c:
         result = await c.post(target(TENANT), subs)
     assert scripted.kinds == ["lookup", "post", "lookup"]
     assert len(result.receipts) == 3 and all(r.already_present for r in result.receipts)
@@ -389,7 +406,7 @@ async def test_after_a_refused_mass_mutation_the_rest_is_looked_up_before_postin
         return None
 
     scripted = Scripted(stores_part_then_refuses)
-    async with client_for(sandbox.url, [TENANT], transport=scripted) as c:
+    async with client_for(url_of(sandbox), [TENANT], transport=scripted) as c:
         result = await c.post(target(TENANT), subs)
     assert [s.payment_id for s, _ in result.refused] == ["P-000001"]
     assert sorted(r.payment_id for r in result.receipts) == ["P-000000", "P-000002", "P-000003"]
@@ -423,7 +440,7 @@ async def test_a_voucher_in_xledger_twice_is_reported_never_hidden(
             )
             assert "errors" not in r.json()
     before = duplicates_counted(TENANT)
-    async with client_for(sandbox.url, [TENANT]) as c:
+    async with client_for(url_of(sandbox), [TENANT]) as c:
         with structlog.testing.capture_logs() as logged:
             result = await c.post(target(TENANT), [sub])
     (receipt,) = result.receipts
@@ -454,7 +471,8 @@ async def test_the_lookup_asks_staging_and_journal_in_one_request_and_either_is_
             }
             for n, line in enumerate(sub.lines)
         ]
-        data = {"glImportItems": {"edges": None, "pageInfo": {"hasNextPage": False}}}
+        nothing = {"edges": None, "pageInfo": {"hasNextPage": False}}
+        data: dict[str, Any] = {"glImportItems": nothing}
         if "journalEntries" in body["query"]:
             data["journalEntries"] = {"edges": entries, "pageInfo": {"hasNextPage": False}}
         return httpx.Response(200, json={"data": data})
@@ -475,7 +493,7 @@ async def test_items_that_leave_staging_once_imported_are_found_in_the_journal()
     await sb.start()
     try:
         subs = subs_of(5)
-        async with client_for(sb.url, [TENANT]) as c:
+        async with client_for(url_of(sb), [TENANT]) as c:
             first = await c.post(target(TENANT), subs)
             assert sb.run_import_job() == 10  # every item is a journal entry, none staged
             again = await c.post(target(TENANT), subs)  # a re-read: a rebalance, a replay
@@ -540,3 +558,21 @@ def test_tokens_from_the_environment_and_files_are_stripped(tmp_path: Any) -> No
     blank = SecretStore({env_name(TENANT): "  \n"})
     with pytest.raises(LookupError):
         blank.token(TENANT)
+
+
+def test_an_import_item_and_the_journal_entry_made_of_it_are_one_posting() -> None:
+    def at(minute: int) -> datetime:
+        return datetime(2026, 11, 20, 10, minute, tzinfo=UTC)
+
+    item = LookupNode(STAGING, 1, "x", created_at=at(0))
+    entry = LookupNode(JOURNAL, 50, "x", imported_at=at(1))
+    later = LookupNode(STAGING, 2, "x", created_at=at(2))  # stored after that import
+    assert postings([item, entry]) == 1  # staging kept it, the journal has it: once
+    assert postings([entry]) == postings([item]) == 1
+    assert postings([item, later]) == 2  # two items: twice
+    assert postings([entry, LookupNode(JOURNAL, 51, "x", imported_at=at(3))]) == 2
+    assert posting_nodes([item, entry, later]) == [entry, later]  # the second not imported yet
+    assert postings([entry, later]) == 2  # staging cleared: the import, then another item
+    untimed = LookupNode(STAGING, 3, "x")
+    assert postings([untimed, entry]) == 1  # no time to tell: never a double made up
+    assert Lookup([item, entry, later]).duplicates() == ["x"]

@@ -15,6 +15,7 @@ import click
 
 from worker.core.endpoints import UrlPolicy
 from worker.ops import commands as ops_commands
+from worker.ops import reconcile_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -208,19 +209,27 @@ def kafka(brokers: str, port: int) -> None:
     "profile",
     default="none",
     show_default=True,
-    help="Fault profile: none, 5xx, drop, slow, commit-then-fail, burst, mixed.",
+    help="Fault profile: none, 5xx, drop, slow, commit-then-fail, burst, mixed, staging-cleared.",
 )
 @click.option(
     "--token-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the demo tenants' tokens are read from, or written to if missing.",
 )
-def sandbox(port: int, profile: str, token_dir: Path | None) -> None:
-    """Run the local Xledger sandbox (the demo tenants) in the foreground."""
+@click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Start with the lines of this ledger dump (a demo's --ledger-out), dbIds kept.",
+)
+def sandbox(port: int, profile: str, token_dir: Path | None, ledger: Path | None) -> None:
+    """Run the local Xledger sandbox (the demo tenants) in the foreground.
+
+    Besides Xledger's API it answers `POST /sandbox/vouchers/double|delete` with
+    `{"extIdentifiers": [...]}` and a tenant's token: a voucher posted twice, or gone."""
     from worker.devenv.sandbox import serve
 
     try:
-        serve(port, profile, token_dir)
+        serve(port, profile, token_dir, ledger)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
@@ -435,6 +444,7 @@ main.add_command(ops_commands.dlq)
 main.add_command(ops_commands.rejections)
 main.add_command(ops_commands.status)
 main.add_command(ops_commands.whatif)
+main.add_command(reconcile_command.reconcile)  # worker/ops/reconcile_command.py
 
 
 @main.command("publish-registers")

@@ -139,3 +139,25 @@ XLEDGER_BATCH_PAYMENTS = Histogram(
     "Payments per addGLImportItems request.",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250),
 )
+
+# --- `worker reconcile` (a CronJob: it serves these, and only these, for a few minutes
+# after each run, so that Prometheus scrapes its result) -----------------------------------
+RECONCILE_PAYMENTS = Gauge(
+    "flyt_reconcile_payments",
+    "Betalt payments of the last reconcile run, per tenant and finding: posted_once, "
+    "rejected and dead_lettered are clean, every other finding is a difference.",
+    ["tenant", "finding"],
+)
+RECONCILE_LAST_RUN = Gauge(
+    "flyt_reconcile_last_run_timestamp_seconds",
+    "When the last reconcile run ended (Unix time; 0 in a process that never ran one).",
+)
+RECONCILE_EXIT_CODE = Gauge(
+    "flyt_reconcile_last_run_exit_code",
+    "The last reconcile run's exit code: 0 clean, 5 differences found, 1 could not finish.",
+)
+RECONCILE_METRICS = (
+    "flyt_reconcile_payments",
+    "flyt_reconcile_last_run_timestamp_seconds",
+    "flyt_reconcile_last_run_exit_code",
+)

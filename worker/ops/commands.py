@@ -11,7 +11,6 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,8 +21,9 @@ from worker import config
 from worker.contracts import DlqReason, ProblemCode
 from worker.ops.authority import Refused, require_okonomi
 from worker.ops.errors import BrokerUnavailable, TopicMissing
+from worker.ops.options import bootstrap_option, settings_for, topics_option, when, with_topics
 from worker.ops.safe_text import escape, safe_bytes
-from worker.ops.when import age, parse_when
+from worker.ops.when import age
 
 EXIT_FAILED = 1
 EXIT_NOTHING = 3
@@ -57,58 +57,12 @@ def _failures() -> Iterator[None]:
 # --- shared options ----------------------------------------------------------------------
 
 
-def _bootstrap_option(f: F) -> F:
-    return click.option(
-        "--bootstrap",
-        metavar="HOST:PORT",
-        help="Kafka bootstrap servers (default: FLYT_BOOTSTRAP_SERVERS).",
-    )(f)
-
-
-def _topics_option(f: F) -> F:
-    return click.option(
-        "--topic",
-        "topic_overrides",
-        multiple=True,
-        metavar="KIND=NAME",
-        help="Use topic NAME for KIND (payments, registers, receipts, rejections, dlq, "
-        "audit) instead of its FLYT_TOPIC_* setting; repeatable. A demo run on an external "
-        "broker names its topics in its summary, under 'topics'.",
-    )(f)
-
-
-def _settings(bootstrap: str | None) -> tuple[config.Settings, str]:
-    try:
-        s = config.from_env()
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    server = bootstrap or s.bootstrap
-    if not server:
-        raise click.UsageError("name the broker: --bootstrap HOST:PORT or FLYT_BOOTSTRAP_SERVERS")
-    return s, server
-
-
-def _with_topics(s: config.Settings, overrides: tuple[str, ...]) -> config.Topics:
-    kinds = {f for f in asdict(s.topics)}
-    changes: dict[str, str] = {}
-    for item in overrides:
-        kind, sep, name = item.partition("=")
-        if not sep or kind not in kinds or not name:
-            raise click.BadParameter(
-                f"{item!r} is not KIND=NAME with KIND one of {', '.join(sorted(kinds))}",
-                param_hint="--topic",
-            )
-        changes[kind] = name
-    return replace(s.topics, **changes)
-
-
-def _when(text: str | None, option: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return parse_when(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=option) from None
+# In worker/ops/options.py, shared with `reconcile`; the old names kept here.
+_bootstrap_option = bootstrap_option
+_topics_option = topics_option
+_settings = settings_for
+_with_topics = with_topics
+_when = when
 
 
 def _cell(value: object, width: int) -> str:

@@ -186,7 +186,13 @@ def receipt_db_id(nodes: Sequence[LookupNode]) -> int:
 
 
 def postings(nodes: Sequence[LookupNode]) -> int:
-    """How many times Xledger holds one external identifier, from its nodes in both places.
+    """How many times Xledger holds one external identifier (`posting_nodes`)."""
+    return len(posting_nodes(nodes))
+
+
+def posting_nodes(nodes: Sequence[LookupNode]) -> list[LookupNode]:
+    """One node per posting of one external identifier, from its nodes in both places:
+    every journal entry, and the import items that are not the source of one.
 
     An import item and the journal entry Xledger's import job made of it are one posting,
     not two; nothing public says which item became which entry, or whether processed items
@@ -203,14 +209,12 @@ def postings(nodes: Sequence[LookupNode]) -> int:
     # be an entry's source may be a later entry's too, so this order matches the most.
     entries = sorted((n for n in nodes if n.root != STAGING), key=_imported_key)
     unmatched = list(items)
-    matched = 0
     for entry in entries:
         for item in unmatched:
             if _may_be_source(item, entry):
                 unmatched.remove(item)
-                matched += 1
                 break
-    return len(entries) + len(items) - matched
+    return entries + unmatched
 
 
 def _may_be_source(item: LookupNode, entry: LookupNode) -> bool:
