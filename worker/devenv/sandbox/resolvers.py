@@ -17,6 +17,7 @@ from graphql import GraphQLError, GraphQLResolveInfo, GraphQLSchema
 from worker.devenv.sandbox.entities import Entity
 from worker.devenv.sandbox.faults import SandboxStats
 from worker.devenv.sandbox.schema import xledger_schema
+from worker.devenv.sandbox.setup_resolvers import attach_setup_resolvers
 
 MAX_INPUTS = 500  # help centre 8715787519634: a mass mutation takes at most 500 nodes
 MAX_FIRST = 10_000  # at most 10 000 records per query
@@ -157,11 +158,11 @@ def _node_problems(entity: Entity, node: dict[str, Any]) -> list[tuple[str, dict
     # Codes we model; dbIds are known only for bank accounts (the Bankkonti-pkey).
     checks: list[tuple[str, set[str], set[int]]] = [
         ("account", entity.accounts, set()),
-        *((name, entity.gl_objects, set()) for name in _GL_OBJECTS),
+        *((name, entity.field_values(name), set()) for name in _GL_OBJECTS),
         ("project", entity.projects, set()),
         ("taxRule", entity.tax_rules, set()),
         ("currency", entity.currencies, set()),
-        ("bankAccountRef", set(), entity.bank_accounts),
+        ("bankAccountRef", set(), entity.bank_account_ids()),
     ]
     for name, codes, db_ids in checks:
         ref = node.get(name)
@@ -492,4 +493,5 @@ def executable_schema() -> GraphQLSchema:
     schema.query_type.fields["glImportItems"].resolve = _resolve_gl_import_items
     schema.query_type.fields["journalEntries"].resolve = _resolve_journal_entries
     schema.mutation_type.fields["addGLImportItems"].resolve = _resolve_add_gl_import_items
+    attach_setup_resolvers(schema)  # accounts, objectKinds, … (setup_resolvers.py)
     return schema
