@@ -15,7 +15,7 @@ import click
 
 from worker.core.endpoints import UrlPolicy
 from worker.ops import commands as ops_commands
-from worker.ops import reconcile_command
+from worker.ops import preflight_cli, reconcile_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -444,6 +444,7 @@ main.add_command(ops_commands.dlq)
 main.add_command(ops_commands.rejections)
 main.add_command(ops_commands.status)
 main.add_command(ops_commands.whatif)
+main.add_command(preflight_cli.preflight_command, "preflight")  # worker/ops/preflight*.py
 main.add_command(reconcile_command.reconcile)  # worker/ops/reconcile_command.py
 
 
@@ -459,18 +460,40 @@ main.add_command(reconcile_command.reconcile)  # worker/ops/reconcile_command.py
 @click.option(
     "--allow-sandbox-url", is_flag=True, help="Accept loopback sandbox URLs (development only, R2)."
 )
+@click.option(
+    "--preflight",
+    "run_preflight",
+    is_flag=True,
+    help="Run `preflight` first: publish nothing when a tenant's Xledger checks fail.",
+)
+@click.option(
+    "--force", is_flag=True, help="With --preflight: publish anyway (audited; needs --actor)."
+)
+@click.option("--actor", help="Who forces the publish (--force), for the audit trail.")
+@click.option("--role", "roles", multiple=True, help="The actor's roles (--force); repeatable.")
 def publish_registers(
-    bootstrap: str | None, path: Path | None, demo: bool, allow_sandbox_url: bool
+    bootstrap: str | None,
+    path: Path | None,
+    demo: bool,
+    allow_sandbox_url: bool,
+    run_preflight: bool,
+    force: bool,
+    actor: str | None,
+    roles: tuple[str, ...],
 ) -> None:
     """Check register snapshots (R1–R12) and publish them to the registers topic.
 
     R13 (the publisher's roles) is judged by the worker, against the snapshot in force.
+    With --preflight, each tenant's snapshot is first checked against its own Xledger
+    entity (`preflight`); a forced publish over a failed preflight is audited.
     """
     from worker import config
     from worker.ops.registers import SnapshotsInvalid, load, publish
 
     if demo == (path is not None):
         raise click.UsageError("give exactly one of --file and --demo")
+    if force and not (run_preflight and actor):
+        raise click.UsageError("--force goes with --preflight and --actor USER (it is audited)")
     s = config.from_env()
     server = bootstrap or s.bootstrap
     if not server:
@@ -487,5 +510,10 @@ def publish_registers(
             for problem in exc.problems:
                 click.echo(problem, err=True)
             raise click.ClickException("nothing was published") from None
-    n = publish(server, s.topics.registers, snapshots)
+    if run_preflight:
+        n = preflight_cli.publish_after_preflight(
+            server, s, snapshots, force=force, actor=actor, roles=roles
+        )
+    else:
+        n = publish(server, s.topics.registers, snapshots)
     click.echo(f"published {n} snapshot(s) to {s.topics.registers}")
