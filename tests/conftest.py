@@ -33,7 +33,8 @@ class Broker:
                 min_insync_replicas=min(2, self.brokers),
                 session_timeout_s=10.0,
                 heartbeat_interval_s=1.0,
-                rebalance_timeout_s=10.0,
+                # Longer than a hand-over: one Xledger request deadline plus its flush.
+                rebalance_timeout_s=25.0,
             )
         return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -48,7 +49,6 @@ class Broker:
             "FLYT_SESSION_TIMEOUT_S": str(p.session_timeout_s),
             "FLYT_HEARTBEAT_INTERVAL_S": str(p.heartbeat_interval_s),
             "FLYT_REBALANCE_TIMEOUT_S": str(p.rebalance_timeout_s),
-            "FLYT_ONE_RECORD_BATCHES": "1" if p.one_record_batches else "0",
         }
 
 
@@ -90,6 +90,13 @@ def broker(
             yield Broker("tansu", tansu.bootstrap)
         return
     yield from _kafka(1, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def kafka3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """Apache Kafka with three brokers (3 copies, 2 in sync), shared by the tests that need
+    production's replication: a broker killed mid-flow, hand-overs between workers."""
+    yield from _kafka(3, tmp_path_factory)
 
 
 def docker_answers() -> bool:

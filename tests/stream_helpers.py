@@ -19,7 +19,8 @@ from worker.config import Settings, Topics
 from worker.demo.chaos import expected_outcomes as expected_outcomes  # for the stream tests
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import publish, snapshot_records
-from worker.stream.topics import ensure_topics, topic_specs
+from worker.engine.topics import ensure_topics
+from worker.pipeline.topics import topic_specs
 
 
 def unique_settings(broker: Broker, name: str, **overrides: Any) -> Settings:
@@ -111,7 +112,7 @@ async def watch_until(
     is slow; `cap_s` bounds the whole wait. On failure, say why: the payments without an
     outcome, where their event and submissions sit, and the worker group's committed and
     end offsets now and when the wait began (did it still consume?)."""
-    from worker.stream.lag import group_positions
+    from worker.engine.lag import group_positions
 
     t = watcher.s.topics
     topics = [t.payments, t.submissions]

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
 
 import pytest
 
 from tests.conftest import Broker
 from worker.config import Settings, from_env
-from worker.stream.broker_kind import probe
-from worker.stream.faust_app import make_app
-from worker.stream.topics import (
-    HANDLED_TABLE,
-    PENDING_TABLE,
-    changelog_topic,
-    leader_topic,
-    topic_specs,
-)
+from worker.engine.broker_kind import probe
+from worker.pipeline.topics import refused_topic, stores, topic_specs
+from worker.pipeline.wiring import SettingsConflict, kafka_backend, timings
 
 
 def test_apache_kafka_profile_has_no_tansu_workaround() -> None:
     p = Settings(broker_kind="kafka").profile()
-    assert not p.one_record_batches
     assert p.session_timeout_s >= 10  # not Tansu's 2 s
     assert p.idempotent_producers
     assert (p.replication_factor, p.min_insync_replicas) == (3, 2)
@@ -29,7 +22,7 @@ def test_apache_kafka_profile_has_no_tansu_workaround() -> None:
 
 def test_tansu_profile_carries_the_workarounds() -> None:
     p = Settings().embedded().profile()
-    assert p.one_record_batches and p.session_timeout_s == 2.0
+    assert p.session_timeout_s == 2.0
     assert not p.idempotent_producers  # Tansu cannot start an idempotent producer
     assert (p.replication_factor, p.min_insync_replicas) == (1, 1)
 
@@ -47,35 +40,49 @@ def test_an_unresolved_broker_kind_is_refused() -> None:
         Settings().profile()
 
 
-def test_faust_app_on_apache_kafka_batches_normally_and_is_idempotent() -> None:
-    app = make_app(Settings(broker_kind="kafka"), "127.0.0.1:1")
-    assert app.conf.producer_max_batch_size != 1
-    assert app.conf.broker_session_timeout == 45.0
-    assert app.conf.topic_replication_factor == 3
-    assert app.conf.producer_acks == -1
-    producer = app.transport.create_producer()
-    assert producer._settings_extra()["enable_idempotence"] is True
-
-
-def test_faust_app_on_tansu_sends_one_record_batches_without_idempotence() -> None:
-    app = make_app(Settings().embedded(), "127.0.0.1:1")
-    assert app.conf.producer_max_batch_size == 1
-    assert app.conf.broker_session_timeout == 2.0
-    producer = app.transport.create_producer()
-    assert "enable_idempotence" not in producer._settings_extra()
+def test_the_worker_on_apache_kafka_writes_idempotently_and_on_tansu_cannot() -> None:
+    assert kafka_backend(Settings(broker_kind="kafka"), "127.0.0.1:1").idempotent is True
+    assert kafka_backend(Settings().embedded(), "127.0.0.1:1").idempotent is False
 
 
 def test_every_topic_the_worker_creates_is_replicated_per_the_profile() -> None:
     s = Settings(broker_kind="kafka", app_id="flyt-x")
     specs = topic_specs(s)
     names = {t.name for t in specs}
-    assert leader_topic(s) in names  # faust's assignor topic too
-    for table in (HANDLED_TABLE, PENDING_TABLE):  # and its changelogs, compacted
-        [changelog] = [t for t in specs if t.name == changelog_topic(s, table)]
+    assert refused_topic(s) in names  # the way back to a payment's state owner too
+    for store in stores(s):  # and the state changelogs, compacted
+        [changelog] = [t for t in specs if t.name == store.changelog]
         assert changelog.config["cleanup.policy"] == "compact"
     for spec in specs:
         assert spec.replication_factor == 3
         assert spec.config["min.insync.replicas"] == "2"
+
+
+def test_topics_holding_work_not_done_outlive_a_long_pause() -> None:
+    """Issue 19 (8): a tenant paused over a holiday holds its partition's commit on
+    purpose; its submissions must not be deleted by retention meanwhile."""
+    s = Settings(broker_kind="kafka", app_id="flyt-x")
+    by_name = {t.name: t for t in topic_specs(s)}
+    month = str(30 * 24 * 3600 * 1000)
+    for name in (s.topics.submissions, s.topics.dlq, refused_topic(s)):
+        assert by_name[name].config["retention.ms"] == month
+    longer = {t.name: t for t in topic_specs(replace(s, retention_days=60))}
+    assert longer[s.topics.submissions].config["retention.ms"] == str(60 * 24 * 3600 * 1000)
+
+
+def test_the_rebalance_timeout_must_exceed_a_hand_over() -> None:
+    """engine.md: a revoke waits out one Xledger request, then flushes and commits."""
+    ok = timings(Settings(broker_kind="kafka"))
+    assert ok.hand_over_s == 18.0
+    assert ok.membership_window_s == 45.0 - 15.0 - 3.0 - 2.0
+    with pytest.raises(SettingsConflict, match="FLYT_REBALANCE_TIMEOUT_S"):
+        timings(Settings(broker_kind="kafka", rebalance_timeout_s=10.0))
+
+
+def test_a_short_session_confirms_membership_before_every_mutation() -> None:
+    """Tansu's 2 s session is shorter than a request deadline: no window, a commit
+    confirms membership right before each mutation."""
+    assert timings(Settings().embedded()).membership_window_s == 0.0
 
 
 @pytest.mark.integration
@@ -83,10 +90,3 @@ def test_the_broker_kind_is_read_from_the_broker_itself(broker: Broker) -> None:
     facts = probe(broker.bootstrap)
     assert facts.kind == broker.kind
     assert facts.brokers == broker.brokers
-
-
-def test_faust_keeps_its_data_folder_out_of_the_working_directory() -> None:
-    app = make_app(Settings(broker_kind="kafka", app_id="flyt-datadir"), "127.0.0.1:1")
-    datadir = Path(app.conf.datadir).resolve()
-    assert datadir.name == "flyt-datadir-data"
-    assert Path.cwd().resolve() not in datadir.parents  # issue 14: no folders in the checkout

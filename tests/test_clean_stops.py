@@ -169,3 +169,49 @@ def test_sigterm_leaves_no_child_process(tmp_path: Path, command: str) -> None:
         assert b"Traceback" not in log.read_bytes()
     finally:
         kill_all(proc, family)
+
+
+@pytest.mark.parametrize("kind", ["tansu", "kafka"])
+def test_sigterm_ends_a_worker_whose_brokers_are_all_gone_within_its_grace_period(
+    tmp_path: Path, kind: str
+) -> None:
+    """Issue 18: as an operator would try it: the broker SIGKILLed, then SIGTERM to
+    `worker run`. faust's worker was still running 60 s later; ours hands over what it can
+    and leaves within FLYT_STOP_GRACE_S (10 s by default), with nothing left running."""
+    port = free_port()
+    if kind == "kafka":
+        require_kafka()
+        broker_args, wait_s = ["kafka", "--port", str(port)], 120
+        env = {"FLYT_REPLICATION_FACTOR": "1", "FLYT_MIN_INSYNC_REPLICAS": "1"}
+    else:
+        broker_args, wait_s, env = ["broker", "--port", str(port)], 30, {}
+    broker = start(broker_args, tmp_path / "broker.log")
+    worker: subprocess.Popen[bytes] | None = None
+    family: list[int] = []
+    try:
+        ready_when(tmp_path / "broker.log", port, None, wait_s)
+        family = descendants(broker.pid)
+        log = tmp_path / "worker.log"
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "worker", "run", "--bootstrap", f"127.0.0.1:{port}"],
+            env=subprocess_env({**env, "FLYT_METRICS_PORT": "0", "FLYT_LOG_FORMAT": "json"}),
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        ready_when(log, None, b"worker_ready", 90)
+        broker.kill()  # the broker is gone, and its own children with it
+        broker.wait()
+        assert gone_within(family, 10)
+        time.sleep(1.0)
+        asked = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(30)
+        took = time.monotonic() - asked
+        print(f"\n{kind}: stopped {took:.1f} s after SIGTERM, its broker gone")
+        assert took < 10.0 + 2.0, f"the worker took {took:.1f} s to stop"
+        assert code == 0, log.read_text(errors="replace")[-2000:]
+        assert b"Traceback" not in log.read_bytes()
+    finally:
+        if worker is not None:
+            kill_all(worker, [])
+        kill_all(broker, family)

@@ -93,3 +93,32 @@ def test_schemas_on_disk_match_the_models() -> None:
     assert set(on_disk) == set(rendered), "run `make schemas`"
     for name, text in rendered.items():
         assert on_disk[name] == text, f"{name} is stale: run `make schemas`"
+
+
+def test_the_fast_submission_bytes_parse_to_the_submission_the_model_would_write() -> None:
+    """The enrich stage writes submissions without building the model (its hot path):
+    the bytes must read back as the very Submission `model_dump_json` would have written."""
+    from datetime import UTC, datetime
+
+    from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Submission
+    from worker.core import Enriched, evaluate
+    from worker.core.register_book import RegisterBook
+    from worker.demo.events import generate_events
+    from worker.demo.registers import demo_snapshot_dicts
+
+    book = RegisterBook()
+    for snap in demo_snapshot_dicts():
+        book.offer(RegisterSnapshot.model_validate(snap))
+    now = datetime(2026, 11, 20, 10, 15, 0, 123456, tzinfo=UTC)
+    seen = 0
+    for raw in generate_events(300, seed=77):
+        event_json = json.dumps(raw, ensure_ascii=False, indent=1).encode()  # as Flyt wrote it
+        event = PaymentStatusEvent.model_validate_json(event_json)
+        result = evaluate(event, book.index(event.tenant_id))
+        if event.status != "Betalt" or not isinstance(result, Enriched):
+            continue
+        fast = Submission.model_validate_json(result.submission_json(event, event_json, now))
+        slow = Submission.model_validate_json(result.submission(event, now).model_dump_json())
+        assert fast == slow
+        seen += 1
+    assert seen > 100

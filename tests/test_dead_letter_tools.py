@@ -19,10 +19,11 @@ from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
 from worker.demo.registers import demo_snapshot_dicts
 from worker.devenv.feed import event_records, publish
+from worker.engine.topics import ensure_topics
+from worker.pipeline.dead_letters import dlq_headers
+from worker.pipeline.topics import topic_specs
+from worker.pipeline.wiring import Pipeline
 from worker.runtime import make_client
-from worker.stream.dead_letters import dlq_headers
-from worker.stream.pipeline import Pipeline
-from worker.stream.topics import ensure_topics, topic_specs
 
 pytestmark = pytest.mark.integration
 

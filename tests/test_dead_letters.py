@@ -1,9 +1,9 @@
-"""The one dead-letter policy (`worker/stream/dead_letters.py`)."""
+"""The one dead-letter policy (`worker/pipeline/dead_letters.py`)."""
 
 from __future__ import annotations
 
 from worker.contracts import DlqHeaders, DlqReason
-from worker.stream.dead_letters import dlq_headers
+from worker.pipeline.dead_letters import dlq_headers
 
 
 def test_a_replayed_record_that_fails_again_keeps_its_replay_count_and_nothing_else_old() -> None:

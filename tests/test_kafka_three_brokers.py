@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from tests.conftest import Broker, _kafka, free_port, stop_process
+from tests.conftest import Broker, free_port, stop_process
 from tests.stream_helpers import (
     expected_outcomes,
     prepare,
@@ -33,14 +32,14 @@ from worker.demo.harness import start_demo_sandbox
 from worker.demo.registers import demo_snapshot_dicts
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records, publish
-from worker.stream.topics import HANDLED_TABLE, PENDING_TABLE, changelog_topic, leader_topic
+from worker.pipeline.topics import refused_topic, stores
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    yield from _kafka(3, tmp_path_factory)
+@pytest.fixture
+def cluster(kafka3: Broker) -> Broker:
+    return kafka3
 
 
 def _admin(bootstrap: str) -> KafkaAdminClient:
@@ -134,12 +133,8 @@ async def test_a_broker_killed_mid_flow_loses_nothing_and_posts_nothing_twice(
         assert_ledger_exactly_once(sandbox.ledger(), watcher.posted)
 
         worker_topics = [t.payments, t.registers, t.submissions, t.receipts, t.rejections, t.dlq]
-        faust_topics = [
-            changelog_topic(s, HANDLED_TABLE),
-            changelog_topic(s, PENDING_TABLE),
-            leader_topic(s),
-        ]
-        topics = worker_topics + faust_topics
+        engine_topics = [refused_topic(s), *(store.changelog for store in stores(s))]
+        topics = worker_topics + engine_topics
 
         async def rejoined() -> bool:  # the restarted broker is back in every ISR
             return all(isr == 3 for _, _, isr in replication_of(cluster.bootstrap, topics).values())

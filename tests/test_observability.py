@@ -1,8 +1,9 @@
 """Observability: /healthz and /ready, the lag and state gauges on a real broker, the demo's
-metrics against what deploy/ queries, and logs (faust's too) through structlog."""
+metrics against what deploy/ queries, and logs (the libraries' too) through structlog."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,10 +26,11 @@ from tests.deploy_queries import all_queries, metric_names
 from tests.stream_helpers import prepare, scrape, unique_settings, wait_for
 from worker import logs
 from worker.demo.registers import demo_snapshot_dicts
+from worker.engine.lag import LagMonitor
+from worker.engine.topics import ensure_topics
 from worker.health import HEALTH, Health, Readiness, serve
+from worker.pipeline.topics import topic_specs
 from worker.runtime import make_client, running_pipeline
-from worker.stream.lag import LagMonitor
-from worker.stream.topics import ensure_topics, topic_specs
 
 # --- /healthz and /ready ---------------------------------------------------------------
 
@@ -136,8 +139,16 @@ async def test_lag_is_counted_from_the_group_s_commits_and_aged_by_the_oldest_re
     now = base_ms / 1000 + 100
     monitor = LagMonitor(broker.bootstrap, s.app_id, [topic], clock=lambda: now)
     await monitor.start()
+    lags: dict[int, Any] = {}
     try:
-        lags = {p.partition: p for p in await monitor.measure()}
+        # A gauge refreshed every few seconds: on a topic just made, the broker may
+        # answer an offsets request before it knows its new partitions' leaders (seen on
+        # Apache Kafka under load); the next measure has them.
+        for _ in range(10):
+            lags = {p.partition: p for p in await monitor.measure()}
+            if lags[0].records == 3 and lags[1].seconds > 0:
+                break
+            await asyncio.sleep(0.5)
     finally:
         await monitor.stop()
     assert (lags[0].records, lags[0].seconds) == (3, pytest.approx(98.0))  # record 2's age
@@ -197,7 +208,7 @@ def test_every_metric_deploy_queries_is_registered_after_the_demo(tmp_path: Path
     out = tmp_path / "metrics.txt"
     done = subprocess.run(
         [*DEMO, "--metrics-out", str(out)],
-        env=subprocess_env({"FLYT_DATA_DIR": str(tmp_path / "data")}),
+        env=subprocess_env({}),
         capture_output=True,
         text=True,
         timeout=600,
@@ -239,19 +250,23 @@ def restore_logging() -> Iterator[None]:
     logs._HANDLER = None
 
 
-def test_faust_s_own_lines_are_json_like_the_worker_s(restore_logging: None) -> None:
+def test_aiokafka_s_own_lines_are_json_like_the_worker_s(restore_logging: None) -> None:
     stream = io.StringIO()
     logs.configure("INFO", stream=stream, fmt="json")
-    logging.getLogger("faust.transport.consumer").info("[^---Fetcher]: Starting...")
-    logs.get("worker.stream").info("partitions_assigned", partitions=["p:0"])
+    logging.getLogger("aiokafka.consumer.group_coordinator").info("group chatter")  # quieted
+    logging.getLogger("aiokafka.consumer.group_coordinator").warning("Heartbeat failed")
+    logs.get("worker.engine").info("partitions_assigned", partitions=["p:0"])
     first, second = (json.loads(line) for line in stream.getvalue().splitlines())
-    assert first["event"] == "[^---Fetcher]: Starting..."
-    assert first["logger"] == "faust.transport.consumer" and first["level"] == "info"
+    assert first["event"] == "Heartbeat failed"
+    assert first["logger"] == "aiokafka.consumer.group_coordinator"
+    assert first["level"] == "warning"
     assert second["event"] == "partitions_assigned" and second["partitions"] == ["p:0"]
     assert "timestamp" in first and "timestamp" in second
 
 
-def test_no_token_in_any_line_faust_s_and_tracebacks_included(restore_logging: None) -> None:
+def test_no_token_in_any_line_the_libraries_and_tracebacks_included(
+    restore_logging: None,
+) -> None:
     token = "tok-3f9a77c2e1d04b"
     logs.register_secret(token)
     stream = io.StringIO()
@@ -260,7 +275,7 @@ def test_no_token_in_any_line_faust_s_and_tracebacks_included(restore_logging: N
     try:
         raise RuntimeError(f"refused {token}")
     except RuntimeError:
-        logging.getLogger("faust").exception("crashed")
+        logging.getLogger("httpx").exception("crashed")
         logs.get().exception("post_batch_crashed", error=f"x {token}")
     text = stream.getvalue()
     assert text.count("***") >= 4 and token not in text

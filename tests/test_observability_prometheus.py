@@ -60,7 +60,7 @@ def embedded_worker(tmp_path: Path) -> Iterator[int]:
     log = (tmp_path / "worker.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "worker", "run", "--embedded", "--metrics-port", str(port)],
-        env=subprocess_env({"FLYT_DATA_DIR": str(tmp_path / "data"), "FLYT_LOG_FORMAT": "json"}),
+        env=subprocess_env({"FLYT_LOG_FORMAT": "json"}),
         stdout=log,
         stderr=subprocess.STDOUT,
         preexec_fn=dies_with_parent(),

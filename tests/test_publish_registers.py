@@ -14,8 +14,10 @@ from tests.conftest import Broker
 from tests.stream_helpers import unique_settings
 from worker.core.register_book import RegisterBook
 from worker.demo.registers import demo_snapshot_dicts
-from worker.stream.register_cache import RegisterCache
-from worker.stream.topics import ensure_topics, topic_specs
+from worker.engine.kafka import KafkaReader
+from worker.engine.topics import ensure_topics
+from worker.pipeline.register_cache import RegisterCache
+from worker.pipeline.topics import topic_specs
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +66,7 @@ async def test_invalid_file_publishes_nothing_valid_file_reaches_the_workers(
     done = publish_cmd(broker, s.topics.registers, "--file", str(good_file))
     assert done.returncode == 0, done.stderr
 
-    cache = RegisterCache(broker.bootstrap, s.topics.registers, RegisterBook())
+    cache = RegisterCache(KafkaReader(broker.bootstrap), s.topics.registers, RegisterBook())
     await cache.start()
     try:
         await cache.wait_ready(30)

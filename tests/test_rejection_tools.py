@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,18 +16,17 @@ import pytest
 from tests.conftest import Broker
 from tests.ops_helpers import acli, cli, json_lines, ops_settings, records, rejection_of, send
 from tests.stream_helpers import prepare, wait_for
-from worker.config import Settings
 from worker.contracts import RegisterSnapshot
-from worker.core.register_book import RegisterBook
+from worker.contracts.headers import RESEND_BY
 from worker.demo.events import generate_events
 from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
 from worker.devenv.feed import event_records, publish
 from worker.devenv.sandbox import XledgerSandbox, entity_from_snapshot
+from worker.engine.topics import ensure_topics
+from worker.pipeline.payment_state import REJECTED, PaymentStates
+from worker.pipeline.topics import HANDLED, PENDING, topic_specs
+from worker.pipeline.wiring import Pipeline
 from worker.runtime import make_client
-from worker.stream.delivery import Output
-from worker.stream.enrich_stage import REJECTED, RESEND_HEADER, EnrichStage, PaymentStates
-from worker.stream.pipeline import Pipeline
-from worker.stream.topics import ensure_topics, topic_specs
 from worker.xledger.secrets import env_name
 
 
@@ -50,60 +49,61 @@ def with_gap(event: dict[str, Any]) -> dict[str, Any]:
 # --- the enrich stage honours the resend mark (in-process) -------------------------------------
 
 
-@dataclass
-class Message:
-    value: bytes
-    offset: int = 0
-    key: bytes = b"k"
-    topic: str = "flyt.payment-status.v1"
-    partition: int = 0
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-@dataclass
-class Event:
-    value: bytes
-    message: Message
-
-
-def event_of(body: dict[str, Any], headers: list[tuple[str, bytes]] | None = None) -> Event:
-    value = json.dumps(body).encode()
-    return Event(value, Message(value, headers=headers or []))
-
-
 async def test_a_resend_marked_event_is_evaluated_again_an_unmarked_one_is_a_duplicate() -> None:
-    book = RegisterBook()
-    for snap in demo_snapshots():
-        book.offer(snap)
-    states = PaymentStates({}, {})
-    outputs: list[Output] = []
+    """On the engine's memory backend: R17 makes a second Betalt event a duplicate, but a
+    resent one (marked `flyt.resend_by`, R13) is evaluated again."""
+    from tests.pipeline.memory import (
+        S,
+        bodies,
+        book,
+        committed_all,
+        enrich_engine,
+        memory_broker,
+        until,
+    )
 
-    async def deliver(out: list[Output]) -> set[int]:
-        outputs.extend(out)
-        return set()  # every output written: no source was dead-lettered instead
-
-    stage = EnrichStage(Settings(broker_kind="tansu"), book, deliver, states)
+    b, broker = book(), memory_broker()
+    engine, _ = enrich_engine(broker, b)
     event = with_gap(betalt(3))
-    await stage.handle([event_of(event)])
-    assert states.handled_as(event["tenant_id"], event["payment_id"]) == REJECTED
-    assert len(outputs) == 1
+    key = (event["tenant_id"], event["payment_id"])
+    value = json.dumps(event).encode()
 
-    await stage.handle([event_of(event)])  # R17: a second Betalt event is a duplicate
-    assert len(outputs) == 1
+    def send_event(headers: list[tuple[str, bytes]] = ()) -> None:  # type: ignore[assignment]
+        broker.append(S.topics.payments, key[1].encode(), value, headers, partition=0)
 
-    await stage.handle([event_of(event, [(RESEND_HEADER, b"u-17")])])
-    assert len(outputs) == 2  # evaluated again: still a gap, so a fresh rejection
-    assert json.loads(outputs[-1].value or b"")["reason"] == "MISSING_ACCOUNT"
-    assert states.waiting("t-lillevik")  # still waiting for R16
+    def handled() -> str | None:
+        return PaymentStates(0, engine.store(HANDLED, 0), engine.store(PENDING, 0)).handled_as(key)
 
-    fixed = next(d for d in demo_snapshot_dicts() if d["tenant_id"] == "t-lillevik")
-    fixed["version"] += 1
-    fixed["registers"]["betalingstype"].append({"category": "REISEUTGIFTER", "value": "14700"})
-    assert book.offer(RegisterSnapshot.model_validate(fixed)).accepted
-    await stage.handle([event_of(event, [(RESEND_HEADER, b"u-17")])])
-    assert outputs[-1].topic == stage.s.topics.submissions
-    assert states.handled_as(event["tenant_id"], event["payment_id"]) == "submitted"
-    assert not states.waiting("t-lillevik")  # posts now: R16 must not send it again
+    def waiting() -> bool:
+        states = PaymentStates(0, engine.store(HANDLED, 0), engine.store(PENDING, 0))
+        return bool(states.waiting("t-lillevik"))
+
+    await engine.start()
+    try:
+        send_event()
+        await until(lambda: committed_all(broker, S, S.topics.payments))
+        assert handled() == REJECTED and len(bodies(broker, S.topics.rejections)) == 1
+        send_event()  # R17: a second Betalt event is a duplicate
+        await until(lambda: committed_all(broker, S, S.topics.payments))
+        assert len(bodies(broker, S.topics.rejections)) == 1
+        send_event([(RESEND_BY, b"u-17")])
+        await until(lambda: committed_all(broker, S, S.topics.payments))
+        rejections = bodies(broker, S.topics.rejections)
+        assert len(rejections) == 2  # evaluated again: still a gap, so a fresh rejection
+        assert rejections[-1]["reason"] == "MISSING_ACCOUNT"
+        assert waiting()  # still waiting for R16
+
+        fixed = next(d for d in demo_snapshot_dicts() if d["tenant_id"] == "t-lillevik")
+        fixed["version"] += 1
+        fixed["registers"]["betalingstype"].append({"category": "REISEUTGIFTER", "value": "14700"})
+        assert b.offer(RegisterSnapshot.model_validate(fixed)).accepted
+        send_event([(RESEND_BY, b"u-17")])
+        await until(lambda: committed_all(broker, S, S.topics.payments))
+        assert [s["payment_id"] for s in bodies(broker, S.topics.submissions)] == [key[1]]
+        assert handled() == "submitted"
+        assert not waiting()  # posts now: R16 must not send it again
+    finally:
+        await engine.stop(2.0)
 
 
 # --- list, on a real broker --------------------------------------------------------------------
@@ -234,7 +234,7 @@ async def test_resend_reevaluates_posts_what_now_posts_and_never_posts_twice(
             t.payments,
             refused["payment_id"].encode(),
             json.dumps(refused).encode(),
-            [(RESEND_HEADER, b"u-17")],
+            [(RESEND_BY, b"u-17")],
         )
         await until(refused["payment_id"], 2, 1)
         receipts, _ = outcomes(refused["payment_id"])

@@ -34,10 +34,11 @@ from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records, publish, snapshot_records
 from worker.devenv.sandbox import XledgerSandbox, entity_from_snapshot
+from worker.engine.kafka import KafkaReader
+from worker.engine.lag import group_positions
+from worker.pipeline.register_cache import RegisterCache
+from worker.pipeline.wiring import Pipeline
 from worker.runtime import make_client
-from worker.stream.lag import group_positions
-from worker.stream.pipeline import Pipeline
-from worker.stream.register_cache import RegisterCache
 from worker.xledger.secrets import env_name
 
 pytestmark = pytest.mark.integration
@@ -109,7 +110,10 @@ async def test_every_cache_holds_every_tenant_and_refuses_bad_snapshots(broker: 
     bad["version"] = 99
     bad["settings"]["url"] = "https://evil.example/graphql"
     await prepare(s, [*snapshots, bad])
-    caches = [RegisterCache(broker.bootstrap, s.topics.registers, RegisterBook()) for _ in "ab"]
+    caches = [
+        RegisterCache(KafkaReader(broker.bootstrap), s.topics.registers, RegisterBook())
+        for _ in "ab"
+    ]
     for cache in caches:
         await cache.start()
     try:
@@ -185,9 +189,8 @@ async def test_r16_rejected_payment_is_posted_after_a_snapshot_fills_the_gap(
 
         what = "the re-evaluated payment to be posted"
         assert await posted_accounts(watcher, sandbox, key, what) == ["14700", "1950"]
-        payment = key[1].encode()
-        assert pipeline.handled[payment] == {"t-lillevik": "submitted"}
-        assert pipeline.pending[payment] == {}  # no longer waiting for a snapshot
+        assert pipeline.handled_as(*key) == "submitted"
+        assert pipeline.waiting_entry(*key) is None  # no longer waiting for a snapshot
     finally:
         await watcher.stop()
         await pipeline.stop()
@@ -220,10 +223,9 @@ async def test_r14_a_payment_xledger_refuses_is_one_rejection_and_posts_after_a_
         await watch_until(watcher, {key}, 60)
         assert watcher.rejected == {key} and not watcher.posted
         assert watcher.dead_letters == []  # one outcome: the rejection alone
-        payment = key[1].encode()
 
         async def parked() -> bool:
-            return pipeline.pending[payment].get("t-lillevik", {}).get("version") == 2
+            return (pipeline.waiting_entry(*key) or {}).get("version") == 2
 
         await wait_for(parked, 30, "the refused payment to wait for a newer snapshot")
 
@@ -234,7 +236,7 @@ async def test_r14_a_payment_xledger_refuses_is_one_rejection_and_posts_after_a_
 
         what = "the refused payment to be posted after the fix"
         assert await posted_accounts(watcher, sandbox, key, what) == ["14700", "1950"]
-        assert pipeline.pending[payment] == {}
+        assert pipeline.waiting_entry(*key) is None
         assert watcher.dead_letters == []
     finally:
         await watcher.stop()

@@ -21,7 +21,8 @@ from worker.contracts import DlqHeaders
 from worker.demo.events import generate_events
 from worker.demo.registers import demo_snapshot_dicts
 from worker.devenv.feed import snapshot_records
-from worker.stream.topics import ensure_topics, topic_specs
+from worker.engine.topics import ensure_topics
+from worker.pipeline.topics import topic_specs
 
 pytestmark = pytest.mark.integration
 

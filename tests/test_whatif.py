@@ -20,10 +20,11 @@ from worker.core.register_index import RegisterIndex
 from worker.demo.events import generate_events
 from worker.demo.registers import demo_snapshot_dicts
 from worker.devenv.feed import snapshot_records
+from worker.engine.topics import ensure_topics
 from worker.ops.rejections import betalt_events, read_rejections
 from worker.ops.topic_reader import Record
 from worker.ops.whatif import what_if
-from worker.stream.topics import ensure_topics, topic_specs
+from worker.pipeline.topics import topic_specs
 
 
 def lillevik() -> dict[str, Any]:

@@ -26,6 +26,9 @@ class Settings:
     app_id: str = "flyt-xledger-worker"
     topics: Topics = field(default_factory=Topics)
     partitions: int = 4
+    # Which stages this worker runs: both (the default), or one of them, to scale the
+    # enrich stage and the post stage apart (one consumer group either way).
+    stages: str = "enrich,post"
     enrich_batch_max: int = 500
     enrich_batch_window_s: float = 0.02
     post_batch_window_s: float = 0.25  # gather a tenant's burst into few requests
@@ -35,24 +38,31 @@ class Settings:
     token_recheck_s: float = 5.0
     token_retry_s: float = 600.0
     token_dir: Path | None = None
-    data_dir: Path | None = None  # faust's folder; default: under the system's temp folder
+    # An Xledger request's hard deadline, all phases together: "in flight" is bounded, so
+    # a hand-over can wait for it (engine.md). The rebalance timeout must exceed it.
+    xledger_request_deadline_s: float = 15.0
+    # SIGTERM: hand everything over and leave within this, whatever the brokers do.
+    stop_grace_s: float = 10.0
+    # Backpressure: an input partition with more undone records is paused.
+    max_undone_per_partition: int = 10_000
+    # Retention of the topics the worker creates that hold work not yet done
+    # (submissions, refused payments, dead letters): longer than any pause a tenant may
+    # sit out (its token over a holiday) before its payments are posted.
+    retention_days: float = 30.0
     metrics_port: int | None = 9108
     sandbox: bool = False  # R2: only then may a loopback sandbox stand in for Xledger
     xledger_endpoint_override: str | None = None
     # "kafka" (Apache Kafka), "tansu" (the embedded broker) or "auto": asked of the broker
-    # itself (`worker.stream.broker_kind`). The settings below left at None take the
+    # itself (`worker.engine.broker_kind`). The settings below left at None take the
     # broker's profile (`profile()`); a value set here always wins.
     broker_kind: str = "auto"
-    # Every topic the worker creates, faust's changelogs and assignor topic included.
+    # Every topic the worker creates, its state changelogs included.
     # A lost broker must lose no payment: production's default is 3 copies, 2 in sync.
     replication_factor: int | None = None
     min_insync_replicas: int | None = None
     session_timeout_s: float | None = None
     heartbeat_interval_s: float | None = None
     rebalance_timeout_s: float | None = None
-    # Tansu reports a partition's end as the last batch's base offset + 1: with
-    # one-record batches that is exact, and faust's table recovery is complete.
-    one_record_batches: bool | None = None
     log_level: str = "INFO"
     # `dlq replay` refuses a record replayed this often: a poison record cannot loop.
     dlq_max_replays: int = 3
@@ -67,7 +77,7 @@ class Settings:
         if self.broker_kind not in PROFILES:
             raise ValueError(
                 f"broker kind {self.broker_kind!r} is not resolved: expected one of "
-                f"{sorted(PROFILES)} (detect it with worker.stream.broker_kind)"
+                f"{sorted(PROFILES)} (detect it with worker.engine.broker_kind)"
             )
         base = PROFILES[self.broker_kind]
         overrides = {
@@ -86,7 +96,6 @@ class BrokerProfile:
     session_timeout_s: float
     heartbeat_interval_s: float
     rebalance_timeout_s: float
-    one_record_batches: bool
 
     @property
     def idempotent_producers(self) -> bool:
@@ -96,9 +105,10 @@ class BrokerProfile:
 
 PROFILES: dict[str, BrokerProfile] = {
     # Apache Kafka's own group defaults; 3 copies with 2 in sync fit a three-broker cluster.
-    "kafka": BrokerProfile("kafka", 3, 2, 45.0, 3.0, 60.0, one_record_batches=False),
+    "kafka": BrokerProfile("kafka", 3, 2, 45.0, 3.0, 60.0),
     # Tansu joins a group after about half the session timeout: short sessions start fast.
-    "tansu": BrokerProfile("tansu", 1, 1, 2.0, 0.3, 3.0, one_record_batches=True),
+    # (The rebalance timeout does not slow its joins, and must exceed a hand-over.)
+    "tansu": BrokerProfile("tansu", 1, 1, 2.0, 0.3, 25.0),
 }
 
 
@@ -106,6 +116,7 @@ _ENV: dict[str, str] = {
     "bootstrap": "FLYT_BOOTSTRAP_SERVERS",
     "app_id": "FLYT_APP_ID",
     "partitions": "FLYT_PARTITIONS",
+    "stages": "FLYT_STAGES",
     "enrich_batch_max": "FLYT_ENRICH_BATCH_MAX",
     "enrich_batch_window_s": "FLYT_ENRICH_BATCH_WINDOW_S",
     "post_batch_window_s": "FLYT_POST_BATCH_WINDOW_S",
@@ -113,14 +124,16 @@ _ENV: dict[str, str] = {
     "token_recheck_s": "FLYT_TOKEN_RECHECK_S",
     "token_retry_s": "FLYT_TOKEN_RETRY_S",
     "token_dir": "XLEDGER_TOKEN_DIR",
-    "data_dir": "FLYT_DATA_DIR",
+    "xledger_request_deadline_s": "FLYT_XLEDGER_REQUEST_DEADLINE_S",
+    "stop_grace_s": "FLYT_STOP_GRACE_S",
+    "max_undone_per_partition": "FLYT_MAX_UNDONE_PER_PARTITION",
+    "retention_days": "FLYT_RETENTION_DAYS",
     "metrics_port": "FLYT_METRICS_PORT",
     "sandbox": "FLYT_SANDBOX",
     "xledger_endpoint_override": "FLYT_XLEDGER_ENDPOINT",
     "session_timeout_s": "FLYT_SESSION_TIMEOUT_S",
     "heartbeat_interval_s": "FLYT_HEARTBEAT_INTERVAL_S",
     "rebalance_timeout_s": "FLYT_REBALANCE_TIMEOUT_S",
-    "one_record_batches": "FLYT_ONE_RECORD_BATCHES",
     "broker_kind": "FLYT_BROKER_KIND",
     "replication_factor": "FLYT_REPLICATION_FACTOR",
     "min_insync_replicas": "FLYT_MIN_INSYNC_REPLICAS",

@@ -6,7 +6,7 @@
   once the last beat is older than `wedged_after_s`. Kubernetes then restarts the pod.
 - `/ready` (readiness): 200 only while the check the loop last ran says so (for the
   worker: register cache caught up, partitions assigned, stream processor running, see
-  `worker/stream/observer.py`); 503 with the reason otherwise, and when the heartbeat
+  `worker/pipeline/observer.py`); 503 with the reason otherwise, and when the heartbeat
   is stale.
 - anything else: the Prometheus exposition (`/metrics`).
 

@@ -1,5 +1,5 @@
 """Structured logs (structlog): short snake_case events with ids as context; JSON in
-production, rendered for people on a terminal. faust's, mode's and aiokafka's own lines
+production, rendered for people on a terminal. aiokafka's and httpx's own lines
 (standard logging) take the same way, so a log holds one format.
 
 A last processor masks every registered secret, so that a token can never reach a log
@@ -52,7 +52,7 @@ def mask_secrets(
 
 
 def configure(level: str = "INFO", stream: Any = None, fmt: str | None = None) -> None:
-    """Every log line through structlog, faust's and aiokafka's (standard logging) too.
+    """Every log line through structlog, the libraries' (standard logging) too.
 
     `fmt`: "json" (production) or "console" (for people: structlog's console renderer);
     default FLYT_LOG_FORMAT, else console on a terminal and JSON elsewhere.
@@ -92,6 +92,10 @@ def configure(level: str = "INFO", stream: Any = None, fmt: str | None = None) -
     _HANDLER.setFormatter(formatter)
     root.addHandler(_HANDLER)
     root.setLevel(level)
+    # A line per HTTP request and per group-protocol step is noise at INFO, and a cost on
+    # the hot path (the engine logs its own hand-overs); warnings still come through.
+    for chatty in ("httpx", "aiokafka"):
+        logging.getLogger(chatty).setLevel(level if root.level <= logging.DEBUG else "WARNING")
     structlog.configure(
         # Masked here too: another handler (pytest's, say) sees the event before ours does.
         processors=[*shared, mask_secrets, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

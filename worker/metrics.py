@@ -4,7 +4,7 @@ Labels stay low-cardinality: tenant, stage, outcome, operation, code, topic and 
 a pause reason. Never a payment id, never a token.
 
 Gauges that describe a state (lag, parked rejections, snapshot age, readiness) are
-refreshed every few seconds by `worker/stream/observer.py`; the others change as things
+refreshed every few seconds by `worker/pipeline/observer.py`; the others change as things
 happen. The dashboards (`deploy/grafana/dashboards.py`) and the alert rules
 (`deploy/prometheus/alerts.yml`) use these names; `tests/test_dashboards.py` and
 `tests/test_alerts.py` keep them from drifting apart.
@@ -37,6 +37,23 @@ ASSIGNED_PARTITIONS = Gauge(
     "flyt_assigned_partitions",
     "Partitions of each consumed topic assigned to this worker (after the last rebalance).",
     ["topic"],
+)
+PARTITION_PAUSED = Gauge(
+    "flyt_partition_paused",
+    "1 while this worker has paused fetching an input partition because too many of its "
+    "records wait undone (backpressure: a paused tenant holds its records).",
+    ["topic", "partition"],
+)
+RECORDS_LOST = Counter(
+    "flyt_records_lost_total",
+    "Input records the broker deleted (retention) before the worker group committed them: "
+    "found when a partition's committed offset is below its first offset.",
+    ["topic", "partition"],
+)
+REBALANCES = Counter(
+    "flyt_rebalances_total",
+    "Partition hand-overs this worker took part in, by what it did: revoked or assigned.",
+    ["action"],
 )
 DEAD_LETTERS = Counter(
     "flyt_dead_letters_total",

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 
 from worker import health, logs
 from worker.config import Settings
 from worker.core.endpoints import UrlPolicy
-from worker.stream import broker_kind
-from worker.stream.observer import Observer
-from worker.stream.pipeline import Pipeline
-from worker.stream.topics import ensure_topics, topic_specs
-from worker.xledger.client import XledgerClient
+from worker.engine import broker_kind
+from worker.engine.topics import ensure_topics
+from worker.pipeline.observer import Observer
+from worker.pipeline.topics import topic_specs
+from worker.pipeline.wiring import Pipeline, timings
+from worker.xledger.client import ClientSettings, XledgerClient
 from worker.xledger.secrets import SecretStore
 
 log = logs.get("worker.runtime")
@@ -30,7 +33,15 @@ def make_client(s: Settings, environ: dict[str, str] | None = None) -> XledgerCl
         SecretStore(environ, token_dir=s.token_dir),
         policy=UrlPolicy(allow_sandbox=s.sandbox),
         endpoint_override=s.xledger_endpoint_override,
+        settings=client_settings(s),
     )
+
+
+def client_settings(s: Settings) -> ClientSettings:
+    """The client's hard deadline per request is the worker's (the hand-over waits for
+    it); each phase of a request (connect, send, answer) gets at most two thirds of it."""
+    deadline = s.xledger_request_deadline_s
+    return ClientSettings(request_deadline_s=deadline, timeout_s=min(10.0, deadline * 2 / 3))
 
 
 @contextlib.asynccontextmanager
@@ -38,7 +49,7 @@ async def running_pipeline(
     s: Settings, bootstrap: str, client: XledgerClient
 ) -> AsyncIterator[Pipeline]:
     s = await broker_kind.resolve(s, bootstrap)
-    log.info("broker_profile", **asdict(s.profile()))
+    log.info("broker_profile", **asdict(s.profile()), **asdict(timings(s)))
     await ensure_topics(bootstrap, topic_specs(s))
     pipeline = Pipeline(s, bootstrap, client)
     await pipeline.start()
@@ -47,8 +58,15 @@ async def running_pipeline(
     try:
         yield pipeline
     finally:
-        await observer.stop()
-        await pipeline.stop()
+        # One deadline for the whole stop, whatever the brokers do (even when they are
+        # gone): the hand-over first, then what only reports.
+        deadline = asyncio.get_running_loop().time() + s.stop_grace_s - 0.5
+        try:
+            async with asyncio.timeout_at(deadline):
+                await pipeline.stop(deadline - 1.0)
+                await observer.stop()
+        except TimeoutError:
+            log.error("worker_stop_timed_out", grace_s=s.stop_grace_s)
         await client.aclose()
 
 
@@ -68,12 +86,46 @@ async def run(s: Settings, bootstrap: str) -> None:
     server = health.serve(s.metrics_port, addr="0.0.0.0") if s.metrics_port else None
     try:
         stop = stop_on_signals()
-        async with running_pipeline(s, bootstrap, make_client(s)) as pipeline:
-            log.info("worker_running", bootstrap=bootstrap, metrics_port=s.metrics_port)
-            await until_stopped(stop, pipeline)
+        main = asyncio.create_task(_serve(s, bootstrap, stop), name="worker")
+        asked = asyncio.create_task(stop.wait())
+        await asyncio.wait({main, asked}, return_when=asyncio.FIRST_COMPLETED)
+        if not main.done():
+            # Asked to stop: the worker hands over and leaves within the grace period,
+            # even in the middle of starting, even with every broker gone; a last guard
+            # ends the process if something still hangs past it.
+            _exit_after(s.stop_grace_s + 5.0)
+            await asyncio.wait({main}, timeout=s.stop_grace_s + 0.5)
+            if not main.done():
+                log.error("worker_stop_timed_out", grace_s=s.stop_grace_s)
+                main.cancel()
+                await asyncio.wait({main}, timeout=1.0)
+        asked.cancel()
+        if main.done() and not main.cancelled():
+            failure = main.exception()
+            if failure is not None:
+                raise failure  # a crash, for the caller
     finally:
         if server is not None:
             server.close()
+
+
+async def _serve(s: Settings, bootstrap: str, stop: asyncio.Event) -> None:
+    async with running_pipeline(s, bootstrap, make_client(s)) as pipeline:
+        log.info("worker_running", bootstrap=bootstrap, metrics_port=s.metrics_port)
+        await until_stopped(stop, pipeline)
+
+
+def _exit_after(seconds: float) -> None:
+    """A last guard for a clean stop: if the process still runs after `seconds` (a client
+    library's thread or task that will not end), it exits with status 1."""
+
+    def exit_now() -> None:
+        log.error("worker_forced_exit", after_s=seconds)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()
 
 
 class WorkerCrashed(RuntimeError):
@@ -81,13 +133,15 @@ class WorkerCrashed(RuntimeError):
 
 
 async def until_stopped(stop: asyncio.Event, pipeline: Pipeline) -> None:
-    """Until SIGINT/SIGTERM, or until the faust app stops on its own (a crash)."""
+    """Until SIGINT/SIGTERM, or until the engine stops on its own (a crash)."""
     signal_wait = asyncio.create_task(stop.wait())
-    app_wait = asyncio.create_task(pipeline.app.wait_until_stopped())
-    done, pending = await asyncio.wait({signal_wait, app_wait}, return_when=asyncio.FIRST_COMPLETED)
+    crash_wait = asyncio.create_task(pipeline.failed())
+    done, pending = await asyncio.wait(
+        {signal_wait, crash_wait}, return_when=asyncio.FIRST_COMPLETED
+    )
     for task in pending:
         task.cancel()
-    if app_wait in done and not stop.is_set():
-        reason = getattr(pipeline.app, "_crash_reason", None)
+    if crash_wait in done and not stop.is_set():
+        reason = crash_wait.result()
         log.error("worker_crashed", error=repr(reason))
         raise WorkerCrashed(repr(reason))

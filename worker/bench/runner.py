@@ -2,11 +2,14 @@
 
 Phases, in order, each on topics of its own (the registers topic is shared):
 1. the pure core and the register book (no broker);
-2. the anchor: plain aiokafka over the burst's events (`passthrough.py`);
-3. a burst: the worker (a child process) is ready, then 10,000 events over 20 tenants
-   are published at once: the enrich stage's rate, Betalt → receipt, requests per payment,
-   the worker's peak memory with 356 tenants' registers loaded;
-4. a steady 500 events/s over 3 tenants, once per post batch window: Betalt → receipt
+2. the anchor: plain aiokafka over the burst's events (`worker/engine/anchor.py`);
+3. the enrich stage alone (a worker with FLYT_STAGES=enrich) over the same 10,000
+   events: its rate and CPU per event, like for like with the anchor (`ratio`,
+   `cpu_ratio`);
+4. a burst: the whole worker (a child process) is ready, then the 10,000 events over 20
+   tenants are published at once: Betalt → receipt, requests per payment, the worker's
+   CPU per event (posting included) and peak memory with 356 tenants' registers loaded;
+5. a steady 500 events/s over 3 tenants, once per post batch window: Betalt → receipt
    and requests per payment (the window's trade-off); the default window's run gives
    `e2e_p50_ms`/`e2e_p99_ms`.
 The Xledger sandbox answers every request about 50 ms late. Every broker, sandbox and
@@ -30,20 +33,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
 from worker.bench import data
 from worker.bench.core import core_figures
-from worker.bench.passthrough import aiokafka_enrich, passthrough
 from worker.bench.watch import Watch, quantile
 from worker.bench.worker_proc import WorkerProcess
 from worker.config import Settings, Topics
 from worker.contracts import RegisterSnapshot
 from worker.core.register_book import RegisterBook
 from worker.devenv.feed import event_records, publish
+from worker.devenv.feed import producer as feed_producer
 from worker.devenv.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot
-from worker.stream import broker_kind
-from worker.stream.topics import TopicSpec, ensure_topics, topic_specs
+from worker.engine import broker_kind
+from worker.engine.anchor import passthrough
+from worker.engine.lag import group_positions
+from worker.engine.topics import TopicSpec, ensure_topics
+from worker.pipeline.topics import topic_specs
 from worker.xledger.secrets import env_name
 
 DEFAULT_WINDOW_S = Settings().post_batch_window_s
@@ -165,26 +169,24 @@ async def _phases(plan: Plan, bootstrap: str, say: Say) -> dict[str, Any]:
         out["passthrough_events_per_s"] = round(pt)
         out["passthrough_cpu_us_per_event"] = round(pt_cpu)
         say(f"passthrough: {pt:.0f} events/s, {pt_cpu:.0f} µs CPU per event")
-        proto, proto_cpu = await bench.prototype(burst_tenants, len(records))
-        out["prototype_aiokafka_enrich"] = {
-            "events_per_s": round(proto),
-            "cpu_us_per_event": round(proto_cpu),
-            "ratio": round(proto / pt, 3) if pt else None,
-        }
-        say(
-            f"prototype (enrich handle() on plain aiokafka): {proto:.0f} events/s, "
-            f"{proto_cpu:.0f} µs CPU per event"
-        )
 
+        # Like for like with the anchor: the enrich stage alone (a worker running only it,
+        # FLYT_STAGES=enrich) over the same events: consume, read, evaluate, produce.
+        e = await bench.enrich_run("enrich", burst)
+        out["enrich_events_per_s"] = e["events_per_s"]
+        out["enrich_cpu_us_per_event"] = e["cpu_us_per_event"]
+        out["ratio"] = round(e["events_per_s"] / pt, 3) if pt else None
+        out["cpu_ratio"] = round(pt_cpu / e["cpu_us_per_event"], 3)
+        say(f"enrich stage alone: {e}")
+
+        # The whole worker (both stages, posting to the sandbox) over the same burst.
         b = await bench.worker_run("burst", burst, rate=None, window_s=DEFAULT_WINDOW_S)
-        out["enrich_events_per_s"] = b["enrich_events_per_s"]
-        out["ratio"] = round(b["enrich_events_per_s"] / pt, 3) if pt else None
+        out["worker_enrich_events_per_s"] = b["enrich_events_per_s"]
         out["burst_p50_ms"] = b["p50_ms"]
         out["burst_p99_ms"] = b["p99_ms"]
         out["xledger_requests_per_payment_burst"] = b["requests_per_payment"]
         out["worker_rss_mb"] = b["worker_rss_mb"]
         out["worker_cpu_us_per_event"] = b["worker_cpu_us_per_event"]
-        out["cpu_ratio"] = round(pt_cpu / b["worker_cpu_us_per_event"], 3)
         say(f"burst: {b}")
 
         windows = sorted({*plan.windows, DEFAULT_WINDOW_S})
@@ -299,14 +301,50 @@ class _Bench:
         await publish(self.bootstrap, src, records, one_record_batches=False)
         return await passthrough(self.bootstrap, src, dst, PARTITIONS, len(records))
 
-    async def prototype(self, tenants: list[str], n: int) -> tuple[float, float]:
-        """The enrich stage on plain aiokafka over the passthrough's input (issue 13, 3)."""
-        book = RegisterBook()
-        for t in tenants:
-            book.offer(RegisterSnapshot.model_validate(data.snapshot_dict(t)))
-        src, dst = f"bench.passthrough-in.{self.run_id}", f"bench.prototype-out.{self.run_id}"
-        await ensure_topics(self.bootstrap, [TopicSpec(dst, PARTITIONS, {})])
-        return await aiokafka_enrich(self.bootstrap, src, dst, PARTITIONS, n, book)
+    async def enrich_run(self, tag: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """A worker running the enrich stage alone: the burst published at once, its rate
+        from the broker times of its first and last output, its CPU per event until the
+        group has committed every event."""
+        s = await self._settings(tag)
+        await ensure_topics(self.bootstrap, topic_specs(s))
+        worker = WorkerProcess(
+            self.bootstrap,
+            app_id=s.app_id,
+            topics=s.topics,
+            sandbox_url=self.sandbox.url or "",
+            tokens=self.tokens,
+            log_path=self.scratch / f"worker-{tag}.log",
+            extra_env={"FLYT_STAGES": "enrich"},
+        )
+        watch = Watch(self.bootstrap, s.topics, s.partitions)
+        worker.start()
+        try:
+            await worker.ready()
+            await watch.start()
+            cpu_before = worker.cpu_s()
+            await publish(self.bootstrap, s.topics.payments, event_records(events), False)
+            deadline = time.monotonic() + 120 + len(events) / 100
+            while not await _all_committed(self.bootstrap, s.app_id, s.topics.payments):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the enrich stage did not finish {len(events)} events")
+                await asyncio.sleep(0.1)
+            cpu = worker.cpu_s() - cpu_before
+            for _ in range(20):  # the outputs' broker times, all of them read
+                await watch.poll()
+        except BaseException:
+            self.say(f"worker log ({tag}): {worker.tail(10)}")
+            raise
+        finally:
+            worker.stop()
+            await watch.stop()
+        first, last = watch.enrich_first_ms, watch.enrich_last_ms
+        if not first or not last or last <= first:
+            raise RuntimeError("the enrich stage wrote no outputs to time")
+        return {
+            "events": len(events),
+            "events_per_s": round(len(events) / ((last - first) / 1000)),
+            "cpu_us_per_event": round(cpu / len(events) * 1e6),
+        }
 
     async def worker_run(
         self, tag: str, events: list[dict[str, Any]], rate: float | None, window_s: float
@@ -320,7 +358,6 @@ class _Bench:
             sandbox_url=self.sandbox.url or "",
             tokens=self.tokens,
             log_path=self.scratch / f"worker-{tag}.log",
-            data_dir=self.scratch / "data",
             extra_env={"FLYT_POST_BATCH_WINDOW_S": str(window_s)},
         )
         watch = Watch(self.bootstrap, s.topics, s.partitions)
@@ -369,6 +406,11 @@ class _Bench:
         }
 
 
+async def _all_committed(bootstrap: str, group: str, topic: str) -> bool:
+    positions = await group_positions(bootstrap, group, [topic])
+    return bool(positions) and all((p.committed or 0) >= p.end for p in positions if p.end)
+
+
 async def _feed(
     bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]], rate: float | None
 ) -> None:
@@ -377,7 +419,7 @@ async def _feed(
     if not rate:
         await publish(bootstrap, topic, records, one_record_batches=False)
         return
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = feed_producer(bootstrap, one_record_batches=False)
     await producer.start()
     try:
         futures = []
@@ -386,7 +428,7 @@ async def _feed(
         while sent < len(records):
             due = min(len(records), int((time.monotonic() - start) * rate) + 1)
             for key, value in records[sent:due]:
-                futures.append(await producer.send(topic, key=key, value=value))
+                futures.append(await producer.send(topic, key, value))
             sent = max(sent, due)
             await asyncio.sleep(0.1 - (time.monotonic() - start) % 0.1)
         for f in futures:

@@ -9,9 +9,9 @@ import asyncio
 import json
 import time
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from worker.config import Topics
+from worker.engine.kafka import KafkaReader
+from worker.engine.records import TopicPartition
 
 Key = tuple[str, str]
 
@@ -20,13 +20,7 @@ class Watch:
     def __init__(self, bootstrap: str, topics: Topics, partitions: int) -> None:
         self.topics = topics
         self.partitions = partitions
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
+        self.reader = KafkaReader(bootstrap)
         self.betalt_ms: dict[Key, int] = {}
         self.receipt_ms: dict[Key, int] = {}
         self.rejected: set[Key] = set()
@@ -35,18 +29,19 @@ class Watch:
         self.enrich_last_ms: int | None = None
 
     async def start(self) -> None:
-        await self.consumer.start()
+        await self.reader.start()
         t = self.topics
         tps = [
             TopicPartition(topic, p)
             for topic in (t.payments, t.submissions, t.receipts, t.rejections, t.dlq)
             for p in range(self.partitions)
         ]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)
+        self.reader.assign(tps)
+        for tp, first in (await self.reader.beginning_offsets(tps)).items():
+            self.reader.seek(tp, first)
 
     async def stop(self) -> None:
-        await self.consumer.stop()
+        await self.reader.stop()
 
     async def until_done(self, expected: set[Key], timeout_s: float) -> None:
         """Read until every expected payment is posted or rejected."""
@@ -62,27 +57,27 @@ class Watch:
 
     async def poll(self) -> None:
         t = self.topics
-        batches = await self.consumer.getmany(timeout_ms=200, max_records=10_000)
+        batches = await self.reader.poll(0.2)
         for tp, records in batches.items():
             for r in records:
                 if tp.topic == t.payments:
-                    body = json.loads(r.value)
+                    body = json.loads(r.value or b"{}")
                     if body.get("status") == "Betalt":
                         self.betalt_ms.setdefault(
-                            (body["tenant_id"], body["payment_id"]), r.timestamp
+                            (body["tenant_id"], body["payment_id"]), r.timestamp_ms
                         )
                     continue
                 if tp.topic in (t.submissions, t.rejections):
-                    self._enrich_output(r.timestamp)
+                    self._enrich_output(r.timestamp_ms)
                 if tp.topic == t.dlq:
                     self.dead_letters += 1
                     continue
                 if tp.topic == t.submissions:
                     continue
-                body = json.loads(r.value)
+                body = json.loads(r.value or b"{}")
                 key = (body["tenant_id"], body["payment_id"])
                 if tp.topic == t.receipts:
-                    self.receipt_ms.setdefault(key, r.timestamp)
+                    self.receipt_ms.setdefault(key, r.timestamp_ms)
                 else:
                     self.rejected.add(key)
         await asyncio.sleep(0)

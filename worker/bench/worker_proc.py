@@ -29,7 +29,6 @@ class WorkerProcess:
         sandbox_url: str,
         tokens: dict[str, str],
         log_path: Path,
-        data_dir: Path,
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
@@ -42,7 +41,6 @@ class WorkerProcess:
                 "FLYT_APP_ID": app_id,
                 "FLYT_SANDBOX": "1",
                 "FLYT_XLEDGER_ENDPOINT": sandbox_url,
-                "FLYT_DATA_DIR": str(data_dir),
                 # One development broker: one copy of everything.
                 "FLYT_REPLICATION_FACTOR": "1",
                 "FLYT_MIN_INSYNC_REPLICAS": "1",

@@ -14,7 +14,10 @@ class DlqReason(StrEnum):
     could not post (R14). A refusal of content by Xledger is a rejection, not this."""
 
     INVALID = "invalid"  # the bytes are not a valid record of their topic
-    NO_SNAPSHOT = "no_snapshot"  # no valid register snapshot for the tenant when posting
+    NO_SNAPSHOT = "no_snapshot"  # older records only: the post stage now waits for one
+    # R18: the snapshot in force changed URL, Motkonto or Bankkonti-pkey since the payment
+    # was evaluated, and the submission does not carry its event to evaluate again.
+    SNAPSHOT_CHANGED = "snapshot_changed"
     CRASH = "crash"  # the stage failed on the batch (a bug): see error_class
     UNWRITABLE = "unwritable"  # its output is larger than the broker takes
     REFUSED = "refused"  # older records only: a refusal is now a rejection alone (R14)

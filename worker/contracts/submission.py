@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from pydantic import Field
+from pydantic_core import to_json
 
 from worker.contracts.payment_event import PaymentStatusEvent
 from worker.contracts.types import Code, Id, IsoDate, Record, SchemaVersion, SignedAmount, Timestamp
@@ -56,3 +60,45 @@ class Submission(Record):
         description="The Betalt event it was made from: if Xledger refuses the payment, "
         "a newer register snapshot evaluates this again (R14, R16)",
     )
+    xledger_url: str | None = Field(
+        default=None,
+        description="The Xledger URL of the register snapshot it was evaluated with: if the "
+        "snapshot in force names another URL, Motkonto or Bankkonti-pkey when it is posted, "
+        "it is evaluated again first (R18)",
+    )
+
+
+def submission_json(
+    *,
+    tenant_id: str,
+    payment_id: str,
+    event_id: str,
+    snapshot_version: int,
+    dimensions: dict[str, str],
+    vat_code: str,
+    lines: list[dict[str, Any]],
+    created_at: datetime,
+    xledger_url: str | None,
+    event_json: bytes,
+) -> bytes:
+    """A Submission's wire bytes, written without building the model (the enrich stage's
+    hot path: building and dumping the model cost a third of its time).
+
+    Parses to the same Submission as `Submission.model_dump_json` would write (a test
+    holds them together): `lines` as `GLLine` serialises them (unset fields left out),
+    and the Betalt event embedded as the JSON it was read as, already validated."""
+    head = to_json(
+        {
+            "schema_version": 1,
+            "tenant_id": tenant_id,
+            "payment_id": payment_id,
+            "event_id": event_id,
+            "snapshot_version": snapshot_version,
+            "dimensions": dimensions,
+            "vat_code": vat_code,
+            "lines": lines,
+            "created_at": created_at,
+            "xledger_url": xledger_url,
+        }
+    )
+    return head[:-1] + b',"event":' + event_json + b"}"

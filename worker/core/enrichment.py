@@ -51,7 +51,7 @@ class _Evaluation:
             return Rejected(index.version, tuple(self.problems))
         assert vat_code is not None  # no VAT problem means a code was found
         lines = voucher_lines(self.event, index.settings, fields, vat_code)
-        return Enriched(index.version, dimensions, vat_code, lines)
+        return Enriched(index.version, dimensions, vat_code, lines, index.settings.url)
 
     # R6: each position names an ordered list of sources; the first that yields a value wins.
     def _dimension_value(self, dim: Dimension) -> str | None:

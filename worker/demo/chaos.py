@@ -37,19 +37,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka.errors import KafkaError
 
 from worker.config import Settings
 from worker.demo.events import bad_event_lines, generate_events
-from worker.demo.harness import _fit_to_cluster
+from worker.demo.harness import fit_to_cluster
 from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.children import dies_with_parent
 from worker.devenv.feed import producer, publish, snapshot_records
 from worker.devenv.sandbox import PROFILES, XledgerSandbox, entity_from_snapshot
 from worker.devenv.tansu import EmbeddedBroker, free_port
-from worker.stream.lag import group_positions
-from worker.stream.topics import ensure_topics, topic_specs
+from worker.engine.kafka import BrokerError
+from worker.engine.lag import group_positions
+from worker.engine.topics import ensure_topics
+from worker.pipeline.topics import topic_specs
 
 Key = tuple[str, str]  # (tenant_id, payment_id)
 
@@ -284,12 +285,12 @@ class CampaignWatcher(OutcomeWatcher):
 
     async def poll(self) -> None:
         t = self.s.topics
-        batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
+        batches = await self.reader.poll(0.2)
         for tp, records in batches.items():
             for r in records:
                 where = f"{tp.topic}:{tp.partition}@{r.offset}"
                 if tp.topic == t.payments:
-                    self._note_betalt(r.value, r.timestamp, where)
+                    self._note_betalt(r.value, r.timestamp_ms, where)
                     continue
                 self.last_outcome = time.monotonic()
                 if tp.topic == t.submissions:
@@ -300,13 +301,13 @@ class CampaignWatcher(OutcomeWatcher):
                     key = _key(r.value)
                     if key:
                         self.receipts[key] += 1
-                        self.receipt_ms.setdefault(key, r.timestamp)
-                        self.receipt_times.append((r.timestamp / 1000, key[0]))
+                        self.receipt_ms.setdefault(key, r.timestamp_ms)
+                        self.receipt_times.append((r.timestamp_ms / 1000, key[0]))
                         self.posted.add(key)
                 elif tp.topic == t.rejections:
                     key = _key(r.value)
                     if key:
-                        self.rejections[key].append(str(json.loads(r.value).get("reason")))
+                        self.rejections[key].append(str(json.loads(r.value or b"{}").get("reason")))
                         self.rejected.add(key)
                 elif tp.topic == t.dlq:
                     self._note_dead_letter(r.key, r.value, r.headers)
@@ -381,7 +382,6 @@ def _owner(pids: Iterable[int], inode: str) -> int | None:
 class _Worker:
     n: int
     log: Path
-    data_dir: Path
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     starts: int = 0
@@ -394,15 +394,14 @@ class Workers:
     def __init__(self, n: int, bootstrap: str, env: dict[str, str], folder: Path) -> None:
         self.bootstrap = bootstrap
         self.env = env
-        self.all = [_Worker(i, folder / f"worker-{i}.log", folder / f"data-{i}") for i in range(n)]
+        self.all = [_Worker(i, folder / f"worker-{i}.log") for i in range(n)]
         self.unexpected_exits: list[str] = []
 
     def start(self, w: _Worker) -> None:
         w.port = free_port()
         w.starts += 1
         w.killed = False
-        w.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {**self.env, "FLYT_METRICS_PORT": str(w.port), "FLYT_DATA_DIR": str(w.data_dir)}
+        env = {**self.env, "FLYT_METRICS_PORT": str(w.port)}
         with w.log.open("ab") as log:
             log.write(f"\n=== chaos: start #{w.starts} at {time.strftime('%X')} ===\n".encode())
             log.flush()
@@ -619,11 +618,11 @@ class Campaign:
                 batch = records[start : start + step]
                 while True:
                     try:
-                        futures = [await p.send(topic, key=k, value=v) for k, v in batch]
+                        futures = [await p.send(topic, k, v) for k, v in batch]
                         for f in futures:
                             await f
                         break
-                    except KafkaError as exc:
+                    except BrokerError as exc:
                         say(f"feed: the broker did not take a batch ({exc!r}); sending it again")
                         await asyncio.sleep(1.0)
                 self.fed += len(batch)
@@ -698,7 +697,6 @@ def _worker_env(s: Settings, sandbox_url: str, token_dir: Path) -> dict[str, str
             "FLYT_SESSION_TIMEOUT_S": str(p.session_timeout_s),
             "FLYT_HEARTBEAT_INTERVAL_S": str(p.heartbeat_interval_s),
             "FLYT_REBALANCE_TIMEOUT_S": str(p.rebalance_timeout_s),
-            "FLYT_ONE_RECORD_BATCHES": "1" if p.one_record_batches else "0",
             "FLYT_PARTITIONS": str(s.partitions),
             "FLYT_SANDBOX": "1",
             "FLYT_XLEDGER_ENDPOINT": sandbox_url,
@@ -826,7 +824,7 @@ async def run_campaign(o: ChaosOptions) -> tuple[dict[str, Any], Verdict, Path]:
         s = Settings(bootstrap=bootstrap, app_id=APP_ID, metrics_port=None, broker_kind=o.broker)
         if o.broker == "kafka":  # shorter sessions: a killed worker's partitions move in 10 s
             s = replace(s, session_timeout_s=10.0, heartbeat_interval_s=1.0, rebalance_timeout_s=10)
-        s = await _fit_to_cluster(s, bootstrap)
+        s = await fit_to_cluster(s, bootstrap)
         await ensure_topics(bootstrap, topic_specs(s))
         snapshots = demo_snapshot_dicts()
         await publish(bootstrap, s.topics.registers, snapshot_records(snapshots))

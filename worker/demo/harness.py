@@ -25,9 +25,10 @@ from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records, publish, snapshot_records
 from worker.devenv.sandbox import PROFILES, XledgerSandbox, entity_from_snapshot
 from worker.devenv.tansu import EmbeddedBroker
+from worker.engine import broker_kind
+from worker.engine.topics import ensure_topics
+from worker.pipeline.topics import topic_specs
 from worker.runtime import make_client, running_pipeline, stop_on_signals, until_stopped
-from worker.stream import broker_kind
-from worker.stream.topics import ensure_topics, topic_specs
 from worker.xledger.secrets import env_name
 
 log = logs.get("worker.demo")
@@ -164,14 +165,14 @@ async def demo(
             # Operators point `dlq list`, `status` … at these (FLYT_TOPIC_* or --topic).
             names = ", ".join(f"{k}={v}" for k, v in asdict(es.topics).items())
             print(f"demo topics on {bs}: {names}", file=sys.stderr, flush=True)
-            es = await _fit_to_cluster(es, bs)
+            es = await fit_to_cluster(es, bs)
             await ensure_topics(bs, topic_specs(es))
             await publish(bs, es.topics.registers, snapshot_records(demo_snapshot_dicts()))
         pipeline = await stack.enter_async_context(
             running_pipeline(es, bs, make_client(es, environ))
         )
         # Measure the pipeline, not its start-up: publish once it has joined and recovered.
-        await asyncio.wait_for(pipeline.ready.wait(), 120)
+        await pipeline.wait_ready(120)
         watcher = OutcomeWatcher(bs, es)
         await watcher.start()
         stack.push_async_callback(watcher.stop)
@@ -217,10 +218,10 @@ async def demo(
     return summary
 
 
-async def _fit_to_cluster(s: Settings, bootstrap: str) -> Settings:
+async def fit_to_cluster(s: Settings, bootstrap: str) -> Settings:
     """The demo's settings for whatever cluster it is pointed at: its broker kind, and no
     more copies of a topic than the cluster has brokers (a one-broker development Kafka)."""
-    facts = await asyncio.to_thread(broker_kind.probe, bootstrap)
+    facts = await broker_kind.in_daemon_thread(lambda: broker_kind.probe(bootstrap))
     s = replace(s, broker_kind=facts.kind)
     p = s.profile()
     if p.replication_factor > facts.brokers:

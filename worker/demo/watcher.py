@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from worker.config import Settings
+from worker.engine.kafka import KafkaReader
+from worker.engine.records import TopicPartition
 
 
 class OutcomeWatcher:
@@ -20,13 +20,8 @@ class OutcomeWatcher:
     def __init__(self, bootstrap: str, s: Settings) -> None:
         self.s = s
         self.bootstrap = bootstrap
-        # earliest: a topic may still be empty when the watcher seeks to its beginning.
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
+        # Outside the group, from the first offset (an empty topic: from where it starts).
+        self.reader = KafkaReader(bootstrap)
         self.posted: set[tuple[str, str]] = set()
         self.rejected: set[tuple[str, str]] = set()
         self.dead_lettered = 0  # records, except Xledger refusals (counted as rejected)
@@ -37,36 +32,39 @@ class OutcomeWatcher:
         self.positions: dict[tuple[str, str], list[str]] = {}
 
     async def start(self) -> None:
-        await self.consumer.start()
+        await self.reader.start()
         t = self.s.topics
         tps = [
             TopicPartition(topic, p)
             for topic in (t.payments, t.submissions, t.receipts, t.rejections, t.dlq)
             for p in range(self.s.partitions)
         ]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)
+        self.reader.assign(tps)
+        for tp, first in (await self.reader.beginning_offsets(tps)).items():
+            self.reader.seek(tp, first)
 
     async def poll(self) -> None:
         t = self.s.topics
-        batches = await self.consumer.getmany(timeout_ms=200, max_records=5000)
+        batches = await self.reader.poll(0.2)
         for tp, records in batches.items():
             for r in records:
                 if tp.topic == t.payments:
-                    self._note_betalt(r.value, r.timestamp, f"{tp.topic}:{tp.partition}@{r.offset}")
+                    self._note_betalt(
+                        r.value, r.timestamp_ms, f"{tp.topic}:{tp.partition}@{r.offset}"
+                    )
                 elif tp.topic == t.submissions:
-                    body = json.loads(r.value)
+                    body = json.loads(r.value or b"{}")
                     key = (body["tenant_id"], body["payment_id"])
                     self.positions.setdefault(key, []).append(
                         f"{tp.topic}:{tp.partition}@{r.offset}"
                     )
                 elif tp.topic == t.receipts:
-                    body = json.loads(r.value)
+                    body = json.loads(r.value or b"{}")
                     key = (body["tenant_id"], body["payment_id"])
-                    self.receipt_ms.setdefault(key, r.timestamp)
+                    self.receipt_ms.setdefault(key, r.timestamp_ms)
                     self.posted.add(key)
                 elif tp.topic == t.rejections:
-                    body = json.loads(r.value)
+                    body = json.loads(r.value or b"{}")
                     self.rejected.add((body["tenant_id"], body["payment_id"]))
                 else:
                     headers = dict(r.headers or [])
@@ -75,9 +73,9 @@ class OutcomeWatcher:
                     if reason != "refused":
                         self.dead_lettered += 1
 
-    def _note_betalt(self, value: bytes, timestamp_ms: int, position: str) -> None:
+    def _note_betalt(self, value: bytes | None, timestamp_ms: int, position: str) -> None:
         try:
-            body = json.loads(value)
+            body = json.loads(value or b"")
             if body.get("status") == "Betalt":
                 key = (body["tenant_id"], body["payment_id"])
                 self.betalt_ms.setdefault(key, timestamp_ms)
@@ -88,7 +86,8 @@ class OutcomeWatcher:
     async def explain(self, expected: set[tuple[str, str]]) -> str:
         """Why outcomes are missing: which payments, where their event and submissions
         sit, and where the worker's group stands on every partition it reads."""
-        from worker.stream.lag import group_positions
+        from worker.engine.lag import group_positions
+        from worker.pipeline.topics import HANDLED, PENDING, POSTING, changelog_topic, refused_topic
 
         missing = sorted(expected - self.posted - self.rejected)
         lines = [f"{len(missing)} payment(s) without an outcome:"]
@@ -98,8 +97,8 @@ class OutcomeWatcher:
         topics = [
             t.payments,
             t.submissions,
-            f"{self.s.app_id}-handled-changelog",
-            f"{self.s.app_id}-pending-rejections-changelog",
+            refused_topic(self.s),
+            *(changelog_topic(self.s, store) for store in (HANDLED, PENDING, POSTING)),
         ]
         lines.append(f"group {self.s.app_id}:")
         try:
@@ -125,4 +124,4 @@ class OutcomeWatcher:
         return {"betalt_to_receipt_p50_s": q(0.50), "betalt_to_receipt_p99_s": q(0.99)}
 
     async def stop(self) -> None:
-        await self.consumer.stop()
+        await self.reader.stop()

@@ -1,4 +1,4 @@
-"""Publishing records for the embedded mode, the demo and tests (aiokafka)."""
+"""Publishing records for the embedded mode, the demo and tests (the engine's producer)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,21 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from worker.engine.kafka import KafkaProducer
+
+MAX_REQUEST_BYTES = 8 * 1024 * 1024  # tests publish records larger than a broker takes
 
 
-def producer(bootstrap: str, one_record_batches: bool = True) -> AIOKafkaProducer:
+def producer(bootstrap: str, one_record_batches: bool = True) -> KafkaProducer:
     # One record per batch: Tansu reports a partition's end as the last batch's base
-    # offset + 1, and the register cache's "caught up" relies on that end.
-    extra = {"max_batch_size": 1} if one_record_batches else {}
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0, **extra)
+    # offset + 1, so tests that compare committed and end offsets need one-record batches.
+    return KafkaProducer(
+        bootstrap,
+        idempotent=False,
+        max_request_size=MAX_REQUEST_BYTES,
+        linger_ms=0,
+        one_record_batches=one_record_batches,
+    )
 
 
 async def publish(
@@ -25,7 +32,7 @@ async def publish(
     p = producer(bootstrap, one_record_batches)
     await p.start()
     try:
-        futures = [await p.send(topic, key=k, value=v) for k, v in records]
+        futures = [await p.send(topic, k, v) for k, v in records]
         for f in futures:
             await f
         return len(futures)

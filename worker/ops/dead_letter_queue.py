@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from worker.contracts import DlqHeaders
+from worker.contracts import headers as wire
 from worker.ops import audit
 from worker.ops.authority import ROLE_OKONOMI, Refused, require_okonomi
 from worker.ops.safe_text import escape
@@ -29,7 +30,7 @@ __all__ = ["ROLE_OKONOMI", "DeadLetter", "DlqFilter", "ReplayItem", "ReplayRefus
 
 ReplayRefused = Refused  # the name earlier callers know
 
-REPLAY_HEADERS = ("dlq.replay_count", "dlq.replayed_by")
+REPLAY_HEADERS = wire.REPLAY_HEADERS
 
 
 @dataclass(frozen=True)
@@ -254,8 +255,8 @@ def plan_replay(
         # replaced, at the end.
         headers = [(k, v) for k, v in d.record.headers if k not in REPLAY_HEADERS]
         headers += [
-            ("dlq.replay_count", str(n + 1).encode()),
-            ("dlq.replayed_by", actor.encode()),
+            (wire.REPLAY_COUNT, str(n + 1).encode()),
+            (wire.REPLAYED_BY, actor.encode()),
         ]
         items.append(ReplayItem(d, n, None, h.original_topic, headers))
     return items

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from worker.contracts import PaymentStatusEvent, ProblemCode, Rejection
+from worker.contracts.headers import RESEND_BY
 from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
 from worker.ops import audit
@@ -29,10 +30,8 @@ from worker.ops.topic_reader import Record
 
 Key = tuple[str, str]  # (tenant, payment)
 
-# The mark the enrich stage honours (worker/stream/enrich_stage.py, the same name; the
-# resend tests fail if the two drift apart). Not imported: an operator tool should not
-# need the streaming worker's modules to run.
-RESEND_HEADER = "flyt.resend_by"
+# The mark the enrich stage honours: a resent payment is evaluated again (R13).
+RESEND_HEADER = RESEND_BY
 
 
 @dataclass

@@ -8,13 +8,18 @@ broker profile (`Settings.profile`), so Tansu's workarounds never reach Apache K
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from kafka import KafkaAdminClient
 
 from worker.config import Settings
 
 OFFSET_FOR_LEADER_EPOCH = 23
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,5 +49,28 @@ async def resolve(s: Settings, bootstrap: str) -> Settings:
     """`s` with its broker kind known: as configured, or as the broker says."""
     if s.broker_kind != "auto":
         return s
-    facts = await asyncio.to_thread(probe, bootstrap)
+    facts = await in_daemon_thread(lambda: probe(bootstrap))
     return replace(s, broker_kind=facts.kind)
+
+
+def in_daemon_thread(call: Callable[[], T]) -> asyncio.Future[T]:
+    """`call()` in a daemon thread: a worker asked to stop while the broker does not
+    answer exits without waiting for it (asyncio's own threads are waited for)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(done: Callable[[], None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(done)
+
+    def run() -> None:
+        try:
+            result = call()
+        except BaseException as exc:
+            failure = exc
+            settle(lambda: None if future.done() else future.set_exception(failure))
+        else:
+            settle(lambda: None if future.done() else future.set_result(result))
+
+    threading.Thread(target=run, name="broker-probe", daemon=True).start()
+    return future

@@ -8,9 +8,8 @@ from typing import Any
 
 from worker import metrics
 from worker.contracts import DlqHeaders, DlqReason
-from worker.stream.delivery import Output
-
-_REPLAY_HEADERS = ("dlq.replay_count", "dlq.replayed_by")
+from worker.contracts.headers import REPLAY_HEADERS
+from worker.engine.records import Output, Record
 
 
 def _headers_list(headers: Any) -> list[tuple[str, bytes]]:
@@ -54,14 +53,14 @@ def dlq_headers(
     kept = [
         (k, v)
         for k, v in _headers_list(original_headers)
-        if not k.startswith("dlq.") or k in _REPLAY_HEADERS
+        if not k.startswith("dlq.") or k in REPLAY_HEADERS
     ]
     return kept + header.to_kafka()
 
 
 def dead_letter(
     dlq_topic: str,
-    message: Any,
+    record: Record,
     *,
     reason: DlqReason,
     error_class: str,
@@ -69,18 +68,17 @@ def dead_letter(
     stage: str,
     attempts: int = 1,
 ) -> Output:
-    """The DLQ record for an input `message` (anything with topic, partition, offset, key,
-    value and headers), counted once here."""
+    """The DLQ record for an input `record`, counted once here."""
     metrics.DEAD_LETTERS.labels(stage, reason).inc()
     headers = dlq_headers(
-        message.headers,
+        record.headers,
         reason=reason,
         error_class=error_class,
         error_message=error,
         stage=stage,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
         attempts=attempts,
     )
-    return Output(dlq_topic, message.key, message.value, headers)
+    return Output(dlq_topic, record.key, record.value, headers)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+
+from worker.engine.kafka import topic_partitions
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class PartitionLag:
 
 
 class LagMonitor:
-    """The group's lag on its input topics, for the lag gauges (`observer.py`).
+    """The group's lag on its input topics, for the lag gauges (`worker/pipeline/observer.py`).
 
     One long-lived consumer, outside the group as in `group_positions`, with every
     partition assigned and paused: it fetches nothing except, for a partition that lags,
@@ -130,9 +133,8 @@ class LagMonitor:
         tps: list[TopicPartition] = []
         for topic in self.topics:
             partitions = consumer.partitions_for_topic(topic)
-            if not partitions:  # not in the metadata yet: ask once, measure it next time
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:  # not in the metadata yet: ask the cluster
+                partitions = set(await topic_partitions(self.bootstrap, topic, tries=1))
             tps.extend(TopicPartition(topic, p) for p in sorted(partitions))
         if set(tps) != self._assigned:
             consumer.assign(tps)
@@ -146,11 +148,17 @@ class LagMonitor:
         """Seconds since the record at `offset` was written (None: not readable just now)."""
         consumer.seek(tp, offset)
         consumer.resume(tp)
+        records: list[Any] = []
         try:
-            batches = await consumer.getmany(tp, timeout_ms=2000, max_records=1)
+            # A partition whose leader just moved (a new topic, a broker lost) may take
+            # more than one fetch to answer.
+            for _ in range(3):
+                batches = await consumer.getmany(tp, timeout_ms=1500, max_records=1)
+                records = batches.get(tp) or []
+                if records:
+                    break
         finally:
             consumer.pause(tp)
-        records = batches.get(tp) or []
         if not records:
             return None
         return max(0.0, self._clock() - records[0].timestamp / 1000)

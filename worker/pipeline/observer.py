@@ -1,8 +1,8 @@
 """What a running pipeline tells the probes and the state gauges.
 
 Readiness (`pipeline_readiness`, for /ready, `worker/health.py`): the register cache has
-caught up, the stream processor runs, it is not rebalancing, its first rebalance (with
-table recovery) is complete, and it holds at least one partition of its input topics.
+caught up, the engine runs, it is not rebalancing, its first assignment (with state
+restored) is prepared, and it holds at least one partition of its input topics.
 
 The state gauges, refreshed every `interval_s` by `Observer`: consumer lag per topic and
 partition in records and seconds (`lag.py`), rejections parked for re-evaluation per
@@ -18,9 +18,11 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from worker import logs, metrics
+from worker.engine.lag import LagMonitor
 from worker.health import HEALTH, Health, Readiness
-from worker.stream.lag import LagMonitor
-from worker.stream.pipeline import Pipeline
+from worker.pipeline.payment_state import split_key
+from worker.pipeline.topics import PENDING
+from worker.pipeline.wiring import Pipeline
 
 log = logs.get("worker.observer")
 
@@ -28,17 +30,18 @@ INTERVAL_S = 5.0
 
 
 def pipeline_readiness(pipeline: Pipeline) -> Readiness:
-    app = pipeline.app
+    engine = pipeline.engine
     if not pipeline.cache.ready.is_set():
         return Readiness(False, "register cache catching up")
-    if not app.started or app.should_stop or app.crashed:
+    failed = engine.failure is not None and engine.failure.done()
+    if not engine.started or engine.stopping or failed:
         return Readiness(False, "stream processor not running")
-    if app.rebalancing:
+    if engine.rebalancing:
         return Readiness(False, "rebalancing")
-    if not pipeline.ready.is_set():
-        return Readiness(False, "first rebalance or table recovery not complete")
+    if engine.assignments == 0:
+        return Readiness(False, "first assignment or state restore not complete")
     inputs = {pipeline.s.topics.payments, pipeline.s.topics.submissions}
-    held = [tp for tp in app.consumer.assignment() if tp.topic in inputs]
+    held = [tp for tp in engine.lanes if tp.topic in inputs]
     if not held:
         return Readiness(False, "no partitions assigned")
     return Readiness(True, f"ready: {len(held)} input partitions assigned")
@@ -99,8 +102,8 @@ class Observer:
                 age = (now - index.snapshot.published_at).total_seconds()
                 metrics.SNAPSHOT_AGE_SECONDS.labels(tenant).set(max(0.0, age))
         parked: Counter[str] = Counter()
-        for _, states in list(self.pipeline.pending.items()):
-            parked.update(states.keys())
+        for store in self.pipeline.engine.held_stores(PENDING):
+            parked.update(split_key(key)[0] for key, _ in store.items())
         # A tenant whose last parked rejection was cured drops to 0, not out of sight.
         for tenant in self._parked | set(book.tenants()) | set(parked):
             metrics.REJECTIONS_PARKED.labels(tenant).set(parked.get(tenant, 0))

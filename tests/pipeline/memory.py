@@ -1,0 +1,80 @@
+"""The pipeline's stages on the engine's memory backend: fast, in process, beside the
+real-broker tests (never instead of them)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from worker.config import Settings
+from worker.contracts import RegisterSnapshot
+from worker.core.register_book import RegisterBook
+from worker.demo.registers import demo_snapshot_dicts
+from worker.engine.engine import Engine
+from worker.engine.memory import MemoryBackend, MemoryBroker
+from worker.engine.records import Record, TopicPartition
+from worker.pipeline.enrich_stage import EnrichStage
+from worker.pipeline.topics import topic_specs
+from worker.pipeline.wiring import engine_settings
+
+S = replace(Settings(broker_kind="tansu", app_id="mem"), partitions=2)
+T = S.topics
+
+
+def memory_broker(s: Settings = S) -> MemoryBroker:
+    broker = MemoryBroker(max_record_bytes=1024 * 1024)
+    for spec in topic_specs(s):
+        broker.create_topic(spec.name, spec.partitions)
+    return broker
+
+
+def book(snapshots: list[dict[str, Any]] | None = None) -> RegisterBook:
+    b = RegisterBook()
+    for snap in snapshots or demo_snapshot_dicts():
+        assert b.offer(RegisterSnapshot.model_validate(snap)).accepted
+    return b
+
+
+def enrich_engine(
+    broker: MemoryBroker, b: RegisterBook, s: Settings = S
+) -> tuple[Engine, EnrichStage]:
+    """The enrich stage alone on an engine (the post stage is not subscribed)."""
+    stage = EnrichStage(s, b)
+    engine = Engine(MemoryBackend(broker), engine_settings(s), [stage])
+    stage.engine = engine
+    return engine, stage
+
+
+def publish(
+    broker: MemoryBroker, events: list[dict[str, Any] | bytes], topic: str = T.payments
+) -> None:
+    for e in events:
+        if isinstance(e, bytes):
+            broker.append(topic, b"unreadable", e)
+        else:
+            broker.append(topic, e["payment_id"].encode(), json.dumps(e).encode())
+
+
+def bodies(broker: MemoryBroker, topic: str) -> list[dict[str, Any]]:
+    return [json.loads(r.value or b"") for r in broker.read_all(topic)]
+
+
+def committed_all(broker: MemoryBroker, s: Settings, topic: str) -> bool:
+    group = broker.group(s.app_id)
+    return all(
+        (group.committed.get(TopicPartition(topic, p)) or 0) == len(broker.read(topic, p))
+        for p in range(broker.partitions(topic))
+    )
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+def records(broker: MemoryBroker, topic: str) -> list[Record]:
+    return broker.read_all(topic)

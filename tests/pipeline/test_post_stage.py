@@ -1,0 +1,366 @@
+"""The post stage on the engine's memory backend, posting to the real Xledger sandbox over
+HTTP: per-tenant loops, the commit point, the hand-over, zombies, R14 refusals, R18."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.pipeline.memory import S, book, memory_broker, records, until
+from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Submission
+from worker.contracts.headers import SOURCE
+from worker.core import Enriched, evaluate
+from worker.core.register_book import RegisterBook
+from worker.demo.events import generate_events
+from worker.demo.harness import start_demo_sandbox
+from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
+from worker.devenv.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot
+from worker.engine.engine import Engine
+from worker.engine.memory import MemoryBackend, MemoryBroker
+from worker.engine.records import TopicPartition
+from worker.pipeline.outputs import RefusedPayment
+from worker.pipeline.post_stage import HOLDER, PostStage
+from worker.pipeline.topics import POSTING, changelog_topic, refused_topic
+from worker.pipeline.wiring import engine_settings
+from worker.runtime import make_client
+from worker.xledger.client import PostResult, Target, XledgerClient
+from worker.xledger.secrets import env_name
+
+SLOW, FAST = "t-lillevik", "t-vestfold-bv"
+ONE = replace(S, partitions=1, post_batch_window_s=0.05, xledger_request_deadline_s=1.0)
+T = ONE.topics
+SUBS = TopicPartition(T.submissions, 0)
+
+
+def submissions(b: RegisterBook, tenant: str, n: int, seed: int = 14) -> list[Submission]:
+    out = []
+    for raw in generate_events(3000, seed=seed):
+        event = PaymentStatusEvent.model_validate(raw)
+        if event.tenant_id != tenant or event.status != "Betalt":
+            continue
+        result = evaluate(event, b.index(tenant))
+        if isinstance(result, Enriched) and event.payment_id not in {s.payment_id for s in out}:
+            out.append(result.submission(event, datetime.now(UTC)))
+        if len(out) == n:
+            return out
+    raise AssertionError("not enough demo submissions")
+
+
+def publish(broker: MemoryBroker, subs: list[Submission], partition: int = 0) -> None:
+    for sub in subs:
+        # Where its Betalt event sat: the refused payment goes back there (R14, R16).
+        where = f"{T.payments}/{partition}@0".encode()
+        broker.append(
+            T.submissions,
+            sub.tenant_id.encode(),
+            sub.model_dump_json().encode(),
+            [(SOURCE, where)],
+            partition=0,
+        )
+
+
+class Gate:
+    """The real client, with a gate in front of one tenant's calls: a call in hand for as
+    long as the test wants (a slow Xledger, a stalled worker)."""
+
+    def __init__(self, client: XledgerClient, tenant: str) -> None:
+        self.client = client
+        self.s = client.s
+        self.tenant = tenant
+        self.open = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    async def post(self, target: Target, subs: Any, fence: Any = None) -> PostResult:
+        if target.tenant_id == self.tenant:
+            self.entered.set()
+            await self.open.wait()
+        return await self.client.post(target, subs, fence)
+
+
+def post_engine(
+    broker: MemoryBroker, b: RegisterBook, client: Any, s: Any = ONE
+) -> tuple[Engine, PostStage]:
+    """The post stage alone on an engine (the enrich stage is not subscribed)."""
+    stage = PostStage(s, b, client)
+    engine = Engine(MemoryBackend(broker), engine_settings(s), [stage])
+    stage.engine = engine
+    return engine, stage
+
+
+async def sandbox_with(
+    snapshots: list[RegisterSnapshot], faults: FaultProfile | None = None
+) -> tuple[XledgerSandbox, dict[str, str]]:
+    """A sandbox whose entities know these snapshots' codes; the tokens as env variables."""
+    box = XledgerSandbox(faults=faults or FaultProfile())
+    tokens = {}
+    for i, snap in enumerate(snapshots):
+        token = f"post-stage-token-{i}-0123456789"
+        box.add_entity(token, entity_from_snapshot(snap, 60_000_000 + i))
+        tokens[env_name(snap.settings.token_ref)] = token
+    await box.start()
+    return box, tokens
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[tuple[XledgerSandbox, dict[str, str]]]:
+    box, tokens = await start_demo_sandbox()
+    try:
+        yield box, tokens
+    finally:
+        await box.stop()
+
+
+def client_for(box: XledgerSandbox, tokens: dict[str, str]) -> XledgerClient:
+    return make_client(replace(ONE, sandbox=True, xledger_endpoint_override=box.url), tokens)
+
+
+def posted(box: XledgerSandbox) -> list[str]:
+    """Payment ids in the ledger, one per line."""
+    return [line["extIdentifier"].split(":")[2] for line in box.ledger()]
+
+
+def twice_each(subs: list[Submission]) -> list[str]:
+    """What the ledger holds when each payment is posted once: its two lines."""
+    return sorted(s.payment_id for s in subs for _ in (1, 2))
+
+
+def committed(broker: MemoryBroker, tp: TopicPartition = SUBS) -> int | None:
+    return broker.group(ONE.app_id).committed.get(tp)
+
+
+async def test_a_slow_tenant_holds_its_partitions_commit_but_not_the_other_tenants_posts(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """Several tenants share a partition: a fast tenant's posts go on while a slow one's
+    call is in hand, and nothing is committed past the slow tenant's first payment."""
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    client = Gate(client_for(box, tokens), SLOW)
+    slow, fast = submissions(b, SLOW, 4), submissions(b, FAST, 7)
+    publish(broker, slow[:3] + fast + slow[3:])  # offsets 0–2 slow, 3–9 fast, 10 slow
+    engine, _ = post_engine(broker, b, client)
+    await engine.start()
+    try:
+        await until(lambda: {s.payment_id for s in fast} <= set(posted(box)))
+        await asyncio.sleep(0.3)
+        assert (committed(broker) or 0) == 0  # offset 0 is in hand: no commit past it
+        client.open.set()
+        await until(lambda: committed(broker) == 11)
+        assert sorted(posted(box)) == twice_each(slow + fast)
+    finally:
+        await engine.stop(3.0)
+        await client.client.aclose()
+
+
+async def test_a_revoke_lets_the_mutation_in_flight_finish_and_commits_its_outcomes() -> None:
+    """engine.md, hand-over: on revoke the mutation on the wire finishes, its receipts are
+    written, the partition is committed, and only then does the revoke return; the
+    hand-over was clean, so the partition's note says `released`."""
+    box, tokens = await sandbox_with(demo_snapshots(), FaultProfile(slow=1.0, slow_seconds=0.5))
+    b, broker = book(), memory_broker(ONE)
+    client = client_for(box, tokens)
+    slow = submissions(b, SLOW, 3)
+    publish(broker, slow)
+    engine, _ = post_engine(broker, b, client)
+    revoked: list[asyncio.Task[None]] = []
+    # The moment the batch is stored, its answer still on its way: the rebalance begins.
+    box.on_stored = lambda batch: revoked.append(
+        asyncio.get_running_loop().create_task(engine.on_revoked({SUBS}))
+    )
+    await engine.start()
+    try:
+        await until(lambda: bool(revoked))
+        await revoked[0]
+        assert committed(broker) == 3  # the receipts were written before the commit
+        assert len(records(broker, T.receipts)) == 3
+        assert sorted(posted(box)) == twice_each(slow)
+        notes = [json.loads(r.value or b"") for r in records(broker, changelog_topic(ONE, POSTING))]
+        assert notes[-1]["state"] == "released"
+    finally:
+        await engine.stop(3.0)
+        await client.aclose()
+        await box.stop()
+
+
+async def test_a_revoke_starts_no_mutation_that_was_not_yet_on_the_wire(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """A batch gathered but not yet sent when the revoke begins is not posted here: the
+    partition's next holder posts it (its records stay uncommitted)."""
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    client = Gate(client_for(box, tokens), SLOW)
+    publish(broker, submissions(b, SLOW, 3))
+    engine, _ = post_engine(broker, b, client)
+    await engine.start()
+    try:
+        await asyncio.wait_for(client.entered.wait(), 10)
+        asyncio.get_running_loop().call_later(0.3, client.open.set)
+        await engine.on_revoked({SUBS})
+        assert posted(box) == [] and (committed(broker) or 0) == 0
+    finally:
+        await engine.stop(3.0)
+        await client.client.aclose()
+
+
+async def test_after_an_unclean_hand_over_the_new_holder_waits_a_request_deadline(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """The last holder died (its note still says `held`): a request of its may still be
+    in flight, so the new holder's first lookup waits one request deadline."""
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    broker.append(changelog_topic(ONE, POSTING), HOLDER.encode(), b'{"state":"held"}', partition=0)
+    client = client_for(box, tokens)
+    publish(broker, submissions(b, FAST, 2))
+    engine, stage = post_engine(broker, b, client)
+    loop = asyncio.get_running_loop()
+    await engine.start()
+    try:
+        await until(lambda: bool(stage.ready_at))
+        [ready_at] = stage.ready_at.values()
+        assert ready_at - loop.time() > 0.5  # about the 1 s deadline from assignment
+        await until(lambda: committed(broker) == 2)
+        assert loop.time() >= ready_at
+    finally:
+        await engine.stop(3.0)
+        await client.aclose()
+
+
+async def test_after_a_clean_hand_over_the_new_holder_posts_at_once(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    broker.append(
+        changelog_topic(ONE, POSTING), HOLDER.encode(), b'{"state":"released"}', partition=0
+    )
+    client = client_for(box, tokens)
+    engine, stage = post_engine(broker, b, client)
+    loop = asyncio.get_running_loop()
+    await engine.start()
+    try:
+        await until(lambda: bool(stage.ready_at))
+        [ready_at] = stage.ready_at.values()
+        assert ready_at <= loop.time()
+    finally:
+        await engine.stop(3.0)
+        await client.aclose()
+
+
+async def test_a_zombie_posts_nothing_for_the_partition_it_lost(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """A worker stalled past its session timeout (here: expelled while its call waits at
+    the gate) resumes: its membership cannot be confirmed, so it sends no mutation; the
+    new holder posts the payments, each once."""
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    stalled = Gate(client_for(box, tokens), SLOW)
+    subs = submissions(b, SLOW, 3)
+    publish(broker, subs)
+    zombie, _ = post_engine(broker, b, stalled)
+    await zombie.start()
+    other = client_for(box, tokens)
+    successor, _ = post_engine(broker, b, other)
+    try:
+        await asyncio.wait_for(stalled.entered.wait(), 10)
+        zombie.consumer.expel()  # type: ignore[attr-defined]  (the memory backend's stall)
+        await successor.start()
+        await until(lambda: committed(broker) == 3)  # the successor posted them
+        stalled.open.set()  # the zombie wakes up and reaches its mutation
+        await asyncio.sleep(0.5)
+        assert sorted(posted(box)) == twice_each(subs)
+    finally:
+        await zombie.stop(3.0)
+        await successor.stop(3.0)
+        await stalled.client.aclose()
+        await other.aclose()
+
+
+async def test_a_refused_payment_is_one_rejection_sent_back_to_its_state_owner(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """R14 (decided): a rejection XLEDGER_REFUSED and no dead letter; the payment goes back
+    to the partition its Betalt event came from (engine.md, Ownership), to wait for R16."""
+    box, tokens = sandbox
+    snapshots = demo_snapshot_dicts()
+    unknown = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == FAST))
+    unknown["version"] = 2  # maps every category to an account Xledger does not have
+    for entry in unknown["registers"]["betalingstype"]:
+        entry["value"] = "14799"
+    b = book(snapshots)
+    assert b.offer(RegisterSnapshot.model_validate(unknown)).accepted
+    broker = memory_broker(ONE)
+    client = client_for(box, tokens)
+    [sub] = submissions(b, FAST, 1)
+    publish(broker, [sub])
+    engine, _ = post_engine(broker, b, client)
+    await engine.start()
+    try:
+        await until(lambda: committed(broker) == 1)
+        [rejection] = [json.loads(r.value or b"") for r in records(broker, T.rejections)]
+        assert rejection["reason"] == "XLEDGER_REFUSED" and rejection["retryable"] is True
+        assert records(broker, T.dlq) == [] and posted(box) == []
+        [back] = records(broker, refused_topic(ONE))
+        refused = RefusedPayment.model_validate_json(back.value or b"")
+        assert (refused.payment_id, refused.snapshot_version) == (sub.payment_id, 2)
+        assert PaymentStatusEvent.model_validate_json(refused.event) == sub.event
+    finally:
+        await engine.stop(3.0)
+        await client.aclose()
+
+
+async def test_r18_a_payment_decided_under_another_motkonto_is_evaluated_again_first() -> None:
+    """R18 (decided): the snapshot in force moved the tenant's Motkonto after the payment
+    was evaluated: it is evaluated again, and posted with the counter line in force."""
+    snapshots = demo_snapshot_dicts()
+    b = book(snapshots)
+    [stale] = submissions(b, FAST, 1)
+    moved = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == FAST))
+    moved["version"] += 1
+    moved["settings"]["counter_account"] = "1921"
+    snapshot = RegisterSnapshot.model_validate(moved)
+    assert b.offer(snapshot).accepted
+    box, tokens = await sandbox_with([snapshot])
+    broker = memory_broker(ONE)
+    client = client_for(box, tokens)
+    publish(broker, [stale])
+    engine, _ = post_engine(broker, b, client)
+    await engine.start()
+    try:
+        await until(lambda: committed(broker) == 1)
+        counter = [x for x in box.ledger() if x["extIdentifier"].endswith(":2")]
+        assert [x["account"] for x in counter] == ["1921"]  # not the stale 1920
+    finally:
+        await engine.stop(3.0)
+        await client.aclose()
+        await box.stop()
+
+
+async def test_a_record_that_is_no_submission_is_dead_lettered_and_committed(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    broker.append(T.submissions, b"t", b"{not a submission", partition=0)
+    client = client_for(box, tokens)
+    engine, _ = post_engine(broker, b, client)
+    await engine.start()
+    try:
+        await until(lambda: committed(broker) == 1)
+        [dead] = records(broker, T.dlq)
+        assert dead.header("dlq.reason") == b"invalid" and dead.header("dlq.stage") == b"post"
+    finally:
+        await engine.stop(3.0)
+        await client.aclose()

@@ -1,0 +1,94 @@
+"""What the engine needs of a broker, as two small interfaces: a group consumer and a
+producer (plus a reader that belongs to no group). `kafka.py` implements them on
+aiokafka; `memory.py` in process, for fast tests of the stages beside the real-broker
+tests (as arroyo's local backend does)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from worker.engine.records import Record, TopicPartition
+
+
+class Fenced(Exception):
+    """The group has moved on: this member's generation is gone (a rebalance it missed,
+    or a session that expired while it was stalled). It owns nothing until it rejoins."""
+
+
+class Unreachable(Exception):
+    """The broker did not answer in time."""
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    group: str
+    session_timeout_s: float
+    heartbeat_interval_s: float
+    rebalance_timeout_s: float
+    # Topics dealt out together (assignment.py): partition p of each to the same member.
+    copartitioned: tuple[tuple[str, ...], ...] = ()
+    fetch_max_wait_ms: int = 100  # a floor under each hop's latency where nothing waits
+    max_poll_records: int = 2000
+
+
+class RebalanceListener(Protocol):
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None: ...
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None: ...
+
+
+class GroupConsumer(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...  # leaves the group
+    def subscribe(self, topics: list[str], listener: RebalanceListener) -> None: ...
+    async def poll(self, timeout_s: float) -> dict[TopicPartition, list[Record]]: ...
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...  # Fenced
+    async def committed(self, tp: TopicPartition) -> int | None: ...
+    async def beginning_offsets(
+        self, tps: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int]: ...
+    async def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]: ...
+    def seek(self, tp: TopicPartition, offset: int) -> None: ...
+    def pause(self, tps: Iterable[TopicPartition]) -> None: ...
+    def resume(self, tps: Iterable[TopicPartition]) -> None: ...
+    def assignment(self) -> set[TopicPartition]: ...
+
+
+class Reader(Protocol):
+    """Reads partitions it is given, outside any group (restores, the register cache)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def partitions(self, topic: str) -> list[int]: ...
+    def assign(self, tps: Iterable[TopicPartition]) -> None: ...
+    def seek(self, tp: TopicPartition, offset: int) -> None: ...
+    async def poll(self, timeout_s: float) -> dict[TopicPartition, list[Record]]: ...
+    async def position(self, tp: TopicPartition) -> int: ...
+    async def beginning_offsets(
+        self, tps: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int]: ...
+    async def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]: ...
+
+
+class Producer(Protocol):
+    # The errors that say the broker will never take a record (too large): no retry helps.
+    unwritable: tuple[type[BaseException], ...]
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]: ...  # resolves to the record's metadata (`.offset`)
+
+
+class Backend(Protocol):
+    def group_consumer(self, settings: GroupSettings) -> GroupConsumer: ...
+    def reader(self) -> Reader: ...
+    def producer(self) -> Producer: ...

@@ -1,0 +1,152 @@
+"""The post stage: xledger.submissions.v1 → Xledger → receipts, rejections, dead letters.
+
+One posting loop per tenant (`tenant_poster.py`), so a slow or paused tenant never holds
+up another; a tenant's submissions all sit in one partition (keyed by tenant), so each
+loop belongs to one holding of one partition (`Lane`), and the engine commits a
+partition only past records whose outcome is on the broker.
+
+Hand-over (engine.md): on revoke, each of the partition's loops takes no new work, lets
+the Xledger call in hand finish or reach the request deadline, writes its outcomes, and
+stops; the engine then commits. After a clean hand-over (the commit went through) the
+partition's `posting` store notes `released`. A new holder that finds it `held` instead
+(the last holder died or was stalled, and a request of its may still be in flight)
+waits one request deadline before it looks anything up there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from worker import logs
+from worker.config import Settings
+from worker.contracts import DlqReason, Submission
+from worker.contracts.reading import describe
+from worker.core.register_book import RegisterBook
+from worker.engine.engine import Engine
+from worker.engine.offsets import Lane
+from worker.engine.records import Output, Record, StateChange
+from worker.pipeline.dead_letters import dead_letter
+from worker.pipeline.tenant_poster import TenantPoster
+from worker.pipeline.topics import POSTING
+from worker.xledger.client import XledgerClient
+
+log = logs.get("worker.pipeline")
+
+HOLDER = "\x00holder"  # the posting store's note on who last held the partition
+
+
+class PostStage:
+    name = "post"
+
+    def __init__(self, s: Settings, book: RegisterBook, client: XledgerClient) -> None:
+        self.s = s
+        self.book = book
+        self.client = client
+        self.topics: tuple[str, ...] = (s.topics.submissions,)
+        self.engine: Engine | None = None  # set when the engine is built
+        self.posters: dict[str, TenantPoster] = {}
+        self.ready_at: dict[int, float] = {}  # lane id → loop time its first lookup may go
+        self._strays: set[asyncio.Task[None]] = set()
+
+    @property
+    def ctx(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("the post stage is not attached to an engine")
+        return self.engine
+
+    # --- the engine's side ---------------------------------------------------------------
+
+    def submit(self, lane: Lane, records: list[Record]) -> None:
+        for record in records:
+            try:
+                sub = Submission.model_validate_json(record.value or b"")
+            except ValidationError as exc:
+                self._stray(lane, record, describe(exc))
+                continue
+            poster = self.posters.get(sub.tenant_id)
+            if poster is None or poster.lane is not lane:
+                poster = self.posters[sub.tenant_id] = TenantPoster(self, sub.tenant_id, lane)
+            poster.queue.put_nowait((sub, record))
+
+    async def assigned(self, lanes: list[Lane]) -> None:
+        loop = asyncio.get_running_loop()
+        now = datetime.now(UTC).isoformat()
+        notes = []
+        for lane in lanes:
+            p = lane.tp.partition
+            held = self.ctx.store(POSTING, p).get(HOLDER)
+            unclean = held is not None and held.get("state") != "released"
+            wait = self.s.xledger_request_deadline_s if unclean else 0.0
+            self.ready_at[lane.id] = loop.time() + wait
+            if unclean:
+                log.warning(
+                    "post_takeover_wait",
+                    partition=p,
+                    wait_s=wait,
+                    why="the last holder did not hand over cleanly: a request of its may "
+                    "still be in flight",
+                )
+            notes.append(StateChange(POSTING, p, HOLDER, {"state": "held", "at": now}))
+        await self.ctx.write([], notes)
+
+    async def revoked(self, lanes: list[Lane], deadline: float) -> None:
+        ids = {lane.id for lane in lanes}
+        leaving = [p for p in self.posters.values() if p.lane.id in ids]
+        await asyncio.gather(*(p.stop(deadline) for p in leaving))
+        for poster in leaving:
+            if self.posters.get(poster.tenant) is poster:
+                del self.posters[poster.tenant]
+        strays = [t for t in self._strays if not t.done()]
+        if strays:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.gather(*strays, return_exceptions=True)
+
+    async def handed_over(self, lanes: list[Lane], clean: bool) -> None:
+        for lane in lanes:
+            self.ready_at.pop(lane.id, None)
+        if clean:  # the commit went through: nothing of ours is in flight for these
+            now = datetime.now(UTC).isoformat()
+            await self.ctx.write(
+                [],
+                [
+                    StateChange(
+                        POSTING, lane.tp.partition, HOLDER, {"state": "released", "at": now}
+                    )
+                    for lane in lanes
+                ],
+            )
+
+    def stop(self) -> None:
+        for poster in self.posters.values():
+            poster.task.cancel()
+
+    # --- records that are not submissions ------------------------------------------------
+
+    def _stray(self, lane: Lane, record: Record, error: str) -> None:
+        dead = self.dead_letter(record, DlqReason.INVALID, "ValidationError", error)
+
+        async def write() -> None:
+            await self.ctx.write([dead], (), [(lane, record)])
+
+        task = asyncio.create_task(write())
+        self._strays.add(task)
+        task.add_done_callback(self._strays.discard)
+
+    def dead_letter(
+        self, record: Record, reason: DlqReason, error_class: str, error: str, attempts: int = 1
+    ) -> Output:
+        """This stage's DLQ record for an input record (the one policy: dead_letters.py)."""
+        return dead_letter(
+            self.s.topics.dlq,
+            record,
+            reason=reason,
+            error_class=error_class,
+            error=error,
+            stage="post",
+            attempts=attempts,
+        )

@@ -1,0 +1,91 @@
+"""Every worker's copy of all register snapshots (`flyt.registers.v1`, compacted).
+
+Reads every partition from the start, outside the consumer group (every worker must see
+every tenant), then follows the topic (`engine/follower.py`). `ready` is set once the
+cache has read up to each partition's end as it was at start; the stages take no record
+before that. Memory holds one index per tenant: proportional to the registers, not to
+history. An accepted snapshot is announced to `on_accepted` listeners, which must not
+block: R16's re-evaluation runs in the enrich stage's own tasks, never in here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from pydantic import ValidationError
+
+from worker import logs, metrics
+from worker.contracts import RegisterSnapshot
+from worker.contracts.reading import describe
+from worker.core.register_book import RegisterBook
+from worker.engine.backend import Reader
+from worker.engine.follower import TopicFollower
+from worker.engine.records import Record
+
+log = logs.get("worker.registers")
+
+Listener = Callable[[RegisterSnapshot], None]
+
+
+class RegisterCache:
+    def __init__(self, reader: Reader, topic: str, book: RegisterBook) -> None:
+        self.topic = topic
+        self.book = book
+        self.listeners: list[Listener] = []
+        self._follower = TopicFollower(reader, topic, self._apply, self._caught_up)
+
+    @property
+    def ready(self) -> asyncio.Event:
+        return self._follower.caught_up
+
+    async def start(self) -> None:
+        await self._follower.start()
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        await asyncio.wait_for(self.ready.wait(), timeout_s)
+
+    def _caught_up(self) -> None:
+        log.info("register_cache_ready", tenants=len(self.book), topic=self.topic)
+
+    def _apply(self, record: Record) -> None:
+        value = record.value
+        if not value:  # a tombstone: the tenant's snapshot in force stays (decided)
+            log.warning(
+                "snapshot_tombstone_ignored", partition=record.partition, offset=record.offset
+            )
+            return
+        try:
+            snapshot = RegisterSnapshot.model_validate_json(value)
+        except ValidationError as exc:
+            metrics.SNAPSHOTS.labels("unknown", "refused").inc()
+            log.error(
+                "snapshot_unreadable",
+                partition=record.partition,
+                offset=record.offset,
+                error=describe(exc),
+            )
+            return
+        offer = self.book.offer(snapshot)
+        if not offer.accepted:
+            metrics.SNAPSHOTS.labels(snapshot.tenant_id, "refused").inc()
+            log.error(
+                "snapshot_refused",
+                tenant_id=snapshot.tenant_id,
+                version=snapshot.version,
+                reasons=[f"{r.rule} {r.code}: {r.message}" for r in offer.refusals],
+            )
+            return
+        metrics.SNAPSHOTS.labels(snapshot.tenant_id, "accepted").inc()
+        metrics.SNAPSHOT_VERSION.labels(snapshot.tenant_id).set(snapshot.version)
+        log.info("snapshot_accepted", tenant_id=snapshot.tenant_id, version=snapshot.version)
+        for listener in self.listeners:
+            try:
+                listener(snapshot)
+            except Exception as exc:  # a listener's failure must not stop the cache
+                log.exception(
+                    "snapshot_listener_failed", tenant_id=snapshot.tenant_id, error=str(exc)
+                )
