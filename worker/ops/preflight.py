@@ -650,7 +650,7 @@ def _origins(snap: RegisterSnapshot, sources: Iterable[Source]) -> dict[str, lis
         elif source is Source.TILHORIGHET:
             for v in r.tilhorighet.values:
                 name = names.get(v.org_unit_id)
-                put(v.value, f"{register}: enhet {v.org_unit_id}" + (f" {name}" if name else ""))
+                put(v.value, f"{register}: enhet {v.org_unit_id}" + (f" «{name}»" if name else ""))
         elif source is Source.TILTAK:
             for t in r.tiltak:
                 types, units = ", ".join(t.measure_types), ", ".join(t.org_unit_ids)

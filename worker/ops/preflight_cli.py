@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,8 @@ def publish_after_preflight(
         )
     assert actor, "the command requires --actor with --force"
     logs.configure(s.log_level)  # the operator_action line, as the other audited commands
+    # kafka-python's connection chatter is not what an operator reads here (as `dlq replay`).
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     failure: str | None = None
     try:
         publish(server, s.topics.registers, snapshots)
