@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -216,11 +217,15 @@ async def test_a_revoke_starts_no_mutation_that_was_not_yet_on_the_wire(
 async def test_after_an_unclean_hand_over_the_new_holder_waits_a_request_deadline(
     sandbox: tuple[XledgerSandbox, dict[str, str]],
 ) -> None:
-    """The last holder died (its note still says `held`): a request of its may still be
-    in flight, so the new holder's first lookup waits one request deadline."""
+    """The last holder died (its note still says `held`) just after it began a mutation:
+    that mutation may still be on its way, so the new holder's first lookup waits until
+    one request deadline has passed since it began."""
     box, tokens = sandbox
     b, broker = book(), memory_broker(ONE)
-    broker.append(changelog_topic(ONE, POSTING), HOLDER.encode(), b'{"state":"held"}', partition=0)
+    note = {"state": "held", "mutation_at": time.time()}
+    broker.append(
+        changelog_topic(ONE, POSTING), HOLDER.encode(), json.dumps(note).encode(), partition=0
+    )
     client = client_for(box, tokens)
     publish(broker, submissions(b, FAST, 2))
     engine, stage = post_engine(broker, b, client)
@@ -229,9 +234,56 @@ async def test_after_an_unclean_hand_over_the_new_holder_waits_a_request_deadlin
     try:
         await until(lambda: bool(stage.ready_at))
         [ready_at] = stage.ready_at.values()
-        assert ready_at - loop.time() > 0.5  # about the 1 s deadline from assignment
+        assert ready_at - loop.time() > 0.5  # about the 1 s deadline (plus clock margin)
         await until(lambda: committed(broker) == 2)
         assert loop.time() >= ready_at
+    finally:
+        await engine.stop(3.0)
+        await client.aclose()
+
+
+async def test_after_an_unclean_hand_over_long_after_the_last_mutation_nobody_waits(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    note = {"state": "held", "mutation_at": time.time() - 60}
+    broker.append(
+        changelog_topic(ONE, POSTING), HOLDER.encode(), json.dumps(note).encode(), partition=0
+    )
+    client = client_for(box, tokens)
+    engine, stage = post_engine(broker, b, client)
+    loop = asyncio.get_running_loop()
+    await engine.start()
+    try:
+        await until(lambda: bool(stage.ready_at))
+        [ready_at] = stage.ready_at.values()
+        assert ready_at <= loop.time()
+    finally:
+        await engine.stop(3.0)
+        await client.aclose()
+
+
+async def test_the_holder_notes_when_it_begins_a_mutation_before_sending_it(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    client = client_for(box, tokens)
+    engine, _ = post_engine(broker, b, client)
+    stored_after: list[float | None] = []
+
+    def notes() -> list[dict[str, Any]]:
+        return [json.loads(r.value or b"") for r in records(broker, changelog_topic(ONE, POSTING))]
+
+    # The moment Xledger stores the batch, the note of its beginning is on the broker.
+    box.on_stored = lambda batch: stored_after.append(notes()[-1].get("mutation_at"))
+    before = time.time()
+    publish(broker, submissions(b, FAST, 3))
+    await engine.start()
+    try:
+        await until(lambda: committed(broker) == 3)
+        assert stored_after and all(t is not None and t >= before for t in stored_after)
     finally:
         await engine.stop(3.0)
         await client.aclose()
@@ -339,7 +391,12 @@ async def test_r18_a_payment_decided_under_another_motkonto_is_evaluated_again_f
     engine, _ = post_engine(broker, b, client)
     await engine.start()
     try:
-        await until(lambda: committed(broker) == 1)
+        # Written again as a new submission (what reconcile compares with), then posted.
+        await until(lambda: committed(broker) == 2)
+        [_, again] = [
+            Submission.model_validate_json(r.value or b"") for r in records(broker, T.submissions)
+        ]
+        assert again.lines[1].account == "1921" and again.snapshot_version == snapshot.version
         counter = [x for x in box.ledger() if x["extIdentifier"].endswith(":2")]
         assert [x["account"] for x in counter] == ["1921"]  # not the stale 1920
     finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from worker import metrics
+from worker import logs, metrics
 from worker.contracts import DlqHeaders, DlqReason
 from worker.contracts.headers import REPLAY_HEADERS
 from worker.engine.records import Output, Record
@@ -38,8 +38,9 @@ def dlq_headers(
         {
             "dlq.reason": reason,
             "dlq.error_class": error_class,
-            # Bounded: a header is not a log file. Never holds a token (callers pass our texts).
-            "dlq.error_message": error_message[:2000],
+            # Bounded: a header is not a log file. Never a token: crash texts (str(exc))
+            # are masked here, as every text that leaves the process is (R5).
+            "dlq.error_message": logs.mask(error_message)[:2000],
             "dlq.stage": stage,
             "dlq.original_topic": topic,
             "dlq.original_partition": partition,

@@ -8,15 +8,19 @@ partition only past records whose outcome is on the broker.
 Hand-over (engine.md): on revoke, each of the partition's loops takes no new work, lets
 the Xledger call in hand finish or reach the request deadline, writes its outcomes, and
 stops; the engine then commits. After a clean hand-over (the commit went through) the
-partition's `posting` store notes `released`. A new holder that finds it `held` instead
-(the last holder died or was stalled, and a request of its may still be in flight)
-waits one request deadline before it looks anything up there.
+partition's `posting` store notes `released`. Before each mutation the holder notes when
+it started one (`mutation_at`, wall clock). A new holder that finds the note `held`
+instead (the last holder died or was stalled) waits until one request deadline has
+passed since that last mutation began, before it looks anything up there: a mutation of
+the last holder may still be on its way to Xledger, and a lookup before it lands would
+miss it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -37,6 +41,7 @@ from worker.xledger.client import XledgerClient
 log = logs.get("worker.pipeline")
 
 HOLDER = "\x00holder"  # the posting store's note on who last held the partition
+CLOCK_MARGIN_S = 1.0  # for the skew between two workers' wall clocks
 
 
 class PostStage:
@@ -74,24 +79,34 @@ class PostStage:
 
     async def assigned(self, lanes: list[Lane]) -> None:
         loop = asyncio.get_running_loop()
-        now = datetime.now(UTC).isoformat()
+        now = time.time()
         notes = []
         for lane in lanes:
             p = lane.tp.partition
-            held = self.ctx.store(POSTING, p).get(HOLDER)
-            unclean = held is not None and held.get("state") != "released"
-            wait = self.s.xledger_request_deadline_s if unclean else 0.0
+            held = self.ctx.store(POSTING, p).get(HOLDER) or {}
+            last = held.get("mutation_at") if held.get("state") == "held" else None
+            wait = 0.0
+            if last is not None:
+                wait = max(0.0, last + self.s.xledger_request_deadline_s + CLOCK_MARGIN_S - now)
             self.ready_at[lane.id] = loop.time() + wait
-            if unclean:
+            if wait:
                 log.warning(
                     "post_takeover_wait",
                     partition=p,
-                    wait_s=wait,
-                    why="the last holder did not hand over cleanly: a request of its may "
-                    "still be in flight",
+                    wait_s=round(wait, 1),
+                    why="the last holder did not hand over cleanly and began a mutation "
+                    "less than one request deadline ago: it may still be on its way",
                 )
-            notes.append(StateChange(POSTING, p, HOLDER, {"state": "held", "at": now}))
+            notes.append(self._note(p, "held", held.get("mutation_at")))
         await self.ctx.write([], notes)
+
+    async def mutation_starts(self, lane: Lane) -> None:
+        """Noted (on the broker) before a mutation is sent: see the module's docstring."""
+        await self.ctx.write([], [self._note(lane.tp.partition, "held", time.time())])
+
+    def _note(self, partition: int, state: str, mutation_at: float | None) -> StateChange:
+        note = {"state": state, "mutation_at": mutation_at, "at": datetime.now(UTC).isoformat()}
+        return StateChange(POSTING, partition, HOLDER, note)
 
     async def revoked(self, lanes: list[Lane], deadline: float) -> None:
         ids = {lane.id for lane in lanes}
@@ -110,15 +125,8 @@ class PostStage:
         for lane in lanes:
             self.ready_at.pop(lane.id, None)
         if clean:  # the commit went through: nothing of ours is in flight for these
-            now = datetime.now(UTC).isoformat()
             await self.ctx.write(
-                [],
-                [
-                    StateChange(
-                        POSTING, lane.tp.partition, HOLDER, {"state": "released", "at": now}
-                    )
-                    for lane in lanes
-                ],
+                [], [self._note(lane.tp.partition, "released", None) for lane in lanes]
             )
 
     def stop(self) -> None:

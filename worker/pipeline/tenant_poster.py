@@ -42,7 +42,7 @@ from worker.pipeline.outputs import (
     rejection_output,
 )
 from worker.pipeline.topics import refused_topic
-from worker.xledger.client import PostResult, Target
+from worker.xledger.client import HoldReason, PostResult, Target
 
 if TYPE_CHECKING:
     from worker.pipeline.post_stage import PostStage
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 log = logs.get("worker.pipeline")
 
 Item = tuple[Submission, Record]
+UNRESOLVED_RETRY_S = 10.0  # held with an unknown outcome: posted again (lookup first) after
 
 
 class TenantPoster:
@@ -122,7 +123,12 @@ class TenantPoster:
             await asyncio.sleep(wait)
 
     async def _fence(self) -> bool:
-        return await self.stage.ctx.confirm(self.lane)
+        """Asked by the client immediately before it sends a mutation: the partition is
+        still ours, our membership is confirmed, and the mutation's start is noted."""
+        if not await self.stage.ctx.confirm(self.lane):
+            return False
+        await self.stage.mutation_starts(self.lane)
+        return self.lane.open
 
     async def _post(self, items: list[Item]) -> None:
         stage = self.stage
@@ -147,7 +153,16 @@ class TenantPoster:
             if result.held:
                 held = {id(sub) for sub in result.held}
                 items = [item for item in items if id(item[0]) in held]
-                await self._pause_for_token(target.token_ref, result.held_why)
+                if result.held_reason is HoldReason.TOKEN:
+                    await self._pause_for_token(target.token_ref, result.held_why)
+                else:  # outcome unknown, Xledger not answering lookups: later, lookup first
+                    log.warning(
+                        "xledger_outcome_unresolved_retry",
+                        tenant_id=self.tenant,
+                        payments=len(items),
+                        retry_in_s=UNRESOLVED_RETRY_S,
+                    )
+                    await asyncio.sleep(UNRESOLVED_RETRY_S)
             elif result.abandoned and self.lane.open:
                 # Membership could not be confirmed (the broker did not answer): try again.
                 abandoned = {id(sub) for sub in result.abandoned}
@@ -192,12 +207,22 @@ class TenantPoster:
                 continue
             result = evaluate(sub.event, index)
             if isinstance(result, Enriched):
-                again = result.submission(sub.event, sub.created_at)
-                keep.append((again, record))
+                # Written as a new submission (the record of what is posted), which this
+                # loop posts when it comes round; this one ends here.
+                value = result.submission_json(sub.event, sub.event.model_dump_json().encode(), now)
+                outputs.append(
+                    Output(
+                        self.stage.s.topics.submissions,
+                        self.tenant.encode(),
+                        value,
+                        [(SOURCE, record.header(SOURCE) or b"")],
+                        source=record,
+                    )
+                )
             else:
                 rejection = result.rejection(sub, now)
                 outputs += self._rejected(sub, record, rejection)
-                finished.append(record)
+            finished.append(record)
         if outputs:
             await self.stage.ctx.write(outputs, (), [(self.lane, r) for r in finished])
         return keep
