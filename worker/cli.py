@@ -265,8 +265,9 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
     from dataclasses import replace
 
     from worker import config, logs
+    from worker.engine.topics import NotEnoughBrokers
+    from worker.pipeline.wiring import SettingsConflict
     from worker.runtime import WorkerCrashed
-    from worker.stream.topics import NotEnoughBrokers
 
     try:
         s = config.from_env()
@@ -295,7 +296,7 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
             asyncio.run(run_embedded(s, demo_rate))
     except WorkerCrashed as exc:  # logged as worker_crashed; the supervisor restarts us
         raise click.ClickException(f"the worker stopped: {exc}") from None
-    except NotEnoughBrokers as exc:  # a setting to fix, not a crash: say which
+    except (NotEnoughBrokers, SettingsConflict) as exc:  # a setting to fix: say which
         raise click.ClickException(str(exc)) from None
 
 
