@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -48,13 +49,22 @@ LATE_S = 1.5  # every Xledger answer
 
 
 @pytest.fixture
-async def late_xledger() -> AsyncIterator[tuple[XledgerSandbox, dict[str, str]]]:
-    """The sandbox with the demo tenants, every answer LATE_S late."""
-    box = XledgerSandbox(faults=FaultProfile(slow=1.0, slow_seconds=LATE_S))
+async def late_xledger(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[XledgerSandbox, dict[str, str]]]:
+    """The sandbox with the demo tenants, every answer LATE_S late; a test's
+    `@pytest.mark.sandbox(late_s=…, credits={tenant: n}, credits_reset_s=…)` changes that."""
+    marker = request.node.get_closest_marker("sandbox")
+    options = dict(marker.kwargs) if marker else {}
+    credits: dict[str, int] = options.pop("credits", {})
+    late_s = options.pop("late_s", LATE_S)
+    box = XledgerSandbox(faults=FaultProfile(slow=1.0, slow_seconds=late_s), **options)
     tokens = {}
     for i, snap in enumerate(demo_snapshots()):
         token = f"handover-test-token-{i}-0123456789"
-        box.add_entity(token, entity_from_snapshot(snap, 70_000_000 + i))
+        entity = entity_from_snapshot(snap, 70_000_000 + i)
+        entity.credits = credits.get(snap.tenant_id)
+        box.add_entity(token, entity)
         tokens[env_name(snap.settings.token_ref)] = token
     await box.start()
     try:
@@ -73,10 +83,10 @@ class Workers:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.ports: dict[int, int] = {}
 
-    def start(self, n: int) -> None:
+    def start(self, n: int, **extra: str) -> None:
         port = self.ports[n] = free_port()
         env = worker_env(self.broker, self.s, self.tokens, self.box.url or "", port)
-        env["FLYT_LOG_FORMAT"] = "json"
+        env.update(FLYT_LOG_FORMAT="json", **extra)
         self.procs[n] = start_worker(env, self.log(n))
 
     def log(self, n: int) -> Path:
@@ -290,9 +300,9 @@ async def test_a_worker_stalled_past_its_session_timeout_posts_nothing_for_parti
     workers.start(2)
     await workers.settled(2)
     feed = asyncio.create_task(flow(kafka3.bootstrap, s.topics.payments, event_records(events), 40))
-    zombie = workers.procs[1]
     try:
         await receipts_at_least(watcher, 60)
+        n, zombie = posting_worker(workers, stored)
         os.kill(zombie.pid, signal.SIGSTOP)
         await asyncio.sleep(s.profile().session_timeout_s + 5)  # the group moves on
         resumed = time.time()
@@ -305,7 +315,7 @@ async def test_a_worker_stalled_past_its_session_timeout_posts_nothing_for_parti
     rejoined = next(
         (
             datetime.fromisoformat(line["timestamp"]).timestamp()
-            for line in map(json.loads, workers.log(1).read_text().splitlines())
+            for line in map(json.loads, workers.log(n).read_text().splitlines())
             if line.get("event") == "partitions_assigned"
             and datetime.fromisoformat(line["timestamp"]).timestamp() > resumed
         ),
@@ -314,3 +324,113 @@ async def test_a_worker_stalled_past_its_session_timeout_posts_nothing_for_parti
     by_zombie = [t for t, pid in stored if pid == zombie.pid and resumed <= t < rejoined]
     assert by_zombie == [], "the zombie posted before it had rejoined the group"
     assert any(pid == zombie.pid for _, pid in stored if _ < resumed), "the zombie never posted"
+
+
+def posting_worker(
+    workers: Workers, stored: list[tuple[float, int | None]]
+) -> tuple[int, subprocess.Popen[bytes]]:
+    """The worker that has sent the most batches so far (its number and process)."""
+    pids = Counter(pid for _, pid in stored if pid is not None)
+    assert pids, "no worker has posted yet"
+    pid = pids.most_common(1)[0][0]
+    return next((n, p) for n, p in workers.procs.items() if p.pid == pid)
+
+
+def lines_of(log: Path, after: float = 0.0) -> list[dict[str, Any]]:
+    """A worker's JSON log lines written after `after` (wall clock)."""
+    out = []
+    for text in log.read_text().splitlines():
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        if datetime.fromisoformat(line["timestamp"]).timestamp() >= after:
+            out.append(line)
+    return out
+
+
+@pytest.mark.sandbox(late_s=0.2, credits={"t-lillevik": 12}, credits_reset_s=4.0)
+async def test_credits_running_out_while_a_third_worker_joins_post_nothing_twice(
+    kafka3: Broker, setup: tuple[Settings, Workers, OutcomeWatcher, XledgerSandbox]
+) -> None:
+    """Issue 19: a tenant's Xledger credits run out (its posting pauses until Xledger's
+    reset), and a third worker joins meanwhile: its partition may move to the newcomer,
+    which looks the payments up before it posts them. Nothing twice, nothing lost."""
+    s, workers, watcher, box = setup
+    events = list(generate_events(500, seed=185))
+    submitted, rejected = expected_outcomes(demo_snapshot_dicts(), events)
+    workers.start(1)
+    workers.start(2)
+    await workers.settled(2)
+    feed = asyncio.create_task(flow(kafka3.bootstrap, s.topics.payments, event_records(events), 50))
+    try:
+
+        async def paused_for_credits() -> bool:
+            for n, port in workers.ports.items():
+                if workers.procs[n].poll() is None:
+                    samples = await scrape(port)
+                    if metric(
+                        samples, "xledger_tenant_paused", tenant="t-lillevik", reason="credits"
+                    ):
+                        return True
+            return False
+
+        await wait_for(paused_for_credits, 60, "t-lillevik paused for its credits")
+        workers.start(3)  # joins while the tenant waits for Xledger's reset
+        await workers.settled(3)
+        for entity in box.entities():  # Xledger's credits are topped up
+            entity.credits = None
+        await feed
+        await watch_until(watcher, submitted | rejected, 180)
+    finally:
+        feed.cancel()
+    one_outcome_each(watcher, box, submitted | rejected)
+    assert box.stats.credit_errors_sent > 0  # the credits did run out
+
+
+async def test_a_worker_stalled_while_its_batch_waits_for_the_burst_budget_posts_nothing_after(
+    kafka3: Broker, setup: tuple[Settings, Workers, OutcomeWatcher, XledgerSandbox]
+) -> None:
+    """Issue 19: batches of one payment each (a short window) make every token wait for
+    its burst budget (18 requests per 5 s); a worker SIGSTOPped there past its session
+    timeout, then continued, finds its membership gone at the fence and sends nothing;
+    the partitions' new holder posts the payments, each once."""
+    s, workers, watcher, box = setup
+    events = list(generate_events(400, seed=186))
+    submitted, rejected = expected_outcomes(demo_snapshot_dicts(), events)
+    stored: list[tuple[float, int | None]] = []
+    box.on_stored = lambda batch: stored.append(
+        (time.time(), sender_of(batch.peer_port, [p.pid for p in workers.procs.values()]))
+    )
+    short = {"FLYT_POST_BATCH_WINDOW_S": "0.01"}
+    workers.start(1, **short)
+    workers.start(2, **short)
+    await workers.settled(2)
+    feed = asyncio.create_task(flow(kafka3.bootstrap, s.topics.payments, event_records(events), 60))
+    try:
+        await receipts_at_least(watcher, 40)
+        # The worker that posts (the demo's three tenants may all sit in its partitions).
+        n, zombie = posting_worker(workers, stored)
+        os.kill(zombie.pid, signal.SIGSTOP)
+        await asyncio.sleep(s.profile().session_timeout_s + 5)
+        resumed = time.time()
+        os.kill(zombie.pid, signal.SIGCONT)
+        await feed
+        await watch_until(watcher, submitted | rejected, 180)
+    finally:
+        feed.cancel()
+    one_outcome_each(watcher, box, submitted | rejected)
+    after = lines_of(workers.log(n), resumed)
+    rejoined = next(
+        (
+            datetime.fromisoformat(line["timestamp"]).timestamp()
+            for line in after
+            if line.get("event") == "partitions_assigned"
+        ),
+        float("inf"),
+    )
+    assert not [t for t, pid in stored if pid == zombie.pid and resumed <= t < rejoined]
+    # It woke up believing it held its partitions: the broker refused its commit, or its
+    # fence refused its mutation, before it rejoined.
+    fenced = {"commit_fenced", "xledger_post_abandoned"}
+    assert fenced & {line.get("event") for line in after}, "the zombie was never fenced"

@@ -59,15 +59,19 @@ class TenantPoster:
         self.tenant = tenant
         self.lane = lane
         self.queue: asyncio.Queue[Item] = asyncio.Queue()
-        self.in_call = False  # an Xledger call (and the writing of its outcomes) in hand
+        # A mutation may be on its way to Xledger: from the first fence that said yes in a
+        # call until its outcomes are written. Before that, the call may be stopped at
+        # once (it waits for the budget, or looks up): nothing is lost.
+        self.sending = False
         self.task = asyncio.create_task(self._run(), name=f"poster-{tenant}")
 
     async def stop(self, deadline: float) -> None:
-        """Hand-over: the call in hand finishes (by `deadline`), nothing new starts."""
-        if self.in_call:
+        """Hand-over: a mutation on its way finishes and its outcomes are written (by
+        `deadline`); nothing new starts."""
+        if self.sending:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
-                    while self.in_call:
+                    while self.sending:
                         await asyncio.sleep(0.02)
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -128,7 +132,8 @@ class TenantPoster:
         if not await self.stage.ctx.confirm(self.lane):
             return False
         await self.stage.mutation_starts(self.lane)
-        return self.lane.open
+        self.sending = self.lane.open
+        return self.sending
 
     async def _post(self, items: list[Item]) -> None:
         stage = self.stage
@@ -144,12 +149,11 @@ class TenantPoster:
             target = Target(
                 self.tenant, settings.url, settings.token_ref, index.snapshot.test_tenant
             )
-            self.in_call = True
             try:
                 result = await stage.client.post(target, [sub for sub, _ in items], self._fence)
                 await self._record(items, result)
             finally:
-                self.in_call = False
+                self.sending = False
             if result.held:
                 held = {id(sub) for sub in result.held}
                 items = [item for item in items if id(item[0]) in held]

@@ -102,6 +102,7 @@ class XledgerSandbox:
         seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         import_delay_s: float | None = 1.0,
+        credits_reset_s: float = CREDITS_RESET_S,
     ) -> None:
         """`import_delay_s`: Xledger's import job takes an import item this long after it
         was stored (checked at each request, on `clock`); None: only `run_import_job`."""
@@ -117,6 +118,7 @@ class XledgerSandbox:
         self._ledger = Ledger(self.stats, clock)
         self._runner: web.AppRunner | None = None
         self.import_delay_s = import_delay_s
+        self.credits_reset_s = credits_reset_s  # the resetAt an INSUFFICIENT_CREDITS names
         # Called the moment a batch is stored, before its answer leaves (the answer may
         # then fail: commit-then-fail). The chaos campaign kills the sender here.
         self.on_stored: Callable[[StoredBatch], None] | None = None
@@ -149,6 +151,10 @@ class XledgerSandbox:
             await self._runner.cleanup()
             self._runner = None
         self.url = None
+
+    def entities(self) -> list[Entity]:
+        """The entities served (a test may change what they know, or their credits)."""
+        return [tenant.entity for tenant in self._tenants.values()]
 
     def ledger(self) -> list[dict[str, Any]]:
         """Every accepted GL line, in order of acceptance, flattened to codes."""
@@ -251,7 +257,7 @@ class XledgerSandbox:
                     return _coded(
                         "Insufficient credits",
                         "BAD_REQUEST.INSUFFICIENT_CREDITS",
-                        {"resetAt": _iso_in(CREDITS_RESET_S)},
+                        {"resetAt": _iso_in(self.credits_reset_s)},
                     )
                 entity.credits -= 1
             if self._rng.random() < faults.slow:
