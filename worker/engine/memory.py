@@ -163,6 +163,7 @@ class MemoryGroupConsumer:
         self.positions: dict[TopicPartition, int] = {}
         self.paused: set[TopicPartition] = set()
         self.expelled = False  # a zombie: the group moved on without telling it
+        self.stalled = False  # its polls find nothing (a stalled process fetches nothing)
 
     async def start(self) -> None:
         self.broker.check()
@@ -180,11 +181,17 @@ class MemoryGroupConsumer:
             await self.group.rebalance()
 
     def expel(self) -> None:
-        """The session expired (a stall): the group rebalances without this member, which
-        learns of it only when it next polls (then it rejoins, revoking first)."""
+        """The session expired (a stall): the group rebalances without this member. It is
+        not told: its polls return nothing and its commits fail until `wake()`, after which
+        its next poll finds out (revoking first) and rejoins."""
         self.expelled = True
+        self.stalled = True
         del self.group.members[self.member_id]
         asyncio.get_running_loop().create_task(self.group.rebalance())
+
+    def wake(self) -> None:
+        """The stall is over: the member's next poll learns it was expelled."""
+        self.stalled = False
 
     async def revoke(self) -> None:
         revoked, self.assigned = self.assigned, set()
@@ -203,6 +210,9 @@ class MemoryGroupConsumer:
 
     async def poll(self, timeout_s: float) -> dict[TopicPartition, list[Record]]:
         self.broker.check()
+        if self.stalled:
+            await asyncio.sleep(timeout_s)
+            return {}
         if self.expelled:  # it finds out: revoke what it thought it had, then rejoin
             self.expelled = False
             await self.revoke()
