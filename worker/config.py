@@ -31,7 +31,7 @@ class Settings:
     stages: str = "enrich,post"
     enrich_batch_max: int = 500
     enrich_batch_window_s: float = 0.02
-    post_batch_window_s: float = 0.25  # gather a tenant's burst into few requests
+    post_batch_window_s: float = 0.5  # a tenant's payments gathered into one request
     post_batch_max: int = 1000
     # A tenant whose token is missing or refused is paused (held, not dead-lettered): its
     # token is looked at again this often, and tried again anyway after token_retry_s.

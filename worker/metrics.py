@@ -22,7 +22,8 @@ EVENTS = Counter(
 )
 ENRICH_SECONDS = Histogram(
     "flyt_enrich_seconds",
-    "Time to evaluate one payment against its register snapshot (the pure core).",
+    "Time to evaluate one payment against its register snapshot (the pure core); one "
+    "evaluation in 16 is timed.",
     buckets=(1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2),
 )
 SNAPSHOTS = Counter(

@@ -16,7 +16,7 @@ import pytest
 
 from tests.pipeline.memory import S, book, memory_broker, records, until
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Submission
-from worker.contracts.headers import SOURCE
+from worker.contracts.headers import FRESH, SOURCE
 from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
@@ -81,11 +81,13 @@ class Gate:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
 
-    async def post(self, target: Target, subs: Any, fence: Any = None) -> PostResult:
+    async def post(
+        self, target: Target, subs: Any, fence: Any = None, fresh: Any = ()
+    ) -> PostResult:
         if target.tenant_id == self.tenant:
             self.entered.set()
             await self.open.wait()
-        return await self.client.post(target, subs, fence)
+        return await self.client.post(target, subs, fence, fresh)
 
 
 def post_engine(
@@ -418,6 +420,68 @@ async def test_a_record_that_is_no_submission_is_dead_lettered_and_committed(
         await until(lambda: committed(broker) == 1)
         [dead] = records(broker, T.dlq)
         assert dead.header("dlq.reason") == b"invalid" and dead.header("dlq.stage") == b"post"
+    finally:
+        await engine.stop(3.0)
+        await client.aclose()
+
+
+def publish_with(broker: MemoryBroker, subs: list[Submission], *headers: tuple[str, bytes]) -> None:
+    for sub in subs:
+        broker.append(
+            T.submissions,
+            sub.tenant_id.encode(),
+            sub.model_dump_json().encode(),
+            [(SOURCE, f"{T.payments}/0@0".encode()), *headers],
+            partition=0,
+        )
+
+
+async def test_a_payments_first_submission_is_posted_without_a_lookup(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """Issue 20: the enrich stage marks a payment's first submission (`flyt.fresh`); nobody
+    began to post it, so its batch costs one request (the mutation), not two."""
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    client = client_for(box, tokens)
+    subs = submissions(b, FAST, 5)
+    publish_with(broker, subs, (FRESH, b"1"))
+    engine, _ = post_engine(broker, b, client)
+    await engine.start()
+    try:
+        await until(lambda: committed(broker) == 5)
+        assert (box.stats.queries, box.stats.mutations) == (0, 1)
+        assert sorted(posted(box)) == twice_each(subs)
+    finally:
+        await engine.stop(3.0)
+        await client.aclose()
+
+
+async def test_a_fresh_submission_whose_posting_began_before_is_looked_up_not_posted_again(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """A crash between the enrich stage's output and its state writes a payment's first
+    submission twice, both `fresh`: the post stage's note that it began to post the first
+    makes it look the second up (a receipt, already present), never post it twice. A
+    replayed dead letter is looked up too."""
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    client = client_for(box, tokens)
+    [sub] = submissions(b, FAST, 1)
+    publish_with(broker, [sub], (FRESH, b"1"))
+    engine, _ = post_engine(broker, b, client)
+    await engine.start()
+    try:
+        await until(lambda: committed(broker) == 1)
+        publish_with(broker, [sub], (FRESH, b"1"))  # the duplicate, later
+        await until(lambda: committed(broker) == 2)
+        [other] = submissions(b, FAST, 2)[1:]
+        publish_with(broker, [other], (FRESH, b"1"), ("dlq.replay_count", b"1"))
+        await until(lambda: committed(broker) == 3)
+        receipts = [json.loads(r.value or b"") for r in records(broker, T.receipts)]
+        assert [r["already_present"] for r in receipts[:2]] == [False, True]
+        assert sorted(posted(box)) == twice_each([sub, other])
+        assert box.stats.queries == 2  # the duplicate and the replay were looked up
     finally:
         await engine.stop(3.0)
         await client.aclose()

@@ -15,6 +15,11 @@ RESEND_BY = "flyt.resend_by"
 # sent back there (engine.md, "Ownership").
 SOURCE = "flyt.source"
 
+# On a submission: the payment's first (the enrich stage had never handled it, and it is
+# not a resend): unless the post stage finds that it began to post it before, nobody has,
+# and its first mutation needs no lookup.
+FRESH = "flyt.fresh"
+
 # Set by `dlq replay` on the record it sends back to its original topic.
 REPLAY_COUNT = "dlq.replay_count"
 REPLAYED_BY = "dlq.replayed_by"

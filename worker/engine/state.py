@@ -86,6 +86,12 @@ class PartitionStore:
             for i in range(0, len(items), MAX_BATCH_ENTRIES)
         ]
 
+    def forget(self, keys: list[str]) -> None:
+        """Drop keys from memory only: for a store whose changelog is deleted by age (not
+        compacted), so that a restore would not bring them back either."""
+        for key in keys:
+            self.data.pop(key, None)
+
     def apply(self, changes: dict[str, Any]) -> None:
         for key, value in changes.items():
             if value is None:

@@ -9,18 +9,21 @@ from pydantic import BaseModel
 
 from worker import logs, metrics
 from worker.contracts import Rejection
-from worker.contracts.headers import SOURCE
+from worker.contracts.headers import FRESH, SOURCE
 from worker.engine.records import Output, Record
 
 log = logs.get("worker.pipeline")
 
 
-def submission_output(topic: str, tenant_id: str, value: bytes, source: Record) -> Output:
+def submission_output(
+    topic: str, tenant_id: str, value: bytes, source: Record, fresh: bool = False
+) -> Output:
     """A submission (its wire bytes), keyed by tenant, with where its Betalt event sits
-    (`flyt.source`): a refusal goes back there."""
-    return Output(
-        topic, tenant_id.encode(), value, [(SOURCE, source.position().encode())], source=source
-    )
+    (`flyt.source`: a refusal goes back there), and `flyt.fresh` on a payment's first."""
+    headers = [(SOURCE, source.position().encode())]
+    if fresh:
+        headers.append((FRESH, b"1"))
+    return Output(topic, tenant_id.encode(), value, headers, source=source)
 
 
 def rejection_output(topic: str, rejection: Rejection, source: Record | None = None) -> Output:

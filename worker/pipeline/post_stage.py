@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -35,7 +36,7 @@ from worker.engine.offsets import Lane
 from worker.engine.records import Output, Record, StateChange
 from worker.pipeline.dead_letters import dead_letter
 from worker.pipeline.tenant_poster import TenantPoster
-from worker.pipeline.topics import POSTING
+from worker.pipeline.topics import POSTING, STARTED, STARTED_DAYS
 from worker.xledger.client import XledgerClient
 
 log = logs.get("worker.pipeline")
@@ -56,6 +57,7 @@ class PostStage:
         self.posters: dict[str, TenantPoster] = {}
         self.ready_at: dict[int, float] = {}  # lane id → loop time its first lookup may go
         self._strays: set[asyncio.Task[None]] = set()
+        self._forgot: dict[int, float] = {}  # partition → when old `started` notes were dropped
 
     @property
     def ctx(self) -> Engine:
@@ -75,7 +77,7 @@ class PostStage:
             poster = self.posters.get(sub.tenant_id)
             if poster is None or poster.lane is not lane:
                 poster = self.posters[sub.tenant_id] = TenantPoster(self, sub.tenant_id, lane)
-            poster.queue.put_nowait((sub, record))
+            poster.put(sub, record)
 
     async def assigned(self, lanes: list[Lane]) -> None:
         loop = asyncio.get_running_loop()
@@ -100,9 +102,10 @@ class PostStage:
             notes.append(self._note(p, "held", held.get("mutation_at")))
         await self.ctx.write([], notes)
 
-    async def mutation_starts(self, lane: Lane) -> None:
-        """Noted (on the broker) before a mutation is sent: see the module's docstring."""
-        await self.ctx.write([], [self._note(lane.tp.partition, "held", time.time())])
+    async def mutation_starts(self, lane: Lane, also: Sequence[StateChange] = ()) -> None:
+        """Noted (on the broker) before a mutation is sent: see the module's docstring;
+        `also`: other notes that must be on the broker before it leaves."""
+        await self.ctx.write([], [self._note(lane.tp.partition, "held", time.time()), *also])
 
     def _note(self, partition: int, state: str, mutation_at: float | None) -> StateChange:
         note = {"state": state, "mutation_at": mutation_at, "at": datetime.now(UTC).isoformat()}
@@ -128,6 +131,16 @@ class PostStage:
             await self.ctx.write(
                 [], [self._note(lane.tp.partition, "released", None) for lane in lanes]
             )
+
+    def forget_old_starts(self, partition: int, now: float) -> None:
+        """The `started` notes older than STARTED_DAYS leave memory (their changelog is
+        deleted by age, so a restore does not bring them back): at most once an hour."""
+        last = self._forgot.get(partition, 0.0)
+        if now - last < 3600:
+            return
+        self._forgot[partition] = now
+        store = self.ctx.store(STARTED, partition)
+        store.forget([k for k, at in store.items() if now - at > STARTED_DAYS * 86_400])
 
     def stop(self) -> None:
         for poster in self.posters.values():

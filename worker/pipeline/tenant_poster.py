@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from worker import logs, metrics
 from worker.contracts import DlqReason, Rejection, Submission
-from worker.contracts.headers import SOURCE
+from worker.contracts.headers import FRESH, REPLAY_COUNT, SOURCE
 from worker.core import Enriched, evaluate
 from worker.core.messages import xledger_refused
 from worker.core.outcome import Rejected
@@ -34,15 +34,17 @@ from worker.core.posting import settings_changed
 from worker.core.register_index import RegisterIndex
 from worker.engine.delivery import DeliveryAbandoned
 from worker.engine.offsets import Lane
-from worker.engine.records import Output, Record
+from worker.engine.records import Output, Record, StateChange
 from worker.pipeline.outputs import (
     RefusedPayment,
     parse_position,
     refused_output,
     rejection_output,
 )
-from worker.pipeline.topics import refused_topic
+from worker.pipeline.payment_state import store_key
+from worker.pipeline.topics import STARTED, refused_topic
 from worker.xledger.client import HoldReason, PostResult, Target
+from worker.xledger.wire import MAX_PAYMENTS_PER_REQUEST
 
 if TYPE_CHECKING:
     from worker.pipeline.post_stage import PostStage
@@ -58,11 +60,13 @@ class TenantPoster:
         self.stage = stage
         self.tenant = tenant
         self.lane = lane
-        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        # Each with when it arrived (monotonic): the window counts from the first's arrival.
+        self.queue: asyncio.Queue[tuple[Submission, Record, float]] = asyncio.Queue()
         # A mutation may be on its way to Xledger: from the first fence that said yes in a
         # call until its outcomes are written. Before that, the call may be stopped at
         # once (it waits for the budget, or looks up): nothing is lost.
         self.sending = False
+        self._starting: list[StateChange] = []  # notes the next fence writes
         self.task = asyncio.create_task(self._run(), name=f"poster-{tenant}")
 
     async def stop(self, deadline: float) -> None:
@@ -95,28 +99,35 @@ class TenantPoster:
             log.exception("post_stage_failed", tenant_id=self.tenant, error=repr(exc))
             self.stage.ctx.fail(exc)
 
+    def put(self, sub: Submission, record: Record) -> None:
+        self.queue.put_nowait((sub, record, time.monotonic()))
+
     async def _gather(self) -> list[Item]:
-        """The next batch: a burst gathered for up to the window, flushed at once when the
-        stream goes quiet, but never before the tenant's request budget has room for it
-        (waiting for the limit with half a batch would only cost more requests later)."""
+        """The next batch: the tenant's payments gathered for the window from the first
+        one's arrival (fewer requests; the window bounds the wait, including a wait behind
+        the batch before it), sent at once when they fill a mutation (250 payments), but
+        never before the tenant's request budget has room (waiting for the limit with half
+        a batch would only cost more requests later)."""
         s = self.stage.s
-        batch = [await self.queue.get()]
+        queue = self.queue
+        sub, record, arrived = await queue.get()
+        batch = [(sub, record)]
         start = time.monotonic()
         index = self.stage.book.index(self.tenant)
         hold = self.stage.client.ready_in(index.settings.token_ref) if index else 0.0
-        earliest = start + hold
-        deadline = start + max(s.post_batch_window_s, hold)
+        deadline = max(arrived + s.post_batch_window_s, start + hold)
         while len(batch) < s.post_batch_max:
+            while not queue.empty() and len(batch) < s.post_batch_max:
+                sub, record, _ = queue.get_nowait()  # what is there already, cheaply
+                batch.append((sub, record))
             now = time.monotonic()
-            if now >= deadline:
+            if now >= deadline or (len(batch) >= MAX_PAYMENTS_PER_REQUEST and now >= start + hold):
                 break
-            # Before `earliest` wait for more; after it, only while items keep coming.
-            timeout = earliest - now if now < earliest else min(0.02, deadline - now)
             try:
-                batch.append(await asyncio.wait_for(self.queue.get(), timeout))
+                sub, record, _ = await asyncio.wait_for(queue.get(), deadline - now)
             except TimeoutError:
-                if time.monotonic() >= earliest:
-                    break
+                break
+            batch.append((sub, record))
         return batch
 
     async def _takeover_wait(self) -> None:
@@ -131,7 +142,10 @@ class TenantPoster:
         still ours, our membership is confirmed, and the mutation's start is noted."""
         if not await self.stage.ctx.confirm(self.lane):
             return False
-        await self.stage.mutation_starts(self.lane)
+        # One write: when this mutation begins (the hand-over note), and that posting the
+        # batch's payments began (a duplicate of one is looked up, never posted twice).
+        await self.stage.mutation_starts(self.lane, self._starting)
+        self._starting = []
         self.sending = self.lane.open
         return self.sending
 
@@ -149,8 +163,10 @@ class TenantPoster:
             target = Target(
                 self.tenant, settings.url, settings.token_ref, index.snapshot.test_tenant
             )
+            fresh, self._starting = self._fresh_of(items)
             try:
-                result = await stage.client.post(target, [sub for sub, _ in items], self._fence)
+                subs = [sub for sub, _ in items]
+                result = await stage.client.post(target, subs, self._fence, fresh)
                 await self._record(items, result)
             finally:
                 self.sending = False
@@ -174,6 +190,29 @@ class TenantPoster:
                 await asyncio.sleep(1.0)
             else:
                 return
+
+    def _fresh_of(self, items: list[Item]) -> tuple[set[str], list[StateChange]]:
+        """The payments nobody began to post before: the enrich stage's first submission
+        of the payment (`flyt.fresh`, not a replay), with no note that posting it began.
+        Their first mutation needs no lookup (one request per batch, not two; issue 20);
+        every other payment is looked up first. And the notes that posting these begins,
+        written (by the fence) before any mutation can leave."""
+        stage, p = self.stage, self.lane.tp.partition
+        started = stage.ctx.store(STARTED, p)
+        now = time.time()
+        fresh: set[str] = set()
+        notes = []
+        for sub, record in items:
+            key = store_key((self.tenant, sub.payment_id))
+            if (
+                record.header(FRESH) is not None
+                and record.header(REPLAY_COUNT) is None
+                and started.get(key) is None
+            ):
+                fresh.add(sub.payment_id)
+            notes.append(StateChange(STARTED, p, key, now))
+        stage.forget_old_starts(p, now)
+        return fresh, notes
 
     async def _evaluate_again_if_settings_changed(
         self, items: list[Item], index: RegisterIndex

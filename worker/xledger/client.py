@@ -27,7 +27,7 @@ import inspect
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -203,12 +203,15 @@ class XledgerClient:
         target: Target,
         submissions: Sequence[Submission],
         fence: Fence | None = None,
+        fresh: Collection[str] = (),
     ) -> PostResult:
         """Post one tenant's submissions; every one ends in receipts, refused, failed, held
         or abandoned. `fence` (sync or async) is asked just before each mutation is sent,
         after any wait: False means the caller no longer owns these payments, and nothing
-        more is sent (the rest is abandoned). Raises only for a caller's mistake (another
-        tenant's submissions), never for what Xledger answers."""
+        more is sent (the rest is abandoned). `fresh`: payment ids the caller knows nobody
+        has begun to post (no lookup before their first mutation; after any doubt about an
+        outcome they are looked up like the rest). Raises only for a caller's mistake
+        (another tenant's submissions), never for what Xledger answers."""
         result = PostResult()
         posted: dict[str, Submission] = {}
         for sub in submissions:
@@ -233,7 +236,7 @@ class XledgerClient:
             result.held_reason = HoldReason.TOKEN
             return result
         call = self._call(target, token, result, fence)
-        await call.post_all(unique)
+        await call.post_all(unique, set(fresh))
         # Duplicates of a payment within the call share its outcome.
         if len(unique) != len(submissions):
             _share_outcomes(result, submissions, posted)
@@ -392,11 +395,17 @@ class _Call:
         # be in Xledger, so they are never handed back as failed.
         self.uncertain: set[str] = set()
 
-    async def post_all(self, subs: list[Submission]) -> None:
-        """One lookup for the call, then mutations of at most 250 payments each."""
+    async def post_all(self, subs: list[Submission], fresh: set[str] | None = None) -> None:
+        """One lookup for the call (of what is not fresh), then mutations of at most 250
+        payments each."""
         self.all = subs
+        fresh = fresh or set()
         try:
-            absent = await self._drop_present(subs)
+            new = [s for s in subs if s.payment_id in fresh]
+            for sub in new:  # known absent, and not stale while the call waits
+                self.looked_at[sub.payment_id] = float("inf")
+            others = [s for s in subs if s.payment_id not in fresh]
+            absent = new + (await self._drop_present(others) if others else [])
             for start in range(0, len(absent), MAX_PAYMENTS_PER_REQUEST):
                 await self._post_absent(absent[start : start + MAX_PAYMENTS_PER_REQUEST])
         except _GiveUp as exc:
