@@ -195,3 +195,19 @@ async def test_a_partition_whose_commit_fell_below_the_log_start_names_the_lost_
         await engine.stop(2.0)
     out = capsys.readouterr().out + capsys.readouterr().err
     assert "records_lost_to_retention" in out and "first_lost" in out
+
+
+async def test_a_zombie_s_hand_over_is_never_clean_even_with_nothing_new_to_commit() -> None:
+    """The post stage notes `released` only after a clean hand-over: a zombie whose lanes
+    have nothing new to commit must not count as clean (its commit would be refused)."""
+    broker = broker_with(4, partitions=1)
+    stage = EchoStage()
+    engine = engine_for(broker, stage)
+    await engine.start()
+    await until(lambda: committed(broker, 0) == 4)
+    engine.consumer.expel()  # type: ignore[attr-defined]  (the memory backend's stall)
+    try:
+        await engine.on_revoked({TopicPartition(IN, 0)})
+        assert stage.notes[-1] == ([0], False)
+    finally:
+        await engine.stop(2.0)

@@ -269,7 +269,9 @@ class Engine(RebalanceListener):
                 )
         except TimeoutError:
             log.error("hand_over_timed_out", partitions=[str(lane.tp) for lane in lanes])
-        clean = await self.commit_point.commit(lanes)
+        # Forced: even with nothing new to commit, the broker must take a commit from this
+        # member, or the hand-over is not clean (a zombie's commit is refused).
+        clean = await self.commit_point.commit(lanes, force=True)
         try:
             async with asyncio.timeout(self.s.broker_timeout_s):
                 for stage, ls in self._by_stage(lanes):
