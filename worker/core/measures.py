@@ -53,7 +53,12 @@ def governing_measure(
     """
     best: Measure | None = None
     for m in measures:
-        if not (is_placement(m.type) and is_active(m, payment_date)):
+        # `is_active`, written out: this runs for every measure of every payment.
+        if not (
+            is_placement(m.type)
+            and m.start <= payment_date
+            and (m.end is None or m.end >= payment_date)
+        ):
             continue
         if (
             best is None

@@ -29,7 +29,9 @@ class RegisterBook:
 
     def offer(self, snapshot: RegisterSnapshot) -> Offer:
         current = self._indexes.get(snapshot.tenant_id)
-        refusals = check_snapshot(snapshot, current.snapshot if current else None, self.policy)
+        # R13 compares with the snapshot in force, read back whole for this (not kept).
+        previous = current.read_snapshot() if current else None
+        refusals = check_snapshot(snapshot, previous, self.policy)
         if refusals:
             return Offer(snapshot.tenant_id, snapshot.version, False, tuple(refusals))
         self._indexes[snapshot.tenant_id] = RegisterIndex(snapshot)
