@@ -14,6 +14,8 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -149,6 +151,19 @@ async def flow(
         await asyncio.sleep(0.1)
 
 
+@asynccontextmanager
+async def flowing(
+    bootstrap: str, s: Settings, events: list[dict[str, Any]], rate: float
+) -> AsyncIterator[asyncio.Task[None]]:
+    """The events fed at `rate` per second while the test acts; the feed is cancelled
+    however the test ends."""
+    feed = asyncio.create_task(flow(bootstrap, s.topics.payments, event_records(events), rate))
+    try:
+        yield feed
+    finally:
+        feed.cancel()
+
+
 async def receipts_at_least(watcher: OutcomeWatcher, n: int) -> None:
     async def check() -> bool:
         await watcher.poll()
@@ -174,15 +189,12 @@ async def test_a_worker_joining_mid_flow_takes_partitions_without_loss_or_double
     submitted, rejected = expected_outcomes(demo_snapshot_dicts(), events)
     workers.start(1)
     await workers.settled(1)
-    feed = asyncio.create_task(flow(kafka3.bootstrap, s.topics.payments, event_records(events), 40))
-    try:
+    async with flowing(kafka3.bootstrap, s, events, 40) as feed:
         await receipts_at_least(watcher, 60)
         workers.start(2)  # joins while payments flow and Xledger answers slowly
         await workers.settled(2)
         await feed
         await watch_until(watcher, submitted | rejected, 120)
-    finally:
-        feed.cancel()
     one_outcome_each(watcher, box, submitted | rejected)
 
 
@@ -195,8 +207,7 @@ async def test_a_rolling_restart_mid_flow_loses_nothing_and_posts_nothing_twice(
     workers.start(1)
     workers.start(2)
     await workers.settled(2)
-    feed = asyncio.create_task(flow(kafka3.bootstrap, s.topics.payments, event_records(events), 40))
-    try:
+    async with flowing(kafka3.bootstrap, s, events, 40) as feed:
         await receipts_at_least(watcher, 60)
         workers.procs[1].send_signal(signal.SIGTERM)  # as a rolling deployment does
         assert workers.procs[1].wait(30) == 0
@@ -204,8 +215,6 @@ async def test_a_rolling_restart_mid_flow_loses_nothing_and_posts_nothing_twice(
         await workers.settled(2)
         await feed
         await watch_until(watcher, submitted | rejected, 120)
-    finally:
-        feed.cancel()
     one_outcome_each(watcher, box, submitted | rejected)
     handed = [
         json.loads(x)
@@ -292,61 +301,75 @@ async def test_a_worker_stalled_past_its_session_timeout_posts_nothing_for_parti
     s, workers, watcher, box = setup
     events = list(generate_events(600, seed=184))
     submitted, rejected = expected_outcomes(demo_snapshot_dicts(), events)
-    stored: list[tuple[float, int | None]] = []  # (wall time, sender pid) per stored batch
-    box.on_stored = lambda batch: stored.append(
-        (time.time(), sender_of(batch.peer_port, [p.pid for p in workers.procs.values()]))
-    )
+    stored = senders(box, workers)
     workers.start(1)
     workers.start(2)
     await workers.settled(2)
-    feed = asyncio.create_task(flow(kafka3.bootstrap, s.topics.payments, event_records(events), 40))
-    try:
+    async with flowing(kafka3.bootstrap, s, events, 40) as feed:
         await receipts_at_least(watcher, 60)
-        n, zombie = posting_worker(workers, stored)
-        os.kill(zombie.pid, signal.SIGSTOP)
-        await asyncio.sleep(s.profile().session_timeout_s + 5)  # the group moves on
-        resumed = time.time()
-        os.kill(zombie.pid, signal.SIGCONT)
+        zombie = await stall(workers, s, stored)
         await feed
         await watch_until(watcher, submitted | rejected, 180)
-    finally:
-        feed.cancel()
     one_outcome_each(watcher, box, submitted | rejected)
-    rejoined = next(
-        (
-            datetime.fromisoformat(line["timestamp"]).timestamp()
-            for line in map(json.loads, workers.log(n).read_text().splitlines())
-            if line.get("event") == "partitions_assigned"
-            and datetime.fromisoformat(line["timestamp"]).timestamp() > resumed
-        ),
-        float("inf"),
+    assert zombie.posted_before_rejoining(stored) == [], "the zombie posted before rejoining"
+    assert any(pid == zombie.pid for t, pid in stored if t < zombie.resumed), "it never posted"
+
+
+def senders(box: XledgerSandbox, workers: Workers) -> list[tuple[float, int | None]]:
+    """(wall time, sending worker's pid) of each batch Xledger stores, from now on."""
+    stored: list[tuple[float, int | None]] = []
+    box.on_stored = lambda batch: stored.append(
+        (time.time(), sender_of(batch.peer_port, [p.pid for p in workers.procs.values()]))
     )
-    by_zombie = [t for t, pid in stored if pid == zombie.pid and resumed <= t < rejoined]
-    assert by_zombie == [], "the zombie posted before it had rejoined the group"
-    assert any(pid == zombie.pid for _, pid in stored if _ < resumed), "the zombie never posted"
+    return stored
 
 
-def posting_worker(
-    workers: Workers, stored: list[tuple[float, int | None]]
-) -> tuple[int, subprocess.Popen[bytes]]:
-    """The worker that has sent the most batches so far (its number and process)."""
+@dataclass(frozen=True)
+class Zombie:
+    pid: int
+    resumed: float  # wall clock at SIGCONT
+    log: Path
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Its JSON log lines written since it was continued."""
+        out = []
+        for text in self.log.read_text().splitlines():
+            try:
+                line = json.loads(text)
+            except ValueError:
+                continue
+            if datetime.fromisoformat(line["timestamp"]).timestamp() >= self.resumed:
+                out.append(line)
+        return out
+
+    def rejoined(self) -> float:
+        """When it was next assigned partitions (the group took it back), or never."""
+        return next(
+            (
+                datetime.fromisoformat(line["timestamp"]).timestamp()
+                for line in self.lines()
+                if line.get("event") == "partitions_assigned"
+            ),
+            float("inf"),
+        )
+
+    def posted_before_rejoining(self, stored: list[tuple[float, int | None]]) -> list[float]:
+        rejoined = self.rejoined()
+        return [t for t, pid in stored if pid == self.pid and self.resumed <= t < rejoined]
+
+
+async def stall(workers: Workers, s: Settings, stored: list[tuple[float, int | None]]) -> Zombie:
+    """SIGSTOP the worker that has sent the most batches so far, past its session timeout
+    (the group moves on), then SIGCONT it."""
     pids = Counter(pid for _, pid in stored if pid is not None)
     assert pids, "no worker has posted yet"
     pid = pids.most_common(1)[0][0]
-    return next((n, p) for n, p in workers.procs.items() if p.pid == pid)
-
-
-def lines_of(log: Path, after: float = 0.0) -> list[dict[str, Any]]:
-    """A worker's JSON log lines written after `after` (wall clock)."""
-    out = []
-    for text in log.read_text().splitlines():
-        try:
-            line = json.loads(text)
-        except ValueError:
-            continue
-        if datetime.fromisoformat(line["timestamp"]).timestamp() >= after:
-            out.append(line)
-    return out
+    n = next(n for n, p in workers.procs.items() if p.pid == pid)
+    os.kill(pid, signal.SIGSTOP)
+    await asyncio.sleep(s.profile().session_timeout_s + 5)
+    resumed = time.time()
+    os.kill(pid, signal.SIGCONT)
+    return Zombie(pid, resumed, workers.log(n))
 
 
 @pytest.mark.sandbox(late_s=0.2, credits={"t-lillevik": 12}, credits_reset_s=4.0)
@@ -362,19 +385,16 @@ async def test_credits_running_out_while_a_third_worker_joins_post_nothing_twice
     workers.start(1)
     workers.start(2)
     await workers.settled(2)
-    feed = asyncio.create_task(flow(kafka3.bootstrap, s.topics.payments, event_records(events), 50))
-    try:
 
-        async def paused_for_credits() -> bool:
-            for n, port in workers.ports.items():
-                if workers.procs[n].poll() is None:
-                    samples = await scrape(port)
-                    if metric(
-                        samples, "xledger_tenant_paused", tenant="t-lillevik", reason="credits"
-                    ):
-                        return True
-            return False
+    async def paused_for_credits() -> bool:
+        for n, port in workers.ports.items():
+            if workers.procs[n].poll() is None:
+                samples = await scrape(port)
+                if metric(samples, "xledger_tenant_paused", tenant="t-lillevik", reason="credits"):
+                    return True
+        return False
 
+    async with flowing(kafka3.bootstrap, s, events, 50) as feed:
         await wait_for(paused_for_credits, 60, "t-lillevik paused for its credits")
         workers.start(3)  # joins while the tenant waits for Xledger's reset
         await workers.settled(3)
@@ -382,8 +402,6 @@ async def test_credits_running_out_while_a_third_worker_joins_post_nothing_twice
             entity.credits = None
         await feed
         await watch_until(watcher, submitted | rejected, 180)
-    finally:
-        feed.cancel()
     one_outcome_each(watcher, box, submitted | rejected)
     assert box.stats.credit_errors_sent > 0  # the credits did run out
 
@@ -398,39 +416,20 @@ async def test_a_worker_stalled_while_its_batch_waits_for_the_burst_budget_posts
     s, workers, watcher, box = setup
     events = list(generate_events(400, seed=186))
     submitted, rejected = expected_outcomes(demo_snapshot_dicts(), events)
-    stored: list[tuple[float, int | None]] = []
-    box.on_stored = lambda batch: stored.append(
-        (time.time(), sender_of(batch.peer_port, [p.pid for p in workers.procs.values()]))
-    )
+    stored = senders(box, workers)
     short = {"FLYT_POST_BATCH_WINDOW_S": "0.01"}
     workers.start(1, **short)
     workers.start(2, **short)
     await workers.settled(2)
-    feed = asyncio.create_task(flow(kafka3.bootstrap, s.topics.payments, event_records(events), 60))
-    try:
+    async with flowing(kafka3.bootstrap, s, events, 60) as feed:
         await receipts_at_least(watcher, 40)
         # The worker that posts (the demo's three tenants may all sit in its partitions).
-        n, zombie = posting_worker(workers, stored)
-        os.kill(zombie.pid, signal.SIGSTOP)
-        await asyncio.sleep(s.profile().session_timeout_s + 5)
-        resumed = time.time()
-        os.kill(zombie.pid, signal.SIGCONT)
+        zombie = await stall(workers, s, stored)
         await feed
         await watch_until(watcher, submitted | rejected, 180)
-    finally:
-        feed.cancel()
     one_outcome_each(watcher, box, submitted | rejected)
-    after = lines_of(workers.log(n), resumed)
-    rejoined = next(
-        (
-            datetime.fromisoformat(line["timestamp"]).timestamp()
-            for line in after
-            if line.get("event") == "partitions_assigned"
-        ),
-        float("inf"),
-    )
-    assert not [t for t, pid in stored if pid == zombie.pid and resumed <= t < rejoined]
+    assert zombie.posted_before_rejoining(stored) == []
     # It woke up believing it held its partitions: the broker refused its commit, or its
     # fence refused its mutation, before it rejoined.
     fenced = {"commit_fenced", "xledger_post_abandoned"}
-    assert fenced & {line.get("event") for line in after}, "the zombie was never fenced"
+    assert fenced & {line.get("event") for line in zombie.lines()}, "the zombie was never fenced"

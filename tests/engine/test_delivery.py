@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from worker.engine.delivery import Delivery
+from worker.engine.delivery import Delivery, DeliveryAbandoned
 from worker.engine.records import Output, Record
 
 
@@ -14,13 +14,15 @@ class TooLarge(Exception):
     """A broker's refusal of a record over its max.message.bytes."""
 
 
-class FlakyProducer:
-    """Refuses the first `failures` writes (as a broker that is away would), then takes all."""
+class Producer:
+    """Refuses the first `failures` writes (as a broker that is away would), then takes
+    every record up to `limit` bytes; a larger one it refuses for ever, as a broker refuses
+    one over its max.message.bytes."""
 
     unwritable = (TooLarge,)
 
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
+    def __init__(self, failures: int = 0, limit: int = 1 << 20) -> None:
+        self.failures, self.limit = failures, limit
         self.written: list[tuple[str, bytes | None]] = []
 
     async def send(
@@ -35,6 +37,8 @@ class FlakyProducer:
         if self.failures > 0:
             self.failures -= 1
             future.set_exception(TimeoutError("broker away"))
+        elif len(value or b"") > self.limit:
+            future.set_exception(TooLarge())
         else:
             self.written.append((topic, value))
             future.set_result(None)
@@ -47,38 +51,11 @@ async def test_deliver_retries_failed_writes_until_all_are_written() -> None:
     async def no_sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
-    producer = FlakyProducer(failures=5)
+    producer = Producer(failures=5)
     outputs = [Output("t", b"k", f"v{i}".encode()) for i in range(3)]
     await Delivery(producer, sleep=no_sleep).deliver(outputs)
     assert sorted(v for _, v in producer.written) == [b"v0", b"v1", b"v2"]
     assert sleeps == [0.5, 1.0]  # backoff between rounds; every output eventually written
-
-
-class SizeLimitedProducer:
-    """Refuses every record larger than `limit` bytes, as a broker refuses one over its
-    max.message.bytes."""
-
-    unwritable = (TooLarge,)
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.written: list[tuple[str, bytes | None]] = []
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Any = None,
-        partition: int | None = None,
-    ) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if len(value or b"") > self.limit:
-            future.set_exception(TooLarge())
-        else:
-            self.written.append((topic, value))
-            future.set_result(None)
-        return future
 
 
 def as_dead_letter(out: Output, exc: BaseException) -> Output:
@@ -100,7 +77,7 @@ async def test_an_output_the_broker_never_takes_dead_letters_its_input_and_the_b
     async def no_sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
-    producer = SizeLimitedProducer(limit=100)
+    producer = Producer(limit=100)
     huge, small = event(b"event-huge"), event(b"event-small")
     outputs = [
         Output("submissions", b"t", b"x" * 500, source=huge),
@@ -114,7 +91,7 @@ async def test_an_output_the_broker_never_takes_dead_letters_its_input_and_the_b
 
 async def test_without_an_input_to_blame_an_oversized_record_is_retried_not_dropped() -> None:
     sleeps: list[float] = []
-    producer = SizeLimitedProducer(limit=100)
+    producer = Producer(limit=100)
 
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
@@ -128,12 +105,11 @@ async def test_without_an_input_to_blame_an_oversized_record_is_retried_not_drop
 async def test_a_stopping_engine_gives_up_instead_of_retrying_for_ever() -> None:
     """A worker asked to stop while its broker is gone must end: the outputs' inputs stay
     undone, read again after a restart."""
-    from worker.engine.delivery import DeliveryAbandoned
 
     async def no_sleep(seconds: float) -> None:
         pass
 
-    producer = FlakyProducer(failures=1000)
+    producer = Producer(failures=1000)
     delivery = Delivery(producer, stopping=lambda: True, sleep=no_sleep)
     try:
         await delivery.deliver([Output("t", b"k", b"v")])

@@ -8,6 +8,7 @@ import copy
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -54,15 +55,15 @@ def submissions(b: RegisterBook, tenant: str, n: int, seed: int = 14) -> list[Su
     raise AssertionError("not enough demo submissions")
 
 
-def publish(broker: MemoryBroker, subs: list[Submission], partition: int = 0) -> None:
+def publish(broker: MemoryBroker, subs: list[Submission], *headers: tuple[str, bytes]) -> None:
     for sub in subs:
         # Where its Betalt event sat: the refused payment goes back there (R14, R16).
-        where = f"{T.payments}/{partition}@0".encode()
+        where = f"{T.payments}/0@0".encode()
         broker.append(
             T.submissions,
             sub.tenant_id.encode(),
             sub.model_dump_json().encode(),
-            [(SOURCE, where)],
+            [(SOURCE, where), *headers],
             partition=0,
         )
 
@@ -98,6 +99,32 @@ def post_engine(
     engine = Engine(MemoryBackend(broker), engine_settings(s), [stage])
     stage.engine = engine
     return engine, stage
+
+
+@asynccontextmanager
+async def running(
+    broker: MemoryBroker, b: RegisterBook, client: Any
+) -> AsyncIterator[tuple[Engine, PostStage]]:
+    """The post stage started on its own engine; stopped, and its client closed, however
+    the test ends."""
+    engine, stage = post_engine(broker, b, client)
+    await engine.start()
+    try:
+        yield engine, stage
+    finally:
+        await engine.stop(3.0)
+        await getattr(client, "client", client).aclose()
+
+
+def note(broker: MemoryBroker, value: dict[str, Any]) -> None:
+    """The partition's holder note, as a last holder left it."""
+    broker.append(
+        changelog_topic(ONE, POSTING), HOLDER.encode(), json.dumps(value).encode(), partition=0
+    )
+
+
+def notes(broker: MemoryBroker) -> list[dict[str, Any]]:
+    return [json.loads(r.value or b"") for r in records(broker, changelog_topic(ONE, POSTING))]
 
 
 async def sandbox_with(
@@ -151,18 +178,13 @@ async def test_a_slow_tenant_holds_its_partitions_commit_but_not_the_other_tenan
     client = Gate(client_for(box, tokens), SLOW)
     slow, fast = submissions(b, SLOW, 4), submissions(b, FAST, 7)
     publish(broker, slow[:3] + fast + slow[3:])  # offsets 0–2 slow, 3–9 fast, 10 slow
-    engine, _ = post_engine(broker, b, client)
-    await engine.start()
-    try:
+    async with running(broker, b, client):
         await until(lambda: {s.payment_id for s in fast} <= set(posted(box)))
         await asyncio.sleep(0.3)
         assert (committed(broker) or 0) == 0  # offset 0 is in hand: no commit past it
         client.open.set()
         await until(lambda: committed(broker) == 11)
         assert sorted(posted(box)) == twice_each(slow + fast)
-    finally:
-        await engine.stop(3.0)
-        await client.client.aclose()
 
 
 async def test_a_revoke_lets_the_mutation_in_flight_finish_and_commits_its_outcomes() -> None:
@@ -171,27 +193,23 @@ async def test_a_revoke_lets_the_mutation_in_flight_finish_and_commits_its_outco
     hand-over was clean, so the partition's note says `released`."""
     box, tokens = await sandbox_with(demo_snapshots(), FaultProfile(slow=1.0, slow_seconds=0.5))
     b, broker = book(), memory_broker(ONE)
-    client = client_for(box, tokens)
     slow = submissions(b, SLOW, 3)
-    publish(broker, slow)
-    engine, _ = post_engine(broker, b, client)
-    revoked: list[asyncio.Task[None]] = []
-    # The moment the batch is stored, its answer still on its way: the rebalance begins.
-    box.on_stored = lambda batch: revoked.append(
-        asyncio.get_running_loop().create_task(engine.on_revoked({SUBS}))
-    )
-    await engine.start()
     try:
-        await until(lambda: bool(revoked))
-        await revoked[0]
-        assert committed(broker) == 3  # the receipts were written before the commit
-        assert len(records(broker, T.receipts)) == 3
-        assert sorted(posted(box)) == twice_each(slow)
-        notes = [json.loads(r.value or b"") for r in records(broker, changelog_topic(ONE, POSTING))]
-        assert notes[-1]["state"] == "released"
+        async with running(broker, b, client_for(box, tokens)) as (engine, _):
+            revoked: list[asyncio.Task[None]] = []
+            # The moment the batch is stored, its answer still on its way: the rebalance
+            # begins.
+            box.on_stored = lambda batch: revoked.append(
+                asyncio.get_running_loop().create_task(engine.on_revoked({SUBS}))
+            )
+            publish(broker, slow)
+            await until(lambda: bool(revoked))
+            await revoked[0]
+            assert committed(broker) == 3  # the receipts were written before the commit
+            assert len(records(broker, T.receipts)) == 3
+            assert sorted(posted(box)) == twice_each(slow)
+            assert notes(broker)[-1]["state"] == "released"
     finally:
-        await engine.stop(3.0)
-        await client.aclose()
         await box.stop()
 
 
@@ -204,16 +222,11 @@ async def test_a_revoke_starts_no_mutation_that_was_not_yet_on_the_wire(
     b, broker = book(), memory_broker(ONE)
     client = Gate(client_for(box, tokens), SLOW)
     publish(broker, submissions(b, SLOW, 3))
-    engine, _ = post_engine(broker, b, client)
-    await engine.start()
-    try:
+    async with running(broker, b, client) as (engine, _):
         await asyncio.wait_for(client.entered.wait(), 10)
         asyncio.get_running_loop().call_later(0.3, client.open.set)
         await engine.on_revoked({SUBS})
         assert posted(box) == [] and (committed(broker) or 0) == 0
-    finally:
-        await engine.stop(3.0)
-        await client.client.aclose()
 
 
 async def test_after_an_unclean_hand_over_the_new_holder_waits_a_request_deadline(
@@ -224,46 +237,34 @@ async def test_after_an_unclean_hand_over_the_new_holder_waits_a_request_deadlin
     one request deadline has passed since it began."""
     box, tokens = sandbox
     b, broker = book(), memory_broker(ONE)
-    note = {"state": "held", "mutation_at": time.time()}
-    broker.append(
-        changelog_topic(ONE, POSTING), HOLDER.encode(), json.dumps(note).encode(), partition=0
-    )
-    client = client_for(box, tokens)
+    note(broker, {"state": "held", "mutation_at": time.time()})
     publish(broker, submissions(b, FAST, 2))
-    engine, stage = post_engine(broker, b, client)
     loop = asyncio.get_running_loop()
-    await engine.start()
-    try:
+    async with running(broker, b, client_for(box, tokens)) as (_, stage):
         await until(lambda: bool(stage.ready_at))
         [ready_at] = stage.ready_at.values()
         assert ready_at - loop.time() > 0.5  # about the 1 s deadline (plus clock margin)
         await until(lambda: committed(broker) == 2)
         assert loop.time() >= ready_at
-    finally:
-        await engine.stop(3.0)
-        await client.aclose()
 
 
-async def test_after_an_unclean_hand_over_long_after_the_last_mutation_nobody_waits(
-    sandbox: tuple[XledgerSandbox, dict[str, str]],
+@pytest.mark.parametrize(
+    "last",
+    [
+        pytest.param({"state": "released"}, id="clean hand-over"),
+        pytest.param({"state": "held", "mutation_at": time.time() - 60}, id="long after"),
+    ],
+)
+async def test_the_new_holder_posts_at_once_after_a_clean_hand_over_or_long_after_a_mutation(
+    sandbox: tuple[XledgerSandbox, dict[str, str]], last: dict[str, Any]
 ) -> None:
     box, tokens = sandbox
     b, broker = book(), memory_broker(ONE)
-    note = {"state": "held", "mutation_at": time.time() - 60}
-    broker.append(
-        changelog_topic(ONE, POSTING), HOLDER.encode(), json.dumps(note).encode(), partition=0
-    )
-    client = client_for(box, tokens)
-    engine, stage = post_engine(broker, b, client)
-    loop = asyncio.get_running_loop()
-    await engine.start()
-    try:
+    note(broker, last)
+    async with running(broker, b, client_for(box, tokens)) as (_, stage):
         await until(lambda: bool(stage.ready_at))
         [ready_at] = stage.ready_at.values()
-        assert ready_at <= loop.time()
-    finally:
-        await engine.stop(3.0)
-        await client.aclose()
+        assert ready_at <= asyncio.get_running_loop().time()
 
 
 async def test_the_holder_notes_when_it_begins_a_mutation_before_sending_it(
@@ -271,45 +272,14 @@ async def test_the_holder_notes_when_it_begins_a_mutation_before_sending_it(
 ) -> None:
     box, tokens = sandbox
     b, broker = book(), memory_broker(ONE)
-    client = client_for(box, tokens)
-    engine, _ = post_engine(broker, b, client)
     stored_after: list[float | None] = []
-
-    def notes() -> list[dict[str, Any]]:
-        return [json.loads(r.value or b"") for r in records(broker, changelog_topic(ONE, POSTING))]
-
     # The moment Xledger stores the batch, the note of its beginning is on the broker.
-    box.on_stored = lambda batch: stored_after.append(notes()[-1].get("mutation_at"))
+    box.on_stored = lambda batch: stored_after.append(notes(broker)[-1].get("mutation_at"))
     before = time.time()
     publish(broker, submissions(b, FAST, 3))
-    await engine.start()
-    try:
+    async with running(broker, b, client_for(box, tokens)):
         await until(lambda: committed(broker) == 3)
         assert stored_after and all(t is not None and t >= before for t in stored_after)
-    finally:
-        await engine.stop(3.0)
-        await client.aclose()
-
-
-async def test_after_a_clean_hand_over_the_new_holder_posts_at_once(
-    sandbox: tuple[XledgerSandbox, dict[str, str]],
-) -> None:
-    box, tokens = sandbox
-    b, broker = book(), memory_broker(ONE)
-    broker.append(
-        changelog_topic(ONE, POSTING), HOLDER.encode(), b'{"state":"released"}', partition=0
-    )
-    client = client_for(box, tokens)
-    engine, stage = post_engine(broker, b, client)
-    loop = asyncio.get_running_loop()
-    await engine.start()
-    try:
-        await until(lambda: bool(stage.ready_at))
-        [ready_at] = stage.ready_at.values()
-        assert ready_at <= loop.time()
-    finally:
-        await engine.stop(3.0)
-        await client.aclose()
 
 
 async def test_a_zombie_posts_nothing_for_the_partition_it_lost(
@@ -323,23 +293,14 @@ async def test_a_zombie_posts_nothing_for_the_partition_it_lost(
     stalled = Gate(client_for(box, tokens), SLOW)
     subs = submissions(b, SLOW, 3)
     publish(broker, subs)
-    zombie, _ = post_engine(broker, b, stalled)
-    await zombie.start()
-    other = client_for(box, tokens)
-    successor, _ = post_engine(broker, b, other)
-    try:
+    async with running(broker, b, stalled) as (zombie, _):
         await asyncio.wait_for(stalled.entered.wait(), 10)
-        zombie.consumer.expel()  # type: ignore[attr-defined]  (the memory backend's stall)
-        await successor.start()
-        await until(lambda: committed(broker) == 3)  # the successor posted them
-        stalled.open.set()  # the zombie wakes up and reaches its mutation
-        await asyncio.sleep(0.5)
-        assert sorted(posted(box)) == twice_each(subs)
-    finally:
-        await zombie.stop(3.0)
-        await successor.stop(3.0)
-        await stalled.client.aclose()
-        await other.aclose()
+        zombie.consumer.expel()  # type: ignore[attr-defined]  # the memory backend's stall
+        async with running(broker, b, client_for(box, tokens)):
+            await until(lambda: committed(broker) == 3)  # the successor posted them
+            stalled.open.set()  # the zombie wakes up and reaches its mutation
+            await asyncio.sleep(0.5)
+            assert sorted(posted(box)) == twice_each(subs)
 
 
 async def test_a_refused_payment_is_one_rejection_sent_back_to_its_state_owner(
@@ -356,12 +317,9 @@ async def test_a_refused_payment_is_one_rejection_sent_back_to_its_state_owner(
     b = book(snapshots)
     assert b.offer(RegisterSnapshot.model_validate(unknown)).accepted
     broker = memory_broker(ONE)
-    client = client_for(box, tokens)
     [sub] = submissions(b, FAST, 1)
     publish(broker, [sub])
-    engine, _ = post_engine(broker, b, client)
-    await engine.start()
-    try:
+    async with running(broker, b, client_for(box, tokens)):
         await until(lambda: committed(broker) == 1)
         [rejection] = [json.loads(r.value or b"") for r in records(broker, T.rejections)]
         assert rejection["reason"] == "XLEDGER_REFUSED" and rejection["retryable"] is True
@@ -370,9 +328,6 @@ async def test_a_refused_payment_is_one_rejection_sent_back_to_its_state_owner(
         refused = RefusedPayment.model_validate_json(back.value or b"")
         assert (refused.payment_id, refused.snapshot_version) == (sub.payment_id, 2)
         assert PaymentStatusEvent.model_validate_json(refused.event) == sub.event
-    finally:
-        await engine.stop(3.0)
-        await client.aclose()
 
 
 async def test_r18_a_payment_decided_under_another_motkonto_is_evaluated_again_first() -> None:
@@ -388,22 +343,19 @@ async def test_r18_a_payment_decided_under_another_motkonto_is_evaluated_again_f
     assert b.offer(snapshot).accepted
     box, tokens = await sandbox_with([snapshot])
     broker = memory_broker(ONE)
-    client = client_for(box, tokens)
     publish(broker, [stale])
-    engine, _ = post_engine(broker, b, client)
-    await engine.start()
     try:
-        # Written again as a new submission (what reconcile compares with), then posted.
-        await until(lambda: committed(broker) == 2)
-        [_, again] = [
-            Submission.model_validate_json(r.value or b"") for r in records(broker, T.submissions)
-        ]
-        assert again.lines[1].account == "1921" and again.snapshot_version == snapshot.version
-        counter = [x for x in box.ledger() if x["extIdentifier"].endswith(":2")]
-        assert [x["account"] for x in counter] == ["1921"]  # not the stale 1920
+        async with running(broker, b, client_for(box, tokens)):
+            # Written again as a new submission (what reconcile compares with), then posted.
+            await until(lambda: committed(broker) == 2)
+            [_, again] = [
+                Submission.model_validate_json(r.value or b"")
+                for r in records(broker, T.submissions)
+            ]
+            assert again.lines[1].account == "1921" and again.snapshot_version == snapshot.version
+            counter = [x for x in box.ledger() if x["extIdentifier"].endswith(":2")]
+            assert [x["account"] for x in counter] == ["1921"]  # not the stale 1920
     finally:
-        await engine.stop(3.0)
-        await client.aclose()
         await box.stop()
 
 
@@ -413,27 +365,10 @@ async def test_a_record_that_is_no_submission_is_dead_lettered_and_committed(
     box, tokens = sandbox
     b, broker = book(), memory_broker(ONE)
     broker.append(T.submissions, b"t", b"{not a submission", partition=0)
-    client = client_for(box, tokens)
-    engine, _ = post_engine(broker, b, client)
-    await engine.start()
-    try:
+    async with running(broker, b, client_for(box, tokens)):
         await until(lambda: committed(broker) == 1)
         [dead] = records(broker, T.dlq)
         assert dead.header("dlq.reason") == b"invalid" and dead.header("dlq.stage") == b"post"
-    finally:
-        await engine.stop(3.0)
-        await client.aclose()
-
-
-def publish_with(broker: MemoryBroker, subs: list[Submission], *headers: tuple[str, bytes]) -> None:
-    for sub in subs:
-        broker.append(
-            T.submissions,
-            sub.tenant_id.encode(),
-            sub.model_dump_json().encode(),
-            [(SOURCE, f"{T.payments}/0@0".encode()), *headers],
-            partition=0,
-        )
 
 
 async def test_a_payments_first_submission_is_posted_without_a_lookup(
@@ -443,18 +378,12 @@ async def test_a_payments_first_submission_is_posted_without_a_lookup(
     began to post it, so its batch costs one request (the mutation), not two."""
     box, tokens = sandbox
     b, broker = book(), memory_broker(ONE)
-    client = client_for(box, tokens)
     subs = submissions(b, FAST, 5)
-    publish_with(broker, subs, (FRESH, b"1"))
-    engine, _ = post_engine(broker, b, client)
-    await engine.start()
-    try:
+    publish(broker, subs, (FRESH, b"1"))
+    async with running(broker, b, client_for(box, tokens)):
         await until(lambda: committed(broker) == 5)
         assert (box.stats.queries, box.stats.mutations) == (0, 1)
         assert sorted(posted(box)) == twice_each(subs)
-    finally:
-        await engine.stop(3.0)
-        await client.aclose()
 
 
 async def test_a_fresh_submission_whose_posting_began_before_is_looked_up_not_posted_again(
@@ -466,22 +395,16 @@ async def test_a_fresh_submission_whose_posting_began_before_is_looked_up_not_po
     replayed dead letter is looked up too."""
     box, tokens = sandbox
     b, broker = book(), memory_broker(ONE)
-    client = client_for(box, tokens)
     [sub] = submissions(b, FAST, 1)
-    publish_with(broker, [sub], (FRESH, b"1"))
-    engine, _ = post_engine(broker, b, client)
-    await engine.start()
-    try:
+    publish(broker, [sub], (FRESH, b"1"))
+    async with running(broker, b, client_for(box, tokens)):
         await until(lambda: committed(broker) == 1)
-        publish_with(broker, [sub], (FRESH, b"1"))  # the duplicate, later
+        publish(broker, [sub], (FRESH, b"1"))  # the duplicate, later
         await until(lambda: committed(broker) == 2)
         [other] = submissions(b, FAST, 2)[1:]
-        publish_with(broker, [other], (FRESH, b"1"), ("dlq.replay_count", b"1"))
+        publish(broker, [other], (FRESH, b"1"), ("dlq.replay_count", b"1"))
         await until(lambda: committed(broker) == 3)
         receipts = [json.loads(r.value or b"") for r in records(broker, T.receipts)]
         assert [r["already_present"] for r in receipts[:2]] == [False, True]
         assert sorted(posted(box)) == twice_each([sub, other])
         assert box.stats.queries == 2  # the duplicate and the replay were looked up
-    finally:
-        await engine.stop(3.0)
-        await client.aclose()

@@ -137,18 +137,41 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.listener.on_assigned({TopicPartition(tp.topic, tp.partition) for tp in assigned})
 
 
-class KafkaGroupConsumer:
-    def __init__(self, bootstrap: str, settings: GroupSettings) -> None:
-        self.bootstrap = bootstrap
-        self.s = settings
-        self._consumer: AIOKafkaConsumer | None = None
-        self._subscription: tuple[list[str], RebalanceListener] | None = None
+class _Consumer:
+    """What the group consumer and the reader do alike on their aiokafka consumer."""
+
+    _consumer: AIOKafkaConsumer | None = None
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            raise RuntimeError("consumer not started")
+            raise RuntimeError(f"{type(self).__name__} not started")
         return self._consumer
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def poll(self, timeout_s: float) -> dict[TopicPartition, list[Record]]:
+        return _records(await self.consumer.getmany(timeout_ms=int(timeout_s * 1000)))
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.consumer.seek(AioTP(tp.topic, tp.partition), offset)
+
+    async def beginning_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        got = await self.consumer.beginning_offsets(_aio(tps))
+        return {TopicPartition(tp.topic, tp.partition): o for tp, o in got.items()}
+
+    async def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        got = await self.consumer.end_offsets(_aio(tps))
+        return {TopicPartition(tp.topic, tp.partition): o for tp, o in got.items()}
+
+
+class KafkaGroupConsumer(_Consumer):
+    def __init__(self, bootstrap: str, settings: GroupSettings) -> None:
+        self.bootstrap = bootstrap
+        self.s = settings
+        self._subscription: tuple[list[str], RebalanceListener] | None = None
 
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
         self._subscription = (topics, listener)
@@ -175,13 +198,6 @@ class KafkaGroupConsumer:
         if self._subscription is not None:
             self.subscribe(*self._subscription)
 
-    async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
-
-    async def poll(self, timeout_s: float) -> dict[TopicPartition, list[Record]]:
-        return _records(await self.consumer.getmany(timeout_ms=int(timeout_s * 1000)))
-
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             await self.consumer.commit(
@@ -197,17 +213,6 @@ class KafkaGroupConsumer:
         offset: int | None = await self.consumer.committed(AioTP(tp.topic, tp.partition))
         return offset
 
-    async def beginning_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        got = await self.consumer.beginning_offsets(_aio(tps))
-        return {TopicPartition(tp.topic, tp.partition): o for tp, o in got.items()}
-
-    async def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        got = await self.consumer.end_offsets(_aio(tps))
-        return {TopicPartition(tp.topic, tp.partition): o for tp, o in got.items()}
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.consumer.seek(AioTP(tp.topic, tp.partition), offset)
-
     def pause(self, tps: Iterable[TopicPartition]) -> None:
         self.consumer.pause(*_aio(tps))
 
@@ -218,19 +223,12 @@ class KafkaGroupConsumer:
         return {TopicPartition(tp.topic, tp.partition) for tp in self.consumer.assignment()}
 
 
-class KafkaReader:
+class KafkaReader(_Consumer):
     """An assigned consumer in no group: it never moves a partition, commits nothing."""
 
     def __init__(self, bootstrap: str, fetch_max_wait_ms: int = 100) -> None:
         self.bootstrap = bootstrap
         self.fetch_max_wait_ms = fetch_max_wait_ms
-        self._consumer: AIOKafkaConsumer | None = None
-
-    @property
-    def consumer(self) -> AIOKafkaConsumer:
-        if self._consumer is None:
-            raise RuntimeError("reader not started")
-        return self._consumer
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -242,33 +240,15 @@ class KafkaReader:
         )
         await self._consumer.start()
 
-    async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
-
     async def partitions(self, topic: str) -> list[int]:
         return await topic_partitions(self.bootstrap, topic)
 
     def assign(self, tps: Iterable[TopicPartition]) -> None:
         self.consumer.assign(_aio(tps))
 
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.consumer.seek(AioTP(tp.topic, tp.partition), offset)
-
-    async def poll(self, timeout_s: float) -> dict[TopicPartition, list[Record]]:
-        return _records(await self.consumer.getmany(timeout_ms=int(timeout_s * 1000)))
-
     async def position(self, tp: TopicPartition) -> int:
         position: int = await self.consumer.position(AioTP(tp.topic, tp.partition))
         return position
-
-    async def beginning_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        got = await self.consumer.beginning_offsets(_aio(tps))
-        return {TopicPartition(tp.topic, tp.partition): o for tp, o in got.items()}
-
-    async def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        got = await self.consumer.end_offsets(_aio(tps))
-        return {TopicPartition(tp.topic, tp.partition): o for tp, o in got.items()}
 
 
 class CachingPartitioner:
