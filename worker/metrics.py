@@ -6,8 +6,8 @@ a pause reason. Never a payment id, never a token.
 Gauges that describe a state (lag, parked rejections, snapshot age, readiness) are
 refreshed every few seconds by `worker/pipeline/observer.py`; the others change as things
 happen. The dashboards (`deploy/grafana/dashboards.py`) and the alert rules
-(`deploy/prometheus/alerts.yml`) use these names; `tests/test_dashboards.py` and
-`tests/test_alerts.py` keep them from drifting apart.
+(`deploy/prometheus/alerts.yml`) use these names; `tests/deploy/test_dashboards.py` and
+`tests/deploy/test_alerts.py` keep them from drifting apart.
 """
 
 from __future__ import annotations

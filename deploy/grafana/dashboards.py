@@ -5,7 +5,7 @@
 Two dashboards: the overview (is the flow healthy, and if not, where does it stop?) and
 a per-tenant drill-down (what is wrong for this one municipality?). Each panel's
 description is the question it answers for the person on call. The JSON is committed
-(Grafana provisions it from deploy/grafana/dashboards/); tests/test_dashboards.py
+(Grafana provisions it from deploy/grafana/dashboards/); tests/deploy/test_dashboards.py
 regenerates it and fails on any difference, and checks that every metric it queries is
 one the worker exports (worker/metrics.py).
 
