@@ -22,7 +22,7 @@ from aiokafka.structs import OffsetAndMetadata
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Broker, subprocess_env
-from tests.deploy_queries import all_queries, metric_names
+from tests.deploy.queries import all_queries, metric_names
 from tests.stream_helpers import prepare, scrape, unique_settings, wait_for
 from worker import logs
 from worker.demo.registers import demo_snapshot_dicts

@@ -12,7 +12,7 @@ from tests.factories import event_dict, patch
 from worker import schemas
 from worker.contracts import DlqHeaders, PaymentStatusEvent
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def parse(d: dict) -> PaymentStatusEvent:

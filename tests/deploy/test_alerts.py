@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import prometheus_tool
-from tests.deploy_queries import ALERTS, alert_rules
+from tests.deploy.queries import ALERTS, alert_rules
 
 UNIT_TESTS = ALERTS.parent / "alerts_test.yml"
 

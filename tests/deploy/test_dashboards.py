@@ -10,7 +10,7 @@ from types import ModuleType
 from prometheus_client import REGISTRY
 
 import worker.metrics  # noqa: F401  (registers every metric)
-from tests.deploy_queries import (
+from tests.deploy.queries import (
     DASHBOARDS,
     DEPLOY,
     alert_queries,

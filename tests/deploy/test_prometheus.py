@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, prometheus_tool, stop_process, subprocess_env
-from tests.deploy_queries import ALERTS, alert_queries, alert_rules, dashboards, panels
+from tests.deploy.queries import ALERTS, alert_queries, alert_rules, dashboards, panels
 from tests.stream_helpers import wait_for
 from worker.devenv.children import dies_with_parent
 

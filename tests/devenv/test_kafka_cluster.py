@@ -38,7 +38,7 @@ if _MISSING and os.environ.get("FLYT_REQUIRE_KAFKA") != "1":
         allow_module_level=True,
     )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module", autouse=True)

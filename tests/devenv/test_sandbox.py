@@ -34,7 +34,7 @@ from worker.devenv.sandbox import (
     serve,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "tok-Sandbox-Secret-9f3a1c"  # distinctive, so a leak into any answer is caught
 OTHER_TOKEN = "tok-Other-Secret-77b0e2"
 OWNER = 42365431

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import test_sandbox
-from tests.test_sandbox import MUTATION, OTHER_TOKEN, TOKEN, Gql, make_entity, voucher
-from tests.xledger_helpers import FakeTime
+from tests.devenv import test_sandbox
+from tests.devenv.test_sandbox import MUTATION, OTHER_TOKEN, TOKEN, Gql, make_entity, voucher
+from tests.xledger.helpers import FakeTime
 from worker.devenv.sandbox import PROFILES, XledgerSandbox
 from worker.devenv.sandbox.server import StoredBatch
 

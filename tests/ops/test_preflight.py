@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Broker, free_port, subprocess_env
-from tests.ops_helpers import ops_settings, records, send
+from tests.ops.helpers import ops_settings, records, send
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot
 from worker.core import Enriched, RegisterIndex, evaluate
 from worker.core.endpoints import UrlPolicy

@@ -17,8 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Broker, free_port, stop_process
-from tests.ops_helpers import acli, ops_settings, send
-from tests.ops_helpers import env as ops_env
+from tests.ops.helpers import acli, ops_settings, send
+from tests.ops.helpers import env as ops_env
 from tests.stream_helpers import prepare, wait_for
 from worker.config import Settings
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Submission

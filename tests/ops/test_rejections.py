@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Broker
-from tests.ops_helpers import acli, cli, json_lines, ops_settings, records, rejection_of, send
+from tests.ops.helpers import acli, cli, json_lines, ops_settings, records, rejection_of, send
 from tests.stream_helpers import prepare, wait_for
 from worker.contracts import RegisterSnapshot
 from worker.contracts.headers import RESEND_BY

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Broker
-from tests.ops_helpers import cli, json_lines, ops_settings, rejection_of, send
+from tests.ops.helpers import cli, json_lines, ops_settings, rejection_of, send
 from worker.config import Settings
 from worker.contracts import DlqHeaders
 from worker.demo.events import generate_events

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Broker
-from tests.ops_helpers import cli, ops_settings, records, rejection_of, send
+from tests.ops.helpers import cli, ops_settings, records, rejection_of, send
 from worker.contracts import RegisterSnapshot
 from worker.core.register_index import RegisterIndex
 from worker.demo.events import generate_events

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from graphql import parse, validate
 
-from tests.xledger_helpers import FakeTime
+from tests.xledger.helpers import FakeTime
 from worker.core.endpoints import UrlPolicy
 from worker.demo.harness import start_demo_sandbox
 from worker.devenv.sandbox import Entity, FaultProfile, XledgerSandbox

@@ -21,7 +21,7 @@ import pytest
 import structlog
 from prometheus_client import REGISTRY
 
-from tests.xledger_helpers import FakeTime, client_for, entity, submission, target, token_for
+from tests.xledger.helpers import FakeTime, client_for, entity, submission, target, token_for
 from worker import logs
 from worker.contracts import Submission
 from worker.core.endpoints import UrlPolicy

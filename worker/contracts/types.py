@@ -69,7 +69,7 @@ class _DateFromJsonInRust:
     """From JSON, an ISO date is read by pydantic's own code, with no call into Python:
     ASCII YYYY-MM-DD, then a real calendar date. It takes exactly the strings
     `_parse_date` takes (whose `\\d` and `fromisoformat` come to the same: pinned by
-    tests/test_contract_fast_validators.py); its refusals are worded by pydantic, and
+    tests/contracts/test_fast_validators.py); its refusals are worded by pydantic, and
     `read_event` words an unreadable event's errors in Python mode, as before. Python
     mode (dicts, `model_validate`) keeps `_parse_date`, which also takes date objects."""
 
