@@ -99,7 +99,7 @@ class Observer:
         for tenant in book.tenants():
             index = book.index(tenant)
             if index is not None:
-                age = (now - index.snapshot.published_at).total_seconds()
+                age = (now - index.published_at).total_seconds()
                 metrics.SNAPSHOT_AGE_SECONDS.labels(tenant).set(max(0.0, age))
         parked: Counter[str] = Counter()
         for store in self.pipeline.engine.held_stores(PENDING):

@@ -160,9 +160,7 @@ class TenantPoster:
             if not items:
                 return
             settings = index.settings
-            target = Target(
-                self.tenant, settings.url, settings.token_ref, index.snapshot.test_tenant
-            )
+            target = Target(self.tenant, settings.url, settings.token_ref, index.test_tenant)
             fresh, self._starting = self._fresh_of(items)
             try:
                 subs = [sub for sub, _ in items]
