@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 
 from worker.config import Topics
 from worker.engine.kafka import KafkaReader
@@ -24,9 +25,12 @@ class Watch:
         self.betalt_ms: dict[Key, int] = {}
         self.receipt_ms: dict[Key, int] = {}
         self.rejected: set[Key] = set()
+        self.rejected_ms: dict[Key, int] = {}
         self.dead_letters = 0
         self.enrich_first_ms: int | None = None  # first submission or rejection written
         self.enrich_last_ms: int | None = None
+        self.enrich_ms: list[int] = []  # every enrich output's broker time (the report's)
+        self.payments_per_partition: Counter[int] = Counter()  # events, by input partition
 
     async def start(self) -> None:
         await self.reader.start()
@@ -61,6 +65,7 @@ class Watch:
         for tp, records in batches.items():
             for r in records:
                 if tp.topic == t.payments:
+                    self.payments_per_partition[tp.partition] += 1
                     body = json.loads(r.value or b"{}")
                     if body.get("status") == "Betalt":
                         self.betalt_ms.setdefault(
@@ -80,9 +85,11 @@ class Watch:
                     self.receipt_ms.setdefault(key, r.timestamp_ms)
                 else:
                     self.rejected.add(key)
+                    self.rejected_ms.setdefault(key, r.timestamp_ms)
         await asyncio.sleep(0)
 
     def _enrich_output(self, ms: int) -> None:
+        self.enrich_ms.append(ms)
         if self.enrich_first_ms is None or ms < self.enrich_first_ms:
             self.enrich_first_ms = ms
         if self.enrich_last_ms is None or ms > self.enrich_last_ms:
@@ -95,6 +102,47 @@ class Watch:
             for k in keys
             if k in self.receipt_ms and k in self.betalt_ms
         )
+
+
+async def topic_times(bootstrap: str, topic: str, partitions: int) -> list[int]:
+    """The broker times of every record now on `topic`, sorted (the anchor's outputs)."""
+    reader = KafkaReader(bootstrap)
+    await reader.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        reader.assign(tps)
+        ends = await reader.end_offsets(tps)
+        for tp, first in (await reader.beginning_offsets(tps)).items():
+            reader.seek(tp, first)
+        out: list[int] = []
+        deadline = time.monotonic() + 60
+        while [tp for tp, end in ends.items() if await reader.position(tp) < end]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: not read to its end in 60 s")
+            for records in (await reader.poll(0.2)).values():
+                out += [r.timestamp_ms for r in records]
+        return sorted(out)
+    finally:
+        await reader.stop()
+
+
+def per_second(times_ms: list[int], bin_s: float) -> list[float]:
+    """Events per second in bins of `bin_s`, from the first time on."""
+    if not times_ms:
+        return []
+    first = min(times_ms)
+    counts = Counter(int((t - first) / 1000 / bin_s) for t in times_ms)
+    return [round(counts.get(i, 0) / bin_s, 1) for i in range(max(counts) + 1)]
+
+
+def to_last_outcome_s(watch: Watch, keys: set[Key]) -> float | None:
+    """From the first of these payments' Betalt events to the last of their outcomes
+    (receipt or rejection), by broker times."""
+    starts = [watch.betalt_ms[k] for k in keys if k in watch.betalt_ms]
+    ends = [t for k in keys for t in (watch.receipt_ms.get(k), watch.rejected_ms.get(k)) if t]
+    if not starts or not ends:
+        return None
+    return round((max(ends) - min(starts)) / 1000, 2)
 
 
 def quantile(xs: list[int], q: float) -> int | None:

@@ -1,0 +1,387 @@
+"""What every bench plan stands on: a broker, the Xledger sandbox with every registered
+tenant's entity, the registers topic, and the runs (the anchor, the enrich stage alone,
+whole workers) over topics of their own. Everything started here is stopped however a
+run ends: the broker and sandbox by their context managers, each worker by `finally`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker.bench import data
+from worker.bench.watch import Watch, quantile, to_last_outcome_s, topic_times
+from worker.bench.worker_proc import WorkerProcess
+from worker.config import Settings, Topics
+from worker.contracts import RegisterSnapshot
+from worker.devenv.feed import event_records, publish
+from worker.devenv.feed import producer as feed_producer
+from worker.devenv.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot
+from worker.engine import broker_kind
+from worker.engine.anchor import passthrough
+from worker.engine.lag import group_positions
+from worker.engine.topics import TopicSpec, ensure_topics
+from worker.pipeline.topics import topic_specs
+from worker.xledger.secrets import env_name
+
+DEFAULT_WINDOW_S = Settings().post_batch_window_s
+PARTITIONS = Settings().partitions
+
+Say = Callable[[str], None]
+
+
+def say_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+@contextlib.contextmanager
+def interrupts_as_keyboard() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the clean-up below stops what was started."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def broker(kind: str, say: Say, brokers: int = 1) -> Iterator[str]:
+    """Tansu, or Apache Kafka with `brokers` brokers (KRaft, from the jars). Start it from
+    the thread that lives as long as it: its processes die with that thread's process."""
+    if kind == "tansu":
+        from worker.devenv.tansu import EmbeddedBroker
+
+        with EmbeddedBroker() as tansu:
+            say(f"broker: Tansu at {tansu.bootstrap}")
+            yield tansu.bootstrap
+    else:
+        from worker.devenv.kafka_cluster import KafkaCluster, kafka_version
+
+        with KafkaCluster(brokers=brokers) as cluster:
+            version = kafka_version()
+            say(f"broker: Apache Kafka {version} ({brokers} brokers) at {cluster.bootstrap}")
+            yield cluster.bootstrap
+
+
+@dataclass
+class Run:
+    """One whole-worker run: its figures (JSON-ready), and what the report draws."""
+
+    figures: dict[str, Any]
+    latencies_ms: list[int] = field(default_factory=list)  # Betalt → receipt, sorted
+    enrich_ms: list[int] = field(default_factory=list)  # broker times of enrich outputs
+    receipt_ms: list[int] = field(default_factory=list)  # broker times of receipts
+
+
+@contextlib.asynccontextmanager
+async def world(
+    bootstrap: str,
+    registered_tenants: int,
+    sandbox_latency_s: float,
+    say: Say,
+    replication: int = 1,
+) -> AsyncIterator[Bench]:
+    """The sandbox (answering every request `sandbox_latency_s` late) with an entity and a
+    token per tenant, their registers published; stopped and cleaned up on the way out."""
+    all_tenants = data.tenant_ids(registered_tenants)
+    scratch = Path(tempfile.mkdtemp(prefix="flyt-bench-"))
+    sandbox = XledgerSandbox(
+        faults=FaultProfile(slow=1.0, slow_seconds=sandbox_latency_s), burst_limit=20
+    )
+    tokens: dict[str, str] = {}
+    try:
+        for i, tenant in enumerate(all_tenants):
+            snap = RegisterSnapshot.model_validate(data.snapshot_dict(tenant))
+            token = secrets.token_urlsafe(24)
+            sandbox.add_entity(token, entity_from_snapshot(snap, owner_db_id=50_000_000 + i))
+            tokens[env_name(tenant)] = token
+        await sandbox.start()
+        bench = Bench(bootstrap, sandbox, tokens, scratch, say, replication)
+        await bench.publish_registers(all_tenants)
+        yield bench
+    finally:
+        await sandbox.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+class Bench:
+    def __init__(
+        self,
+        bootstrap: str,
+        sandbox: XledgerSandbox,
+        tokens: dict[str, str],
+        scratch: Path,
+        say: Say,
+        replication: int = 1,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.sandbox = sandbox
+        self.tokens = tokens
+        self.scratch = scratch
+        self.say = say
+        self.replication = replication
+        self.run_id = secrets.token_hex(3)
+        self.registers = f"bench.registers.{self.run_id}"
+
+    async def settings(self, tag: str, partitions: int = PARTITIONS) -> Settings:
+        suffix = f"bench-{tag}-{self.run_id}"
+        t = Topics()
+        topics = Topics(
+            payments=f"{t.payments}.{suffix}",
+            registers=self.registers,
+            submissions=f"{t.submissions}.{suffix}",
+            receipts=f"{t.receipts}.{suffix}",
+            rejections=f"{t.rejections}.{suffix}",
+            dlq=f"{t.dlq}.{suffix}",
+        )
+        s = Settings(
+            app_id=f"flyt-{suffix}",
+            topics=topics,
+            partitions=partitions,
+            replication_factor=self.replication,
+            min_insync_replicas=min(2, self.replication),
+            metrics_port=None,
+        )
+        return await broker_kind.resolve(s, self.bootstrap)
+
+    def worker(self, s: Settings, name: str, extra_env: dict[str, str]) -> WorkerProcess:
+        env = {
+            "FLYT_PARTITIONS": str(s.partitions),
+            "FLYT_REPLICATION_FACTOR": str(s.replication_factor),
+            "FLYT_MIN_INSYNC_REPLICAS": str(s.min_insync_replicas),
+            **extra_env,
+        }
+        return WorkerProcess(
+            self.bootstrap,
+            app_id=s.app_id,
+            topics=s.topics,
+            sandbox_url=self.sandbox.url or "",
+            tokens=self.tokens,
+            log_path=self.scratch / f"worker-{name}.log",
+            extra_env=env,
+        )
+
+    async def publish_registers(self, tenants: list[str]) -> None:
+        s = await self.settings("registers")
+        await ensure_topics(self.bootstrap, [t for t in topic_specs(s) if t.name == self.registers])
+        records = [(t.encode(), data.snapshot_bytes(t)) for t in tenants]
+        await publish(self.bootstrap, self.registers, records)  # one-record batches (Tansu)
+
+    async def passthrough(
+        self, records: list[tuple[bytes | None, bytes]]
+    ) -> tuple[float, float, list[int]]:
+        """The anchor over `records`: events/s, CPU µs per event, its outputs' broker times."""
+        src, dst = f"bench.passthrough-in.{self.run_id}", f"bench.passthrough-out.{self.run_id}"
+        specs = [TopicSpec(src, PARTITIONS, {}), TopicSpec(dst, PARTITIONS, {})]
+        await ensure_topics(self.bootstrap, specs)
+        await publish(self.bootstrap, src, records, one_record_batches=False)
+        rate, cpu = await passthrough(self.bootstrap, src, dst, PARTITIONS, len(records))
+        return rate, cpu, await topic_times(self.bootstrap, dst, PARTITIONS)
+
+    async def enrich_run(self, tag: str, events: list[dict[str, Any]]) -> Run:
+        """A worker running the enrich stage alone: the burst published at once, its rate
+        from the broker times of its first and last output, its CPU per event until the
+        group has committed every event."""
+        s = await self.settings(tag)
+        await ensure_topics(self.bootstrap, topic_specs(s))
+        worker = self.worker(s, tag, {"FLYT_STAGES": "enrich"})
+        watch = Watch(self.bootstrap, s.topics, s.partitions)
+        worker.start()
+        try:
+            await worker.ready()
+            await watch.start()
+            cpu_before = worker.cpu_s()
+            await publish(self.bootstrap, s.topics.payments, event_records(events), False)
+            deadline = time.monotonic() + 120 + len(events) / 100
+            while not await all_committed(self.bootstrap, s.app_id, s.topics.payments):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the enrich stage did not finish {len(events)} events")
+                await asyncio.sleep(0.1)
+            cpu = worker.cpu_s() - cpu_before
+            for _ in range(20):  # the outputs' broker times, all of them read
+                await watch.poll()
+        except BaseException:
+            self.say(f"worker log ({tag}): {worker.tail(10)}")
+            raise
+        finally:
+            worker.stop()
+            await watch.stop()
+        first, last = watch.enrich_first_ms, watch.enrich_last_ms
+        if not first or not last or last <= first:
+            raise RuntimeError("the enrich stage wrote no outputs to time")
+        figures = {
+            "events": len(events),
+            "events_per_s": round(len(events) / ((last - first) / 1000)),
+            "cpu_us_per_event": round(cpu / len(events) * 1e6),
+        }
+        return Run(figures, enrich_ms=sorted(watch.enrich_ms))
+
+    async def worker_run(
+        self,
+        tag: str,
+        events: list[dict[str, Any]],
+        rate: float | None,
+        window_s: float,
+        workers: int = 1,
+        partitions: int = PARTITIONS,
+    ) -> Run:
+        """`workers` whole workers in one group (both stages, posting to the sandbox): the
+        events published at once (`rate` None) or at `rate` per second, until every Betalt
+        payment has an outcome."""
+        s = await self.settings(tag, partitions)
+        await ensure_topics(self.bootstrap, topic_specs(s))
+        env = {"FLYT_POST_BATCH_WINDOW_S": str(window_s)}
+        procs = [self.worker(s, f"{tag}-{i}", env) for i in range(workers)]
+        watch = Watch(self.bootstrap, s.topics, s.partitions)
+        expected = data.betalt_keys(events)
+        try:
+            for w in procs:
+                w.start()
+            for w in procs:
+                await w.ready()
+            if workers > 1:
+                await _balanced(procs, s.topics.payments, s.partitions)
+            await watch.start()
+            requests_before = self.sandbox.stats.requests
+            cpu_before = [w.cpu_s() for w in procs]
+            records = event_records(events)
+            feed = asyncio.create_task(_feed(self.bootstrap, s.topics.payments, records, rate))
+            try:
+                timeout = 120 + (len(events) / rate if rate else len(events) / 100)
+                await watch.until_done(expected, timeout)
+                await feed
+            finally:
+                feed.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feed
+            requests = self.sandbox.stats.requests - requests_before
+            cpu = [w.cpu_s() - c for w, c in zip(procs, cpu_before, strict=True)]
+            rss = [w.peak_rss_mb() for w in procs]
+            shares = [_assigned(w, s.topics.payments) for w in procs]
+        except BaseException:
+            for w in procs:
+                self.say(f"worker log ({tag}): {w.tail(10)}")
+            raise
+        finally:
+            for w in procs:
+                w.stop()
+            await watch.stop()
+        lat = watch.latencies_ms(expected)
+        posted = len(expected & watch.receipt_ms.keys())
+        first, last = watch.enrich_first_ms, watch.enrich_last_ms
+        enrich = len(events) / ((last - first) / 1000) if first and last and last > first else None
+        figures: dict[str, Any] = {
+            "events": len(events),
+            "posted": posted,
+            "rejected": len(expected & watch.rejected),
+            "p50_ms": quantile(lat, 0.50),
+            "p99_ms": quantile(lat, 0.99),
+            "max_ms": lat[-1] if lat else None,
+            "to_last_outcome_s": to_last_outcome_s(watch, expected),
+            "requests": requests,
+            "requests_per_payment": round(requests / posted, 4) if posted else None,
+            "enrich_events_per_s": round(enrich) if enrich else None,
+            "worker_cpu_us_per_event": round(sum(cpu) / len(events) * 1e6),
+            "worker_rss_mb": max(rss),
+        }
+        if workers > 1:
+            per_partition = watch.payments_per_partition
+            figures["per_worker"] = [
+                {
+                    "partitions": sorted(share),
+                    "events": sum(per_partition[p] for p in share),
+                    "cpu_s": round(c, 2),
+                    "cpu_us_per_event": (
+                        round(c / n * 1e6) if (n := sum(per_partition[p] for p in share)) else None
+                    ),
+                    "rss_mb": r,
+                }
+                for share, c, r in zip(shares, cpu, rss, strict=True)
+            ]
+        return Run(
+            figures,
+            latencies_ms=lat,
+            enrich_ms=sorted(watch.enrich_ms),
+            receipt_ms=sorted(watch.receipt_ms[k] for k in expected if k in watch.receipt_ms),
+        )
+
+
+def _assigned(worker: WorkerProcess, topic: str) -> set[int]:
+    """The partitions of `topic` the worker's engine last said it holds (its log)."""
+    held: set[int] = set()
+    for line in worker.log_path.read_text("utf-8", "replace").splitlines():
+        if '"partitions_assigned"' not in line:
+            continue
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            held = {
+                int(tp.rsplit(":", 1)[1])
+                for tp in entry.get("partitions", [])
+                if tp.rsplit(":", 1)[0] == topic
+            }
+    return held
+
+
+async def _balanced(procs: list[WorkerProcess], topic: str, partitions: int) -> None:
+    """Until the group has settled: every partition of `topic` held by exactly one worker
+    (each says so in its log once its assignment is prepared)."""
+    deadline = time.monotonic() + 120
+    while True:
+        shares = [_assigned(w, topic) for w in procs]
+        held = [p for share in shares for p in share]
+        if sorted(held) == list(range(partitions)) and all(shares):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the group did not settle on {topic}: {shares}")
+        await asyncio.sleep(0.2)
+
+
+async def all_committed(bootstrap: str, group: str, topic: str) -> bool:
+    positions = await group_positions(bootstrap, group, [topic])
+    return bool(positions) and all((p.committed or 0) >= p.end for p in positions if p.end)
+
+
+async def _feed(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]], rate: float | None
+) -> None:
+    """All at once, or `rate` records per second in tenths of a second, on a fixed clock
+    (a late tick sends more, so the average rate holds)."""
+    if not rate:
+        await publish(bootstrap, topic, records, one_record_batches=False)
+        return
+    producer = feed_producer(bootstrap, one_record_batches=False)
+    await producer.start()
+    try:
+        futures = []
+        start = time.monotonic()
+        sent = 0
+        while sent < len(records):
+            due = min(len(records), int((time.monotonic() - start) * rate) + 1)
+            for key, value in records[sent:due]:
+                futures.append(await producer.send(topic, key, value))
+            sent = max(sent, due)
+            await asyncio.sleep(0.1 - (time.monotonic() - start) % 0.1)
+        for f in futures:
+            await f
+    finally:
+        await producer.stop()
