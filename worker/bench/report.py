@@ -103,17 +103,28 @@ def _window(directory: Path, summary: dict[str, Any]) -> Path:
     rows = summary.get("window_tradeoff", [])
     windows = [r["window_s"] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(windows, [r["requests_per_payment"] for r in rows], "o-", label="requests/payment")
+    lines = ax.plot(
+        windows, [r["requests_per_payment"] for r in rows], "o-", label="requests per payment"
+    )
     burst = summary.get("xledger_requests_per_payment", {}).get("burst")
     if burst is not None:
-        ax.axhline(burst, color="grey", linestyle="--", label="burst, default window")
+        lines.append(ax.axhline(burst, color="grey", linestyle="--", label="burst (its window)"))
     ax.set_xlabel("post batch window (s)")
     ax.set_ylabel("Xledger requests per posted payment")
+    ax.set_ylim(bottom=0)
     p99 = ax.twinx()
-    p99.plot(windows, [(r["p99_ms"] or 0) / 1000 for r in rows], "s:", color="#c44e52")
+    lines += p99.plot(
+        windows,
+        [(r["p99_ms"] or 0) / 1000 for r in rows],
+        "s:",
+        color="#c44e52",
+        label="Betalt → receipt p99",
+    )
     p99.set_ylabel("Betalt → receipt p99 (s)", color="#c44e52")
-    ax.set_title(f"Steady {summary.get('setup', {}).get('steady_rate', '?')} events/s")
-    ax.legend(loc="upper left")
+    p99.set_ylim(bottom=0)
+    rate = summary.get("setup", {}).get("steady_rate", "?")
+    ax.set_title(f"Steady {rate:g} events/s: the window's trade-off" if rate != "?" else "")
+    ax.legend(handles=lines, labels=[str(line.get_label()) for line in lines], loc="lower left")
     fig.suptitle(_title(summary), fontsize=9)
     return _save(fig, directory / "window.png")
 
