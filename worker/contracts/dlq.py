@@ -6,6 +6,7 @@ from enum import StrEnum
 
 from pydantic import ConfigDict, Field
 
+from worker.contracts import headers as h
 from worker.contracts.types import Record, Timestamp
 
 
@@ -49,18 +50,18 @@ class DlqHeaders(Record):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    reason: DlqReason = Field(alias="dlq.reason")
-    error_class: str = Field(alias="dlq.error_class")
-    error_message: str = Field(alias="dlq.error_message")
-    stage: str = Field(alias="dlq.stage", description="enrich | post | replay")
-    original_topic: str = Field(alias="dlq.original_topic")
-    original_partition: int = Field(alias="dlq.original_partition")
-    original_offset: int = Field(alias="dlq.original_offset")
-    attempts: int = Field(alias="dlq.attempts", ge=1)
-    first_failed_at: Timestamp = Field(alias="dlq.first_failed_at")
-    last_failed_at: Timestamp = Field(alias="dlq.last_failed_at")
-    replay_count: int | None = Field(default=None, alias="dlq.replay_count")
-    replayed_by: str | None = Field(default=None, alias="dlq.replayed_by")
+    reason: DlqReason = Field(alias=h.DLQ_REASON)
+    error_class: str = Field(alias=h.DLQ_ERROR_CLASS)
+    error_message: str = Field(alias=h.DLQ_ERROR_MESSAGE)
+    stage: str = Field(alias=h.DLQ_STAGE, description="enrich | post | replay")
+    original_topic: str = Field(alias=h.DLQ_ORIGINAL_TOPIC)
+    original_partition: int = Field(alias=h.DLQ_ORIGINAL_PARTITION)
+    original_offset: int = Field(alias=h.DLQ_ORIGINAL_OFFSET)
+    attempts: int = Field(alias=h.DLQ_ATTEMPTS, ge=1)
+    first_failed_at: Timestamp = Field(alias=h.DLQ_FIRST_FAILED_AT)
+    last_failed_at: Timestamp = Field(alias=h.DLQ_LAST_FAILED_AT)
+    replay_count: int | None = Field(default=None, alias=h.REPLAY_COUNT)
+    replayed_by: str | None = Field(default=None, alias=h.REPLAYED_BY)
 
     def to_kafka(self) -> list[tuple[str, bytes]]:
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -68,5 +69,5 @@ class DlqHeaders(Record):
 
     @classmethod
     def from_kafka(cls, headers: list[tuple[str, bytes]]) -> DlqHeaders:
-        data = {k: v.decode() for k, v in headers if k.startswith("dlq.")}
+        data = {k: v.decode() for k, v in headers if k.startswith(h.DLQ_PREFIX)}
         return cls.model_validate(data)

@@ -1,7 +1,7 @@
 """Record header names, defined once (the wire contract: contracts.md, and the worker's own).
 
-The `dlq.*` headers of a dead letter are the aliases of `DlqHeaders` (dlq.py); these are
-the others, and the replay headers the operator tools set.
+`DlqHeaders` (dlq.py) takes its field aliases from the `dlq.*` names here, so a reader of
+one header (the operator tools, the demo) names it as the model does.
 """
 
 from __future__ import annotations
@@ -19,6 +19,19 @@ SOURCE = "flyt.source"
 # not a resend): unless the post stage finds that it began to post it before, nobody has,
 # and its first mutation needs no lookup.
 FRESH = "flyt.fresh"
+
+# A dead letter's headers (contracts.md): why, where it came from, when it failed.
+DLQ_PREFIX = "dlq."
+DLQ_REASON = "dlq.reason"
+DLQ_ERROR_CLASS = "dlq.error_class"
+DLQ_ERROR_MESSAGE = "dlq.error_message"
+DLQ_STAGE = "dlq.stage"
+DLQ_ORIGINAL_TOPIC = "dlq.original_topic"
+DLQ_ORIGINAL_PARTITION = "dlq.original_partition"
+DLQ_ORIGINAL_OFFSET = "dlq.original_offset"
+DLQ_ATTEMPTS = "dlq.attempts"
+DLQ_FIRST_FAILED_AT = "dlq.first_failed_at"
+DLQ_LAST_FAILED_AT = "dlq.last_failed_at"
 
 # Set by `dlq replay` on the record it sends back to its original topic.
 REPLAY_COUNT = "dlq.replay_count"

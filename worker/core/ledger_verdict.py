@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
+from worker.contracts import DlqReason, ProblemCode
+
 Key = tuple[str, str]  # (tenant_id, payment_id)
 
-REFUSED_REASON = "XLEDGER_REFUSED"  # the rejection an Xledger refusal of content becomes
+REFUSED_REASON = ProblemCode.XLEDGER_REFUSED  # the rejection an Xledger refusal becomes
 # Before issue 10 an Xledger refusal also wrote a DLQ record with this reason: together
 # with its XLEDGER_REFUSED rejection it is one outcome, rejected.
-LEGACY_REFUSED_DLQ = "refused"
+LEGACY_REFUSED_DLQ = DlqReason.REFUSED
 
 
 class OutcomeKind(StrEnum):

@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from worker.config import Topics
+from worker.contracts.headers import DLQ_REASON
 from worker.core.ledger_verdict import (
     SEVERITY,
     Evidence,
@@ -89,7 +90,7 @@ def gather(
         body = r.json() or {}
         _note(g, r, OutcomeKind.REJECTION, str(body.get("reason") or "?"))
     for r in records.get(topics.dlq, []):
-        reason = dict(r.headers).get("dlq.reason", b"?").decode("utf-8", "replace")
+        reason = dict(r.headers).get(DLQ_REASON, b"?").decode("utf-8", "replace")
         _note(g, r, OutcomeKind.DEAD_LETTER, reason)
     for r in records.get(topics.submissions, []):
         body = r.json() or {}

@@ -30,9 +30,6 @@ from worker.ops.topic_reader import Record
 
 Key = tuple[str, str]  # (tenant, payment)
 
-# The mark the enrich stage honours: a resent payment is evaluated again (R13).
-RESEND_HEADER = RESEND_BY
-
 
 @dataclass
 class RejectedPayment:
@@ -227,9 +224,10 @@ def plan_resend(
 def resend_record(
     source: Record, actor: str
 ) -> tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]:
-    """The original event again, headers kept, marked as a resend by `actor`."""
-    headers = [(k, v) for k, v in source.headers if k != RESEND_HEADER]
-    headers.append((RESEND_HEADER, actor.encode()))
+    """The original event again, headers kept, marked as a resend by `actor`: the mark
+    the enrich stage honours (a resent payment is evaluated again, R13)."""
+    headers = [(k, v) for k, v in source.headers if k != RESEND_BY]
+    headers.append((RESEND_BY, actor.encode()))
     return source.topic, source.key, source.value, headers
 
 
