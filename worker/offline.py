@@ -19,6 +19,7 @@ from worker.core import Enriched, evaluate
 from worker.core.endpoints import UrlPolicy
 from worker.core.intake import Intake, intake
 from worker.core.register_book import Offer, RegisterBook
+from worker.core.snapshot_record import refusal_text
 
 
 class SnapshotFileError(Exception):
@@ -67,7 +68,7 @@ def load_book(path: Path, policy: UrlPolicy | None = None) -> tuple[RegisterBook
 
 
 def refusal_line(offer: Offer) -> str:
-    reasons = "; ".join(f"[{r.rule} {r.code}] {r.message}" for r in offer.refusals)
+    reasons = "; ".join(refusal_text(r) for r in offer.refusals)
     return f"snapshot {offer.tenant_id} v{offer.version} refused: {reasons}"
 
 

@@ -31,6 +31,7 @@ from worker.contracts.register_snapshot import Dimension, Source
 from worker.core import Enriched, RegisterIndex, check_snapshot, evaluate
 from worker.core.endpoints import UrlPolicy, url_allowed
 from worker.core.posting import VoucherLine
+from worker.core.snapshot_record import refusal_text
 from worker.xledger.client import Target
 from worker.xledger.entity_setup import (
     GL_OBJECT_FIELDS,
@@ -625,7 +626,7 @@ def _registers(g: Gathered, checks: list[Check]) -> bool:
                 OKONOMI,
                 "registers",
                 Status.FAILED,
-                f"Workeren ville avvise registrene: [{r.rule} {r.code}] {r.message}",
+                f"Workeren ville avvise registrene: {refusal_text(r)}",
                 "Rett dette i Flyt før registrene publiseres; ellers beholder workeren forrige "
                 "gyldige versjon.",
             )

@@ -9,6 +9,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from worker.core.endpoints import UrlPolicy
+from worker.core.snapshot_record import refusal_text
 from worker.core.snapshot_rules import check_snapshot
 from worker.offline import SnapshotFileError, read_snapshot_file
 
@@ -29,9 +30,7 @@ def load(path: Path, policy: UrlPolicy) -> list[dict[str, Any]]:
         raise SnapshotsInvalid([str(exc)]) from None
     for _, snapshot in snapshots:
         for r in check_snapshot(snapshot, None, policy, check_roles=False):
-            problems.append(
-                f"{snapshot.tenant_id} v{snapshot.version}: [{r.rule} {r.code}] {r.message}"
-            )
+            problems.append(f"{snapshot.tenant_id} v{snapshot.version}: {refusal_text(r)}")
     if problems:
         raise SnapshotsInvalid(problems)
     return [raw for raw, _ in snapshots]

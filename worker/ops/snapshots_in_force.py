@@ -1,9 +1,9 @@
 """The register snapshots in force, read from the registers topic as the worker reads it.
 
 Each tenant's snapshots are keyed by tenant, so they sit in one partition in publishing
-order; offering them to a `RegisterBook` in that order gives the same snapshot in force
-as every worker's register cache (the same checks, R1–R13; a refused snapshot leaves the
-previous one in force).
+order; applying them in that order as every worker's register cache does
+(`apply_snapshot_record`: the same checks, R1–R13; a refused snapshot leaves the previous
+one in force) gives the same snapshot in force.
 """
 
 from __future__ import annotations
@@ -11,11 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydantic import ValidationError
-
-from worker.contracts import RegisterSnapshot
-from worker.contracts.reading import describe
 from worker.core.register_book import RegisterBook
+from worker.core.snapshot_record import Applied, apply_snapshot_record
 from worker.ops.topic_reader import Record
 
 
@@ -41,23 +38,16 @@ def read_in_force(records: list[Record]) -> RegisterHistory:
     """The snapshot in force per tenant, and what was refused on the way."""
     history = RegisterHistory(RegisterBook())
     for r in sorted(records, key=lambda r: (r.partition, r.offset)):
-        if r.value is None:  # a tombstone: the snapshot in force stays (as the worker does)
+        applied = apply_snapshot_record(history.book, r.value)
+        snap = applied.snapshot
+        if applied.kind is Applied.TOMBSTONE:
             continue
-        try:
-            snap = RegisterSnapshot.model_validate_json(r.value)
-        except ValidationError as exc:
-            history.unreadable.append(RefusedSnapshot(None, r.at, r.position, [describe(exc)]))
-            continue
-        offer = history.book.offer(snap)
-        if offer.accepted:
+        if snap is None:
+            history.unreadable.append(RefusedSnapshot(None, r.at, r.position, [*applied.reasons]))
+        elif applied.kind is Applied.ACCEPTED:
             history.accepted_at[snap.tenant_id] = r.at
         else:
             history.refused.setdefault(snap.tenant_id, []).append(
-                RefusedSnapshot(
-                    snap.version,
-                    r.at,
-                    r.position,
-                    [f"[{x.rule} {x.code}] {x.message}" for x in offer.refusals],
-                )
+                RefusedSnapshot(snap.version, r.at, r.position, [*applied.reasons])
             )
     return history

@@ -20,6 +20,7 @@ from typing import Any
 from worker.contracts import PaymentStatusEvent, ProblemCode, RegisterSnapshot
 from worker.core import Enriched, RegisterIndex, Rejected, check_snapshot, evaluate
 from worker.core.endpoints import UrlPolicy
+from worker.core.snapshot_record import refusal_text
 from worker.ops.rejections import Key, RejectedPayment, original_event
 from worker.ops.topic_reader import Record
 
@@ -117,7 +118,7 @@ def what_if(
     Betalt payments. Pure: the caller reads the topics."""
     previous = in_force.snapshot if in_force else None
     found_refusals = check_snapshot(draft, previous, policy)
-    refusals = [f"[{r.rule} {r.code}] {r.message}" for r in found_refusals]
+    refusals = [refusal_text(r) for r in found_refusals]
     report = WhatIf(
         draft.tenant_id, draft.version, in_force.version if in_force else None, refusals
     )

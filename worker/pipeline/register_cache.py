@@ -13,12 +13,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from pydantic import ValidationError
-
 from worker import logs, metrics
 from worker.contracts import RegisterSnapshot
-from worker.contracts.reading import describe
 from worker.core.register_book import RegisterBook
+from worker.core.snapshot_record import Applied, apply_snapshot_record
 from worker.engine.backend import Reader
 from worker.engine.follower import TopicFollower
 from worker.engine.records import Record
@@ -52,31 +50,29 @@ class RegisterCache:
         log.info("register_cache_ready", tenants=len(self.book), topic=self.topic)
 
     def _apply(self, record: Record) -> None:
-        value = record.value
-        if not value:  # a tombstone: the tenant's snapshot in force stays (decided)
+        applied = apply_snapshot_record(self.book, record.value)
+        snapshot = applied.snapshot
+        if applied.kind is Applied.TOMBSTONE:  # the tenant's snapshot in force stays
             log.warning(
                 "snapshot_tombstone_ignored", partition=record.partition, offset=record.offset
             )
             return
-        try:
-            snapshot = RegisterSnapshot.model_validate_json(value)
-        except ValidationError as exc:
+        if applied.kind is Applied.UNREADABLE or snapshot is None:
             metrics.SNAPSHOTS.labels("unknown", "refused").inc()
             log.error(
                 "snapshot_unreadable",
                 partition=record.partition,
                 offset=record.offset,
-                error=describe(exc),
+                error="; ".join(applied.reasons),
             )
             return
-        offer = self.book.offer(snapshot)
-        if not offer.accepted:
+        if applied.kind is Applied.REFUSED:
             metrics.SNAPSHOTS.labels(snapshot.tenant_id, "refused").inc()
             log.error(
                 "snapshot_refused",
                 tenant_id=snapshot.tenant_id,
                 version=snapshot.version,
-                reasons=[f"{r.rule} {r.code}: {r.message}" for r in offer.refusals],
+                reasons=list(applied.reasons),
             )
             return
         metrics.SNAPSHOTS.labels(snapshot.tenant_id, "accepted").inc()
