@@ -7,14 +7,31 @@ from __future__ import annotations
 import json
 
 from worker.config import Settings
+from worker.contracts import DlqReason
+from worker.contracts.headers import DLQ_REASON
 from worker.engine.kafka import KafkaReader
-from worker.engine.records import TopicPartition
+from worker.engine.records import Record, TopicPartition
+
+Key = tuple[str, str]  # (tenant_id, payment_id)
+
+
+def payment_key(value: bytes | None) -> Key | None:
+    """(tenant_id, payment_id) of a JSON record that names both, else None."""
+    try:
+        body = json.loads(value or b"")
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return None
+    if not isinstance(body, dict):
+        return None
+    tenant, payment = body.get("tenant_id"), body.get("payment_id")
+    return (tenant, payment) if isinstance(tenant, str) and isinstance(payment, str) else None
 
 
 class OutcomeWatcher:
     """Reads the events, receipts, rejections and dead letters from their start.
 
     Counts outcomes per payment, and pairs each payment's Betalt event with its receipt.
+    A subclass that wants more of a record overrides its `note_*` method (and calls it).
     """
 
     def __init__(self, bootstrap: str, s: Settings) -> None:
@@ -44,44 +61,56 @@ class OutcomeWatcher:
             self.reader.seek(tp, first)
 
     async def poll(self) -> None:
-        t = self.s.topics
         batches = await self.reader.poll(0.2)
         for tp, records in batches.items():
             for r in records:
-                if tp.topic == t.payments:
-                    self._note_betalt(
-                        r.value, r.timestamp_ms, f"{tp.topic}:{tp.partition}@{r.offset}"
-                    )
-                elif tp.topic == t.submissions:
-                    body = json.loads(r.value or b"{}")
-                    key = (body["tenant_id"], body["payment_id"])
-                    self.positions.setdefault(key, []).append(
-                        f"{tp.topic}:{tp.partition}@{r.offset}"
-                    )
-                elif tp.topic == t.receipts:
-                    body = json.loads(r.value or b"{}")
-                    key = (body["tenant_id"], body["payment_id"])
-                    self.receipt_ms.setdefault(key, r.timestamp_ms)
-                    self.posted.add(key)
-                elif tp.topic == t.rejections:
-                    body = json.loads(r.value or b"{}")
-                    self.rejected.add((body["tenant_id"], body["payment_id"]))
-                else:
-                    headers = dict(r.headers or [])
-                    reason = headers.get("dlq.reason", b"").decode(errors="replace")
-                    self.dead_letters.append((r.key, reason))
-                    if reason != "refused":
-                        self.dead_lettered += 1
+                self.note(tp.topic, f"{tp.topic}:{tp.partition}@{r.offset}", r)
 
-    def _note_betalt(self, value: bytes | None, timestamp_ms: int, position: str) -> None:
+    def note(self, topic: str, where: str, r: Record) -> None:
+        """One record read back, at `where` (topic:partition@offset)."""
+        t = self.s.topics
+        if topic == t.payments:
+            self.note_event(r, where)
+        elif topic == t.submissions:
+            self.note_submission(r, where)
+        elif topic == t.receipts:
+            self.note_receipt(r)
+        elif topic == t.rejections:
+            self.note_rejection(r)
+        else:
+            self.note_dead_letter(r)
+
+    def note_event(self, r: Record, where: str) -> None:
         try:
-            body = json.loads(value or b"")
+            body = json.loads(r.value or b"")
             if body.get("status") == "Betalt":
                 key = (body["tenant_id"], body["payment_id"])
-                self.betalt_ms.setdefault(key, timestamp_ms)
-                self.positions.setdefault(key, []).append(position)
+                self.betalt_ms.setdefault(key, r.timestamp_ms)
+                self.positions.setdefault(key, []).append(where)
         except (ValueError, AttributeError, KeyError, TypeError, RecursionError):
             pass  # unreadable events have no latency to measure
+
+    def note_submission(self, r: Record, where: str) -> None:
+        key = payment_key(r.value)
+        if key:
+            self.positions.setdefault(key, []).append(where)
+
+    def note_receipt(self, r: Record) -> None:
+        key = payment_key(r.value)
+        if key:
+            self.receipt_ms.setdefault(key, r.timestamp_ms)
+            self.posted.add(key)
+
+    def note_rejection(self, r: Record) -> None:
+        key = payment_key(r.value)
+        if key:
+            self.rejected.add(key)
+
+    def note_dead_letter(self, r: Record) -> None:
+        reason = dict(r.headers or []).get(DLQ_REASON, b"").decode(errors="replace")
+        self.dead_letters.append((r.key, reason))
+        if reason != DlqReason.REFUSED:
+            self.dead_lettered += 1
 
     async def explain(self, expected: set[tuple[str, str]]) -> str:
         """Why outcomes are missing: which payments, where their event and submissions

@@ -13,19 +13,24 @@ A test double: production code never imports it (an import-linter contract).
 - `faults`    — fault profiles and the counters the sandbox keeps;
 - `schema`    — the SDL with its Decimal and Date scalars;
 - `resolvers` — the GL store and the query and mutation resolvers;
-- `server`    — HTTP: auth, limits, error shapes, faults; `python -m worker sandbox`.
+- `server`    — HTTP: auth, limits, error shapes, faults; `python -m worker sandbox`;
+- `held`      — its ledger as the lines the ledger verdict judges.
 """
 
 from worker.devenv.sandbox.entities import Entity, entity_from_snapshot
 from worker.devenv.sandbox.faults import PROFILES, FaultProfile, SandboxStats
-from worker.devenv.sandbox.server import XledgerSandbox, serve
+from worker.devenv.sandbox.held import held_lines, lines_by_payment
+from worker.devenv.sandbox.server import StoredBatch, XledgerSandbox, serve
 
 __all__ = [
     "PROFILES",
     "Entity",
     "FaultProfile",
     "SandboxStats",
+    "StoredBatch",
     "XledgerSandbox",
     "entity_from_snapshot",
+    "held_lines",
+    "lines_by_payment",
     "serve",
 ]
