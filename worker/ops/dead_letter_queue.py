@@ -21,16 +21,9 @@ from pydantic import ValidationError
 from worker.contracts import DlqHeaders
 from worker.contracts import headers as wire
 from worker.ops import audit
-from worker.ops.authority import ROLE_OKONOMI, Refused, require_okonomi
 from worker.ops.safe_text import escape
 from worker.ops.topic_reader import Record, read_topics
 from worker.ops.when import age
-
-__all__ = ["ROLE_OKONOMI", "DeadLetter", "DlqFilter", "ReplayItem", "ReplayRefused"]
-
-ReplayRefused = Refused  # the name earlier callers know
-
-REPLAY_HEADERS = wire.REPLAY_HEADERS
 
 
 @dataclass(frozen=True)
@@ -253,17 +246,13 @@ def plan_replay(
             continue
         # Every other header stays byte for byte, in order; only the replay's own two are
         # replaced, at the end.
-        headers = [(k, v) for k, v in d.record.headers if k not in REPLAY_HEADERS]
+        headers = [(k, v) for k, v in d.record.headers if k not in wire.REPLAY_HEADERS]
         headers += [
             (wire.REPLAY_COUNT, str(n + 1).encode()),
             (wire.REPLAYED_BY, actor.encode()),
         ]
         items.append(ReplayItem(d, n, None, h.original_topic, headers))
     return items
-
-
-def authorize(actor: str, roles: list[str]) -> None:
-    require_okonomi(actor, roles)
 
 
 def audit_items(items: list[ReplayItem], sent: dict[str, str]) -> list[audit.AuditItem]:

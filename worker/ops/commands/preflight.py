@@ -1,22 +1,19 @@
-"""`python -m worker preflight`, and the gate `publish-registers --preflight` puts before
-publishing. The checks themselves: `preflight.py`."""
+"""`python -m worker preflight`: the options, and the checklist as a person reads it (also
+printed by `publish-registers --preflight`, `registers.py`). The checks themselves:
+`worker/ops/preflight.py`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
-from kafka.errors import KafkaError
 
-from worker import config, logs
+from worker import config
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot
-from worker.ops import audit
-from worker.ops.commands import RefusedExit
 from worker.ops.errors import BrokerUnavailable, TopicMissing
 from worker.ops.preflight import (
     EXIT_FAILED,
@@ -31,7 +28,6 @@ from worker.ops.preflight import (
 )
 from worker.ops.safe_text import escape
 
-FORCED_PUBLISH = "registers.publish_forced"  # the audit trail's name for the action
 DEFAULT_RECENT = 200
 
 EPILOG = """\b
@@ -189,7 +185,7 @@ def _read_topics(
 # --- the checklist on a terminal --------------------------------------------------------
 
 
-def print_report(r: TenantReport, echo: Any = click.echo) -> None:
+def print_report(r: TenantReport, echo: Callable[[str], object] = click.echo) -> None:
     echo(f"Forhåndssjekk for {escape(r.tenant_id)}, versjon {r.version} ({escape(r.source)})")
     for section in SECTIONS:
         echo(section)
@@ -240,77 +236,3 @@ def outcome_line(reports: list[TenantReport]) -> str:
     if unchecked:
         parts.append(f"noe kunne ikke sjekkes for {', '.join(unchecked)} (?)")
     return "Ikke klar: " + "; ".join(parts) + "."
-
-
-# --- publish-registers --preflight ------------------------------------------------------
-
-
-def publish_after_preflight(
-    server: str,
-    s: config.Settings,
-    snapshots: list[dict[str, Any]],
-    *,
-    force: bool,
-    actor: str | None,
-    roles: tuple[str, ...],
-) -> int:
-    """Run the preflight on the snapshots about to be published; publish nothing when an
-    Xledger check of any fails or cannot be made, unless `force`; a forced publish is
-    written to the audit trail (who, when, which snapshots, and what the preflight found).
-    Returns how many were published."""
-    from worker.ops.registers import publish
-
-    parsed = [RegisterSnapshot.model_validate(d) for d in snapshots]
-    env = Environment.of(s, os.environ)
-    try:
-        env.check()
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    reports = asyncio.run(preflight(parsed, env, source="publish-registers --preflight"))
-    for r in reports:
-        print_report(r)
-    blocked = {r.tenant_id: r.xledger_problems() for r in reports if r.xledger_problems()}
-    if not blocked:
-        return publish(server, s.topics.registers, snapshots)
-    names = ", ".join(blocked)
-    if not force:
-        raise RefusedExit(
-            f"nothing was published: the Xledger checks of {names} failed or could not be "
-            "made (✗ and ? above). Fix them, or publish anyway with --force --actor USER "
-            "(audited)"
-        )
-    assert actor, "the command requires --actor with --force"
-    logs.configure(s.log_level)  # the operator_action line, as the other audited commands
-    # kafka-python's connection chatter is not what an operator reads here (as `dlq replay`).
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    failure: str | None = None
-    try:
-        publish(server, s.topics.registers, snapshots)
-    except KafkaError as exc:
-        failure = f"publishing failed: {exc}"
-    items = [
-        audit.AuditItem(
-            source=f"{snap.tenant_id} v{snap.version}",
-            outcome="failed" if failure else "sent",
-            target=s.topics.registers,
-            tenant_id=snap.tenant_id,
-            reason="; ".join(f"{c.mark} {c.text}" for c in blocked.get(snap.tenant_id, [])) or None,
-        )
-        for snap in parsed
-    ]
-    record = audit.AuditRecord(
-        FORCED_PUBLISH,
-        actor,
-        list(roles),
-        "failed" if failure else "done",
-        failure or f"published with --force although the preflight failed for {names}",
-        items,
-    )
-    try:
-        at = audit.write(server, s.topics.audit, record)
-    except (BrokerUnavailable, TopicMissing) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"audit record {at}")
-    if failure:
-        raise click.ClickException(failure)
-    return len(snapshots)

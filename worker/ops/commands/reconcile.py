@@ -15,8 +15,14 @@ from prometheus_client.registry import Collector
 
 from worker import logs, metrics
 from worker.core.endpoints import UrlPolicy
+from worker.ops.commands.options import (
+    bootstrap_option,
+    settings_for,
+    topics_option,
+    when,
+    with_topics,
+)
 from worker.ops.errors import BrokerUnavailable, TopicMissing
-from worker.ops.options import bootstrap_option, settings_for, topics_option, when, with_topics
 from worker.ops.reconcile import (
     EXIT_UNFINISHED,
     Gathered,
