@@ -1,6 +1,6 @@
 """`python -m worker preflight`: the options, and the checklist as a person reads it (also
 printed by `publish-registers --preflight`, `registers.py`). The checks themselves:
-`worker/ops/preflight.py`."""
+`worker/ops/preflight/`."""
 
 from __future__ import annotations
 
