@@ -101,26 +101,17 @@ async def world(
     say: Say,
     replication: int = 1,
 ) -> AsyncIterator[Bench]:
-    """The sandbox (answering every request `sandbox_latency_s` late) with an entity and a
-    token per tenant, their registers published; stopped and cleaned up on the way out."""
+    """A token per tenant, their registers published, and the sandbox (a fresh one per
+    run: `Bench.fresh_sandbox`); stopped and cleaned up on the way out."""
     all_tenants = data.tenant_ids(registered_tenants)
     scratch = Path(tempfile.mkdtemp(prefix="flyt-bench-"))
-    sandbox = XledgerSandbox(
-        faults=FaultProfile(slow=1.0, slow_seconds=sandbox_latency_s), burst_limit=20
-    )
-    tokens: dict[str, str] = {}
+    tokens = {tenant: secrets.token_urlsafe(24) for tenant in all_tenants}
+    bench = Bench(bootstrap, tokens, sandbox_latency_s, scratch, say, replication)
     try:
-        for i, tenant in enumerate(all_tenants):
-            snap = RegisterSnapshot.model_validate(data.snapshot_dict(tenant))
-            token = secrets.token_urlsafe(24)
-            sandbox.add_entity(token, entity_from_snapshot(snap, owner_db_id=50_000_000 + i))
-            tokens[env_name(tenant)] = token
-        await sandbox.start()
-        bench = Bench(bootstrap, sandbox, tokens, scratch, say, replication)
         await bench.publish_registers(all_tenants)
         yield bench
     finally:
-        await sandbox.stop()
+        await bench.stop_sandbox()
         shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -128,20 +119,48 @@ class Bench:
     def __init__(
         self,
         bootstrap: str,
-        sandbox: XledgerSandbox,
         tokens: dict[str, str],
+        sandbox_latency_s: float,
         scratch: Path,
         say: Say,
         replication: int = 1,
     ) -> None:
         self.bootstrap = bootstrap
-        self.sandbox = sandbox
-        self.tokens = tokens
+        self.sandbox_latency_s = sandbox_latency_s
+        self.tenant_tokens = tokens  # tenant → its token
+        self.tokens = {env_name(t): token for t, token in tokens.items()}  # the worker's env
         self.scratch = scratch
         self.say = say
         self.replication = replication
         self.run_id = secrets.token_hex(3)
         self.registers = f"bench.registers.{self.run_id}"
+        self._sandbox: XledgerSandbox | None = None
+
+    @property
+    def sandbox(self) -> XledgerSandbox:
+        assert self._sandbox is not None, "no sandbox: fresh_sandbox() first"
+        return self._sandbox
+
+    async def fresh_sandbox(self) -> XledgerSandbox:
+        """A new sandbox for the next run, every tenant's entity in it, answering every
+        request `sandbox_latency_s` late. New per run because the sandbox looks a batch's
+        identifiers up by scanning every line it holds: a ledger kept across runs (a
+        month-start run leaves 100,000 lines) would slow each later run's lookups."""
+        await self.stop_sandbox()
+        sandbox = XledgerSandbox(
+            faults=FaultProfile(slow=1.0, slow_seconds=self.sandbox_latency_s), burst_limit=20
+        )
+        for i, (tenant, token) in enumerate(self.tenant_tokens.items()):
+            snap = RegisterSnapshot.model_validate(data.snapshot_dict(tenant))
+            sandbox.add_entity(token, entity_from_snapshot(snap, owner_db_id=50_000_000 + i))
+        await sandbox.start()
+        self._sandbox = sandbox
+        return sandbox
+
+    async def stop_sandbox(self) -> None:
+        sandbox, self._sandbox = self._sandbox, None
+        if sandbox is not None:
+            await sandbox.stop()
 
     async def settings(self, tag: str, partitions: int = PARTITIONS) -> Settings:
         suffix = f"bench-{tag}-{self.run_id}"
@@ -204,6 +223,7 @@ class Bench:
         group has committed every event."""
         s = await self.settings(tag)
         await ensure_topics(self.bootstrap, topic_specs(s))
+        await self.fresh_sandbox()
         worker = self.worker(s, tag, {"FLYT_STAGES": "enrich"})
         watch = Watch(self.bootstrap, s.topics, s.partitions)
         worker.start()
@@ -250,6 +270,7 @@ class Bench:
         payment has an outcome."""
         s = await self.settings(tag, partitions)
         await ensure_topics(self.bootstrap, topic_specs(s))
+        await self.fresh_sandbox()
         env = {"FLYT_POST_BATCH_WINDOW_S": str(window_s)}
         procs = [self.worker(s, f"{tag}-{i}", env) for i in range(workers)]
         watch = Watch(self.bootstrap, s.topics, s.partitions)
