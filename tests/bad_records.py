@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from tests.factories import GAP_CATEGORY
 from worker.demo.events import generate_events
 
 Json = Any
@@ -509,7 +510,7 @@ class Kinds:
             for size in NEAR_MAX_SIZES:
                 event = draw(self.event)
                 out.append(near_max(size, event, _key(event)))
-            for category in (None, "REISEUTGIFTER"):  # as drawn; not in Betalingstyper (R16)
+            for category in (None, GAP_CATEGORY):  # as drawn; not in Betalingstyper (R16)
                 event = draw(self.event)
                 event["status"] = "Betalt"
                 if category:

@@ -1,11 +1,15 @@
-"""Builders for snapshots and events: a small valid base, changed per test with `patch`."""
+"""Builders for snapshots, events and submissions: a small valid base, changed per test
+with `patch`; and the register gap (R16) a test makes of any Betalt event."""
 
 from __future__ import annotations
 
 import copy
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
-from worker.contracts import PaymentStatusEvent, RegisterSnapshot
+from worker.contracts import GLLine, PaymentStatusEvent, RegisterSnapshot, Submission
+from worker.contracts.submission import ext_identifier
 from worker.core.register_index import RegisterIndex
 from worker.core.snapshot_rules import check_snapshot
 
@@ -171,3 +175,62 @@ def event(d: dict[str, Any] | None = None, **payment: Any) -> PaymentStatusEvent
         base = copy.deepcopy(base)
         base["payment"].update(payment)
     return PaymentStatusEvent.model_validate(base)
+
+
+# --- the register gap (R16) --------------------------------------------------------------
+
+# A payment category in no tenant's Betalingstyper (the factories' nor the demo's): the
+# payment is rejected MISSING_ACCOUNT, a gap a newer snapshot can fill.
+GAP_CATEGORY = "REISEUTGIFTER"
+
+
+def with_register_gap(event: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a Betalt event whose category its tenant's Betalingstyper lack, and with no
+    VAT code of its own (the tenant's applies)."""
+    e = copy.deepcopy(event)
+    e["payment"]["category"] = GAP_CATEGORY
+    e["payment"]["vat_code"] = None
+    return e
+
+
+def filling_the_gap(snapshot: dict[str, Any], account: str = "14700") -> dict[str, Any]:
+    """The snapshot's next version, its Betalingstyper mapping GAP_CATEGORY to `account`."""
+    d = copy.deepcopy(snapshot)
+    d["version"] += 1
+    d["registers"]["betalingstype"].append({"category": GAP_CATEGORY, "value": account})
+    return d
+
+
+# --- submissions ---------------------------------------------------------------------------
+
+
+def submission(tenant: str, i: int, account: str = "13700", amount: str = "1234.50") -> Submission:
+    pid = f"P-{i:06d}"
+    common = {"currency": "NOK", "postedDate": date(2026, 11, 20), "text": f"Barnehage {i}"}
+    lines = [
+        GLLine(
+            extIdentifier=ext_identifier(tenant, pid, 1),
+            account=account,
+            amount=Decimal(amount),
+            taxRule="0",
+            glObject1="3100",
+            **common,
+        ),
+        GLLine(
+            extIdentifier=ext_identifier(tenant, pid, 2),
+            account="1920",
+            amount=-Decimal(amount),
+            bankAccountRef="884412",
+            **common,
+        ),
+    ]
+    return Submission(
+        tenant_id=tenant,
+        payment_id=pid,
+        event_id=f"evt-{i}",
+        snapshot_version=1,
+        dimensions={"1": account, "2": "3100"},
+        vat_code="0",
+        lines=lines,
+        created_at=datetime(2026, 11, 20, tzinfo=UTC),
+    )

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Broker, subprocess_env
+from tests.brokers import Broker
+from tests.processes import subprocess_env
 from worker.config import Settings, Topics
 from worker.demo.chaos import expected_outcomes as expected_outcomes  # for the stream tests
 from worker.demo.watcher import OutcomeWatcher

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.conftest import Broker
+from tests.brokers import Broker
 from worker.config import Settings, from_env
 from worker.engine.broker_kind import probe
 from worker.pipeline.topics import refused_topic, stores, topic_specs

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, require_kafka, subprocess_env
+from tests.brokers import require_kafka
+from tests.processes import free_port, subprocess_env
 from worker.devenv.tansu import wait_for_port
 
 pytestmark = pytest.mark.integration

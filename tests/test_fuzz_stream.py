@@ -35,7 +35,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from tests.bad_records import BadRecord, draw_batch, draw_batch_isolated, interleave
-from tests.conftest import Broker, free_port, stop_process
+from tests.brokers import Broker
+from tests.processes import free_port, stop_process
 from tests.stream_helpers import (
     metric,
     prepare,

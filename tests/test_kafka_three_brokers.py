@@ -16,7 +16,9 @@ import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from tests.conftest import Broker, free_port, stop_process
+from tests.brokers import Broker
+from tests.ledger import assert_ledger_exactly_once
+from tests.processes import free_port, stop_process
 from tests.stream_helpers import (
     expected_outcomes,
     prepare,
@@ -26,7 +28,6 @@ from tests.stream_helpers import (
     watch_until,
     worker_env,
 )
-from tests.test_stream_integration import assert_ledger_exactly_once
 from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
 from worker.demo.registers import demo_snapshot_dicts

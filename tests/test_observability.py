@@ -21,11 +21,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Broker, subprocess_env
+from tests.brokers import Broker
 from tests.deploy.queries import all_queries, metric_names
+from tests.factories import snapshot_dict
+from tests.processes import subprocess_env
 from tests.stream_helpers import prepare, scrape, unique_settings, wait_for
 from worker import logs
-from worker.demo.registers import demo_snapshot_dicts
 from worker.engine.lag import LagMonitor
 from worker.engine.topics import ensure_topics
 from worker.health import HEALTH, Health, Readiness, serve
@@ -161,7 +162,8 @@ async def test_a_running_worker_is_ready_and_reports_lag_parked_and_snapshot_age
     broker: Broker,
 ) -> None:
     s = unique_settings(broker, "ready")
-    await prepare(s, demo_snapshot_dicts())
+    snapshots = [snapshot_dict(tenant_id="t-a"), snapshot_dict(tenant_id="t-b")]
+    await prepare(s, snapshots)
     served = serve(0, "127.0.0.1")  # the process's HEALTH, which running_pipeline watches
     ready_url = f"http://127.0.0.1:{served.port}/ready"
     try:
@@ -185,7 +187,7 @@ async def test_a_running_worker_is_ready_and_reports_lag_parked_and_snapshot_age
 
                 await wait_for(gauges, 30, "the lag gauges of the worker's topics")
                 samples = await scrape(served.port)
-                tenants = {d["tenant_id"] for d in demo_snapshot_dicts()}
+                tenants = {d["tenant_id"] for d in snapshots}
                 for tenant in tenants:
                     assert samples[("flyt_rejections_parked", (("tenant", tenant),))] == 0
                     assert (

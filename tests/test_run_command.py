@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Broker, free_port, subprocess_env
+from tests.brokers import Broker
+from tests.processes import free_port, subprocess_env
 from tests.stream_helpers import metric, scrape, wait_for
 
 pytestmark = pytest.mark.integration

@@ -6,16 +6,17 @@ import copy
 import json
 import subprocess
 import sys
-from collections import Counter, defaultdict
 from dataclasses import replace
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.conftest import Broker, free_port, stop_process
+from tests.brokers import Broker
+from tests.factories import filling_the_gap, with_register_gap
+from tests.ledger import assert_ledger_exactly_once
+from tests.processes import free_port, stop_process
 from tests.stream_helpers import (
     expected_outcomes,
     metric,
@@ -33,7 +34,7 @@ from worker.demo.harness import start_demo_sandbox
 from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records, publish, snapshot_records
-from worker.devenv.sandbox import XledgerSandbox, entity_from_snapshot
+from worker.devenv.sandbox import XledgerSandbox, entity_from_snapshot, held_lines, lines_by_payment
 from worker.engine.kafka import KafkaReader
 from worker.engine.lag import group_positions
 from worker.pipeline.register_cache import RegisterCache
@@ -42,23 +43,6 @@ from worker.runtime import make_client
 from worker.xledger.secrets import env_name
 
 pytestmark = pytest.mark.integration
-
-
-def ledger_by_payment(lines: list[dict]) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = defaultdict(list)
-    for line in lines:
-        out[line["extIdentifier"].rsplit(":", 1)[0]].append(line)
-    return out
-
-
-def assert_ledger_exactly_once(lines: list[dict], posted: set[tuple[str, str]]) -> None:
-    counts = Counter(line["extIdentifier"] for line in lines)
-    assert not [k for k, v in counts.items() if v > 1], "an external identifier twice"
-    vouchers = ledger_by_payment(lines)
-    assert set(vouchers) == {f"flyt:{t}:{p}" for t, p in posted}
-    for payment, v in vouchers.items():
-        assert len(v) == 2, payment
-        assert sum(Decimal(x["amount"]) for x in v) == 0, payment
 
 
 # --- acceptance: the demo command ---------------------------------------------------------
@@ -94,9 +78,9 @@ def test_demo_3000_events_accounted_posted_once_few_requests(
     assert summary["events"] == 3030 and summary["unaccounted"] == 0
     assert summary["dead_lettered"] >= 30
     lines = [json.loads(x) for x in ledger.read_text().splitlines()]
-    vouchers = ledger_by_payment(lines)
+    vouchers = lines_by_payment(held_lines(lines))
     assert len(vouchers) == summary["posted"]
-    assert_ledger_exactly_once(lines, {tuple(k.split(":")[1:3]) for k in vouchers})  # type: ignore[misc]
+    assert_ledger_exactly_once(lines, set(vouchers))
     assert summary["xledger_requests"] / summary["posted"] <= 0.05
 
 
@@ -153,14 +137,13 @@ async def posted_accounts(
 
 def reiseutgifter_event() -> dict[str, Any]:
     """A Lillevik Betalt event whose category is not in its Betalingstyper (v1)."""
-    event = next(
-        e
-        for e in generate_events(50, seed=5)
-        if e["status"] == "Betalt" and e["tenant_id"] == "t-lillevik"
+    return with_register_gap(
+        next(
+            e
+            for e in generate_events(50, seed=5)
+            if e["status"] == "Betalt" and e["tenant_id"] == "t-lillevik"
+        )
     )
-    event["payment"]["category"] = "REISEUTGIFTER"
-    event["payment"]["vat_code"] = None
-    return event
 
 
 async def test_r16_rejected_payment_is_posted_after_a_snapshot_fills_the_gap(
@@ -182,9 +165,7 @@ async def test_r16_rejected_payment_is_posted_after_a_snapshot_fills_the_gap(
         await watch_until(watcher, {key}, 60)
         assert watcher.rejected == {key} and not watcher.posted
 
-        fixed = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == "t-lillevik"))
-        fixed["version"] = 2
-        fixed["registers"]["betalingstype"].append({"category": "REISEUTGIFTER", "value": "14700"})
+        fixed = filling_the_gap(next(d for d in snapshots if d["tenant_id"] == "t-lillevik"))
         await publish(broker.bootstrap, s.topics.registers, snapshot_records([fixed]))
 
         what = "the re-evaluated payment to be posted"
@@ -205,9 +186,8 @@ async def test_r14_a_payment_xledger_refuses_is_one_rejection_and_posts_after_a_
     letter, and a newer snapshot evaluates it again (R16)."""
     s = unique_settings(broker, "refused")
     snapshots = demo_snapshot_dicts()
-    unknown = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == "t-lillevik"))
-    unknown["version"] = 2  # maps a category to an account Xledger does not have
-    unknown["registers"]["betalingstype"].append({"category": "REISEUTGIFTER", "value": "14799"})
+    # v2 maps a category to an account Xledger does not have.
+    unknown = filling_the_gap(next(d for d in snapshots if d["tenant_id"] == "t-lillevik"), "14799")
     await prepare(s, snapshots)
     sandbox, tokens = await start_demo_sandbox()  # its chart: the v1 registers' accounts
     await publish(broker.bootstrap, s.topics.registers, snapshot_records([unknown]))
@@ -254,12 +234,13 @@ async def test_r16_gap_filled_while_the_worker_was_down_is_caught_up_on_restart(
     sandbox, tokens = await start_demo_sandbox()
     s = replace(s, sandbox=True, xledger_endpoint_override=sandbox.url, post_batch_window_s=0.05)
     watcher = OutcomeWatcher(broker.bootstrap, s)
-    event = next(
-        e
-        for e in generate_events(50, seed=6)
-        if e["status"] == "Betalt" and e["tenant_id"] == "t-fjordby-test"
+    event = with_register_gap(
+        next(
+            e
+            for e in generate_events(50, seed=6)
+            if e["status"] == "Betalt" and e["tenant_id"] == "t-fjordby-test"
+        )
     )
-    event["payment"]["category"] = "REISEUTGIFTER"
     event["payment"]["vat_code"] = "0"  # Fjordby has no default VAT code
     event["payment"]["org_unit_id"] = "FB-1"  # the generator may have picked a gap here too
     event["child"]["group_ids"] = []
@@ -281,9 +262,7 @@ async def test_r16_gap_filled_while_the_worker_was_down_is_caught_up_on_restart(
         await first.stop()
         await first.client.aclose()
 
-    fixed = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == "t-fjordby-test"))
-    fixed["version"] += 1
-    fixed["registers"]["betalingstype"].append({"category": "REISEUTGIFTER", "value": "14700"})
+    fixed = filling_the_gap(next(d for d in snapshots if d["tenant_id"] == "t-fjordby-test"))
     await publish(broker.bootstrap, s.topics.registers, snapshot_records([fixed]))
 
     second = Pipeline(s, broker.bootstrap, make_client(s, tokens))

@@ -9,7 +9,6 @@ from worker.contracts import RegisterSnapshot
 from worker.core.endpoints import UrlPolicy
 from worker.core.register_book import RegisterBook
 from worker.core.snapshot_rules import check_snapshot
-from worker.demo import demo_snapshots
 
 
 def refusal_codes(
@@ -24,11 +23,6 @@ UNITS = "registers.tilhorighet.units"
 
 def test_valid_snapshot_has_no_refusals() -> None:
     assert refusal_codes(snapshot_dict()) == []
-
-
-def test_demo_snapshots_are_valid() -> None:
-    for s in demo_snapshots():
-        assert check_snapshot(s) == [], s.tenant_id
 
 
 def test_r1_accounting_system_must_be_xledger() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import subprocess_env
+from tests.processes import subprocess_env
 from worker.demo.chaos import ChaosOptions, ChaosUsageError, Kill, check_r14, recovery
 from worker.demo.watcher import Key
 

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import prometheus_tool
 from tests.deploy.queries import ALERTS, alert_rules
+from tests.deploy.tools import prometheus_tool
 
 UNIT_TESTS = ALERTS.parent / "alerts_test.yml"
 

@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port, prometheus_tool, stop_process, subprocess_env
 from tests.deploy.queries import ALERTS, alert_queries, alert_rules, dashboards, panels
+from tests.deploy.tools import prometheus_tool
+from tests.processes import free_port, stop_process, subprocess_env
 from tests.stream_helpers import wait_for
 from worker.devenv.children import dies_with_parent
 

@@ -10,7 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -20,6 +20,18 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.devenv.helpers import (
+    LOOKUP,
+    MUTATION,
+    OTHER_TOKEN,
+    OWNER,
+    PING,
+    TOKEN,
+    Gql,
+    line,
+    make_entity,
+    voucher,
+)
 from worker.contracts import PaymentStatusEvent
 from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
@@ -27,7 +39,6 @@ from worker.demo.events import generate_events
 from worker.demo.registers import demo_snapshots
 from worker.devenv.sandbox import (
     PROFILES,
-    Entity,
     FaultProfile,
     XledgerSandbox,
     entity_from_snapshot,
@@ -35,128 +46,6 @@ from worker.devenv.sandbox import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "tok-Sandbox-Secret-9f3a1c"  # distinctive, so a leak into any answer is caught
-OTHER_TOKEN = "tok-Other-Secret-77b0e2"
-OWNER = 42365431
-
-MUTATION = """
-mutation ($inputs: [AddGLImportItemsInput!]!) {
-  addGLImportItems(inputs: $inputs) { edges { clientId node { dbId extIdentifier amount } } }
-}
-"""
-LOOKUP = """
-query ($ids: [String!], $first: Int, $after: String) {
-  glImportItems(first: $first, after: $after, filter: {extIdentifier_in: $ids}) {
-    edges { cursor node { dbId extIdentifier amount account { code } } }
-    pageInfo { hasNextPage hasPreviousPage }
-  }
-}
-"""
-PING = "{ glImportItems(first: 1) { pageInfo { hasNextPage } } }"
-
-
-def make_entity(name: str = "t-test", **overrides: Any) -> Entity:
-    fields: dict[str, Any] = {
-        "name": name,
-        "owner_db_id": OWNER,
-        "accounts": {"10890", "13750", "1920"},
-        "gl_objects": {"3100", "252"},
-        "projects": {"PR-44"},
-        "tax_rules": {"0", "1"},
-        "bank_accounts": {884412},
-    }
-    return Entity(**(fields | overrides))
-
-
-def line(ext: str, amount: Any, *, tr: int = 17, **node: Any) -> dict[str, Any]:
-    base = {
-        "trRegNumber": tr,
-        "postedDate": "2026-11-20",
-        "account": {"code": "10890"},
-        "amount": amount,
-        "currency": {"code": "NOK"},
-        "text": "Fosterhjemsgodtgjørelse november",
-        "extIdentifier": ext,
-    }
-    return {"clientId": ext, "node": base | node}
-
-
-def voucher(payment: str, amount: str = "17210.00", *, tr: int = 17) -> list[dict[str, Any]]:
-    """One payment as Xledger wants it: the expense line and the Motkonto line."""
-    return [
-        line(
-            f"flyt:t-test:{payment}:1",
-            amount,
-            tr=tr,
-            glObject1={"code": "3100"},
-            glObject2={"code": "252"},
-            project={"code": "PR-44"},
-            taxRule={"code": "0"},
-        ),
-        line(
-            f"flyt:t-test:{payment}:2",
-            f"-{amount}",
-            tr=tr,
-            account={"code": "1920"},
-            bankAccountRef={"dbId": 884412},
-        ),
-    ]
-
-
-Gql = Callable[..., Awaitable[httpx.Response]]
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=5.0) as c:
-        yield c
-
-
-@pytest.fixture
-async def make_sandbox() -> AsyncIterator[Callable[..., Awaitable[XledgerSandbox]]]:
-    started: list[XledgerSandbox] = []
-
-    async def make(entity: Entity | None = None, **kwargs: Any) -> XledgerSandbox:
-        sandbox = XledgerSandbox(seed=kwargs.pop("seed", 7), **kwargs)
-        sandbox.add_entity(TOKEN, entity or make_entity())
-        await sandbox.start()
-        started.append(sandbox)
-        return sandbox
-
-    yield make
-    for sandbox in started:
-        await sandbox.stop()
-
-
-@pytest.fixture
-async def sandbox(make_sandbox: Callable[..., Awaitable[XledgerSandbox]]) -> XledgerSandbox:
-    return await make_sandbox()
-
-
-@pytest.fixture
-def gql(client: httpx.AsyncClient) -> Gql:
-    """POST a GraphQL request; every answer is checked for a leaked token."""
-
-    async def post(
-        sandbox: XledgerSandbox,
-        query: str,
-        variables: dict[str, Any] | None = None,
-        *,
-        token: str | None = TOKEN,
-        headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        assert sandbox.url
-        sent = dict(headers or {})
-        if token is not None and "Authorization" not in sent:
-            sent["Authorization"] = f"token {token}"
-        r = await client.post(
-            sandbox.url, json={"query": query, "variables": variables}, headers=sent
-        )
-        for secret in (TOKEN, OTHER_TOKEN, token or TOKEN):
-            assert secret not in r.text
-        return r
-
-    return post
 
 
 def only_error(r: httpx.Response) -> dict[str, Any]:

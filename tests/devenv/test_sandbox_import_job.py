@@ -13,9 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.devenv import test_sandbox
-from tests.devenv.test_sandbox import MUTATION, OTHER_TOKEN, TOKEN, Gql, make_entity, voucher
-from tests.xledger.helpers import FakeTime
+from tests.clock import FakeTime
+from tests.devenv.helpers import MUTATION, OTHER_TOKEN, TOKEN, Gql, make_entity, voucher
 from worker.devenv.sandbox import PROFILES, XledgerSandbox
 from worker.devenv.sandbox.server import StoredBatch
 
@@ -32,11 +31,6 @@ query ($ids: [String!], $first: Int, $after: String) {
 }
 """
 P1 = ["flyt:t-test:P-1:1", "flyt:t-test:P-1:2"]
-
-# The sandbox tests' fixtures: a sandbox factory (stopped after the test) and `gql`.
-client = test_sandbox.client
-make_sandbox = test_sandbox.make_sandbox
-gql = test_sandbox.gql
 
 
 async def both(gql: Gql, sandbox: XledgerSandbox, ids: list[str], **kw: Any) -> dict[str, Any]:

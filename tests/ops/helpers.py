@@ -11,7 +11,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.conftest import Broker, subprocess_env
+from tests.brokers import Broker
+from tests.processes import subprocess_env
 from tests.stream_helpers import unique_settings
 from worker.config import Settings
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot

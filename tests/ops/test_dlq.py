@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.conftest import Broker
+from tests.brokers import Broker
 from tests.ops.helpers import acli, cli, json_lines, ops_settings, records, send
 from tests.stream_helpers import prepare, wait_for
 from worker.config import Settings

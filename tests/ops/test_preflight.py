@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Broker, free_port, subprocess_env
+from tests.brokers import Broker
 from tests.ops.helpers import ops_settings, records, send
+from tests.processes import free_port, subprocess_env
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot
 from worker.core import Enriched, RegisterIndex, evaluate
 from worker.core.endpoints import UrlPolicy

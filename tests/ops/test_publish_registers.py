@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Broker
+from tests.brokers import Broker
 from tests.stream_helpers import unique_settings
 from worker.core.register_book import RegisterBook
 from worker.demo.registers import demo_snapshot_dicts

@@ -16,9 +16,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Broker, free_port, stop_process
+from tests.brokers import Broker
 from tests.ops.helpers import acli, ops_settings, send
 from tests.ops.helpers import env as ops_env
+from tests.processes import free_port, stop_process
 from tests.stream_helpers import prepare, wait_for
 from worker.config import Settings
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Submission

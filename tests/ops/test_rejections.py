@@ -5,7 +5,6 @@ stage evaluates although the payment was handled (R13); never posted twice (R14)
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -13,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Broker
+from tests.brokers import Broker
+from tests.factories import GAP_CATEGORY, filling_the_gap, with_register_gap
 from tests.ops.helpers import acli, cli, json_lines, ops_settings, records, rejection_of, send
 from tests.stream_helpers import prepare, wait_for
 from worker.contracts import RegisterSnapshot
@@ -38,14 +38,6 @@ def betalt(seed: int, tenant: str = "t-lillevik") -> dict[str, Any]:
     )
 
 
-def with_gap(event: dict[str, Any]) -> dict[str, Any]:
-    """A category not in Betalingstyper: MISSING_ACCOUNT, a register gap (R16)."""
-    e = copy.deepcopy(event)
-    e["payment"]["category"] = "REISEUTGIFTER"
-    e["payment"]["vat_code"] = None
-    return e
-
-
 # --- the enrich stage honours the resend mark (in-process) -------------------------------------
 
 
@@ -64,7 +56,7 @@ async def test_a_resend_marked_event_is_evaluated_again_an_unmarked_one_is_a_dup
 
     b, broker = book(), memory_broker()
     engine, _ = enrich_engine(broker, b)
-    event = with_gap(betalt(3))
+    event = with_register_gap(betalt(3))
     key = (event["tenant_id"], event["payment_id"])
     value = json.dumps(event).encode()
 
@@ -93,9 +85,9 @@ async def test_a_resend_marked_event_is_evaluated_again_an_unmarked_one_is_a_dup
         assert rejections[-1]["reason"] == "MISSING_ACCOUNT"
         assert waiting()  # still waiting for R16
 
-        fixed = next(d for d in demo_snapshot_dicts() if d["tenant_id"] == "t-lillevik")
-        fixed["version"] += 1
-        fixed["registers"]["betalingstype"].append({"category": "REISEUTGIFTER", "value": "14700"})
+        fixed = filling_the_gap(
+            next(d for d in demo_snapshot_dicts() if d["tenant_id"] == "t-lillevik")
+        )
         assert b.offer(RegisterSnapshot.model_validate(fixed)).accepted
         send_event([(RESEND_BY, b"u-17")])
         await until(lambda: committed_all(broker, S, S.topics.payments))
@@ -114,7 +106,7 @@ async def test_list_shows_code_message_since_and_waiting_or_posted(broker: Broke
     s = ops_settings(broker, "rejlist")
     await ensure_topics(broker.bootstrap, topic_specs(s))
     lillevik = next(d for d in demo_snapshot_dicts() if d["tenant_id"] == "t-lillevik")
-    waiting, posted = with_gap(betalt(3)), with_gap(betalt(4))
+    waiting, posted = with_register_gap(betalt(3)), with_register_gap(betalt(4))
     for e in (waiting, posted):
         await send(broker, s.topics.rejections, e["payment_id"].encode(), rejection_of(e, lillevik))
     receipt = {
@@ -137,7 +129,7 @@ async def test_list_shows_code_message_since_and_waiting_or_posted(broker: Broke
     assert (
         row["code"] == "MISSING_ACCOUNT" and row["retryable"] and row["tenant_id"] == "t-lillevik"
     )
-    assert "REISEUTGIFTER" in row["message"] and "Betalingstyper" in row["message"]  # Norwegian
+    assert GAP_CATEGORY in row["message"] and "Betalingstyper" in row["message"]  # Norwegian
     assert row["rejected_since"]
 
     only = json_lines(cli(broker, s, "rejections", "list", "--json", "--state", "waiting").stdout)
@@ -175,7 +167,7 @@ async def test_resend_reevaluates_posts_what_now_posts_and_never_posts_twice(
     t = s.topics
     refused = betalt(8)
     refused["payment"]["vat_code"] = "25"
-    gap = with_gap(betalt(9))
+    gap = with_register_gap(betalt(9))
     assert refused["payment_id"] != gap["payment_id"]
 
     def outcomes(payment: str) -> tuple[list[dict], list[dict]]:

@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Broker
+from tests.brokers import Broker
+from tests.factories import event_dict, snapshot_dict, with_register_gap
 from tests.ops.helpers import cli, json_lines, ops_settings, rejection_of, send
 from worker.config import Settings
 from worker.contracts import DlqHeaders
-from worker.demo.events import generate_events
-from worker.demo.registers import demo_snapshot_dicts
 from worker.devenv.feed import snapshot_records
 from worker.engine.topics import ensure_topics
 from worker.pipeline.topics import topic_specs
@@ -27,19 +26,16 @@ from worker.pipeline.topics import topic_specs
 pytestmark = pytest.mark.integration
 
 
+A, B = "t-a", "t-b"  # A: rejections waiting, a refused snapshot, a dead letter; B: posting
+
+
 def snapshot(tenant: str) -> dict[str, Any]:
-    return copy.deepcopy(next(d for d in demo_snapshot_dicts() if d["tenant_id"] == tenant))
+    return snapshot_dict(tenant_id=tenant)
 
 
-def gap_event(seed: int) -> dict[str, Any]:
-    e = next(
-        e
-        for e in generate_events(200, seed=seed)
-        if e["status"] == "Betalt" and e["tenant_id"] == "t-lillevik"
-    )
-    e["payment"]["category"] = "REISEUTGIFTER"
-    e["payment"]["vat_code"] = None
-    return e
+def gap_event(n: int) -> dict[str, Any]:
+    """A's Betalt payment n, rejected MISSING_ACCOUNT (a register gap)."""
+    return with_register_gap(event_dict(tenant_id=A, payment_id=f"P-A-{n}", event_id=f"e-{n}"))
 
 
 def receipt(tenant: str, payment: str) -> bytes:
@@ -78,23 +74,23 @@ async def tenants(broker: Broker) -> Settings:
     s = ops_settings(broker, "status")
     await ensure_topics(broker.bootstrap, topic_specs(s))
     t = s.topics
-    lillevik = snapshot("t-lillevik")
-    broken = copy.deepcopy(lillevik)
+    a = snapshot(A)
+    broken = copy.deepcopy(a)
     broken["version"] = 2
     broken["registers"]["betalingstype"].append(
         copy.deepcopy(broken["registers"]["betalingstype"][0])
     )
-    for snap in (lillevik, snapshot("t-vestfold-bv"), broken):
+    for snap in (a, snapshot(B), broken):
         [(key, value)] = snapshot_records([snap])
         await send(broker, t.registers, key, value)
     waiting_a, waiting_b, posted = gap_event(1), gap_event(2), gap_event(3)
     for e in (waiting_a, waiting_b, posted):
-        await send(broker, t.rejections, e["payment_id"].encode(), rejection_of(e, lillevik))
-    await send(broker, t.receipts, b"t-lillevik", receipt("t-lillevik", posted["payment_id"]))
-    await send(broker, t.receipts, b"t-vestfold-bv", receipt("t-vestfold-bv", "P-V-1"))
-    await send(broker, t.receipts, b"t-vestfold-bv", receipt("t-vestfold-bv", "P-V-2"))
-    body = json.dumps({"tenant_id": "t-lillevik", "payment_id": "P-L-9"}).encode()
-    await send(broker, t.dlq, b"t-lillevik", body, credits_letter(s, "t-lillevik"))
+        await send(broker, t.rejections, e["payment_id"].encode(), rejection_of(e, a))
+    await send(broker, t.receipts, A.encode(), receipt(A, posted["payment_id"]))
+    await send(broker, t.receipts, B.encode(), receipt(B, "P-V-1"))
+    await send(broker, t.receipts, B.encode(), receipt(B, "P-V-2"))
+    body = json.dumps({"tenant_id": A, "payment_id": "P-L-9"}).encode()
+    await send(broker, t.dlq, A.encode(), body, credits_letter(s, A))
     return s
 
 
@@ -102,10 +98,10 @@ async def test_status_per_tenant_from_the_topics(broker: Broker, tenants: Settin
     out = cli(broker, tenants, "status", "--json")
     assert out.returncode == 0, out.stderr
     by = {x["tenant_id"]: x for x in json_lines(out.stdout)}
-    assert set(by) == {"t-lillevik", "t-vestfold-bv"}
-    lil, ves = by["t-lillevik"], by["t-vestfold-bv"]
+    assert set(by) == {A, B}
+    lil, ves = by[A], by[B]
     assert lil["snapshot"]["version"] == 1  # v2 breaks R7: refused, v1 stays in force
-    assert lil["snapshot"]["published_by"] == snapshot("t-lillevik")["published_by"]["user_id"]
+    assert lil["snapshot"]["published_by"] == snapshot(A)["published_by"]["user_id"]
     [refused] = lil["refused_since"]
     assert refused["version"] == 2 and any("R7" in r for r in refused["reasons"])
     assert lil["waiting"] == 2 and lil["waiting_by_code"] == {"MISSING_ACCOUNT": 2}
@@ -115,7 +111,7 @@ async def test_status_per_tenant_from_the_topics(broker: Broker, tenants: Settin
     assert ves["waiting"] == 0 and ves["dead_letters"] == 0 and ves["paused"] == "unknown"
     assert ves["last_receipt"]["payment_id"] == "P-V-2"
 
-    text = cli(broker, tenants, "status", "--tenant", "t-lillevik")
+    text = cli(broker, tenants, "status", "--tenant", A)
     assert text.returncode == 0
     assert "snapshot  v1" in text.stdout and "refused   v2" in text.stdout
     assert "waiting   2 rejected payment(s): MISSING_ACCOUNT 2" in text.stdout
@@ -125,13 +121,13 @@ async def test_status_per_tenant_from_the_topics(broker: Broker, tenants: Settin
 
 @pytest.fixture
 def metrics_url() -> Iterator[str]:
-    """A worker's /metrics as the worker serves it: Lillevik paused for credits."""
+    """A worker's /metrics as the worker serves it: A paused for credits."""
     text = (
-        b"# HELP xledger_tenant_paused 1 while a tenant's posting is paused\n"
-        b"# TYPE xledger_tenant_paused gauge\n"
-        b'xledger_tenant_paused{reason="credits",tenant="t-lillevik"} 1.0\n'
-        b'xledger_tenant_paused{reason="token",tenant="t-lillevik"} 0.0\n'
-        b'xledger_tenant_paused{reason="credits",tenant="t-vestfold-bv"} 0.0\n'
+        "# HELP xledger_tenant_paused 1 while a tenant's posting is paused\n"
+        "# TYPE xledger_tenant_paused gauge\n"
+        f'xledger_tenant_paused{{reason="credits",tenant="{A}"}} 1.0\n'
+        f'xledger_tenant_paused{{reason="token",tenant="{A}"}} 0.0\n'
+        f'xledger_tenant_paused{{reason="credits",tenant="{B}"}} 0.0\n'
     )
 
     class Handler(BaseHTTPRequestHandler):
@@ -139,7 +135,7 @@ def metrics_url() -> Iterator[str]:
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.end_headers()
-            self.wfile.write(text)
+            self.wfile.write(text.encode())
 
         def log_message(self, *args: object) -> None:
             pass
@@ -160,7 +156,7 @@ async def test_paused_is_read_from_the_workers_metrics_when_given(
     out = cli(broker, tenants, "status", "--json", "--metrics", metrics_url)
     assert out.returncode == 0, out.stderr
     by = {x["tenant_id"]: x for x in json_lines(out.stdout)}
-    assert by["t-lillevik"]["paused"] == "yes" and "credits" in by["t-lillevik"]["paused_why"]
-    assert by["t-vestfold-bv"]["paused"] == "no"
+    assert by[A]["paused"] == "yes" and "credits" in by[A]["paused_why"]
+    assert by[B]["paused"] == "no"
     gone = cli(broker, tenants, "status", "--metrics", "http://127.0.0.1:1/metrics")
     assert gone.returncode == 1 and "cannot read the worker's metrics" in gone.stderr

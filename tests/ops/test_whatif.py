@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Broker
+from tests.brokers import Broker
+from tests.factories import GAP_CATEGORY, filling_the_gap, with_register_gap
 from tests.ops.helpers import cli, ops_settings, records, rejection_of, send
 from worker.contracts import RegisterSnapshot
 from worker.core.register_index import RegisterIndex
@@ -39,18 +40,9 @@ def betalt_events_of(tenant: str, n: int, seed: int) -> list[dict[str, Any]]:
     ]
 
 
-def gap(event: dict[str, Any]) -> dict[str, Any]:
-    e = copy.deepcopy(event)
-    e["payment"]["category"] = "REISEUTGIFTER"  # not in Betalingstyper: MISSING_ACCOUNT
-    e["payment"]["vat_code"] = None
-    return e
-
-
 def draft_filling_the_gap(account: str = "14700") -> dict[str, Any]:
-    d = lillevik()
-    d["version"] = 2
+    d = filling_the_gap(lillevik(), account)  # v2
     d["published_by"] = {"user_id": "u-oko-3", "roles": ["Økonomiinnstillinger"]}
-    d["registers"]["betalingstype"].append({"category": "REISEUTGIFTER", "value": account})
     return d
 
 
@@ -63,7 +55,7 @@ def record(topic: str, offset: int, value: bytes, key: bytes | None = None) -> R
 
 def test_r16_gap_filled_by_the_draft_the_waiting_payment_would_post() -> None:
     current = lillevik()
-    waiting_event = gap(betalt_events_of("t-lillevik", 100, 5)[0])
+    waiting_event = with_register_gap(betalt_events_of("t-lillevik", 100, 5)[0])
     rejections = [record("rej", 0, rejection_of(waiting_event, current))]
     events = betalt_events([record("pay", 0, json.dumps(waiting_event).encode())])
     book = read_rejections(rejections, [])
@@ -114,7 +106,7 @@ def test_changed_strings_and_new_failures_among_recent_payments() -> None:
 
 def test_a_draft_that_breaks_the_registers_is_refused_and_not_evaluated() -> None:
     draft = draft_filling_the_gap()
-    draft["registers"]["betalingstype"].append({"category": "REISEUTGIFTER", "value": "1"})  # R7
+    draft["registers"]["betalingstype"].append({"category": GAP_CATEGORY, "value": "1"})  # R7
     report = what_if(
         RegisterSnapshot.model_validate(draft),
         RegisterIndex(RegisterSnapshot.model_validate(lillevik())),
@@ -139,7 +131,7 @@ async def test_whatif_reads_the_topics_says_what_would_post_and_publishes_nothin
     current = lillevik()
     [(key, value)] = snapshot_records([current])
     await send(broker, t.registers, key, value)
-    waiting = gap(betalt_events_of("t-lillevik", 100, 5)[0])
+    waiting = with_register_gap(betalt_events_of("t-lillevik", 100, 5)[0])
     other = betalt_events_of("t-lillevik", 100, 7)[:5]
     for e in [waiting, *other]:
         await send(broker, t.payments, e["payment_id"].encode(), json.dumps(e).encode())

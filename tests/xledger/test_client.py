@@ -17,7 +17,9 @@ import pytest
 from graphql import build_schema, parse, validate
 from prometheus_client import REGISTRY
 
-from tests.xledger.helpers import FakeTime, client_for, entity, submission, target, token_for
+from tests.clock import FakeTime
+from tests.factories import submission
+from tests.xledger.helpers import client_for, entity, target, token_for
 from worker import logs
 from worker.core.endpoints import UrlPolicy
 from worker.devenv.sandbox import PROFILES, FaultProfile, XledgerSandbox

@@ -5,14 +5,15 @@ schema held to the exact documents the client sends."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from graphql import parse, validate
 
-from tests.xledger.helpers import FakeTime
+from tests.clock import FakeTime
+from tests.sandboxes import MakeSandbox, sandbox_factory
 from worker.core.endpoints import UrlPolicy
 from worker.demo.harness import start_demo_sandbox
 from worker.devenv.sandbox import Entity, FaultProfile, XledgerSandbox
@@ -81,23 +82,10 @@ class Recording(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-MakeSandbox = Callable[..., Awaitable[XledgerSandbox]]
-
-
 @pytest.fixture
 async def make_sandbox() -> AsyncIterator[MakeSandbox]:
-    started: list[XledgerSandbox] = []
-
-    async def make(e: Entity | None = None, **kwargs: Any) -> XledgerSandbox:
-        sandbox = XledgerSandbox(seed=kwargs.pop("seed", 3), **kwargs)
-        sandbox.add_entity(TOKEN, e or entity())
-        await sandbox.start()
-        started.append(sandbox)
-        return sandbox
-
-    yield make
-    for sandbox in started:
-        await sandbox.stop()
+    async with sandbox_factory(TOKEN, entity, seed=3) as make:
+        yield make
 
 
 def reader_for(

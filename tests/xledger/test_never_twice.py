@@ -21,7 +21,9 @@ import pytest
 import structlog
 from prometheus_client import REGISTRY
 
-from tests.xledger.helpers import FakeTime, client_for, entity, submission, target, token_for
+from tests.clock import FakeTime
+from tests.factories import submission
+from tests.xledger.helpers import client_for, entity, target, token_for
 from worker import logs
 from worker.contracts import Submission
 from worker.core.endpoints import UrlPolicy
