@@ -8,7 +8,7 @@ from typing import Any
 
 from worker import logs, metrics
 from worker.contracts import DlqHeaders, DlqReason
-from worker.contracts.headers import REPLAY_HEADERS
+from worker.contracts.headers import DLQ_PREFIX, REPLAY_HEADERS
 from worker.engine.records import Output, Record
 
 
@@ -36,25 +36,25 @@ def dlq_headers(
     now = datetime.now(UTC)
     header = DlqHeaders.model_validate(
         {
-            "dlq.reason": reason,
-            "dlq.error_class": error_class,
+            "reason": reason,
+            "error_class": error_class,
             # Bounded: a header is not a log file. Never a token: crash texts (str(exc))
             # are masked here, as every text that leaves the process is (R5).
-            "dlq.error_message": logs.mask(error_message)[:2000],
-            "dlq.stage": stage,
-            "dlq.original_topic": topic,
-            "dlq.original_partition": partition,
-            "dlq.original_offset": offset,
-            "dlq.attempts": attempts,
-            "dlq.first_failed_at": (first_failed_at or now).isoformat(),
-            "dlq.last_failed_at": now.isoformat(),
+            "error_message": logs.mask(error_message)[:2000],
+            "stage": stage,
+            "original_topic": topic,
+            "original_partition": partition,
+            "original_offset": offset,
+            "attempts": attempts,
+            "first_failed_at": (first_failed_at or now).isoformat(),
+            "last_failed_at": now.isoformat(),
         }
     )
     # A replayed record that fails again keeps its replay count (the cap on replays).
     kept = [
         (k, v)
         for k, v in _headers_list(original_headers)
-        if not k.startswith("dlq.") or k in REPLAY_HEADERS
+        if not k.startswith(DLQ_PREFIX) or k in REPLAY_HEADERS
     ]
     return kept + header.to_kafka()
 

@@ -20,6 +20,7 @@ from typing import Any
 from worker import logs
 from worker.config import Settings
 from worker.contracts import DlqReason
+from worker.contracts.headers import DLQ_ERROR_MESSAGE
 from worker.core.register_book import RegisterBook
 from worker.engine.backend import Backend, GroupSettings
 from worker.engine.engine import Engine, EngineSettings, Stage
@@ -245,6 +246,6 @@ class Pipeline:
             f"the dead-letter queue takes: only its first {keep} bytes of each are kept]"
         )
         headers = [
-            (k, v + note.encode() if k == "dlq.error_message" else v) for k, v in out.headers or []
+            (k, v + note.encode() if k == DLQ_ERROR_MESSAGE else v) for k, v in out.headers or []
         ]
         return Output(out.topic, key[:keep], value[:keep], headers)
