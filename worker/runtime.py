@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import threading
@@ -110,7 +111,14 @@ async def run(s: Settings, bootstrap: str) -> None:
 
 
 async def _serve(s: Settings, bootstrap: str, stop: asyncio.Event) -> None:
+    # Every record makes a few hundred short-lived objects; at CPython's default gen-0
+    # threshold (700) the collector ran every few records and walked what the worker
+    # holds (batches in hand, the register book): ~40 % of parsing a submission
+    # (bench: 37 -> 25 µs). Cycles are rare here; a larger threshold still collects them.
+    gc.set_threshold(50_000, 20, 100)
     async with running_pipeline(s, bootstrap, make_client(s)) as pipeline:
+        # What start-up built lives as long as the process: no collection need walk it.
+        gc.freeze()
         log.info("worker_running", bootstrap=bootstrap, metrics_port=s.metrics_port)
         await until_stopped(stop, pipeline)
 
