@@ -34,6 +34,7 @@ from worker.xledger.errors import (
     classify_errors,
 )
 from worker.xledger.pacing import Pacer, TokenGate
+from worker.xledger.refusal_memory import RefusalMemory
 from worker.xledger.secrets import SecretStore, Token
 from worker.xledger.wire import (
     LOOKUP_ROOTS,
@@ -187,6 +188,44 @@ async def test_refusal_naming_no_code_is_found_by_bisection(sandbox) -> None:
     # The lookup, then per halving a refused mutation, the lookup after it (Xledger may
     # have stored part of a refused mass mutation: issue 19) and the good half's mutation.
     assert result.requests <= 1 + 3 * 5 + 1
+
+
+async def test_a_code_xledger_refused_lately_refuses_a_first_submission_without_a_request(
+    sandbox,
+) -> None:
+    """Issue 20: a refused code costs three requests a batch (the refusal, the lookup after
+    it, the rest's mutation). For a while, a payment's first submission that carries it
+    is refused with Xledger's own message and not sent; a resend (not fresh) is asked."""
+    first = [submission(TENANT, i) for i in range(10)]
+    first[3] = submission(TENANT, 3, account="9999")
+    later = [submission(TENANT, i) for i in range(10, 15)]
+    later[1] = submission(TENANT, 11, account="9999")
+    resend = submission(TENANT, 20, account="9999")
+    async with client_for(sandbox.url, [TENANT]) as c:
+        await c.post(target(TENANT), first, fresh={s.payment_id for s in first})
+        result = await c.post(target(TENANT), later, fresh={s.payment_id for s in later})
+        again = await c.post(target(TENANT), [resend])  # a resend: not fresh
+    [(refused, message)] = result.refused
+    assert refused.payment_id == "P-000011"
+    assert "account.code: No value matching owner 42365431, code '9999'" in message
+    assert result.requests == 1 and len(result.receipts) == 4  # only the rest's mutation
+    assert [s.payment_id for s, _ in again.refused] == ["P-000020"]
+    assert again.requests == 2  # asked: the lookup and the refused mutation
+
+
+def test_a_remembered_refusal_is_forgotten_after_a_while_or_when_xledger_takes_the_code() -> None:
+    now = [0.0]
+    memory = RefusalMemory(300.0, lambda: now[0])
+    memory.note(TENANT, ["account.code: No value matching owner 42365431, code '9999'."])
+    carrying = [submission(TENANT, 1, account="9999")]
+    assert list(memory.refused(TENANT, carrying)) == ["P-000001"]
+    assert memory.refused("t-other", carrying) == {}  # per tenant
+    assert memory.refused(TENANT, [submission(TENANT, 2)]) == {}
+    now[0] = 300.0
+    assert memory.refused(TENANT, carrying) == {}
+    memory.note(TENANT, ["account.code: No value matching owner 42365431, code '9999'."])
+    memory.accepted(TENANT, carrying)  # someone added the account in Xledger
+    assert memory.refused(TENANT, carrying) == {}
 
 
 async def test_bad_token_holds_the_batch_without_bisecting(sandbox) -> None:

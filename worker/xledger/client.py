@@ -49,6 +49,7 @@ from worker.xledger.errors import (
     XledgerError,
 )
 from worker.xledger.pacing import Clock, NotSent, Pacer, Sleep, TokenGate
+from worker.xledger.refusal_memory import RefusalMemory
 from worker.xledger.secrets import MissingToken, SecretStore, Token
 from worker.xledger.wire import (
     ADD_GL_IMPORT_ITEMS,
@@ -138,6 +139,9 @@ class ClientSettings:
     burst_headroom: int = 2  # stay below the limit so steady state never meets it
     concurrency: int = 2  # requests in flight per token
     credits_pause_s: float = 20 * 60.0  # Xledger's own sample waits 20 min
+    # A code Xledger refused is refused without asking for a payment's first submission
+    # for this long (`refusal_memory.py`); 0 asks every time.
+    refusal_memory_s: float = 300.0
     transaction_source: str = "GL"
 
     def __post_init__(self) -> None:
@@ -180,6 +184,7 @@ class XledgerClient:
         self._rng = rng or random.Random()
         self._clock = clock
         self._pacer = Pacer(self.s, clock=clock, sleep=sleep)
+        self.refusals = RefusalMemory(self.s.refusal_memory_s, clock)
 
     @property
     def request_deadline_s(self) -> float:
@@ -301,6 +306,7 @@ class XledgerClient:
             clock=self._clock,
             backoff=self.backoff,
             fence=fence,
+            refusals=self.refusals,
         )
 
 
@@ -373,8 +379,10 @@ class _Call:
         clock: Clock,
         backoff: Callable[[int], float],
         fence: Fence | None = None,
+        refusals: RefusalMemory | None = None,
     ) -> None:
         self.s = settings
+        self.refusals = refusals or RefusalMemory(0.0, clock)
         self.clock = clock
         self.fence = fence
         self.failing_since: float | None = None
@@ -402,6 +410,12 @@ class _Call:
         fresh = fresh or set()
         try:
             new = [s for s in subs if s.payment_id in fresh]
+            if new:
+                remembered = self.refusals.refused(self.tenant, new)
+                for sub in new:
+                    if sub.payment_id in remembered:
+                        self._refuse(sub, remembered[sub.payment_id], asked=False)
+                new = [s for s in new if s.payment_id not in remembered]
             for sub in new:  # known absent, and not stale while the call waits
                 self.looked_at[sub.payment_id] = float("inf")
             others = [s for s in subs if s.payment_id not in fresh]
@@ -517,6 +531,7 @@ class _Call:
                 subs = await self._drop_present(subs)
                 continue
             except Refused as exc:
+                self.refusals.note(self.tenant, exc.messages)
                 if len(subs) > 1:
                     # Nothing public says a mass mutation is all or nothing: Xledger may
                     # have stored part of it. Look before posting any of it again.
@@ -548,6 +563,7 @@ class _Call:
             for sub in subs:
                 self._receipt(sub, [db_ids[(sub.payment_id, n)] for n in (1, 2)], batch_id)
             metrics.XLEDGER_PAYMENTS.labels(self.tenant, "posted").inc(len(subs))
+            self.refusals.accepted(self.tenant, subs)
             return
 
     async def _room_for(self, requests: int) -> None:
@@ -727,7 +743,9 @@ class _Call:
             raise UnknownOutcome(f"HTTP {response.status_code}: answer is not JSON") from None
         return read_answer(response.status_code, body, datetime.now(UTC))
 
-    def _refuse(self, sub: Submission, message: str) -> None:
+    def _refuse(self, sub: Submission, message: str, asked: bool = True) -> None:
+        """`asked`: False when Xledger refused the code for an earlier payment lately and
+        this one was not sent (`refusal_memory.py`)."""
         message = logs.mask(message)  # Xledger's words go to finance staff (a rejection)
         self.result.refused.append((sub, message))
         metrics.XLEDGER_PAYMENTS.labels(self.tenant, "refused").inc()
@@ -736,6 +754,7 @@ class _Call:
             tenant_id=self.tenant,
             payment_id=sub.payment_id,
             error=message,
+            asked=asked,
         )
 
     def _receipt(
