@@ -33,6 +33,9 @@ class Settings:
     enrich_batch_window_s: float = 0.02
     post_batch_window_s: float = 0.5  # a tenant's payments gathered into one request
     post_batch_max: int = 1000
+    # ... and for up to this long while they come from a backlog (`flyt.backlog`, a burst):
+    # until a mutation is full or the backlog is worked off.
+    post_backlog_window_s: float = 2.0
     # A tenant whose token is missing or refused is paused (held, not dead-lettered): its
     # token is looked at again this often, and tried again anyway after token_retry_s.
     token_recheck_s: float = 5.0
@@ -121,6 +124,7 @@ _ENV: dict[str, str] = {
     "enrich_batch_window_s": "FLYT_ENRICH_BATCH_WINDOW_S",
     "post_batch_window_s": "FLYT_POST_BATCH_WINDOW_S",
     "post_batch_max": "FLYT_POST_BATCH_MAX",
+    "post_backlog_window_s": "FLYT_POST_BACKLOG_WINDOW_S",
     "token_recheck_s": "FLYT_TOKEN_RECHECK_S",
     "token_retry_s": "FLYT_TOKEN_RETRY_S",
     "token_dir": "XLEDGER_TOKEN_DIR",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,9 +22,10 @@ from tests.pipeline.memory import (
     until,
 )
 from worker.contracts import RegisterSnapshot
-from worker.contracts.headers import FRESH
+from worker.contracts.headers import BACKLOG, FRESH
 from worker.demo.events import generate_events
 from worker.demo.registers import demo_snapshot_dicts
+from worker.pipeline.enrich_stage import BACKLOG_RECORDS
 from worker.pipeline.payment_state import REJECTED, SUBMITTED, PaymentStates
 from worker.pipeline.topics import HANDLED, PENDING, changelog_topic
 
@@ -234,3 +236,24 @@ async def test_an_event_the_stage_fails_on_is_dead_lettered_and_the_rest_go_on(
         assert dlq.key == poison["payment_id"].encode()
     finally:
         await engine.stop(2.0)
+
+
+async def test_submissions_made_while_far_behind_say_so_and_the_last_ones_do_not() -> None:
+    """Issue 20: a batch with BACKLOG_RECORDS or more of its partition still to do marks its
+    submissions `flyt.backlog` (the post stage gathers longer in a burst); once the stage
+    has caught up, its submissions carry no mark."""
+    s = replace(S, partitions=1, enrich_batch_max=100)
+    broker = memory_broker(s)
+    engine, _ = enrich_engine(broker, book(), s)
+    events = [e for e in generate_events(3000, seed=31) if e["status"] == "Betalt"][
+        : BACKLOG_RECORDS + 200
+    ]
+    publish(broker, events)
+    await engine.start()
+    try:
+        await until(lambda: committed_all(broker, s, T.payments))
+        flags = [r.header(BACKLOG) is not None for r in records(broker, T.submissions)]
+        assert flags[0] and not flags[-1]
+        assert flags == sorted(flags, reverse=True)  # marked while behind, then not
+    finally:
+        await engine.stop(3.0)

@@ -17,7 +17,7 @@ import pytest
 
 from tests.pipeline.memory import S, book, memory_broker, records, until
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Submission
-from worker.contracts.headers import FRESH, SOURCE
+from worker.contracts.headers import BACKLOG, FRESH, SOURCE
 from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
@@ -103,11 +103,11 @@ def post_engine(
 
 @asynccontextmanager
 async def running(
-    broker: MemoryBroker, b: RegisterBook, client: Any
+    broker: MemoryBroker, b: RegisterBook, client: Any, s: Any = ONE
 ) -> AsyncIterator[tuple[Engine, PostStage]]:
     """The post stage started on its own engine; stopped, and its client closed, however
     the test ends."""
-    engine, stage = post_engine(broker, b, client)
+    engine, stage = post_engine(broker, b, client, s)
     await engine.start()
     try:
         yield engine, stage
@@ -408,3 +408,23 @@ async def test_a_fresh_submission_whose_posting_began_before_is_looked_up_not_po
         assert [r["already_present"] for r in receipts[:2]] == [False, True]
         assert sorted(posted(box)) == twice_each([sub, other])
         assert box.stats.queries == 2  # the duplicate and the replay were looked up
+
+
+async def test_a_burst_is_gathered_for_the_backlog_window_until_the_backlog_is_worked_off(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """Issue 20: submissions made from a backlog (`flyt.backlog`) are gathered past the
+    usual window, as more are on their way; the first one made after the backlog closes
+    the batch (here the backlog window is a minute: only that can close it in time)."""
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    subs = submissions(b, FAST, 9)
+    s = replace(ONE, post_backlog_window_s=60.0)
+    async with running(broker, b, client_for(box, tokens), s):
+        for part in (subs[0:4], subs[4:8]):
+            publish(broker, part, (FRESH, b"1"), (BACKLOG, b"1"))
+            await asyncio.sleep(5 * ONE.post_batch_window_s)  # past the usual window
+        assert committed(broker) is None and box.stats.mutations == 0
+        publish(broker, subs[8:], (FRESH, b"1"))  # made after the backlog
+        await until(lambda: committed(broker) == 9)
+        assert box.stats.mutations == 1 and sorted(posted(box)) == twice_each(subs)

@@ -20,6 +20,11 @@ SOURCE = "flyt.source"
 # and its first mutation needs no lookup.
 FRESH = "flyt.fresh"
 
+# On a submission: the enrich stage made it while working off a backlog (many records of
+# its partition still to do): more of the tenant's payments are on their way, so the post
+# stage may gather a larger batch (issue 20: fewer requests in a burst).
+BACKLOG = "flyt.backlog"
+
 # A dead letter's headers (contracts.md): why, where it came from, when it failed.
 DLQ_PREFIX = "dlq."
 DLQ_REASON = "dlq.reason"

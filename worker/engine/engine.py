@@ -147,6 +147,12 @@ class Engine(RebalanceListener):
     def held_stores(self, name: str) -> list[PartitionStore]:
         return [self._stores[k] for k in sorted(self._held) if k[0] == name]
 
+    def behind(self, tp: TopicPartition, offset: int) -> int:
+        """How many records of the partition come after `offset`, fetched or not, as of
+        the last fetch (0 when unknown): a stage's sign that it is working off a backlog."""
+        end = self.consumer.highwater(tp)
+        return max(0, end - offset - 1) if end is not None else 0
+
     async def confirm(self, lane: Lane) -> bool:
         """May work that must never run on two workers at once (an Xledger mutation) start
         now for `lane`? Only while it is open and membership is confirmed (commit.py)."""

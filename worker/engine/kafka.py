@@ -222,6 +222,10 @@ class KafkaGroupConsumer(_Consumer):
     def assignment(self) -> set[TopicPartition]:
         return {TopicPartition(tp.topic, tp.partition) for tp in self.consumer.assignment()}
 
+    def highwater(self, tp: TopicPartition) -> int | None:
+        end: int | None = self.consumer.highwater(AioTP(tp.topic, tp.partition))
+        return end
+
 
 class KafkaReader(_Consumer):
     """An assigned consumer in no group: it never moves a partition, commits nothing."""

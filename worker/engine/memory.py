@@ -257,6 +257,9 @@ class MemoryGroupConsumer:
     def assignment(self) -> set[TopicPartition]:
         return set(self.assigned)
 
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.broker.logs[tp.topic][tp.partition].end
+
 
 class MemoryReader:
     def __init__(self, broker: MemoryBroker) -> None:

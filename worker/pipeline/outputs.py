@@ -9,20 +9,28 @@ from pydantic import BaseModel
 
 from worker import logs, metrics
 from worker.contracts import Rejection
-from worker.contracts.headers import FRESH, SOURCE
+from worker.contracts.headers import BACKLOG, FRESH, SOURCE
 from worker.engine.records import Output, Record
 
 log = logs.get("worker.pipeline")
 
 
 def submission_output(
-    topic: str, tenant_id: str, value: bytes, source: Record, fresh: bool = False
+    topic: str,
+    tenant_id: str,
+    value: bytes,
+    source: Record,
+    fresh: bool = False,
+    backlog: bool = False,
 ) -> Output:
     """A submission (its wire bytes), keyed by tenant, with where its Betalt event sits
-    (`flyt.source`: a refusal goes back there), and `flyt.fresh` on a payment's first."""
+    (`flyt.source`: a refusal goes back there), `flyt.fresh` on a payment's first, and
+    `flyt.backlog` when made while working off a backlog."""
     headers = [(SOURCE, source.position().encode())]
     if fresh:
         headers.append((FRESH, b"1"))
+    if backlog:
+        headers.append((BACKLOG, b"1"))
     return Output(topic, tenant_id.encode(), value, headers, source=source)
 
 

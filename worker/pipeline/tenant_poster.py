@@ -1,7 +1,8 @@
 """One tenant's posting loop: gather a burst, post it, record every outcome.
 
-A batch is gathered for up to the window, flushed at once when the stream goes quiet,
-but never before the tenant's request budget has room for it. Before posting, R18: a
+A batch is gathered for the window from its first payment's arrival (longer while the
+payments come from a backlog), sent at once when it fills a mutation, but never before the
+tenant's request budget has room for it. Before posting, R18: a
 submission decided under other Xledger settings than the ones in force is evaluated
 again. Then the client posts (looking up before it posts; `fence` asked immediately
 before each mutation: the partition is still ours and our group membership confirmed),
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from worker import logs, metrics
 from worker.contracts import DlqReason, Rejection, Submission
-from worker.contracts.headers import FRESH, REPLAY_COUNT, SOURCE
+from worker.contracts.headers import BACKLOG, FRESH, REPLAY_COUNT, SOURCE
 from worker.core import Enriched, evaluate
 from worker.core.messages import xledger_refused
 from worker.core.outcome import Rejected
@@ -105,7 +106,9 @@ class TenantPoster:
     async def _gather(self) -> list[Item]:
         """The next batch: the tenant's payments gathered for the window from the first
         one's arrival (fewer requests; the window bounds the wait, including a wait behind
-        the batch before it), sent at once when they fill a mutation (250 payments), but
+        the batch before it), or for the longer backlog window while they come from a
+        backlog (a burst: more are on their way; the first payment made after the backlog
+        ends closes the batch). Sent at once when they fill a mutation (250 payments), but
         never before the tenant's request budget has room (waiting for the limit with half
         a batch would only cost more requests later)."""
         s = self.stage.s
@@ -115,12 +118,14 @@ class TenantPoster:
         start = time.monotonic()
         index = self.stage.book.index(self.tenant)
         hold = self.stage.client.ready_in(index.settings.token_ref) if index else 0.0
-        deadline = max(arrived + s.post_batch_window_s, start + hold)
+        usual = max(arrived + s.post_batch_window_s, start + hold)
+        longer = max(arrived + s.post_backlog_window_s, usual)
         while len(batch) < s.post_batch_max:
             while not queue.empty() and len(batch) < s.post_batch_max:
                 sub, record, _ = queue.get_nowait()  # what is there already, cheaply
                 batch.append((sub, record))
             now = time.monotonic()
+            deadline = longer if record.header(BACKLOG) is not None else usual
             if now >= deadline or (len(batch) >= MAX_PAYMENTS_PER_REQUEST and now >= start + hold):
                 break
             try:

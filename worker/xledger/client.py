@@ -34,6 +34,7 @@ from enum import StrEnum
 from typing import Any
 
 import httpx
+import pydantic_core
 
 from worker import logs, metrics
 from worker.contracts import Receipt, ReceiptLine, Submission
@@ -722,11 +723,15 @@ class _Call:
                 )
 
     async def _send(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-        headers = {"Authorization": f"token {self.token.reveal()}"}
+        headers = {
+            "Authorization": f"token {self.token.reveal()}",
+            "Content-Type": "application/json",
+        }
         try:
-            response = await self.http.post(
-                self.url, json={"query": query, "variables": variables}, headers=headers
-            )
+            # pydantic-core's encoder: the standard library's was a tenth of the worker's
+            # CPU in a burst (a mutation carries 500 nodes).
+            payload = pydantic_core.to_json({"query": query, "variables": variables})
+            response = await self.http.post(self.url, content=payload, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransientError(f"could not connect: {type(exc).__name__}") from None
         except httpx.TransportError as exc:  # sent, or maybe sent: the outcome is unknown
@@ -738,7 +743,7 @@ class _Call:
         if response.status_code in (401, 403):
             raise AuthFailed(f"HTTP {response.status_code}: Xledger refused the API token")
         try:
-            body = response.json()
+            body = pydantic_core.from_json(response.content)
         except ValueError:
             raise UnknownOutcome(f"HTTP {response.status_code}: answer is not JSON") from None
         return read_answer(response.status_code, body, datetime.now(UTC))
