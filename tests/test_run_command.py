@@ -74,3 +74,28 @@ def test_run_on_too_few_brokers_for_the_replication_factor_says_what_to_set(
     )
     assert proc.returncode != 0
     assert "FLYT_REPLICATION_FACTOR" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ({"FLYT_REBALANCE_TIMEOUT_S": "10"}, "FLYT_REBALANCE_TIMEOUT_S"),
+        ({"FLYT_PARTITIONS": "many"}, "FLYT_PARTITIONS"),
+    ],
+    ids=["conflict", "unreadable"],
+)
+def test_settings_that_cannot_work_exit_78_not_1_so_no_restart_is_mistaken_for_a_cure(
+    broker: Broker, setting: dict[str, str], named: str
+) -> None:
+    """EX_CONFIG (78) tells an operator, a supervisor (the chaos campaign's) and Kubernetes'
+    exit code apart: a setting to change, not a crash a restart may cure."""
+    env = {**broker.env(), "FLYT_METRICS_PORT": "0", **setting}
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker", "run"],
+        env=subprocess_env(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 78
+    assert named in proc.stderr and "Traceback" not in proc.stderr

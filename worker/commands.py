@@ -49,7 +49,7 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
     try:
         s = config.from_env()
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise SettingsRefused(str(exc)) from None
     server = bootstrap or s.bootstrap
     if embedded and server:
         raise click.UsageError("--embedded runs its own broker: leave out the bootstrap servers")
@@ -73,8 +73,17 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
             asyncio.run(run_embedded(s, demo_rate))
     except WorkerCrashed as exc:  # logged as worker_crashed; the supervisor restarts us
         raise click.ClickException(f"the worker stopped: {exc}") from None
-    except (NotEnoughBrokers, SettingsConflict) as exc:  # a setting to fix: say which
+    except NotEnoughBrokers as exc:  # the cluster, or a setting, to fix: say which
         raise click.ClickException(str(exc)) from None
+    except SettingsConflict as exc:
+        raise SettingsRefused(str(exc)) from None
+
+
+class SettingsRefused(click.ClickException):
+    """The settings cannot work (a value or a combination): restarting cannot help, so the
+    exit status says so (78, EX_CONFIG), apart from a crash (1) that a restart may cure."""
+
+    exit_code = 78
 
 
 @click.command()

@@ -159,7 +159,7 @@ def chaos(
     from asyncio import CancelledError
 
     from worker import logs
-    from worker.demo.chaos import ChaosOptions, ChaosUsageError
+    from worker.demo.chaos import CampaignAborted, ChaosOptions, ChaosUsageError
     from worker.demo.chaos import run as run_chaos
     from worker.devenv.kafka_cluster import KafkaUnavailable
 
@@ -184,6 +184,8 @@ def chaos(
         code = run_chaos(o)
     except (KafkaUnavailable, TimeoutError) as exc:
         raise click.ClickException(f"chaos could not start: {exc}") from None
+    except CampaignAborted as exc:
+        raise click.ClickException(f"chaos stopped: {exc}") from None
     except (KeyboardInterrupt, CancelledError):
         click.echo("chaos interrupted; every process it started is stopped", err=True)
         raise SystemExit(130) from None

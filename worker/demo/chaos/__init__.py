@@ -26,11 +26,12 @@ A test harness, not production code (production never imports `worker.demo`).
 
 from worker.demo.chaos.campaign import run, run_campaign
 from worker.demo.chaos.faults import Kill
-from worker.demo.chaos.options import ChaosOptions, ChaosUsageError
+from worker.demo.chaos.options import CampaignAborted, ChaosOptions, ChaosUsageError
 from worker.demo.chaos.outcomes import CampaignWatcher
 from worker.demo.chaos.verdict import Verdict, check_r14, expected_outcomes, recovery
 
 __all__ = [
+    "CampaignAborted",
     "CampaignWatcher",
     "ChaosOptions",
     "ChaosUsageError",

@@ -137,7 +137,11 @@ async def campaign_settings(o: ChaosOptions, bootstrap: str) -> Settings:
     """The workers' settings, fitted to the cluster; topics made, registers published."""
     s = Settings(bootstrap=bootstrap, app_id=APP_ID, metrics_port=None, broker_kind=o.broker)
     if o.broker == "kafka":  # shorter sessions: a killed worker's partitions move in 10 s
-        s = replace(s, session_timeout_s=10.0, heartbeat_interval_s=1.0, rebalance_timeout_s=10)
+        # The rebalance timeout must exceed a hand-over (the request deadline + 3 s).
+        rebalance = s.xledger_request_deadline_s + 10
+        s = replace(
+            s, session_timeout_s=10.0, heartbeat_interval_s=1.0, rebalance_timeout_s=rebalance
+        )
     s = await fit_to_cluster(s, bootstrap)
     await ensure_topics(bootstrap, topic_specs(s))
     await publish(bootstrap, s.topics.registers, snapshot_records(demo_snapshot_dicts()))

@@ -12,6 +12,10 @@ class ChaosUsageError(ValueError):
     """Options that cannot make a campaign; the message says why, in one line."""
 
 
+class CampaignAborted(RuntimeError):
+    """The campaign cannot go on (a worker refuses its settings); the message says why."""
+
+
 @dataclass(frozen=True)
 class ChaosOptions:
     events: int = 3000

@@ -17,9 +17,17 @@ from pathlib import Path
 import httpx
 
 from worker.config import Settings
+from worker.demo.chaos.options import CampaignAborted
 from worker.demo.chaos.transcript import say
 from worker.devenv.children import dies_with_parent
 from worker.devenv.tansu import free_port
+
+SETTINGS_REFUSED = 78  # `worker run`'s exit status for settings that cannot work
+
+
+def last_line(log: Path) -> str:
+    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+    return lines[-1] if lines else "(no output)"
 
 
 @dataclass
@@ -80,6 +88,8 @@ class Workers:
         for w in self.all:
             if w.proc is None or w.killed or w.proc.poll() is None:
                 continue
+            if w.proc.returncode == SETTINGS_REFUSED:  # a restart cannot help
+                raise CampaignAborted(f"worker {w.n} refused its settings: {last_line(w.log)}")
             self.unexpected_exits.append(f"worker {w.n} exited with code {w.proc.returncode}")
             say(f"worker {w.n} exited by itself (code {w.proc.returncode}): see {w.log}")
             self.start(w)
@@ -91,10 +101,12 @@ class Workers:
             self.restart_crashed()
 
     async def ready(self, timeout_s: float) -> bool:
-        """Until every worker's /ready answers 200."""
+        """Until every worker's /ready answers 200 (CampaignAborted if one refuses its
+        settings)."""
         deadline = time.monotonic() + timeout_s
         async with httpx.AsyncClient() as http:
             while time.monotonic() < deadline:
+                self.restart_crashed()
                 answers = []
                 for w in self.all:
                     try:
