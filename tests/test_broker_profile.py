@@ -9,7 +9,7 @@ import pytest
 from tests.brokers import Broker
 from worker.config import Settings, from_env
 from worker.engine.broker_kind import probe
-from worker.pipeline.topics import refused_topic, stores, topic_specs
+from worker.pipeline.topics import STARTED, refused_topic, stores, topic_specs
 from worker.pipeline.wiring import SettingsConflict, kafka_backend, timings
 
 
@@ -50,9 +50,10 @@ def test_every_topic_the_worker_creates_is_replicated_per_the_profile() -> None:
     specs = topic_specs(s)
     names = {t.name for t in specs}
     assert refused_topic(s) in names  # the way back to a payment's state owner too
-    for store in stores(s):  # and the state changelogs, compacted
-        [changelog] = [t for t in specs if t.name == store.changelog]
-        assert changelog.config["cleanup.policy"] == "compact"
+    for store in stores(s):  # and the state changelogs: compacted, but for the marks
+        [changelog] = [t for t in specs if t.name == store.changelog]  # deleted by age
+        policy = changelog.config.get("cleanup.policy", "delete")
+        assert policy == ("delete" if store.name == STARTED else "compact")
     for spec in specs:
         assert spec.replication_factor == 3
         assert spec.config["min.insync.replicas"] == "2"
