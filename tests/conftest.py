@@ -10,11 +10,6 @@ import pytest
 
 from tests.brokers import SKIPPED, USED, Broker, kafka_brokers, kafka_missing
 
-# tests/test_handover_three_brokers.py still takes these from here; the rest of the tests
-# import them from tests/brokers.py and tests/processes.py.
-from tests.processes import free_port as free_port
-from tests.processes import stop_process as stop_process
-
 
 @pytest.fixture(scope="session", params=["tansu", "kafka"])
 def broker(

@@ -6,7 +6,6 @@ ledger read back), one outcome per payment."""
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import os
 import signal
@@ -22,7 +21,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Broker, free_port, stop_process
+from tests.brokers import Broker
+from tests.factories import filling_the_gap, with_register_gap
+from tests.ledger import assert_ledger_exactly_once
+from tests.processes import free_port, stop_process
 from tests.stream_helpers import (
     expected_outcomes,
     metric,
@@ -34,7 +36,6 @@ from tests.stream_helpers import (
     watch_until,
     worker_env,
 )
-from tests.test_stream_integration import assert_ledger_exactly_once
 from worker.config import Settings
 from worker.demo.chaos import CampaignWatcher
 from worker.demo.events import generate_events
@@ -224,13 +225,6 @@ async def test_a_rolling_restart_mid_flow_loses_nothing_and_posts_nothing_twice(
     assert handed and handed[-1]["committed"] is True  # a clean hand-over on SIGTERM
 
 
-def with_gap(event: dict[str, Any]) -> dict[str, Any]:
-    e = copy.deepcopy(event)
-    e["payment"]["category"] = "REISEUTGIFTER"  # not in Lillevik's Betalingstyper (v1)
-    e["payment"]["vat_code"] = None
-    return e
-
-
 async def test_r16_with_three_workers_gives_each_waiting_payment_exactly_one_new_outcome(
     kafka3: Broker, setup: tuple[Settings, Workers, OutcomeWatcher, XledgerSandbox]
 ) -> None:
@@ -244,7 +238,7 @@ async def test_r16_with_three_workers_gives_each_waiting_payment_exactly_one_new
     events = list(generate_events(400, seed=183))
     for i, e in enumerate(events):
         if e["tenant_id"] == "t-lillevik" and e["status"] == "Betalt" and i % 3 == 0:
-            events[i] = with_gap(e)
+            events[i] = with_register_gap(e)  # not in Lillevik's Betalingstyper (v1)
     submitted, rejected = expected_outcomes(snapshots, events)
     try:
         for n in (1, 2, 3):
@@ -253,9 +247,7 @@ async def test_r16_with_three_workers_gives_each_waiting_payment_exactly_one_new
         await publish(kafka3.bootstrap, s.topics.payments, event_records(events), False)
         await watch_until(watcher, submitted | rejected, 120)
         waiting = {k for k in watcher.rejected if k[0] == "t-lillevik"}
-        fixed = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == "t-lillevik"))
-        fixed["version"] += 1
-        fixed["registers"]["betalingstype"].append({"category": "REISEUTGIFTER", "value": "14700"})
+        fixed = filling_the_gap(next(d for d in snapshots if d["tenant_id"] == "t-lillevik"))
         # What the fix cures: the register gaps; not what Xledger itself refuses (a VAT code
         # its entity lacks), which is evaluated again and refused again: a new rejection.
         by_xledger = {k for k, why in watcher.rejections.items() if "XLEDGER_REFUSED" in why}
