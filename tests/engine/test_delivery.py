@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from worker.engine.delivery import Delivery, DeliveryAbandoned
 from worker.engine.records import Output, Record
 
@@ -25,24 +22,18 @@ class Producer:
         self.failures, self.limit = failures, limit
         self.written: list[tuple[str, bytes | None]] = []
 
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Any = None,
-        partition: int | None = None,
-    ) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if self.failures > 0:
-            self.failures -= 1
-            future.set_exception(TimeoutError("broker away"))
-        elif len(value or b"") > self.limit:
-            future.set_exception(TooLarge())
-        else:
-            self.written.append((topic, value))
-            future.set_result(None)
-        return future
+    async def send_many(self, outputs: list[Output]) -> list[BaseException | None]:
+        errors: list[BaseException | None] = []
+        for out in outputs:
+            if self.failures > 0:
+                self.failures -= 1
+                errors.append(TimeoutError("broker away"))
+            elif len(out.value or b"") > self.limit:
+                errors.append(TooLarge())
+            else:
+                self.written.append((out.topic, out.value))
+                errors.append(None)
+        return errors
 
 
 async def test_deliver_retries_failed_writes_until_all_are_written() -> None:

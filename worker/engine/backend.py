@@ -6,11 +6,11 @@ tests (as arroyo's local backend does)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from worker.engine.records import Record, TopicPartition
+from worker.engine.records import Output, Record, TopicPartition
 
 
 class Fenced(Exception):
@@ -88,6 +88,9 @@ class Producer(Protocol):
         headers: list[tuple[str, bytes]] | None = None,
         partition: int | None = None,
     ) -> asyncio.Future[Any]: ...  # resolves to the record's metadata (`.offset`)
+    # Writes `outputs` in order, returns when the broker has answered for each: its
+    # error, or None (a stage's outputs: the engine's hot path).
+    async def send_many(self, outputs: Sequence[Output]) -> list[BaseException | None]: ...
 
 
 class Backend(Protocol):

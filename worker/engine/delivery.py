@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from worker import logs
 from worker.engine.backend import Producer
@@ -33,12 +32,6 @@ Unwritable = Callable[[Output, BaseException], Output]
 # that says what was cut, or None to keep retrying.
 Shrink = Callable[[Output, BaseException], Output | None]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-def _failed(exc: BaseException) -> asyncio.Future[Any]:
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_exception(exc)
-    return future
 
 
 class Delivery:
@@ -66,23 +59,13 @@ class Delivery:
         dead: set[int] = set()
         attempt = 0
         while outputs:
-            results: list[Any] = []
-            for out in outputs:
-                try:
-                    results.append(
-                        await self.producer.send(
-                            out.topic, out.key, out.value, out.headers, out.partition
-                        )
-                    )
-                except Exception as exc:  # e.g. no metadata: the broker is unreachable
-                    results.append(_failed(exc))
-            done = await asyncio.gather(*results, return_exceptions=True)
+            done = await self.producer.send_many(outputs)
             retry: list[Output] = []
             replaced: list[Output] = []
             errors: list[BaseException] = []
             unwritable = self.producer.unwritable
             for out, r in zip(outputs, done, strict=True):
-                if not isinstance(r, BaseException):
+                if r is None:
                     continue
                 if isinstance(r, unwritable) and out.source is not None and self.unwritable:
                     log.error(

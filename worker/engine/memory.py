@@ -14,13 +14,13 @@ import asyncio
 import contextlib
 import itertools
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from worker.engine import assignment
 from worker.engine.backend import Fenced, GroupSettings, RebalanceListener
-from worker.engine.records import Record, TopicPartition
+from worker.engine.records import Output, Record, TopicPartition
 
 
 class RecordTooLarge(Exception):
@@ -337,6 +337,17 @@ class MemoryProducer:
         except Exception as exc:
             future.set_exception(exc)
         return future
+
+    async def send_many(self, outputs: Sequence[Output]) -> list[BaseException | None]:
+        errors: list[BaseException | None] = []
+        for out in outputs:
+            try:
+                self.broker.append(out.topic, out.key, out.value, out.headers or (), out.partition)
+            except Exception as exc:
+                errors.append(exc)
+            else:
+                errors.append(None)
+        return errors
 
 
 class MemoryBackend:
