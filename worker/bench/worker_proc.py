@@ -99,6 +99,9 @@ class WorkerProcess:
                         return
                 await asyncio.sleep(0.1)
 
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
     def peak_rss_mb(self) -> float:
         """The worker's peak resident memory so far (VmHWM)."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():

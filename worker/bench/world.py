@@ -218,43 +218,48 @@ class Bench:
         return rate, cpu, await topic_times(self.bootstrap, dst, PARTITIONS)
 
     async def enrich_run(self, tag: str, events: list[dict[str, Any]]) -> Run:
-        """A worker running the enrich stage alone: the burst published at once, its rate
-        from the broker times of its first and last output, its CPU per event until the
-        group has committed every event."""
+        """A worker running the enrich stage alone over the burst, like for like with the
+        anchor: the events are on the broker before the worker starts, and nothing else in
+        the bench runs meanwhile (no publisher, no reader sharing the cores). Its rate and
+        CPU per event are taken between its first and last output (broker times; its CPU
+        sampled every 10 ms), over the outputs after the first: the work of a worker that is
+        running, not its start (registers, group join)."""
         s = await self.settings(tag)
         await ensure_topics(self.bootstrap, topic_specs(s))
         await self.fresh_sandbox()
+        await publish(self.bootstrap, s.topics.payments, event_records(events), False)
         worker = self.worker(s, tag, {"FLYT_STAGES": "enrich"})
-        watch = Watch(self.bootstrap, s.topics, s.partitions)
+        samples: list[tuple[float, float]] = []  # (epoch ms, CPU s)
         worker.start()
+        sampling = asyncio.create_task(_sample_cpu(worker, samples))
         try:
-            await worker.ready()
-            await watch.start()
-            cpu_before = worker.cpu_s()
-            await publish(self.bootstrap, s.topics.payments, event_records(events), False)
-            deadline = time.monotonic() + 120 + len(events) / 100
+            deadline = time.monotonic() + 180 + len(events) / 100
             while not await all_committed(self.bootstrap, s.app_id, s.topics.payments):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the enrich stage did not finish {len(events)} events")
+                if worker.exited():
+                    raise RuntimeError(f"the worker exited: {worker.tail()}")
                 await asyncio.sleep(0.1)
-            cpu = worker.cpu_s() - cpu_before
-            for _ in range(20):  # the outputs' broker times, all of them read
-                await watch.poll()
         except BaseException:
             self.say(f"worker log ({tag}): {worker.tail(10)}")
             raise
         finally:
+            sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampling
             worker.stop()
-            await watch.stop()
-        first, last = watch.enrich_first_ms, watch.enrich_last_ms
-        if not first or not last or last <= first:
+        outputs = await _output_times(self.bootstrap, s.topics, s.partitions)
+        if len(outputs) < 2 or outputs[-1] <= outputs[0]:
             raise RuntimeError("the enrich stage wrote no outputs to time")
+        first, last = outputs[0], outputs[-1]
+        after_first = sum(1 for ms in outputs if ms > first)
+        cpu = _cpu_at(samples, last) - _cpu_at(samples, first)
         figures = {
             "events": len(events),
-            "events_per_s": round(len(events) / ((last - first) / 1000)),
-            "cpu_us_per_event": round(cpu / len(events) * 1e6),
+            "events_per_s": round(after_first / ((last - first) / 1000)),
+            "cpu_us_per_event": round(cpu / after_first * 1e6),
         }
-        return Run(figures, enrich_ms=sorted(watch.enrich_ms))
+        return Run(figures, enrich_ms=outputs)
 
     async def worker_run(
         self,
@@ -375,6 +380,39 @@ async def _balanced(procs: list[WorkerProcess], topic: str, partitions: int) -> 
         if time.monotonic() > deadline:
             raise TimeoutError(f"the group did not settle on {topic}: {shares}")
         await asyncio.sleep(0.2)
+
+
+async def _sample_cpu(worker: WorkerProcess, samples: list[tuple[float, float]]) -> None:
+    """The worker's CPU seconds every 10 ms, with the wall clock its outputs are stamped by."""
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        while True:
+            samples.append((time.time() * 1000, worker.cpu_s()))
+            await asyncio.sleep(0.01)
+
+
+def _cpu_at(samples: list[tuple[float, float]], ms: float) -> float:
+    """The worker's CPU seconds at `ms`: the last sample at or before it."""
+    at = samples[0][1] if samples else 0.0
+    for when, cpu in samples:
+        if when > ms:
+            break
+        at = cpu
+    return at
+
+
+async def _output_times(bootstrap: str, topics: Topics, partitions: int) -> list[int]:
+    """The broker times of every submission and rejection, sorted (read after the run)."""
+    watch = Watch(bootstrap, topics, partitions)
+    await watch.start()
+    try:
+        idle = 0
+        while idle < 3:  # until three polls in a row bring nothing new
+            before = len(watch.enrich_ms)
+            await watch.poll()
+            idle = idle + 1 if len(watch.enrich_ms) == before else 0
+    finally:
+        await watch.stop()
+    return sorted(watch.enrich_ms)
 
 
 async def all_committed(bootstrap: str, group: str, topic: str) -> bool:

@@ -2,7 +2,8 @@
 
 consume → json.loads → json.dumps → produce, with the commit rule in its simplest form
 (a batch's outputs acknowledged by the broker before the next batch), and producer
-settings like the engine's output producer (acks=all, linger 2 ms). It lives here, the
+settings like the engine's output producer (acks=all, linger 2 ms, its batch size); but
+aiokafka's plain `send` per record, as any consumer-producer would. It lives here, the
 one package that speaks aiokafka, so the bench can set the worker beside it.
 """
 
@@ -13,6 +14,8 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from worker.engine.kafka import BATCH_BYTES
+
 
 async def passthrough(
     bootstrap: str, source: str, sink: str, partitions: int, n: int
@@ -22,7 +25,9 @@ async def passthrough(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=2, max_batch_size=BATCH_BYTES
+    )
     await consumer.start()
     await producer.start()
     try:
