@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline.memory import S, book, memory_broker, records, until
+from tests.pipeline.memory import S, bodies, book, memory_broker, records, until
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Submission
 from worker.contracts.headers import BACKLOG, FRESH, SOURCE
 from worker.core import Enriched, evaluate
@@ -369,6 +369,27 @@ async def test_a_record_that_is_no_submission_is_dead_lettered_and_committed(
         await until(lambda: committed(broker) == 1)
         [dead] = records(broker, T.dlq)
         assert dead.header("dlq.reason") == b"invalid" and dead.header("dlq.stage") == b"post"
+
+
+async def test_a_submission_keyed_for_another_tenant_or_for_none_is_posted_as_its_own(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """Submissions wait as bytes, routed by their key (the tenant, contracts.md); the body
+    decides: one under a wrong key or none is posted for the tenant it names, and a
+    keyless record that is no submission is dead-lettered."""
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    wrong, keyless = submissions(b, FAST, 2)
+    where = [(SOURCE, f"{T.payments}/0@0".encode())]
+    broker.append(T.submissions, SLOW.encode(), wrong.model_dump_json().encode(), where, 0)
+    broker.append(T.submissions, None, keyless.model_dump_json().encode(), where, 0)
+    broker.append(T.submissions, None, b"{not a submission", partition=0)
+    async with running(broker, b, client_for(box, tokens)):
+        await until(lambda: committed(broker) == 3)
+        posted = {r["payment_id"]: r["tenant_id"] for r in bodies(broker, T.receipts)}
+        assert posted == {wrong.payment_id: FAST, keyless.payment_id: FAST}
+        [dead] = records(broker, T.dlq)
+        assert dead.value == b"{not a submission" and dead.header("dlq.reason") == b"invalid"
 
 
 async def test_a_payments_first_submission_is_posted_without_a_lookup(

@@ -41,6 +41,16 @@ from worker.xledger.client import XledgerClient
 
 log = logs.get("worker.pipeline")
 
+
+def _tenant_of(record: Record) -> str | None:
+    if not record.key:
+        return None
+    try:
+        return record.key.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 HOLDER = "\x00holder"  # the posting store's note on who last held the partition
 CLOCK_MARGIN_S = 1.0  # for the skew between two workers' wall clocks
 
@@ -68,16 +78,25 @@ class PostStage:
     # --- the engine's side ---------------------------------------------------------------
 
     def submit(self, lane: Lane, records: list[Record]) -> None:
+        """Each record to its tenant's poster, as bytes: a submission is read when its
+        batch is formed, not while it waits (parsed, one takes ~8.5 KB; its bytes ~1.3 KB:
+        at the month start tens of thousands wait). Its key is its tenant (contracts.md);
+        one without a usable key is read here for its tenant."""
         for record in records:
-            try:
-                sub = Submission.model_validate_json(record.value or b"")
-            except ValidationError as exc:
-                self._stray(lane, record, describe(exc))
-                continue
-            poster = self.posters.get(sub.tenant_id)
-            if poster is None or poster.lane is not lane:
-                poster = self.posters[sub.tenant_id] = TenantPoster(self, sub.tenant_id, lane)
-            poster.put(sub, record)
+            tenant = _tenant_of(record)
+            if tenant is None:
+                try:
+                    tenant = Submission.model_validate_json(record.value or b"").tenant_id
+                except ValidationError as exc:
+                    self.stray(lane, record, describe(exc))
+                    continue
+            self.route(tenant, lane, record)
+
+    def route(self, tenant: str, lane: Lane, record: Record) -> None:
+        poster = self.posters.get(tenant)
+        if poster is None or poster.lane is not lane:
+            poster = self.posters[tenant] = TenantPoster(self, tenant, lane)
+        poster.put(record)
 
     async def assigned(self, lanes: list[Lane]) -> None:
         loop = asyncio.get_running_loop()
@@ -148,7 +167,8 @@ class PostStage:
 
     # --- records that are not submissions ------------------------------------------------
 
-    def _stray(self, lane: Lane, record: Record, error: str) -> None:
+    def stray(self, lane: Lane, record: Record, error: str) -> None:
+        """A record on the submissions topic that is not a submission: dead-lettered."""
         dead = self.dead_letter(record, DlqReason.INVALID, "ValidationError", error)
 
         async def write() -> None:

@@ -25,9 +25,12 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from worker import logs, metrics
 from worker.contracts import DlqReason, Rejection, Submission
 from worker.contracts.headers import BACKLOG, FRESH, REPLAY_COUNT, SOURCE
+from worker.contracts.reading import describe
 from worker.core import Enriched, evaluate
 from worker.core.messages import xledger_refused
 from worker.core.outcome import Rejected
@@ -62,7 +65,7 @@ class TenantPoster:
         self.tenant = tenant
         self.lane = lane
         # Each with when it arrived (monotonic): the window counts from the first's arrival.
-        self.queue: asyncio.Queue[tuple[Submission, Record, float]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[Record, float]] = asyncio.Queue()
         # A mutation may be on its way to Xledger: from the first fence that said yes in a
         # call until its outcomes are written. Before that, the call may be stopped at
         # once (it waits for the budget, or looks up): nothing is lost.
@@ -100,8 +103,8 @@ class TenantPoster:
             log.exception("post_stage_failed", tenant_id=self.tenant, error=repr(exc))
             self.stage.ctx.fail(exc)
 
-    def put(self, sub: Submission, record: Record) -> None:
-        self.queue.put_nowait((sub, record, time.monotonic()))
+    def put(self, record: Record) -> None:
+        self.queue.put_nowait((record, time.monotonic()))
 
     async def _gather(self) -> list[Item]:
         """The next batch: the tenant's payments gathered for the window from the first
@@ -113,8 +116,8 @@ class TenantPoster:
         a batch would only cost more requests later)."""
         s = self.stage.s
         queue = self.queue
-        sub, record, arrived = await queue.get()
-        batch = [(sub, record)]
+        record, arrived = await queue.get()
+        batch = [record]
         start = time.monotonic()
         index = self.stage.book.index(self.tenant)
         hold = self.stage.client.ready_in(index.settings.token_ref) if index else 0.0
@@ -122,18 +125,34 @@ class TenantPoster:
         longer = max(arrived + s.post_backlog_window_s, usual)
         while len(batch) < s.post_batch_max:
             while not queue.empty() and len(batch) < s.post_batch_max:
-                sub, record, _ = queue.get_nowait()  # what is there already, cheaply
-                batch.append((sub, record))
+                record, _ = queue.get_nowait()  # what is there already, cheaply
+                batch.append(record)
             now = time.monotonic()
             deadline = longer if record.header(BACKLOG) is not None else usual
             if now >= deadline or (len(batch) >= MAX_PAYMENTS_PER_REQUEST and now >= start + hold):
                 break
             try:
-                sub, record, _ = await asyncio.wait_for(queue.get(), deadline - now)
+                record, _ = await asyncio.wait_for(queue.get(), deadline - now)
             except TimeoutError:
                 break
-            batch.append((sub, record))
-        return batch
+            batch.append(record)
+        return self._read(batch)
+
+    def _read(self, records: list[Record]) -> list[Item]:
+        """The batch's submissions, read now (they waited as bytes). One that is not a
+        submission is dead-lettered; one keyed for another tenant goes to its poster."""
+        items: list[Item] = []
+        for record in records:
+            try:
+                sub = Submission.model_validate_json(record.value or b"")
+            except ValidationError as exc:
+                self.stage.stray(self.lane, record, describe(exc))
+                continue
+            if sub.tenant_id != self.tenant:
+                self.stage.route(sub.tenant_id, self.lane, record)
+                continue
+            items.append((sub, record))
+        return items
 
     async def _takeover_wait(self) -> None:
         """After an unclean hand-over, a request of the last holder may still be in flight:
