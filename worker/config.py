@@ -31,7 +31,7 @@ class Settings:
     stages: str = "enrich,post"
     enrich_batch_max: int = 500
     enrich_batch_window_s: float = 0.02
-    post_batch_window_s: float = 0.5  # a tenant's payments gathered into one request
+    post_batch_window_s: float = 0.55  # a tenant's payments gathered into one request
     post_batch_max: int = 1000
     # ... and for up to this long while they come from a backlog (`flyt.backlog`, a burst):
     # until a mutation is full or the backlog is worked off.
