@@ -36,6 +36,9 @@ KEYS = {
     "worker_cpu_us_per_event",
     "passthrough_cpu_us_per_event",
     "cpu_ratio",
+    "ratio_engine_batches",
+    "cpu_ratio_engine_batches",
+    "passthrough_engine_batches_events_per_s",
     "enrich_cpu_us_per_event",
     "worker_enrich_events_per_s",
     "loadavg_start",
@@ -67,6 +70,7 @@ def test_a_tiny_run_on_tansu_measures_every_figure_and_stops_what_it_started() -
     assert set(summary["xledger_requests_per_payment"]) == {"burst", "steady"}
     assert all(v > 0 for v in summary["xledger_requests_per_payment"].values())
     assert summary["ratio"] > 0 and summary["cpu_ratio"] > 0  # beside the anchor, same run
+    assert summary["ratio_engine_batches"] > 0 and summary["cpu_ratio_engine_batches"] > 0
     [row] = summary["window_tradeoff"]
     assert row.keys() >= {"window_s", "requests_per_payment", "p99_ms"}
     json.dumps(summary)  # the CLI prints it as one JSON line

@@ -207,14 +207,18 @@ class Bench:
         await publish(self.bootstrap, self.registers, records)  # one-record batches (Tansu)
 
     async def passthrough(
-        self, records: list[tuple[bytes | None, bytes]]
+        self, records: list[tuple[bytes | None, bytes]], engine_batches: bool = False
     ) -> tuple[float, float, list[int]]:
-        """The anchor over `records`: events/s, CPU µs per event, its outputs' broker times."""
-        src, dst = f"bench.passthrough-in.{self.run_id}", f"bench.passthrough-out.{self.run_id}"
+        """The anchor over `records`: events/s, CPU µs per event, its outputs' broker times
+        (`engine_batches`: its producer with the engine's batch size)."""
+        tag = f"{'engine-batches.' if engine_batches else ''}{self.run_id}"
+        src, dst = f"bench.passthrough-in.{tag}", f"bench.passthrough-out.{tag}"
         specs = [TopicSpec(src, PARTITIONS, {}), TopicSpec(dst, PARTITIONS, {})]
         await ensure_topics(self.bootstrap, specs)
         await publish(self.bootstrap, src, records, one_record_batches=False)
-        rate, cpu = await passthrough(self.bootstrap, src, dst, PARTITIONS, len(records))
+        rate, cpu = await passthrough(
+            self.bootstrap, src, dst, PARTITIONS, len(records), engine_batches
+        )
         return rate, cpu, await topic_times(self.bootstrap, dst, PARTITIONS)
 
     async def enrich_run(self, tag: str, events: list[dict[str, Any]]) -> Run:

@@ -2,8 +2,10 @@
 
 consume → json.loads → json.dumps → produce, with the commit rule in its simplest form
 (a batch's outputs acknowledged by the broker before the next batch), and producer
-settings like the engine's output producer (acks=all, linger 2 ms, its batch size); but
-aiokafka's plain `send` per record, as any consumer-producer would. It lives here, the
+settings like the engine's output producer (acks=all, linger 2 ms), and aiokafka's plain
+`send` per record, as any consumer-producer would. Two of them: with aiokafka's default
+batch size (the anchor issue 18 and 20 measured against), and with the engine's (the
+stricter one: the same write path the worker has, minus the worker). It lives here, the
 one package that speaks aiokafka, so the bench can set the worker beside it.
 """
 
@@ -18,16 +20,16 @@ from worker.engine.kafka import BATCH_BYTES
 
 
 async def passthrough(
-    bootstrap: str, source: str, sink: str, partitions: int, n: int
+    bootstrap: str, source: str, sink: str, partitions: int, n: int, engine_batches: bool
 ) -> tuple[float, float]:
     """Events per second over the first `n` records of `source` (already published), and
-    this process's CPU microseconds per event (a figure that holds up under load)."""
+    this process's CPU microseconds per event (a figure that holds up under load);
+    `engine_batches`: with the engine's producer batch size, else aiokafka's default."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=2, max_batch_size=BATCH_BYTES
-    )
+    batches = {"max_batch_size": BATCH_BYTES} if engine_batches else {}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, **batches)
     await consumer.start()
     await producer.start()
     try:
