@@ -211,3 +211,32 @@ async def test_a_zombie_s_hand_over_is_never_clean_even_with_nothing_new_to_comm
         assert stage.notes[-1] == ([0], False)
     finally:
         await engine.stop(2.0)
+
+
+async def test_a_zombie_reads_its_state_again_when_its_partition_comes_back() -> None:
+    """A worker stalled past its session keeps its stores for a quick return only if
+    nobody wrote to their changelogs meanwhile: the holder that took over did. Found on
+    Apache Kafka x3 (a SIGSTOPped worker posted again what the other had posted: its kept
+    `started` marks lacked the other's). A hand-over that was not clean reads them again."""
+    broker = broker_with(4, partitions=1)
+    a, b = EchoStage(), EchoStage()
+    ea, eb = engine_for(broker, a), engine_for(broker, b)
+    await ea.start()
+    try:
+        await until(lambda: committed(broker, 0) == 4)
+        ea.consumer.expel()  # type: ignore[attr-defined]  (the memory backend's stall)
+        await eb.start()
+        await until(lambda: len(eb.lanes) == 1)
+        for i in range(6):
+            broker.append(IN, b"k0", f"b{i}".encode())
+        await until(lambda: committed(broker, 0) == 10)  # the other holder's state: k0 = 7
+        await eb.stop(2.0)
+        assignments = ea.assignments
+        ea.consumer.wake()  # type: ignore[attr-defined]
+        await until(lambda: ea.assignments > assignments and ea.held_store("counts", 0) is not None)
+        assert a.notes[-1] == ([0], False)  # its hand-over was not clean
+        broker.append(IN, b"k0", b"a-again")
+        await until(lambda: committed(broker, 0) == 11)
+        assert ea.store("counts", 0).get("k0") == 8
+    finally:
+        await ea.stop(2.0)

@@ -294,7 +294,13 @@ class Engine(RebalanceListener):
                     self._held.discard(key)
                     released.append(self._stores[key])
         self.backpressure.forget(lanes)
-        if released and not self.stopping:
+        if not clean:
+            # The group may have moved on before this member knew (a stall past its
+            # session): another holder may have written to these changelogs meanwhile, and
+            # their ends now would vouch for a map that lacks it. Read them again on return.
+            for store in released:
+                store.released_at = None
+        elif released and not self.stopping:
             try:
                 async with asyncio.timeout(self.s.broker_timeout_s):
                     await remember_ends(self.backend.reader, released)

@@ -20,8 +20,8 @@ log = logs.get("worker.engine")
 
 
 async def restore(new_reader: Callable[[], Reader], stores: list[PartitionStore]) -> None:
-    """Fill `stores` from their changelogs. A store whose changelog still ends where it
-    ended when this worker released it is kept as it is (nobody wrote since)."""
+    """Fill `stores` from their changelogs. A store this worker let go cleanly, whose
+    changelog still ends where it ended then, is kept as it is (nobody wrote since)."""
     if not stores:
         return
     started = time.monotonic()
