@@ -1,10 +1,11 @@
 """Processes a test starts: a free port for one, an environment without the caller's FLYT_*
-and XLEDGER_* settings, and a stop that always ends it."""
+and XLEDGER_* settings, a stop that always ends it, and the children a test leaves behind."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -28,3 +29,17 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def children() -> set[int]:
+    """The pids of this process's children now (a test that starts things compares)."""
+    me = str(os.getpid())
+    out = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[1] == me:
+            out.add(int(pid))
+    return out

@@ -6,14 +6,13 @@ Speed is not asserted here (the bench reports it); only that every figure is mea
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from tests.processes import children
 from worker.bench.runner import TINY, run
 from worker.cli import main
 
@@ -46,21 +45,8 @@ KEYS = {
 }
 
 
-def _children() -> set[int]:
-    me = str(os.getpid())
-    out = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        if stat.rsplit(")", 1)[1].split()[1] == me:
-            out.add(int(pid))
-    return out
-
-
 def test_a_tiny_run_on_tansu_measures_every_figure_and_stops_what_it_started() -> None:
-    before = _children()
+    before = children()
     summary = run(TINY, "tansu", say=lambda line: None)
     assert summary.keys() >= KEYS
     assert summary["broker"] == "tansu"
@@ -74,7 +60,7 @@ def test_a_tiny_run_on_tansu_measures_every_figure_and_stops_what_it_started() -
     [row] = summary["window_tradeoff"]
     assert row.keys() >= {"window_s", "requests_per_payment", "p99_ms"}
     json.dumps(summary)  # the CLI prints it as one JSON line
-    assert _children() <= before  # broker and worker stopped
+    assert children() <= before  # broker and worker stopped
 
 
 def test_an_unknown_broker_is_a_usage_error_not_a_traceback() -> None:

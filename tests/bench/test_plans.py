@@ -8,30 +8,17 @@ asserted (the bench reports it).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.processes import children
 from worker.bench.month_start import MONTH_START_TINY, fees, growth, run_month_start
 from worker.bench.report import write_report
 from worker.bench.scaling import SCALING_TINY, run_scaling
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _children() -> set[int]:
-    me = str(os.getpid())
-    out = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        if stat.rsplit(")", 1)[1].split()[1] == me:
-            out.add(int(pid))
-    return out
 
 
 def _pngs(paths: list[Path]) -> set[str]:
@@ -92,10 +79,10 @@ def test_the_standard_report_draws_three_pngs_from_a_summary(tmp_path: Path) -> 
 
 @pytest.mark.integration
 def test_a_tiny_month_start_on_tansu_has_every_figure_and_a_report(tmp_path: Path) -> None:
-    before = _children()
+    before = children()
     series: dict[str, Any] = {}
     summary = run_month_start(MONTH_START_TINY, "tansu", say=lambda line: None, series=series)
-    assert _children() <= before  # broker, sandbox's and workers stopped
+    assert children() <= before  # broker, sandbox's and workers stopped
     rows = summary["month_start"]
     assert [(r["events"], r["tenants"]) for r in rows] == list(MONTH_START_TINY.points)
     for r in rows:
@@ -109,10 +96,10 @@ def test_a_tiny_month_start_on_tansu_has_every_figure_and_a_report(tmp_path: Pat
 
 @pytest.mark.integration
 def test_a_tiny_scaling_run_balances_partitions_and_stops_every_worker(tmp_path: Path) -> None:
-    before = _children()
+    before = children()
     series: dict[str, Any] = {}
     summary = run_scaling(SCALING_TINY, "tansu", say=lambda line: None, series=series)
-    assert _children() <= before
+    assert children() <= before
     one, two = summary["scaling"]
     assert one["partitions_per_worker"] == [SCALING_TINY.partitions]
     assert two["partitions_per_worker"] == [1, 1]  # balanced: each worker one partition
