@@ -1,5 +1,5 @@
 """The engine's producer writes a stage's outputs as whole batches per partition
-(`KafkaProducer.send_many`), on both real brokers: every output arrives, in its
+(`worker/engine/producer.py`, `send_many`), on both real brokers: every output arrives, in its
 partition's order, where the key's partitioner (or its explicit partition) puts it; a
 record too large to share a batch goes alone in its place; and a batch the broker
 refuses as too large costs only the record that is too large by itself."""
@@ -11,12 +11,12 @@ import secrets
 import pytest
 
 from tests.brokers import Broker
-from worker.engine.kafka import (
+from worker.engine.kafka import KafkaReader
+from worker.engine.producer import (
     ALONE_BYTES,
     UNWRITABLE,
     CachingPartitioner,
     KafkaProducer,
-    KafkaReader,
 )
 from worker.engine.records import Output, TopicPartition
 from worker.engine.topics import TopicSpec, ensure_topics

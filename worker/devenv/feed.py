@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from worker.engine.kafka import KafkaProducer
+from worker.engine.producer import KafkaProducer
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024  # tests publish records larger than a broker takes
 

@@ -16,7 +16,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from worker.engine.kafka import BATCH_BYTES
+from worker.engine.producer import BATCH_BYTES
 
 
 async def passthrough(
