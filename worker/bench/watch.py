@@ -1,18 +1,24 @@
 """Reads a run's topics back from the broker: which payments have an outcome, Betalt →
 receipt latency by the records' broker timestamps, and when the enrich stage wrote its
 first and last output (its throughput, measured inside the worker's own clock domain
-without scraping it)."""
+without scraping it); and a worker's CPU sampled beside it, to take between two of those
+times."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from worker.config import Topics
 from worker.engine.kafka import KafkaReader
 from worker.engine.records import TopicPartition
+
+if TYPE_CHECKING:
+    from worker.bench.worker_proc import WorkerProcess
 
 Key = tuple[str, str]
 
@@ -150,3 +156,36 @@ def quantile(xs: list[int], q: float) -> int | None:
     if not xs:
         return None
     return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+async def sample_cpu(worker: WorkerProcess, samples: list[tuple[float, float]]) -> None:
+    """The worker's CPU seconds every 10 ms, with the wall clock its outputs are stamped by."""
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+        while True:
+            samples.append((time.time() * 1000, worker.cpu_s()))
+            await asyncio.sleep(0.01)
+
+
+def cpu_at(samples: list[tuple[float, float]], ms: float) -> float:
+    """The worker's CPU seconds at `ms`: the last sample at or before it."""
+    at = samples[0][1] if samples else 0.0
+    for when, cpu in samples:
+        if when > ms:
+            break
+        at = cpu
+    return at
+
+
+async def output_times(bootstrap: str, topics: Topics, partitions: int) -> list[int]:
+    """The broker times of every submission and rejection, sorted (read after the run)."""
+    watch = Watch(bootstrap, topics, partitions)
+    await watch.start()
+    try:
+        idle = 0
+        while idle < 3:  # until three polls in a row bring nothing new
+            before = len(watch.enrich_ms)
+            await watch.poll()
+            idle = idle + 1 if len(watch.enrich_ms) == before else 0
+    finally:
+        await watch.stop()
+    return sorted(watch.enrich_ms)

@@ -2,6 +2,8 @@
 tenant's entity, the registers topic, and the runs (the anchor, the enrich stage alone,
 whole workers) over topics of their own. Everything started here is stopped however a
 run ends: the broker and sandbox by their context managers, each worker by `finally`.
+About 420 lines: the world and the three kinds of run every plan uses stay together, so
+that one clean-up covers them all.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from worker.bench import data
-from worker.bench.watch import Watch, quantile, to_last_outcome_s, topic_times
+from worker.bench.watch import (
+    Watch,
+    cpu_at,
+    output_times,
+    quantile,
+    sample_cpu,
+    to_last_outcome_s,
+    topic_times,
+)
 from worker.bench.worker_proc import WorkerProcess
 from worker.config import Settings, Topics
 from worker.contracts import RegisterSnapshot
@@ -235,7 +245,7 @@ class Bench:
         worker = self.worker(s, tag, {"FLYT_STAGES": "enrich"})
         samples: list[tuple[float, float]] = []  # (epoch ms, CPU s)
         worker.start()
-        sampling = asyncio.create_task(_sample_cpu(worker, samples))
+        sampling = asyncio.create_task(sample_cpu(worker, samples))
         try:
             deadline = time.monotonic() + 180 + len(events) / 100
             while not await all_committed(self.bootstrap, s.app_id, s.topics.payments):
@@ -252,12 +262,12 @@ class Bench:
             with contextlib.suppress(asyncio.CancelledError):
                 await sampling
             worker.stop()
-        outputs = await _output_times(self.bootstrap, s.topics, s.partitions)
+        outputs = await output_times(self.bootstrap, s.topics, s.partitions)
         if len(outputs) < 2 or outputs[-1] <= outputs[0]:
             raise RuntimeError("the enrich stage wrote no outputs to time")
         first, last = outputs[0], outputs[-1]
         after_first = sum(1 for ms in outputs if ms > first)
-        cpu = _cpu_at(samples, last) - _cpu_at(samples, first)
+        cpu = cpu_at(samples, last) - cpu_at(samples, first)
         figures = {
             "events": len(events),
             "events_per_s": round(after_first / ((last - first) / 1000)),
@@ -384,39 +394,6 @@ async def _balanced(procs: list[WorkerProcess], topic: str, partitions: int) -> 
         if time.monotonic() > deadline:
             raise TimeoutError(f"the group did not settle on {topic}: {shares}")
         await asyncio.sleep(0.2)
-
-
-async def _sample_cpu(worker: WorkerProcess, samples: list[tuple[float, float]]) -> None:
-    """The worker's CPU seconds every 10 ms, with the wall clock its outputs are stamped by."""
-    with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-        while True:
-            samples.append((time.time() * 1000, worker.cpu_s()))
-            await asyncio.sleep(0.01)
-
-
-def _cpu_at(samples: list[tuple[float, float]], ms: float) -> float:
-    """The worker's CPU seconds at `ms`: the last sample at or before it."""
-    at = samples[0][1] if samples else 0.0
-    for when, cpu in samples:
-        if when > ms:
-            break
-        at = cpu
-    return at
-
-
-async def _output_times(bootstrap: str, topics: Topics, partitions: int) -> list[int]:
-    """The broker times of every submission and rejection, sorted (read after the run)."""
-    watch = Watch(bootstrap, topics, partitions)
-    await watch.start()
-    try:
-        idle = 0
-        while idle < 3:  # until three polls in a row bring nothing new
-            before = len(watch.enrich_ms)
-            await watch.poll()
-            idle = idle + 1 if len(watch.enrich_ms) == before else 0
-    finally:
-        await watch.stop()
-    return sorted(watch.enrich_ms)
 
 
 async def all_committed(bootstrap: str, group: str, topic: str) -> bool:

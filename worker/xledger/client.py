@@ -17,6 +17,11 @@ Per tenant batch:
 Every payment ends in exactly one list of the `PostResult`. What was posted always has its
 receipt, whatever fails later in the call; a payment that may be in Xledger is never
 handed back as failed (a dead letter) but held. `post()` raises for no answer of Xledger's.
+
+About 800 lines on purpose: the steps above are one state machine over one batch, and
+"never twice" is a property of all of it together (a lookup, the fence, the mutation, an
+unknown outcome, a split); what stands alone lives beside it (`wire.py` the documents and
+their answers, `pacing.py` the budget, `refusal_memory.py`, `secrets.py`, `errors.py`).
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ A tenant's setup takes three requests (each one costs the customer a credit):
    values: there is no `taxRules` list), five kinds to a document.
 
 A next page asks only the lists that have one.
+
+About 520 lines: one reader, its three requests with paging, pacing, Xledger's limits and
+the tolerated refusal, whose wire shapes are `setup_wire.py`; split, the retry rules would
+be read apart from the requests they govern.
 """
 
 from __future__ import annotations
