@@ -166,14 +166,21 @@ async def sample_cpu(worker: WorkerProcess, samples: list[tuple[float, float]]) 
             await asyncio.sleep(0.01)
 
 
-def cpu_at(samples: list[tuple[float, float]], ms: float) -> float:
-    """The worker's CPU seconds at `ms`: the last sample at or before it."""
-    at = samples[0][1] if samples else 0.0
+def cpu_between(samples: list[tuple[float, float]], first_ms: float, last_ms: float) -> float:
+    """The worker's CPU seconds over a window that holds [first_ms, last_ms]: from the last
+    sample at or before the first to the first sample at or after the last (never less
+    than the work between them; at most a sample interval more on each side)."""
+    if not samples:
+        return 0.0
+    start = samples[0][1]
+    end = samples[-1][1]
     for when, cpu in samples:
-        if when > ms:
+        if when <= first_ms:
+            start = cpu
+        if when >= last_ms:
+            end = cpu
             break
-        at = cpu
-    return at
+    return end - start
 
 
 async def output_times(bootstrap: str, topics: Topics, partitions: int) -> list[int]:

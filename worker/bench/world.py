@@ -26,7 +26,7 @@ from typing import Any
 from worker.bench import data
 from worker.bench.watch import (
     Watch,
-    cpu_at,
+    cpu_between,
     output_times,
     quantile,
     sample_cpu,
@@ -236,8 +236,8 @@ class Bench:
         anchor: the events are on the broker before the worker starts, and nothing else in
         the bench runs meanwhile (no publisher, no reader sharing the cores). Its rate and
         CPU per event are taken between its first and last output (broker times; its CPU
-        sampled every 10 ms), over the outputs after the first: the work of a worker that is
-        running, not its start (registers, group join)."""
+        sampled every 10 ms, over a window that holds them), over the outputs after the
+        first: the work of a worker that is running, not its start (registers, group join)."""
         s = await self.settings(tag)
         await ensure_topics(self.bootstrap, topic_specs(s))
         await self.fresh_sandbox()
@@ -267,7 +267,7 @@ class Bench:
             raise RuntimeError("the enrich stage wrote no outputs to time")
         first, last = outputs[0], outputs[-1]
         after_first = sum(1 for ms in outputs if ms > first)
-        cpu = cpu_at(samples, last) - cpu_at(samples, first)
+        cpu = cpu_between(samples, first, last)
         figures = {
             "events": len(events),
             "events_per_s": round(after_first / ((last - first) / 1000)),
