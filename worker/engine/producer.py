@@ -133,7 +133,7 @@ class KafkaProducer:
         producer = self._producer
         sent: list[tuple[list[int], int, asyncio.Future[Any] | BaseException]] = []
         open_batches: dict[tuple[str, int], tuple[Any, list[int]]] = {}
-        partitions: dict[str, list[int]] = {}
+        partitions: dict[str, list[int] | BaseException] = {}
 
         async def send_batch(lane: tuple[str, int]) -> None:
             builder, indices = open_batches.pop(lane)
@@ -149,8 +149,14 @@ class KafkaProducer:
             if partition is None:
                 every = partitions.get(out.topic)
                 if every is None:
-                    every = sorted(await producer.partitions_for(out.topic))
+                    try:
+                        every = sorted(await producer.partitions_for(out.topic))
+                    except Exception as exc:  # no metadata: the broker is unreachable
+                        every = exc
                     partitions[out.topic] = every
+                if isinstance(every, BaseException):
+                    sent.append(([i], -1, every))  # its outcome: retried by the caller
+                    continue
                 partition = self._partitioner(out.key, every, every)
             lane = (out.topic, partition)
             if out.size() > ALONE_BYTES:
@@ -207,7 +213,13 @@ class KafkaProducer:
             return  # no sequence numbers, or renewed already by another caller
         assert failed is not None
         fresh = AIOKafkaProducer(**self._args)
-        await fresh.start()
+        try:
+            await fresh.start()
+        except Exception as exc:  # the broker is away: the next refusal tries again
+            log.warning("producer_renewal_failed", error=repr(exc))
+            with contextlib.suppress(Exception):
+                await fresh.stop()
+            return
         self._producer = fresh
         log.warning("producer_renewed", reason="the broker refused a record as too large")
         self._retired.add(asyncio.ensure_future(failed.stop()))
