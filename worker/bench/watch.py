@@ -181,18 +181,3 @@ def cpu_between(samples: list[tuple[float, float]], first_ms: float, last_ms: fl
             end = cpu
             break
     return end - start
-
-
-async def output_times(bootstrap: str, topics: Topics, partitions: int) -> list[int]:
-    """The broker times of every submission and rejection, sorted (read after the run)."""
-    watch = Watch(bootstrap, topics, partitions)
-    await watch.start()
-    try:
-        idle = 0
-        while idle < 3:  # until three polls in a row bring nothing new
-            before = len(watch.enrich_ms)
-            await watch.poll()
-            idle = idle + 1 if len(watch.enrich_ms) == before else 0
-    finally:
-        await watch.stop()
-    return sorted(watch.enrich_ms)

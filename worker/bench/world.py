@@ -27,7 +27,6 @@ from worker.bench import data
 from worker.bench.watch import (
     Watch,
     cpu_between,
-    output_times,
     quantile,
     sample_cpu,
     to_last_outcome_s,
@@ -262,7 +261,10 @@ class Bench:
             with contextlib.suppress(asyncio.CancelledError):
                 await sampling
             worker.stop()
-        outputs = await output_times(self.bootstrap, s.topics, s.partitions)
+        outputs = sorted(  # its submissions' and rejections' broker times
+            await topic_times(self.bootstrap, s.topics.submissions, s.partitions)
+            + await topic_times(self.bootstrap, s.topics.rejections, s.partitions)
+        )
         if len(outputs) < 2 or outputs[-1] <= outputs[0]:
             raise RuntimeError("the enrich stage wrote no outputs to time")
         first, last = outputs[0], outputs[-1]
