@@ -5,10 +5,9 @@ tests (as arroyo's local backend does)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from worker.engine.records import Output, Record, TopicPartition
 
@@ -80,14 +79,6 @@ class Producer(Protocol):
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-    ) -> asyncio.Future[Any]: ...  # resolves to the record's metadata (`.offset`)
     # Writes `outputs` in order, returns when the broker has answered for each: its
     # error, or None (a stage's outputs: the engine's hot path).
     async def send_many(self, outputs: Sequence[Output]) -> list[BaseException | None]: ...

@@ -16,7 +16,6 @@ import itertools
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from worker.engine import assignment
 from worker.engine.backend import Fenced, GroupSettings, RebalanceListener
@@ -29,11 +28,6 @@ class RecordTooLarge(Exception):
 
 class BrokerDown(ConnectionError):
     """The memory broker is 'unreachable' (`MemoryBroker.down`)."""
-
-
-@dataclass(frozen=True)
-class Written:
-    offset: int
 
 
 @dataclass
@@ -320,23 +314,6 @@ class MemoryProducer:
 
     async def stop(self) -> None:
         pass
-
-    async def send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-    ) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        try:
-            future.set_result(
-                Written(self.broker.append(topic, key, value, headers or (), partition))
-            )
-        except Exception as exc:
-            future.set_exception(exc)
-        return future
 
     async def send_many(self, outputs: Sequence[Output]) -> list[BaseException | None]:
         errors: list[BaseException | None] = []
