@@ -44,8 +44,14 @@ class Settings:
     # An Xledger request's hard deadline, all phases together: "in flight" is bounded, so
     # a hand-over can wait for it (engine.md). The rebalance timeout must exceed it.
     xledger_request_deadline_s: float = 15.0
-    # SIGTERM: hand everything over and leave within this, whatever the brokers do.
-    stop_grace_s: float = 10.0
+    # After an unknown outcome (deadline passed, connection cut, a 5xx on a mutation) a
+    # payment waits this long before the lookup that decides a resend: Xledger may still be
+    # storing the first request (R14, decided 12-06). Also a new holder's wait after an
+    # unclean hand-over.
+    xledger_settle_s: float = 60.0
+    # SIGTERM: hand everything over and leave within this, whatever the brokers do. Must
+    # exceed the request deadline plus the flush: a stop never cuts a mutation.
+    stop_grace_s: float = 25.0
     # Backpressure: an input partition with more undone records is paused.
     max_undone_per_partition: int = 10_000
     # Retention of the topics the worker creates that hold work not yet done
@@ -129,6 +135,7 @@ _ENV: dict[str, str] = {
     "token_retry_s": "FLYT_TOKEN_RETRY_S",
     "token_dir": "XLEDGER_TOKEN_DIR",
     "xledger_request_deadline_s": "FLYT_XLEDGER_REQUEST_DEADLINE_S",
+    "xledger_settle_s": "FLYT_XLEDGER_SETTLE_S",
     "stop_grace_s": "FLYT_STOP_GRACE_S",
     "max_undone_per_partition": "FLYT_MAX_UNDONE_PER_PARTITION",
     "retention_days": "FLYT_RETENTION_DAYS",
