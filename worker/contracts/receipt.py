@@ -24,6 +24,16 @@ class Receipt(Record):
         default=False,
         description="True when Xledger already held the lines (found by lookup, not posted again)",
     )
+    xledger_url: str | None = Field(
+        default=None,
+        description="The Xledger URL the lines were posted to (or found at): where `reconcile` "
+        "looks the payment up again",
+    )
+    token_ref: Id | None = Field(
+        default=None,
+        description="The reference of the token they were posted with (R5: never the token): "
+        "the token `reconcile` looks them up with",
+    )
     duplicates_detected: list[Id] = Field(
         default_factory=list,
         description="External identifiers of this payment that Xledger holds more than once "
