@@ -68,8 +68,9 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
         # Compacted: the newest snapshot per tenant is what matters; every worker reads all.
         TopicSpec(t.registers, n, {"cleanup.policy": "compact", **isr}, rf),
         TopicSpec(t.submissions, n, {**keep, **isr}, rf),
-        TopicSpec(t.receipts, n, isr, rf),
-        TopicSpec(t.rejections, n, isr, rf),
+        # The outcomes keep as long as the work they answer: reconcile reads them together.
+        TopicSpec(t.receipts, n, {**keep, **isr}, rf),
+        TopicSpec(t.rejections, n, {**keep, **isr}, rf),
         TopicSpec(t.dlq, n, {**_LARGE, **keep, **isr}, rf),
         TopicSpec(refused_topic(s), n, {**_LARGE, **keep, **isr}, rf),
         *(
