@@ -9,7 +9,7 @@ import pytest
 from tests.brokers import Broker
 from worker.config import Settings, from_env
 from worker.engine.broker_kind import probe
-from worker.pipeline.topics import STARTED, refused_topic, stores, topic_specs
+from worker.pipeline.topics import OUTCOMES, refused_topic, stores, topic_specs
 from worker.pipeline.wiring import SettingsConflict, kafka_backend, timings
 
 
@@ -50,10 +50,10 @@ def test_every_topic_the_worker_creates_is_replicated_per_the_profile() -> None:
     specs = topic_specs(s)
     names = {t.name for t in specs}
     assert refused_topic(s) in names  # the way back to a payment's state owner too
-    for store in stores(s):  # and the state changelogs: compacted, but for the marks
-        [changelog] = [t for t in specs if t.name == store.changelog]  # deleted by age
-        policy = changelog.config.get("cleanup.policy", "delete")
-        assert policy == ("delete" if store.name == STARTED else "compact")
+    for store in stores(s):  # and the state changelogs: compacted, the outcomes too (R14:
+        [changelog] = [t for t in specs if t.name == store.changelog]  # never aged out)
+        assert changelog.config.get("cleanup.policy", "delete") == "compact"
+    assert OUTCOMES in {store.name for store in stores(s)}
     for spec in specs:
         assert spec.replication_factor == 3
         assert spec.config["min.insync.replicas"] == "2"
@@ -65,7 +65,8 @@ def test_topics_holding_work_not_done_outlive_a_long_pause() -> None:
     s = Settings(broker_kind="kafka", app_id="flyt-x")
     by_name = {t.name: t for t in topic_specs(s)}
     month = str(30 * 24 * 3600 * 1000)
-    for name in (s.topics.submissions, s.topics.dlq, refused_topic(s)):
+    t = s.topics  # the outcomes keep as long as the work they answer (reconcile)
+    for name in (t.submissions, t.dlq, refused_topic(s), t.receipts, t.rejections):
         assert by_name[name].config["retention.ms"] == month
     longer = {t.name: t for t in topic_specs(replace(s, retention_days=60))}
     assert longer[s.topics.submissions].config["retention.ms"] == str(60 * 24 * 3600 * 1000)
@@ -78,6 +79,26 @@ def test_the_rebalance_timeout_must_exceed_a_hand_over() -> None:
     assert ok.membership_window_s == 45.0 - 15.0 - 3.0 - 2.0
     with pytest.raises(SettingsConflict, match="FLYT_REBALANCE_TIMEOUT_S"):
         timings(Settings(broker_kind="kafka", rebalance_timeout_s=10.0))
+
+
+def test_a_stop_grace_that_cannot_hold_a_hand_over_is_refused() -> None:
+    """Issue 26 N1: a stop never cuts a mutation. The grace (10 s on 15664b2, below the 15 s
+    request deadline) must hold the deadline, the flush and the leaving."""
+    s = Settings(broker_kind="kafka")
+    assert timings(s).hand_over_s + 5.0 <= s.stop_grace_s  # the defaults agree
+    with pytest.raises(SettingsConflict, match="FLYT_STOP_GRACE_S"):
+        timings(replace(s, stop_grace_s=10.0))
+    with pytest.raises(SettingsConflict, match="FLYT_STOP_GRACE_S"):
+        timings(replace(s, xledger_request_deadline_s=30.0, rebalance_timeout_s=90.0))
+
+
+def test_a_settle_time_shorter_than_the_request_deadline_is_refused() -> None:
+    """R14 (decided 12-06): the lookup after an unknown outcome waits at least as long as
+    Xledger may take with the request."""
+    s = Settings(broker_kind="kafka")
+    assert s.xledger_settle_s == 60.0
+    with pytest.raises(SettingsConflict, match="FLYT_XLEDGER_SETTLE_S"):
+        timings(replace(s, xledger_settle_s=10.0))
 
 
 def test_a_short_session_confirms_membership_before_every_mutation() -> None:

@@ -45,16 +45,24 @@ PARTITION_PAUSED = Gauge(
     "records wait undone (backpressure: a paused tenant holds its records).",
     ["topic", "partition"],
 )
-RECORDS_LOST = Counter(
-    "flyt_records_lost_total",
-    "Input records the broker deleted (retention) before the worker group committed them: "
-    "found when a partition's committed offset is below its first offset.",
+INPUT_OFFSETS_LOST = Counter(
+    "flyt_input_offsets_lost_total",
+    "Input records the broker deleted (retention) before the worker processed them: found "
+    "when a partition's committed offset, or a paused or lagging partition's position, is "
+    "below its first offset. Never a silent reset; the log line input_offsets_lost names them.",
     ["topic", "partition"],
 )
 REBALANCES = Counter(
     "flyt_rebalances_total",
     "Partition hand-overs this worker took part in, by what it did: revoked or assigned.",
     ["action"],
+)
+POST_HELD = Gauge(
+    "flyt_post_held_payments",
+    "Payments the post stage holds with no outcome yet, per tenant: sent with an unknown "
+    "outcome and settling before their lookup, or Xledger not answering lookups. They may "
+    "be in Xledger, so they are never dead-lettered (R14); they are looked up again.",
+    ["tenant"],
 )
 DEAD_LETTERS = Counter(
     "flyt_dead_letters_total",
@@ -125,7 +133,8 @@ XLEDGER_REQUEST_SECONDS = Histogram(
 XLEDGER_PAYMENTS = Counter(
     "xledger_payments_total",
     "Payments handled by the Xledger client, by result: posted, already_present, refused, "
-    "failed, unresolved (sent, the outcome unknown and Xledger unreachable since: held).",
+    "failed, unknown_outcome (their mutation's outcome is unknown: held for the settle time, "
+    "then looked up), unresolved (held: they may be in Xledger and could not be looked up).",
     ["tenant", "result"],
 )
 XLEDGER_DUPLICATES_DETECTED = Counter(

@@ -42,7 +42,11 @@ def client_settings(s: Settings) -> ClientSettings:
     """The client's hard deadline per request is the worker's (the hand-over waits for
     it); each phase of a request (connect, send, answer) gets at most two thirds of it."""
     deadline = s.xledger_request_deadline_s
-    return ClientSettings(request_deadline_s=deadline, timeout_s=min(10.0, deadline * 2 / 3))
+    return ClientSettings(
+        request_deadline_s=deadline,
+        timeout_s=min(10.0, deadline * 2 / 3),
+        settle_s=s.xledger_settle_s,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,7 @@ from collections import defaultdict
 import pytest
 
 from worker.engine.backend import GroupSettings
-from worker.engine.engine import Engine, EngineSettings
+from worker.engine.engine import Engine, EngineSettings, StageContext
 from worker.engine.memory import MemoryBackend, MemoryBroker
 from worker.engine.offsets import Lane
 from worker.engine.records import Output, Record, StateChange, TopicPartition
@@ -24,12 +24,17 @@ class EchoStage:
     topics = (IN,)
 
     def __init__(self) -> None:
-        self.engine: Engine | None = None
+        self.ctx: StageContext | None = None
         self.queues: dict[int, asyncio.Queue[tuple[Lane, list[Record]]]] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.hold: set[bytes] = set()  # keys not finished until released
         self.release = asyncio.Event()
         self.notes: list[tuple[list[int], bool]] = []
+
+    def built(self, ctx: StageContext) -> EchoStage:
+        """The engine's stage factory: the stage gets its context when the engine is built."""
+        self.ctx = ctx
+        return self
 
     def submit(self, lane: Lane, records: list[Record]) -> None:
         self.queues[lane.tp.partition].put_nowait((lane, records))
@@ -41,14 +46,14 @@ class EchoStage:
             self.tasks[p] = asyncio.create_task(self._run(p))
 
     async def _run(self, p: int) -> None:
-        assert self.engine is not None
+        assert self.ctx is not None
         while True:
             lane, records = await self.queues[p].get()
             if not lane.open:
                 continue
             if any(r.key in self.hold for r in records):
                 await self.release.wait()
-            store = self.engine.store("counts", p)
+            store = self.ctx.store("counts", p)
             counts: dict[str, int] = defaultdict(int)
             for r in records:
                 counts[(r.key or b"").decode()] += 1
@@ -56,13 +61,14 @@ class EchoStage:
                 StateChange("counts", p, k, (store.get(k) or 0) + n) for k, n in counts.items()
             ]
             outputs = [Output(OUT, r.key, r.value, source=r) for r in records]
-            await self.engine.write(outputs, changes, [(lane, r) for r in records])
+            await self.ctx.write(outputs, changes, [(lane, r) for r in records])
 
-    async def revoked(self, lanes: list[Lane], deadline: float) -> None:
+    async def revoked(self, lanes: list[Lane], deadline: float) -> bool:
         for lane in lanes:
             task = self.tasks.pop(lane.tp.partition, None)
             if task is not None:
                 task.cancel()
+        return True
 
     async def handed_over(self, lanes: list[Lane], clean: bool) -> None:
         self.notes.append(([lane.tp.partition for lane in lanes], clean))
@@ -75,9 +81,7 @@ def engine_for(broker: MemoryBroker, stage: EchoStage) -> Engine:
         commit_interval_s=0.05,
         hand_over_s=1.0,
     )
-    engine = Engine(MemoryBackend(broker), settings, [stage])
-    stage.engine = engine
-    return engine
+    return Engine(MemoryBackend(broker), settings, [stage.built])
 
 
 def broker_with(n: int, partitions: int = 2) -> MemoryBroker:
@@ -194,7 +198,7 @@ async def test_a_partition_whose_commit_fell_below_the_log_start_names_the_lost_
     finally:
         await engine.stop(2.0)
     out = capsys.readouterr().out + capsys.readouterr().err
-    assert "records_lost_to_retention" in out and "first_lost" in out
+    assert "input_offsets_lost" in out and "first_lost" in out
 
 
 async def test_a_zombie_s_hand_over_is_never_clean_even_with_nothing_new_to_commit() -> None:
@@ -240,3 +244,38 @@ async def test_a_zombie_reads_its_state_again_when_its_partition_comes_back() ->
         assert ea.store("counts", 0).get("k0") == 8
     finally:
         await ea.stop(2.0)
+
+
+async def test_a_paused_partition_whose_position_fell_below_the_log_start_is_never_reset_silently(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 26 N8: records deleted by retention while their partition was paused (held
+    back by backpressure) are not skipped in silence, as a consumer's offset reset would:
+    the engine names the lost offsets (log, flyt_input_offsets_lost_total) and reads on."""
+    from prometheus_client import REGISTRY
+
+    def lost() -> float:
+        labels = {"topic": IN, "partition": "0"}
+        return REGISTRY.get_sample_value("flyt_input_offsets_lost_total", labels) or 0.0
+
+    before = lost()
+    broker = broker_with(0, partitions=1)
+    stage = EchoStage()
+    engine = engine_for(broker, stage)
+    await engine.start()
+    try:
+        broker.append(IN, b"k", b"0")
+        await until(lambda: committed(broker, 0) == 1)
+        tp = TopicPartition(IN, 0)
+        engine.consumer.pause({tp})
+        for i in range(1, 8):
+            broker.append(IN, b"k", str(i).encode())
+        broker.delete_before(IN, 0, 5)  # 1..4 gone before anyone read them
+        engine.consumer.resume({tp})
+        await until(lambda: committed(broker, 0) == 8)
+        assert [r.value for r in broker.read_all(OUT)] == [b"0", b"5", b"6", b"7"]
+    finally:
+        await engine.stop(2.0)
+    out = capsys.readouterr().out
+    assert "input_offsets_lost" in out and "first_lost" in out
+    assert lost() - before == 4

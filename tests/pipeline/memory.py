@@ -7,13 +7,13 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from worker.config import Settings
 from worker.contracts import RegisterSnapshot
 from worker.core.register_book import RegisterBook
 from worker.demo.registers import demo_snapshot_dicts
-from worker.engine.engine import Engine
+from worker.engine.engine import Engine, Stage, StageContext
 from worker.engine.memory import MemoryBackend, MemoryBroker
 from worker.engine.records import Record, TopicPartition
 from worker.pipeline.enrich_stage import EnrichStage
@@ -38,14 +38,24 @@ def book(snapshots: list[dict[str, Any]] | None = None) -> RegisterBook:
     return b
 
 
+StageT = TypeVar("StageT", bound=Stage)
+
+
+def stage_engine(
+    broker: MemoryBroker, s: Settings, make: Callable[[StageContext], StageT]
+) -> tuple[Engine, StageT]:
+    """One stage alone on an engine of the memory backend (the other is not subscribed):
+    the one way the tests build one."""
+    engine = Engine(MemoryBackend(broker), engine_settings(s), [make])
+    [stage] = engine.stages
+    return engine, stage  # type: ignore[return-value]
+
+
 def enrich_engine(
     broker: MemoryBroker, b: RegisterBook, s: Settings = S
 ) -> tuple[Engine, EnrichStage]:
     """The enrich stage alone on an engine (the post stage is not subscribed)."""
-    stage = EnrichStage(s, b)
-    engine = Engine(MemoryBackend(broker), engine_settings(s), [stage])
-    stage.engine = engine
-    return engine, stage
+    return stage_engine(broker, s, lambda ctx: EnrichStage(s, b, ctx))
 
 
 def publish(

@@ -23,7 +23,7 @@ from tests.pipeline.memory import (
     until,
 )
 from worker.contracts import RegisterSnapshot
-from worker.contracts.headers import BACKLOG, FRESH
+from worker.contracts.headers import BACKLOG, FIRST_EVALUATION
 from worker.demo.events import generate_events
 from worker.demo.registers import demo_snapshot_dicts
 from worker.pipeline.enrich_stage import BACKLOG_RECORDS
@@ -68,7 +68,7 @@ async def test_a_batch_ends_each_event_in_its_outcome_and_writes_state_after_its
         await until(lambda: committed_all(broker, S, T.payments))
         assert [s["payment_id"] for s in bodies(broker, T.submissions)] == [good["payment_id"]]
         [sub] = records(broker, T.submissions)
-        assert sub.header(FRESH) == b"1"  # its first: nobody began to post it (issue 20)
+        assert sub.header(FIRST_EVALUATION) == b"1"  # its first evaluation
         assert [r["payment_id"] for r in bodies(broker, T.rejections)] == [rejected["payment_id"]]
         [dlq] = records(broker, T.dlq)
         assert dlq.value == b"\xff not json" and dlq.header("dlq.reason") == b"invalid"
@@ -166,8 +166,9 @@ async def test_r16_a_newer_snapshot_posts_the_waiting_payment_once() -> None:
         await until(lambda: len(bodies(broker, T.submissions)) == 1)
         [sub] = bodies(broker, T.submissions)
         assert sub["payment_id"] == key[1] and sub["lines"][0]["account"] == "14700"
-        # Not its first outcome (it was rejected, maybe refused by Xledger): looked up.
-        assert records(broker, T.submissions)[0].header(FRESH) is None
+        # Not its first evaluation (it was rejected, maybe refused by Xledger): a code
+        # Xledger refused lately is sent again, as someone may have fixed it there.
+        assert records(broker, T.submissions)[0].header(FIRST_EVALUATION) is None
         await until(lambda: states_of(engine, key[1]).handled_as(key) == SUBMITTED)
         assert states_of(engine, key[1]).waiting("t-lillevik") == []
         stage.snapshot_accepted("t-lillevik")  # a repeat (a rebalance's catch-up) is harmless

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline.memory import S, bodies, book, memory_broker, records, until
+from tests.pipeline.memory import S, bodies, book, memory_broker, records, stage_engine, until
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Submission
-from worker.contracts.headers import BACKLOG, FRESH, SOURCE
+from worker.contracts.headers import BACKLOG, FIRST_EVALUATION, SOURCE
 from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
@@ -25,18 +25,25 @@ from worker.demo.harness import start_demo_sandbox
 from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
 from worker.devenv.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot
 from worker.engine.engine import Engine
-from worker.engine.memory import MemoryBackend, MemoryBroker
+from worker.engine.memory import MemoryBroker
 from worker.engine.records import TopicPartition
 from worker.pipeline.outputs import RefusedPayment
-from worker.pipeline.post_stage import HOLDER, PostStage
+from worker.pipeline.post_stage import PostStage
+from worker.pipeline.posting_lease import HOLDER
 from worker.pipeline.topics import POSTING, changelog_topic, refused_topic
-from worker.pipeline.wiring import engine_settings
 from worker.runtime import make_client
 from worker.xledger.client import PostResult, Target, XledgerClient
 from worker.xledger.secrets import env_name
 
 SLOW, FAST = "t-lillevik", "t-vestfold-bv"
-ONE = replace(S, partitions=1, post_batch_window_s=0.05, xledger_request_deadline_s=1.0)
+ONE = replace(
+    S,
+    partitions=1,
+    post_batch_window_s=0.05,
+    xledger_request_deadline_s=1.0,
+    xledger_settle_s=2.0,
+    stop_grace_s=10.0,
+)
 T = ONE.topics
 SUBS = TopicPartition(T.submissions, 0)
 
@@ -83,22 +90,19 @@ class Gate:
         return getattr(self.client, name)
 
     async def post(
-        self, target: Target, subs: Any, fence: Any = None, fresh: Any = ()
+        self, target: Target, subs: Any, fence: Any = None, first: Any = ()
     ) -> PostResult:
         if target.tenant_id == self.tenant:
             self.entered.set()
             await self.open.wait()
-        return await self.client.post(target, subs, fence, fresh)
+        return await self.client.post(target, subs, fence, first)
 
 
 def post_engine(
     broker: MemoryBroker, b: RegisterBook, client: Any, s: Any = ONE
 ) -> tuple[Engine, PostStage]:
     """The post stage alone on an engine (the enrich stage is not subscribed)."""
-    stage = PostStage(s, b, client)
-    engine = Engine(MemoryBackend(broker), engine_settings(s), [stage])
-    stage.engine = engine
-    return engine, stage
+    return stage_engine(broker, s, lambda ctx: PostStage(s, b, client, ctx))
 
 
 @asynccontextmanager
@@ -229,21 +233,22 @@ async def test_a_revoke_starts_no_mutation_that_was_not_yet_on_the_wire(
         assert posted(box) == [] and (committed(broker) or 0) == 0
 
 
-async def test_after_an_unclean_hand_over_the_new_holder_waits_a_request_deadline(
+async def test_after_an_unclean_hand_over_the_new_holder_waits_the_settle_time(
     sandbox: tuple[XledgerSandbox, dict[str, str]],
 ) -> None:
-    """The last holder died (its note still says `held`) just after it began a mutation:
-    that mutation may still be on its way, so the new holder's first lookup waits until
-    one request deadline has passed since it began."""
+    """The last holder died (its note still says `held`) with a lease under which it may
+    have begun a mutation: Xledger may still store it until the settle time has passed
+    since the lease's end, so the new holder's first lookup waits until then (R14, decided
+    12-06)."""
     box, tokens = sandbox
     b, broker = book(), memory_broker(ONE)
-    note(broker, {"state": "held", "mutation_at": time.time()})
+    note(broker, {"state": "held", "until": time.time()})
     publish(broker, submissions(b, FAST, 2))
     loop = asyncio.get_running_loop()
     async with running(broker, b, client_for(box, tokens)) as (_, stage):
         await until(lambda: bool(stage.ready_at))
         [ready_at] = stage.ready_at.values()
-        assert ready_at - loop.time() > 0.5  # about the 1 s deadline (plus clock margin)
+        assert ready_at - loop.time() > ONE.xledger_settle_s - 0.5  # (plus clock margin)
         await until(lambda: committed(broker) == 2)
         assert loop.time() >= ready_at
 
@@ -252,7 +257,7 @@ async def test_after_an_unclean_hand_over_the_new_holder_waits_a_request_deadlin
     "last",
     [
         pytest.param({"state": "released"}, id="clean hand-over"),
-        pytest.param({"state": "held", "mutation_at": time.time() - 60}, id="long after"),
+        pytest.param({"state": "held", "until": time.time() - 60}, id="long after"),
     ],
 )
 async def test_the_new_holder_posts_at_once_after_a_clean_hand_over_or_long_after_a_mutation(
@@ -267,19 +272,20 @@ async def test_the_new_holder_posts_at_once_after_a_clean_hand_over_or_long_afte
         assert ready_at <= asyncio.get_running_loop().time()
 
 
-async def test_the_holder_notes_when_it_begins_a_mutation_before_sending_it(
+async def test_a_mutation_leaves_only_under_a_lease_noted_on_the_broker_before_it(
     sandbox: tuple[XledgerSandbox, dict[str, str]],
 ) -> None:
+    """The moment Xledger stores the batch, the holder's note on the broker names a lease
+    that had not ended when the batch was sent: a new holder waits for it (plus the settle
+    time) before its first lookup."""
     box, tokens = sandbox
     b, broker = book(), memory_broker(ONE)
-    stored_after: list[float | None] = []
-    # The moment Xledger stores the batch, the note of its beginning is on the broker.
-    box.on_stored = lambda batch: stored_after.append(notes(broker)[-1].get("mutation_at"))
-    before = time.time()
+    seen: list[tuple[float, float | None]] = []
+    box.on_stored = lambda batch: seen.append((time.time(), notes(broker)[-1].get("until")))
     publish(broker, submissions(b, FAST, 3))
     async with running(broker, b, client_for(box, tokens)):
         await until(lambda: committed(broker) == 3)
-        assert stored_after and all(t is not None and t >= before for t in stored_after)
+        assert seen and all(until is not None and at < until for at, until in seen)
 
 
 async def test_a_zombie_posts_nothing_for_the_partition_it_lost(
@@ -392,43 +398,48 @@ async def test_a_submission_keyed_for_another_tenant_or_for_none_is_posted_as_it
         assert dead.value == b"{not a submission" and dead.header("dlq.reason") == b"invalid"
 
 
-async def test_a_payments_first_submission_is_posted_without_a_lookup(
+async def test_a_payments_first_submission_is_looked_up_before_it_is_posted(
     sandbox: tuple[XledgerSandbox, dict[str, str]],
 ) -> None:
-    """Issue 20: the enrich stage marks a payment's first submission (`flyt.fresh`); nobody
-    began to post it, so its batch costs one request (the mutation), not two."""
+    """Issue 26 (R14, decided 12-06): Xledger is the only truth. Even a payment's first
+    evaluation (`flyt.first_evaluation`) is looked up before its first mutation: one
+    lookup and one mutation per batch."""
     box, tokens = sandbox
     b, broker = book(), memory_broker(ONE)
     subs = submissions(b, FAST, 5)
-    publish(broker, subs, (FRESH, b"1"))
+    publish(broker, subs, (FIRST_EVALUATION, b"1"))
     async with running(broker, b, client_for(box, tokens)):
         await until(lambda: committed(broker) == 5)
-        assert (box.stats.queries, box.stats.mutations) == (0, 1)
+        assert (box.stats.queries, box.stats.mutations) == (1, 1)
         assert sorted(posted(box)) == twice_each(subs)
 
 
-async def test_a_fresh_submission_whose_posting_began_before_is_looked_up_not_posted_again(
+async def test_a_posted_payments_submission_read_again_gets_no_second_outcome(
     sandbox: tuple[XledgerSandbox, dict[str, str]],
 ) -> None:
-    """A crash between the enrich stage's output and its state writes a payment's first
-    submission twice, both `fresh`: the post stage's note that it began to post the first
-    makes it look the second up (a receipt, already present), never post it twice. A
-    replayed dead letter is looked up too."""
+    """Issue 26 N6: the post stage keeps each payment's outcome. A second submission of a
+    posted payment (a crash between the enrich stage's output and its state) is done
+    with nothing more: no request, no second receipt. A replayed dead letter of another
+    payment is looked up and posted."""
     box, tokens = sandbox
     b, broker = book(), memory_broker(ONE)
     [sub] = submissions(b, FAST, 1)
-    publish(broker, [sub], (FRESH, b"1"))
+    publish(broker, [sub], (FIRST_EVALUATION, b"1"))
     async with running(broker, b, client_for(box, tokens)):
         await until(lambda: committed(broker) == 1)
-        publish(broker, [sub], (FRESH, b"1"))  # the duplicate, later
+        requests = box.stats.requests
+        publish(broker, [sub], (FIRST_EVALUATION, b"1"))  # the duplicate, later
         await until(lambda: committed(broker) == 2)
+        assert box.stats.requests == requests
         [other] = submissions(b, FAST, 2)[1:]
-        publish(broker, [other], (FRESH, b"1"), ("dlq.replay_count", b"1"))
+        publish(broker, [other], ("dlq.replay_count", b"1"))
         await until(lambda: committed(broker) == 3)
         receipts = [json.loads(r.value or b"") for r in records(broker, T.receipts)]
-        assert [r["already_present"] for r in receipts[:2]] == [False, True]
+        assert [(r["payment_id"], r["already_present"]) for r in receipts] == [
+            (sub.payment_id, False),
+            (other.payment_id, False),
+        ]
         assert sorted(posted(box)) == twice_each([sub, other])
-        assert box.stats.queries == 2  # the duplicate and the replay were looked up
 
 
 async def test_a_burst_is_gathered_for_the_backlog_window_until_the_backlog_is_worked_off(
@@ -443,9 +454,9 @@ async def test_a_burst_is_gathered_for_the_backlog_window_until_the_backlog_is_w
     s = replace(ONE, post_backlog_window_s=60.0)
     async with running(broker, b, client_for(box, tokens), s):
         for part in (subs[0:4], subs[4:8]):
-            publish(broker, part, (FRESH, b"1"), (BACKLOG, b"1"))
+            publish(broker, part, (BACKLOG, b"1"))
             await asyncio.sleep(5 * ONE.post_batch_window_s)  # past the usual window
         assert committed(broker) is None and box.stats.mutations == 0
-        publish(broker, subs[8:], (FRESH, b"1"))  # made after the backlog
+        publish(broker, subs[8:])  # made after the backlog
         await until(lambda: committed(broker) == 9)
         assert box.stats.mutations == 1 and sorted(posted(box)) == twice_each(subs)

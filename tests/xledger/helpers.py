@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import httpx
 
 from tests.clock import FakeTime
+from worker.contracts import Submission
 from worker.core.endpoints import UrlPolicy
 from worker.devenv.sandbox import Entity
-from worker.xledger.client import ClientSettings, Target, XledgerClient
+from worker.xledger.client import ClientSettings, PostResult, Target, XledgerClient
 from worker.xledger.secrets import SecretStore, env_name
 
 ACCOUNTS = {"13700", "10890", "1920"}
@@ -63,5 +65,42 @@ def client_for(
     )
 
 
+class Forwarding(httpx.AsyncBaseTransport):
+    """The network, with `rule` asked first: it may raise (a connection refused) or answer
+    in Xledger's place; None forwards the request."""
+
+    def __init__(self, rule: Callable[[httpx.Request], httpx.Response | None]) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.rule = rule
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        answer = self.rule(request)
+        return answer if answer is not None else await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 def target(tenant: str) -> Target:
     return Target(tenant_id=tenant, url="https://www.xledger.net/graphql", token_ref=tenant)
+
+
+async def post_until_settled(
+    c: XledgerClient,
+    to: Target,
+    subs: list[Submission],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rounds: int = 30,
+) -> list[PostResult]:
+    """Post as the posting loop does: what comes back held is posted again (lookup first)
+    once its `retry_at` has come (the settle time after an unknown outcome)."""
+    results = []
+    left = subs
+    for _ in range(rounds):
+        result = await c.post(to, left)
+        results.append(result)
+        if not result.held:
+            return results
+        left = result.held
+        await sleep(max(0.0, (result.retry_at or c.clock()) - c.clock()))
+    raise AssertionError(f"{len(left)} payment(s) still held after {rounds} rounds")

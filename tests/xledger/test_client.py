@@ -13,13 +13,21 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 from graphql import build_schema, parse, validate
 from prometheus_client import REGISTRY
 
 from tests.clock import FakeTime
 from tests.factories import submission
-from tests.xledger.helpers import client_for, entity, target, token_for
+from tests.xledger.helpers import (
+    Forwarding,
+    client_for,
+    entity,
+    post_until_settled,
+    target,
+    token_for,
+)
 from worker import logs
 from worker.core.endpoints import UrlPolicy
 from worker.devenv.sandbox import PROFILES, FaultProfile, XledgerSandbox
@@ -186,8 +194,9 @@ async def test_refusal_naming_no_code_is_found_by_bisection(sandbox) -> None:
     assert "does not balance" in result.refused[0][1]
     assert len(result.receipts) == 31
     # The lookup, then per halving a refused mutation, the lookup after it (Xledger may
-    # have stored part of a refused mass mutation: issue 19) and the good half's mutation.
-    assert result.requests <= 1 + 3 * 5 + 1
+    # have stored part of a refused mass mutation: issue 19) and the good half's mutation;
+    # and the refused payment alone is looked up before it is refused (issue 26 N10).
+    assert result.requests <= 1 + 3 * 5 + 1 + 1
 
 
 async def test_a_code_xledger_refused_lately_refuses_a_first_submission_without_a_request(
@@ -195,22 +204,25 @@ async def test_a_code_xledger_refused_lately_refuses_a_first_submission_without_
 ) -> None:
     """Issue 20: a refused code costs three requests a batch (the refusal, the lookup after
     it, the rest's mutation). For a while, a payment's first submission that carries it
-    is refused with Xledger's own message and not sent; a resend (not fresh) is asked."""
+    is refused with Xledger's own message and not sent, once the lookup (always made:
+    issue 26) has found it absent; a resend (not a first evaluation) is sent."""
     first = [submission(TENANT, i) for i in range(10)]
     first[3] = submission(TENANT, 3, account="9999")
     later = [submission(TENANT, i) for i in range(10, 15)]
     later[1] = submission(TENANT, 11, account="9999")
     resend = submission(TENANT, 20, account="9999")
     async with client_for(sandbox.url, [TENANT]) as c:
-        await c.post(target(TENANT), first, fresh={s.payment_id for s in first})
-        result = await c.post(target(TENANT), later, fresh={s.payment_id for s in later})
-        again = await c.post(target(TENANT), [resend])  # a resend: not fresh
+        await c.post(target(TENANT), first, first={s.payment_id for s in first})
+        result = await c.post(target(TENANT), later, first={s.payment_id for s in later})
+        again = await c.post(target(TENANT), [resend])  # a resend: not a first evaluation
     [(refused, message)] = result.refused
     assert refused.payment_id == "P-000011"
     assert "account.code: No value matching owner 42365431, code '9999'" in message
-    assert result.requests == 1 and len(result.receipts) == 4  # only the rest's mutation
+    # The lookup and the rest's mutation; the payment with the refused code not sent.
+    assert result.requests == 2 and len(result.receipts) == 4
     assert [s.payment_id for s, _ in again.refused] == ["P-000020"]
-    assert again.requests == 2  # asked: the lookup and the refused mutation
+    # Sent: the lookup, the refused mutation, and its lookup before it is refused (N10).
+    assert again.requests == 3
 
 
 def test_a_remembered_refusal_is_forgotten_after_a_while_or_when_xledger_takes_the_code() -> None:
@@ -292,26 +304,54 @@ async def test_every_fault_profile_ends_with_each_payment_once(
         await sb.stop()
 
 
-async def test_commit_then_fail_is_found_by_lookup_not_posted_again() -> None:
+async def test_commit_then_fail_is_held_to_settle_then_found_by_lookup_not_posted_again() -> None:
+    """R14 (decided 12-06): after an unknown outcome nothing of it is sent again; it is held
+    for the settle time, then a lookup finds it stored."""
     sb = await started(FaultProfile(commit_then_fail=1.0, hang_seconds=1.5))
     try:
         subs = [submission(TENANT, i) for i in range(10)]
-        async with client_for(sb.url, [TENANT]) as c:
-            result = await c.post(target(TENANT), subs)
-        assert all(r.already_present for r in result.receipts) and len(result.receipts) == 10
+        async with client_for(sb.url, [TENANT], request_deadline_s=2.0, settle_s=2.0) as c:
+            first = await c.post(target(TENANT), subs)
+            assert not first.receipts and first.unknown == {s.payment_id for s in subs}
+            assert first.retry_at is not None and first.retry_at - c.clock() > 1.5
+            sb.faults = FaultProfile()
+            [*_, last] = await post_until_settled(c, target(TENANT), subs)
+        assert all(r.already_present for r in last.receipts) and len(last.receipts) == 10
         assert sb.stats.accepted_batches == 1
         assert_exactly_once(sb, subs)
     finally:
         await sb.stop()
 
 
-async def test_retries_are_capped_and_the_rest_is_handed_back_as_failed() -> None:
+async def test_retries_are_capped_and_payments_known_absent_are_handed_back_as_failed() -> None:
+    """A mutation that never reached Xledger (no connection) after the retries: the lookup
+    said Xledger lacks them, nothing was sent since, so they fail (a dead letter)."""
+    sb = await started()
+
+    def unreachable_for_mutations(request: httpx.Request) -> httpx.Response | None:
+        if json.loads(request.content)["query"].lstrip().startswith("mutation"):
+            raise httpx.ConnectError("connection refused")
+        return None
+
+    try:
+        transport = Forwarding(unreachable_for_mutations)
+        async with client_for(sb.url, [TENANT], max_attempts=3, transport=transport) as c:
+            result = await c.post(target(TENANT), [submission(TENANT, i) for i in range(5)])
+        assert len(result.failed) == 5 and result.requests == 1 + 3
+        assert {code for _, code, _ in result.failed} == {"transient"}
+    finally:
+        await sb.stop()
+
+
+async def test_5xx_on_every_request_holds_the_payments_never_fails_them() -> None:
+    """Issue 26 N5: payments never found absent by a lookup may be in Xledger: held, never
+    handed back as failed (a dead letter), however many retries are spent."""
     sb = await started(FaultProfile(error_5xx=1.0))
     try:
         async with client_for(sb.url, [TENANT], max_attempts=3) as c:
             result = await c.post(target(TENANT), [submission(TENANT, i) for i in range(5)])
-        assert len(result.failed) == 5 and result.requests == 3
-        assert {code for _, code, _ in result.failed} == {"unknown_outcome"}
+        assert not result.failed and len(result.held) == 5 and result.requests == 3
+        assert result.held_reason == "unresolved"
     finally:
         await sb.stop()
 
@@ -355,7 +395,13 @@ async def test_acceptance_mixed_faults_5000_for_20_tenants_each_payment_exactly_
             # Each tenant's payments in calls of 25, as the stream's small batches come:
             # many requests, so that every kind of fault happens many times.
             async def tenant_calls(t: str) -> list:
-                return [await c.post(target(t), subs[t][i : i + 25]) for i in range(0, 250, 25)]
+                return [
+                    r
+                    for i in range(0, 250, 25)
+                    for r in await post_until_settled(
+                        c, target(t), subs[t][i : i + 25], running_time.sleep
+                    )
+                ]
 
             results = [r for rs in await asyncio.gather(*map(tenant_calls, tenants)) for r in rs]
         assert sum(len(r.receipts) for r in results) == 5000
@@ -774,7 +820,10 @@ async def test_an_xledger_outage_of_minutes_is_waited_out_not_given_up() -> None
         await sb.stop()
 
 
-async def test_an_outage_longer_than_the_patience_dead_letters_the_batch() -> None:
+async def test_an_outage_longer_than_the_patience_holds_the_batch_never_dead_letters_it() -> None:
+    """Xledger unreachable past the patience: the payments were never found absent (the
+    lookup never answered), so they may be in Xledger (a crash before this process, say):
+    held for a later call, never a dead letter (R14, decided 12-06)."""
     sb = await started()
     url = sb.url
     assert url is not None
@@ -782,7 +831,7 @@ async def test_an_outage_longer_than_the_patience_dead_letters_the_batch() -> No
     fake = FakeTime()
     async with client_for(url, [TENANT], fake=fake, backoff_cap_s=30.0, outage_patience_s=120) as c:
         result = await c.post(target(TENANT), [submission(TENANT, 1)])
-    assert [code for _, code, _ in result.failed] == ["transient"]
+    assert not result.failed and [s.payment_id for s in result.held] == ["P-000001"]
     assert 120 <= sum(fake.sleeps) < 120 + 30 + 1  # given up at the first attempt past it
 
 

@@ -7,7 +7,8 @@ one header (the operator tools, the demo) names it as the model does.
 from __future__ import annotations
 
 # Set (to the actor) on a Betalt event re-published by `rejections resend` (R13): the
-# payment is evaluated again although it was handled before.
+# payment is evaluated again although it was handled before. Carried to the submission
+# made from it: the post stage sends it although the payment was dead-lettered before.
 RESEND_BY = "flyt.resend_by"
 
 # On a submission: where the Betalt event it was made from sits, `topic/partition@offset`.
@@ -15,10 +16,12 @@ RESEND_BY = "flyt.resend_by"
 # sent back there (engine.md, "Ownership").
 SOURCE = "flyt.source"
 
-# On a submission: the payment's first (the enrich stage had never handled it, and it is
-# not a resend): unless the post stage finds that it began to post it before, nobody has,
-# and its first mutation needs no lookup.
-FRESH = "flyt.fresh"
+# On a submission: the payment's first evaluation (the enrich stage had never handled it,
+# and it is not a resend). It is looked up before posting like every other (R14, decided
+# 12-06); it only lets a code Xledger refused lately refuse it without a mutation, once the
+# lookup has found it absent (a re-evaluation or a resend is always sent: someone may have
+# fixed the code in Xledger).
+FIRST_EVALUATION = "flyt.first_evaluation"
 
 # On a submission: the enrich stage made it while working off a backlog (many records of
 # its partition still to do): more of the tenant's payments are on their way, so the post

@@ -66,6 +66,11 @@ class Submission(Record):
         "snapshot in force names another URL, Motkonto or Bankkonti-pkey when it is posted, "
         "it is evaluated again first (R18)",
     )
+    token_ref: Id | None = Field(
+        default=None,
+        description="The token reference (R5: never the token) of the register snapshot it was "
+        "evaluated with: R18 looks the payment up there before evaluating it again",
+    )
 
 
 def submission_json(
@@ -80,6 +85,7 @@ def submission_json(
     created_at: datetime,
     xledger_url: str | None,
     event_json: bytes,
+    token_ref: str | None = None,
 ) -> bytes:
     """A Submission's wire bytes, written without building the model (the enrich stage's
     hot path: building and dumping the model cost a third of its time).
@@ -99,6 +105,7 @@ def submission_json(
             "lines": lines,
             "created_at": created_at,
             "xledger_url": xledger_url,
+            "token_ref": token_ref,
         }
     )
     return head[:-1] + b',"event":' + event_json + b"}"

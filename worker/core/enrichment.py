@@ -123,7 +123,8 @@ def evaluate(event: PaymentStatusEvent, index: RegisterIndex | None) -> Enriched
         return Rejected(index.version, tuple(problems))
     assert vat_code is not None  # no VAT problem means a code was found
     lines = voucher_lines(event, index.settings, fields, vat_code)  # R18
-    return Enriched(index.version, dimensions, vat_code, lines, index.settings.url)
+    settings = index.settings
+    return Enriched(index.version, dimensions, vat_code, lines, settings.url, settings.token_ref)
 
 
 def _valued_groups(event: PaymentStatusEvent, index: RegisterIndex) -> list[str]:

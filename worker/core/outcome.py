@@ -35,6 +35,7 @@ class Enriched:
     vat_code: str
     lines: tuple[VoucherLine, VoucherLine]
     xledger_url: str | None = None  # R2: the entity it was evaluated for (R18)
+    token_ref: str | None = None  # R5: the token reference of that snapshot (R18's lookup)
 
     def submission(self, event: PaymentStatusEvent, created_at: datetime) -> Submission:
         return Submission.model_construct(
@@ -50,6 +51,7 @@ class Enriched:
             created_at=created_at,
             event=event,
             xledger_url=self.xledger_url,
+            token_ref=self.token_ref,
         )
 
     def submission_json(
@@ -68,6 +70,7 @@ class Enriched:
             created_at=created_at,
             xledger_url=self.xledger_url,
             event_json=event_json,
+            token_ref=self.token_ref,
         )
 
 

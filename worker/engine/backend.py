@@ -17,8 +17,15 @@ class Fenced(Exception):
     or a session that expired while it was stalled). It owns nothing until it rejoins."""
 
 
-class Unreachable(Exception):
-    """The broker did not answer in time."""
+class PositionLost(Exception):
+    """The next record to fetch of these partitions (partition → position) is no longer on
+    the broker: retention deleted it, or the topic was made again. A group consumer never
+    resets such a position by itself (that would skip records silently); it raises this
+    from `poll`, and the engine says what was lost and seeks on."""
+
+    def __init__(self, positions: dict[TopicPartition, int]) -> None:
+        super().__init__(", ".join(f"{tp}@{o}" for tp, o in sorted(positions.items())))
+        self.positions = positions
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class GroupConsumer(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...  # leaves the group
     def subscribe(self, topics: list[str], listener: RebalanceListener) -> None: ...
+    # Raises PositionLost for a position the broker no longer has (never resets it).
     async def poll(self, timeout_s: float) -> dict[TopicPartition, list[Record]]: ...
     async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...  # Fenced
     async def committed(self, tp: TopicPartition) -> int | None: ...

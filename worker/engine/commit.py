@@ -61,6 +61,9 @@ class CommitPoint:
                     offsets[lane.tp] = max(upto, lane.committed)
             if not offsets:
                 return True
+            # The broker vouches for membership somewhere between sending and answering:
+            # the confirmation counts from the sending, never later (engine.md, Zombies).
+            sent = self.clock()
             try:
                 async with asyncio.timeout(self.timeout_s):
                     await self.consumer.commit(offsets)
@@ -71,7 +74,7 @@ class CommitPoint:
             except Exception as exc:  # the broker is unreachable or slow: try next time
                 log.warning("commit_failed", partitions=len(offsets), error=repr(exc))
                 return False
-            self.confirmed_at = self.clock()
+            self.confirmed_at = sent
             by_tp = {lane.tp: lane for lane in held}
             for tp, offset in offsets.items():
                 by_tp[tp].committed_to(offset)

@@ -16,8 +16,9 @@ it reads, partition state, one producer, and one commit point.
   (`commit.py`): when an offset may be committed; every `commit_interval_s`.
 - **Backpressure** (`backpressure.py`): a partition with too many undone records is paused.
 
-Stages never touch offsets or the client: they get records with their lane, and finish
-them through `write`.
+Stages never touch offsets or the client: each is built with a `StageContext` (what it
+may use of the engine: write, its stores, how far behind a partition is, membership,
+fail), gets records with their lane, and finishes them through `write`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from worker import logs, metrics
-from worker.engine.backend import Backend, GroupSettings, RebalanceListener
+from worker.engine.backend import Backend, GroupSettings, PositionLost, RebalanceListener
 from worker.engine.backpressure import Backpressure
 from worker.engine.commit import CommitPoint
 from worker.engine.delivery import Delivery, Shrink, Unwritable
@@ -42,6 +43,35 @@ from worker.engine.state import PartitionStore, StoreSpec
 from worker.engine.writer import Writer
 
 log = logs.get("worker.engine")
+
+
+class StageContext(Protocol):
+    """What a stage may use of the engine, given when the stage is built."""
+
+    async def write(
+        self,
+        outputs: list[Output],
+        changes: Iterable[StateChange] = (),
+        done: Iterable[tuple[Lane, Record]] = (),
+    ) -> set[int]:
+        """Outputs, then state, then done (`writer.py`); the ids of dead-lettered sources."""
+        ...
+
+    def store(self, name: str, partition: int) -> PartitionStore:
+        """A held partition's store (KeyError when the partition is not held here)."""
+        ...
+
+    def behind(self, tp: TopicPartition, offset: int) -> int:
+        """Records of the partition after `offset`, as of the last fetch (0: unknown)."""
+        ...
+
+    async def confirm(self, lane: Lane) -> bool:
+        """May work that must never run on two workers at once start now for `lane`?"""
+        ...
+
+    def fail(self, exc: BaseException) -> None:
+        """Stop the worker: a restart resumes from the committed offsets."""
+        ...
 
 
 class Stage(Protocol):
@@ -56,13 +86,17 @@ class Stage(Protocol):
     async def assigned(self, lanes: list[Lane]) -> None:
         """These partitions are now held, their state restored."""
 
-    async def revoked(self, lanes: list[Lane], deadline: float) -> None:
+    async def revoked(self, lanes: list[Lane], deadline: float) -> bool:
         """Hand over: take no new work for these lanes, finish (or abandon, by
-        `deadline`, loop time) the work in flight, its outputs and state written."""
+        `deadline`, loop time) the work in flight, its outputs and state written. False
+        when work whose effect outside the broker is unknown had to be abandoned (an
+        Xledger mutation cut, or one whose outcome is still unknown): the hand-over is
+        then unclean, whatever the commit says."""
 
     async def handed_over(self, lanes: list[Lane], clean: bool) -> None:
         """After the hand-over's commit (`clean`: the broker took it, this worker was
-        still a member): the last word on these lanes before they close."""
+        still a member, and no stage abandoned work in flight): the last word on these
+        lanes before they close."""
 
 
 @dataclass(frozen=True)
@@ -79,8 +113,7 @@ class EngineSettings:
     max_undone_per_partition: int = 10_000
 
 
-class EngineFailed(RuntimeError):
-    """The engine stopped by itself; the process should exit and be restarted."""
+StageFactory = Callable[[StageContext], Stage]
 
 
 class Engine(RebalanceListener):
@@ -88,18 +121,16 @@ class Engine(RebalanceListener):
         self,
         backend: Backend,
         settings: EngineSettings,
-        stages: list[Stage],
+        stages: Iterable[StageFactory],
         *,
         unwritable: Unwritable | None = None,
         shrink: Shrink | None = None,
     ) -> None:
         self.backend = backend
         self.s = settings
-        self.stages = stages
         self.consumer = backend.group_consumer(settings.group)
         self.producer = backend.producer()
         self.lanes: dict[TopicPartition, Lane] = {}
-        self._stage_of: dict[str, Stage] = {t: st for st in stages for t in st.topics}
         self._specs = settings.stores
         self._stores: dict[tuple[str, int], PartitionStore] = {}  # held ones, and cached
         self._held: set[tuple[str, int]] = set()
@@ -122,6 +153,12 @@ class Engine(RebalanceListener):
         self._preparing: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.failure: asyncio.Future[BaseException] | None = None
+        # Built last, with what they may use of the engine (arroyo's `create(commit)`).
+        self.stages: list[Stage] = [make(self) for make in stages]
+        self._stage_of: dict[str, Stage] = {t: st for st in self.stages for t in st.topics}
+
+    def stage(self, name: str) -> Stage:
+        return next(st for st in self.stages if st.name == name)
 
     # --- for stages ----------------------------------------------------------------------
 
@@ -226,6 +263,9 @@ class Engine(RebalanceListener):
         while not self.stopping:
             try:
                 batches = await self.consumer.poll(0.1)
+            except PositionLost as exc:
+                await self._positions_lost(exc.positions)
+                continue
             except Exception as exc:  # the broker is unreachable: keep trying, say so once
                 if failing_since is None:
                     failing_since = time.monotonic()
@@ -241,6 +281,43 @@ class Engine(RebalanceListener):
                 if fresh:
                     self._stage_of[tp.topic].submit(lane, fresh)
             self.backpressure.check(self.lanes.values())
+
+    async def _positions_lost(self, positions: dict[TopicPartition, int]) -> None:
+        """Partitions whose next record is no longer on the broker (retention deleted it
+        while the partition was paused or behind; or the topic was made again): never a
+        silent reset. Said with the lost offsets, counted, and read on from the first
+        offset the broker still has."""
+        async with asyncio.timeout(self.s.broker_timeout_s):
+            firsts = await self.consumer.beginning_offsets(positions)
+        for tp, position in positions.items():
+            first = firsts[tp]
+            if position < first:
+                self._lost(tp, position, first)
+            else:  # past the end: the topic was emptied or made again; lose nothing new
+                log.error(
+                    "input_position_past_end",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    position=position,
+                    action="the topic was deleted and made again, or truncated: check that "
+                    "nothing was lost at the source; reading on from its first offset",
+                )
+            self.consumer.seek(tp, first)
+            lane = self.lanes.get(tp)
+            if lane is not None:
+                lane.skip_to(first)
+
+    def _lost(self, tp: TopicPartition, first_lost: int, first: int) -> None:
+        metrics.INPUT_OFFSETS_LOST.labels(tp.topic, str(tp.partition)).inc(first - first_lost)
+        log.error(
+            "input_offsets_lost",
+            topic=tp.topic,
+            partition=tp.partition,
+            first_lost=first_lost,
+            last_lost=first - 1,
+            action="the broker deleted these records (retention) before the worker "
+            "processed them: find them at their source and send them again",
+        )
 
     async def _commit_loop(self) -> None:
         while True:
@@ -268,16 +345,19 @@ class Engine(RebalanceListener):
             return
         for lane in lanes:
             lane.revoking = True
+        finished = False
         try:
             async with asyncio.timeout_at(deadline + 1.0):  # stages bound themselves
-                await asyncio.gather(
+                calm = await asyncio.gather(
                     *(stage.revoked(ls, deadline) for stage, ls in self._by_stage(lanes))
                 )
+            finished = all(calm)
         except TimeoutError:
             log.error("hand_over_timed_out", partitions=[str(lane.tp) for lane in lanes])
         # Forced: even with nothing new to commit, the broker must take a commit from this
         # member, or the hand-over is not clean (a zombie's commit is refused).
-        clean = await self.commit_point.commit(lanes, force=True)
+        committed = await self.commit_point.commit(lanes, force=True)
+        clean = committed and finished
         try:
             async with asyncio.timeout(self.s.broker_timeout_s):
                 for stage, ls in self._by_stage(lanes):
@@ -294,7 +374,7 @@ class Engine(RebalanceListener):
                     self._held.discard(key)
                     released.append(self._stores[key])
         self.backpressure.forget(lanes)
-        if not clean:
+        if not committed:
             # The group may have moved on before this member knew (a stall past its
             # session): another holder may have written to these changelogs meanwhile, and
             # their ends now would vouch for a map that lacks it. Read them again on return.
@@ -310,7 +390,8 @@ class Engine(RebalanceListener):
         log.info(
             "partitions_handed_over",
             partitions=sorted(str(lane.tp) for lane in lanes),
-            committed=clean,
+            committed=committed,
+            clean=clean,
         )
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
@@ -364,17 +445,7 @@ class Engine(RebalanceListener):
             start = firsts[tp]
             c = committed[tp]
             if c is not None and c < start:
-                # Retention deleted records nobody processed: never a silent skip.
-                metrics.RECORDS_LOST.labels(tp.topic, str(tp.partition)).inc(start - c)
-                log.error(
-                    "records_lost_to_retention",
-                    topic=tp.topic,
-                    partition=tp.partition,
-                    first_lost=c,
-                    last_lost=start - 1,
-                    action="these records were deleted by the broker before the worker "
-                    "processed them: find them at their source and send them again",
-                )
+                self._lost(tp, c, start)  # retention deleted records nobody processed
             elif c is not None:
                 start = c
             self.consumer.seek(tp, start)

@@ -17,10 +17,16 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
 )
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
+)
 
 from worker.engine import assignment
-from worker.engine.backend import Fenced, GroupSettings, RebalanceListener
+from worker.engine.backend import Fenced, GroupSettings, PositionLost, RebalanceListener
 from worker.engine.producer import KafkaProducer
 from worker.engine.records import Record, TopicPartition
 
@@ -167,9 +173,11 @@ class KafkaGroupConsumer(_Consumer):
             bootstrap_servers=self.bootstrap,
             group_id=s.group,
             enable_auto_commit=False,
-            # A partition the group never committed is read from its first offset (the
-            # engine seeks there itself; this covers a fetch before its seek).
-            auto_offset_reset="earliest",
+            # Never a reset by the client: a position the broker no longer has is the
+            # engine's to report (PositionLost). The engine seeks every partition it is
+            # assigned before it resumes it (a partition the group never committed: to its
+            # first offset).
+            auto_offset_reset="none",
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=int(s.heartbeat_interval_s * 1000),
             rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000),
@@ -180,6 +188,19 @@ class KafkaGroupConsumer(_Consumer):
         await self._consumer.start()
         if self._subscription is not None:
             self.subscribe(*self._subscription)
+
+    async def poll(self, timeout_s: float) -> dict[TopicPartition, list[Record]]:
+        try:
+            return await super().poll(timeout_s)
+        except OffsetOutOfRangeError as exc:
+            lost = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+            raise PositionLost(
+                {TopicPartition(tp.topic, tp.partition): o for tp, o in lost.items()}
+            ) from None
+        except NoOffsetForPartitionError:
+            # A partition assigned and not yet seeked (it is paused until the engine has
+            # restored its state and seeked it): nothing to read from it yet.
+            return {}
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:

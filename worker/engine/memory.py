@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from worker.engine import assignment
-from worker.engine.backend import Fenced, GroupSettings, RebalanceListener
+from worker.engine.backend import Fenced, GroupSettings, PositionLost, RebalanceListener
 from worker.engine.records import Output, Record, TopicPartition
 
 
@@ -213,9 +213,21 @@ class MemoryGroupConsumer:
             self.group.members[self.member_id] = self
             await self.group.rebalance()
         out: dict[TopicPartition, list[Record]] = {}
+        lost = {
+            tp: self.positions[tp]
+            for tp in sorted(self.assigned - self.paused)
+            if tp in self.positions
+            and not (
+                self.broker.logs[tp.topic][tp.partition].start
+                <= self.positions[tp]
+                <= self.broker.logs[tp.topic][tp.partition].end
+            )
+        }
+        if lost:  # as a Kafka consumer with auto_offset_reset=none: never a silent reset
+            raise PositionLost(lost)
         for tp in sorted(self.assigned - self.paused):
             log = self.broker.logs[tp.topic][tp.partition]
-            position = max(self.positions.get(tp, log.start), log.start)
+            position = self.positions.get(tp, log.start)
             batch = log.records[position : position + self.settings.max_poll_records]
             if batch:
                 out[tp] = batch

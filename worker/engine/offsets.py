@@ -60,12 +60,10 @@ class Lane:
     def committed_to(self, offset: int) -> None:
         self.committed = max(self.committed, offset)
 
-    def first_undone(self) -> int | None:
-        """The oldest handed offset not done yet (what holds the commit back), or None."""
-        for offset in self._waiting:
-            if offset not in self._done:
-                return offset
-        return None
+    def skip_to(self, offset: int) -> None:
+        """The records before `offset` that were not handed yet are gone from the broker
+        (said and counted by the engine): a commit may pass them."""
+        self.next_offset = max(self.next_offset, offset)
 
     @property
     def open(self) -> bool:

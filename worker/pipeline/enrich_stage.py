@@ -7,16 +7,15 @@ payments' state, then the records are done (`engine/writer.py`).
 
 Work is per partition, in order: the records of the payment-status partition p, the
 refused payments sent back to p (`RefusedPayment`: co-partitioned with it), and R16
-passes over p's waiting rejections all run in one task per partition, so that only one
-thing at a time reads and writes p's state.
+passes over p's waiting rejections all run in one loop per partition (`KeyLoop`), so
+that only one thing at a time reads and writes p's state.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,11 +30,13 @@ from worker.core import Enriched, evaluate
 from worker.core.intake import Intake, intake
 from worker.core.register_book import RegisterBook
 from worker.engine.delivery import DeliveryAbandoned
-from worker.engine.engine import Engine
+from worker.engine.engine import StageContext
+from worker.engine.key_loop import KeyLoop, KeyLoops
 from worker.engine.offsets import Lane
 from worker.engine.records import Output, Record, StateChange
 from worker.pipeline.dead_letters import dead_letter
-from worker.pipeline.outputs import RefusedPayment, rejection_output, submission_output
+from worker.pipeline.decision import decided
+from worker.pipeline.outputs import Marks, RefusedPayment
 from worker.pipeline.payment_state import (
     REJECTED,
     SUBMITTED,
@@ -58,22 +59,20 @@ TIMING_SAMPLE = 16  # one evaluation in this many is timed for flyt_enrich_secon
 BACKLOG_RECORDS = 200
 
 
+Item = tuple[Any, ...]  # ("records", lane, records) or ("reevaluate", tenant)
+
+
 class EnrichStage:
     name = "enrich"
 
-    def __init__(self, s: Settings, book: RegisterBook) -> None:
+    def __init__(self, s: Settings, book: RegisterBook, ctx: StageContext) -> None:
         self.s = s
         self.book = book
+        self.ctx = ctx
         self.topics: tuple[str, ...] = (s.topics.payments, refused_topic(s))
-        self.engine: Engine | None = None  # set when the engine is built
-        self._partitions: dict[int, _PartitionWork] = {}
+        self._loops: KeyLoops[int, Item] = KeyLoops(ctx.fail)
+        self._queued: dict[int, set[str]] = {}  # partition → tenants with an R16 pass queued
         self._evaluated = 0
-
-    @property
-    def ctx(self) -> Engine:
-        if self.engine is None:
-            raise RuntimeError("the enrich stage is not attached to an engine")
-        return self.engine
 
     def states(self, partition: int) -> PaymentStates:
         return PaymentStates(
@@ -83,23 +82,25 @@ class EnrichStage:
     # --- the engine's side ---------------------------------------------------------------
 
     def submit(self, lane: Lane, records: list[Record]) -> None:
-        work = self._partitions.get(lane.tp.partition)
-        if work is not None:
-            work.put(("records", lane, records))
+        loop = self._loops.get(lane.tp.partition)
+        if loop is not None:
+            loop.put(("records", lane, records))
 
     async def assigned(self, lanes: list[Lane]) -> None:
         for partition in sorted({lane.tp.partition for lane in lanes}):
-            work = self._partitions.get(partition)
-            if work is None:
-                work = self._partitions[partition] = _PartitionWork(self, partition)
+            self._loops.start(partition, f"enrich-{partition}", self._partition_loop(partition))
             # Snapshots that arrived while this partition was elsewhere (or the worker
             # was down) have not been applied to its waiting rejections yet.
-            work.put(("reevaluate", CATCH_UP))
+            self._queue_pass(partition, CATCH_UP)
 
-    async def revoked(self, lanes: list[Lane], deadline: float) -> None:
-        partitions = {lane.tp.partition for lane in lanes}
-        works = [self._partitions.pop(p) for p in sorted(partitions) if p in self._partitions]
-        await asyncio.gather(*(work.stop(deadline) for work in works))
+    async def revoked(self, lanes: list[Lane], deadline: float) -> bool:
+        """The batch in hand finishes (by `deadline`); the rest is dropped (the next holder
+        reads it again). Nothing of the enrich stage's acts outside the broker."""
+        partitions = sorted({lane.tp.partition for lane in lanes})
+        for p in partitions:
+            self._queued.pop(p, None)
+        await self._loops.stop(partitions, deadline)
+        return True
 
     async def handed_over(self, lanes: list[Lane], clean: bool) -> None:
         pass
@@ -109,8 +110,17 @@ class EnrichStage:
     def snapshot_accepted(self, tenant: str) -> None:
         """A newer snapshot is in force for `tenant`: queue an R16 pass in every partition
         held here (never run inline: the register cache must not wait for it)."""
-        for work in self._partitions.values():
-            work.put(("reevaluate", tenant))
+        for partition in self._loops:
+            self._queue_pass(partition, tenant)
+
+    def _queue_pass(self, partition: int, tenant: str) -> None:
+        """One queued R16 pass per tenant is enough: it uses the newest snapshot."""
+        loop = self._loops.get(partition)
+        queued = self._queued.setdefault(partition, set())
+        if loop is None or tenant in queued or CATCH_UP in queued:
+            return
+        queued.add(tenant)
+        loop.put(("reevaluate", tenant))
 
     # --- one batch -------------------------------------------------------------------------
 
@@ -158,28 +168,19 @@ class EnrichStage:
                 t0 = time.perf_counter()
                 result = evaluate(parsed, self.book.index(parsed.tenant_id))
                 metrics.ENRICH_SECONDS.observe(time.perf_counter() - t0)
-            if isinstance(result, Enriched):
-                value = result.submission_json(parsed, record.value or b"", now)
-                first = before is None and not resend  # never handled: nobody posted it
-                outputs.append(
-                    submission_output(s.topics.submissions, key[0], value, record, first, backlog)
-                )
-                handled[key] = SUBMITTED
-                changes.append(states.set_handled(key, SUBMITTED, record))
-                if resend:  # a resent payment that now posts no longer waits for R16
-                    changes.append(states.set_pending(key, None, record))
-                counts[SUBMITTED] += 1
-            else:
-                rejection = result.rejection(parsed, now)
-                outputs.append(rejection_output(s.topics.rejections, rejection, record))
-                handled[key] = REJECTED
-                changes.append(states.set_handled(key, REJECTED, record))
-                if result.retryable:  # R16: waits for a snapshot that fills the gap
-                    entry = pending_entry(
-                        _text(record.value), result.snapshot_version, record.position()
-                    )
-                    changes.append(states.set_pending(key, entry, record))
-                counts[REJECTED] += 1
+            marks = Marks(
+                first_evaluation=before is None and not resend,
+                backlog=backlog,
+                resend_by=record.header(RESEND_BY),
+            )
+            written = decided(
+                s, result, parsed, record.value or b"", record, now, states=states, marks=marks
+            )
+            outputs += written.outputs
+            changes += written.changes
+            outcome = SUBMITTED if isinstance(result, Enriched) else REJECTED
+            handled[key] = outcome
+            counts[outcome] += 1
         for outcome, n in counts.items():
             if n:
                 metrics.EVENTS.labels(outcome).inc(n)
@@ -247,81 +248,37 @@ class EnrichStage:
             stage="enrich",
         )
 
+    # --- one partition's loop ----------------------------------------------------------
 
-def _text(value: bytes | None) -> str:
-    return (value or b"").decode()
-
-
-Item = tuple[Any, ...]
-
-
-class _PartitionWork:
-    """One partition's work, one item at a time: its records, in offset order per input
-    topic, and R16 passes."""
-
-    def __init__(self, stage: EnrichStage, partition: int) -> None:
-        self.stage = stage
-        self.partition = partition
-        self.queue: asyncio.Queue[Item] = asyncio.Queue()
-        self.queued_tenants: set[str] = set()
-        self.idle = True
-        self.task = asyncio.create_task(self._run(), name=f"enrich-{partition}")
-
-    def put(self, item: Item) -> None:
-        if item[0] == "reevaluate":
-            if item[1] in self.queued_tenants or CATCH_UP in self.queued_tenants:
-                return  # one queued pass per tenant is enough: it uses the newest snapshot
-            self.queued_tenants.add(item[1])
-        self.queue.put_nowait(item)
-
-    async def stop(self, deadline: float) -> None:
-        """Finish the item in hand (by `deadline`), drop the rest."""
-        if not self.idle:
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                async with asyncio.timeout_at(deadline):
-                    while not self.idle:
-                        await asyncio.sleep(0.01)
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
-
-    async def _run(self) -> None:
-        stage = self.stage
-        payments = stage.s.topics.payments
-        try:
+    def _partition_loop(self, partition: int) -> Callable[[KeyLoop[Item]], Awaitable[None]]:
+        async def run(loop: KeyLoop[Item]) -> None:
+            payments = self.s.topics.payments
             while True:
-                self.idle = True
-                item = await self.queue.get()
-                self.idle = False
-                if item[0] == "reevaluate":
-                    tenant = item[1]
-                    self.queued_tenants.discard(tenant)
-                    await self._reevaluate(tenant)
-                    continue
-                _, lane, records = item
-                if not lane.open:
-                    continue  # handed over: whoever holds it now reads it again
-                if lane.tp.topic != payments:
-                    await stage.handle_refused(lane, records)
-                    continue
-                try:
-                    await stage.handle(lane, records)
-                except DeliveryAbandoned:
-                    raise
-                except Exception as exc:  # a bug met by some event: find it, the rest go on
-                    log.exception("enrich_batch_crashed", events=len(records), error=repr(exc))
-                    await stage.handle_one_by_one(lane, records)
-        except DeliveryAbandoned as exc:
-            log.warning("enrich_stopped_before_writing", partition=self.partition, error=str(exc))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("enrich_partition_failed", partition=self.partition, error=repr(exc))
-            stage.ctx.fail(exc)
+                item = await loop.queue.get()
+                async with loop.critical():  # the item in hand finishes on a revoke
+                    if item[0] == "reevaluate":
+                        tenant = item[1]
+                        self._queued.get(partition, set()).discard(tenant)
+                        await self._reevaluate(partition, tenant)
+                        continue
+                    _, lane, records = item
+                    if not lane.open:
+                        continue  # handed over: whoever holds it now reads it again
+                    if lane.tp.topic != payments:
+                        await self.handle_refused(lane, records)
+                        continue
+                    try:
+                        await self.handle(lane, records)
+                    except DeliveryAbandoned:
+                        raise
+                    except Exception as exc:  # a bug met by some event: find it, go on
+                        log.exception("enrich_batch_crashed", events=len(records), error=repr(exc))
+                        await self.handle_one_by_one(lane, records)
 
-    async def _reevaluate(self, tenant: str) -> None:
-        stage = self.stage
-        states = stage.states(self.partition)
+        return run
+
+    async def _reevaluate(self, partition: int, tenant: str) -> None:
+        states = self.states(partition)
         tenants = sorted(states.waiting_tenants()) if tenant == CATCH_UP else [tenant]
         for t in tenants:
-            await reevaluate(stage.s, stage.book, stage.ctx, states, t)
+            await reevaluate(self.s, self.book, self.ctx, states, t)

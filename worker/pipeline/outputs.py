@@ -3,16 +3,29 @@ payments on their way back to their state's owner, and dead letters (`dead_lette
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
 from worker import logs, metrics
 from worker.contracts import Rejection
-from worker.contracts.headers import BACKLOG, FRESH, SOURCE
+from worker.contracts.headers import BACKLOG, FIRST_EVALUATION, RESEND_BY, SOURCE
 from worker.engine.records import Output, Record
 
 log = logs.get("worker.pipeline")
+
+
+@dataclass(frozen=True, slots=True)
+class Marks:
+    """What a submission's headers say of how it was made (`contracts/headers.py`)."""
+
+    first_evaluation: bool = False  # the payment's first (flyt.first_evaluation)
+    backlog: bool = False  # made while working off a backlog (flyt.backlog)
+    resend_by: bytes | None = None  # made from a resent Betalt event (flyt.resend_by)
+
+
+NO_MARKS = Marks()
 
 
 def submission_output(
@@ -20,17 +33,19 @@ def submission_output(
     tenant_id: str,
     value: bytes,
     source: Record,
-    fresh: bool = False,
-    backlog: bool = False,
+    home: str | None = None,
+    marks: Marks = NO_MARKS,
 ) -> Output:
     """A submission (its wire bytes), keyed by tenant, with where its Betalt event sits
-    (`flyt.source`: a refusal goes back there), `flyt.fresh` on a payment's first, and
-    `flyt.backlog` when made while working off a backlog."""
-    headers = [(SOURCE, source.position().encode())]
-    if fresh:
-        headers.append((FRESH, b"1"))
-    if backlog:
+    (`flyt.source`, `home`, by default `source`'s position: a refusal goes back there) and
+    its marks."""
+    headers = [(SOURCE, (home or source.position()).encode())]
+    if marks.first_evaluation:
+        headers.append((FIRST_EVALUATION, b"1"))
+    if marks.backlog:
         headers.append((BACKLOG, b"1"))
+    if marks.resend_by is not None:
+        headers.append((RESEND_BY, marks.resend_by))
     return Output(topic, tenant_id.encode(), value, headers, source=source)
 
 

@@ -1,19 +1,17 @@
 """The post stage: xledger.submissions.v1 → Xledger → receipts, rejections, dead letters.
 
-One posting loop per tenant (`tenant_poster.py`), so a slow or paused tenant never holds
-up another; a tenant's submissions all sit in one partition (keyed by tenant), so each
-loop belongs to one holding of one partition (`Lane`), and the engine commits a
-partition only past records whose outcome is on the broker.
+One posting loop per tenant per holding of a partition (`tenant_poster.py`), so a slow or
+held tenant never holds up another; a tenant's submissions all sit in one partition (keyed
+by tenant), and the engine commits a partition only past records whose outcome is on the
+broker.
 
-Hand-over (engine.md): on revoke, each of the partition's loops takes no new work, lets
-the Xledger call in hand finish or reach the request deadline, writes its outcomes, and
-stops; the engine then commits. After a clean hand-over (the commit went through) the
-partition's `posting` store notes `released`. Before each mutation the holder notes when
-it started one (`mutation_at`, wall clock). A new holder that finds the note `held`
-instead (the last holder died or was stalled) waits until one request deadline has
-passed since that last mutation began, before it looks anything up there: a mutation of
-the last holder may still be on its way to Xledger, and a lookup before it lands would
-miss it.
+Hand-over (engine.md; `posting_lease.py`): on assign, the new holder reads the partition's
+holder note and, when the last holder did not release it cleanly, waits the settle time
+past the last holder's lease before its first lookup there. On revoke, each of the
+partition's loops takes no new work, lets a mutation on its way finish (or reach the
+request deadline) and writes its outcomes, and stops; the engine then commits. Only when
+the commit went through and no loop had to cut a mutation or still holds payments whose
+outcome is unknown is the partition noted `released`.
 """
 
 from __future__ import annotations
@@ -21,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
@@ -31,12 +27,13 @@ from worker.config import Settings
 from worker.contracts import DlqReason, Submission
 from worker.contracts.reading import describe
 from worker.core.register_book import RegisterBook
-from worker.engine.engine import Engine
+from worker.engine.engine import StageContext
+from worker.engine.key_loop import KeyLoops
 from worker.engine.offsets import Lane
-from worker.engine.records import Output, Record, StateChange
+from worker.engine.records import Record
 from worker.pipeline.dead_letters import dead_letter
-from worker.pipeline.tenant_poster import TenantPoster
-from worker.pipeline.topics import POSTING, STARTED, STARTED_DAYS
+from worker.pipeline.posting_lease import Lease, takeover_wait
+from worker.pipeline.tenant_poster import PosterTools, TenantPoster
 from worker.xledger.client import XledgerClient
 
 log = logs.get("worker.pipeline")
@@ -51,37 +48,29 @@ def _tenant_of(record: Record) -> str | None:
         return None
 
 
-HOLDER = "\x00holder"  # the posting store's note on who last held the partition
-CLOCK_MARGIN_S = 1.0  # for the skew between two workers' wall clocks
-
-
 class PostStage:
     name = "post"
 
-    def __init__(self, s: Settings, book: RegisterBook, client: XledgerClient) -> None:
+    def __init__(
+        self, s: Settings, book: RegisterBook, client: XledgerClient, ctx: StageContext
+    ) -> None:
         self.s = s
-        self.book = book
-        self.client = client
+        self.ctx = ctx
         self.topics: tuple[str, ...] = (s.topics.submissions,)
-        self.engine: Engine | None = None  # set when the engine is built
-        self.posters: dict[str, TenantPoster] = {}
+        self.tools = PosterTools(s, book, client, ctx, self.route, self.stray, {})
+        self._loops: KeyLoops[tuple[int, str], tuple[Record, float]] = KeyLoops(ctx.fail)
+        self._posters: dict[tuple[int, str], TenantPoster] = {}
+        self._leases: dict[int, Lease] = {}  # lane id → its lease
         self.ready_at: dict[int, float] = {}  # lane id → loop time its first lookup may go
-        self._strays: set[asyncio.Task[None]] = set()
-        self._forgot: dict[int, float] = {}  # partition → when old `started` notes were dropped
-
-    @property
-    def ctx(self) -> Engine:
-        if self.engine is None:
-            raise RuntimeError("the post stage is not attached to an engine")
-        return self.engine
+        self._strays: dict[int, set[asyncio.Task[None]]] = {}  # lane id → dead letters on the way
 
     # --- the engine's side ---------------------------------------------------------------
 
     def submit(self, lane: Lane, records: list[Record]) -> None:
-        """Each record to its tenant's poster, as bytes: a submission is read when its
-        batch is formed, not while it waits (parsed, one takes ~8.5 KB; its bytes ~1.3 KB:
-        at the month start tens of thousands wait). Its key is its tenant (contracts.md);
-        one without a usable key is read here for its tenant."""
+        """Each record to its tenant's loop, as bytes: a submission is read when its batch
+        is formed, not while it waits (parsed, one takes ~8.5 KB; its bytes ~1.3 KB: at
+        the month start tens of thousands wait). Its key is its tenant (contracts.md); one
+        without a usable key is read here for its tenant."""
         for record in records:
             tenant = _tenant_of(record)
             if tenant is None:
@@ -93,101 +82,80 @@ class PostStage:
             self.route(tenant, lane, record)
 
     def route(self, tenant: str, lane: Lane, record: Record) -> None:
-        poster = self.posters.get(tenant)
-        if poster is None or poster.lane is not lane:
-            poster = self.posters[tenant] = TenantPoster(self, tenant, lane)
-        poster.put(record)
+        """To the tenant's loop in this lane: one per tenant per holding of a partition."""
+        key = (lane.id, tenant)
+        loop = self._loops.get(key)
+        if loop is None:
+            lease = self._leases.get(lane.id)
+            if lease is None:  # a lane not prepared: left undone, its next holder reads it
+                log.warning("post_record_without_lane", partition=lane.tp.partition)
+                return
+            poster = self._posters[key] = TenantPoster(
+                self.tools, lane, lease, self.ready_at.get(lane.id, 0.0), tenant
+            )
+            loop = self._loops.start(key, f"post-{tenant}-{lane.tp.partition}", poster.run)
+        loop.put((record, time.monotonic()))
 
     async def assigned(self, lanes: list[Lane]) -> None:
         loop = asyncio.get_running_loop()
-        now = time.time()
-        notes = []
         for lane in lanes:
-            p = lane.tp.partition
-            held = self.ctx.store(POSTING, p).get(HOLDER) or {}
-            last = held.get("mutation_at") if held.get("state") == "held" else None
-            wait = 0.0
-            if last is not None:
-                wait = max(0.0, last + self.s.xledger_request_deadline_s + CLOCK_MARGIN_S - now)
+            lease = self._leases[lane.id] = Lease(self.ctx, lane)
+            wait = takeover_wait(lease.found(), self.s.xledger_settle_s, time.time())
             self.ready_at[lane.id] = loop.time() + wait
             if wait:
                 log.warning(
                     "post_takeover_wait",
-                    partition=p,
+                    partition=lane.tp.partition,
                     wait_s=round(wait, 1),
-                    why="the last holder did not hand over cleanly and began a mutation "
-                    "less than one request deadline ago: it may still be on its way",
+                    why="the last holder did not hand over cleanly: a mutation it began may "
+                    "still be stored by Xledger until the settle time has passed",
                 )
-            notes.append(self._note(p, "held", held.get("mutation_at")))
-        await self.ctx.write([], notes)
+            await lease.take()
 
-    async def mutation_starts(self, lane: Lane, also: Sequence[StateChange] = ()) -> None:
-        """Noted (on the broker) before a mutation is sent: see the module's docstring;
-        `also`: other notes that must be on the broker before it leaves."""
-        await self.ctx.write([], [self._note(lane.tp.partition, "held", time.time()), *also])
-
-    def _note(self, partition: int, state: str, mutation_at: float | None) -> StateChange:
-        note = {"state": state, "mutation_at": mutation_at, "at": datetime.now(UTC).isoformat()}
-        return StateChange(POSTING, partition, HOLDER, note)
-
-    async def revoked(self, lanes: list[Lane], deadline: float) -> None:
+    async def revoked(self, lanes: list[Lane], deadline: float) -> bool:
+        """Each loop of these lanes: a mutation on its way finishes and its outcomes are
+        written (by `deadline`); nothing new starts. False (unclean) when one was cut, or
+        holds payments whose outcome is unknown."""
         ids = {lane.id for lane in lanes}
-        leaving = [p for p in self.posters.values() if p.lane.id in ids]
-        await asyncio.gather(*(p.stop(deadline) for p in leaving))
-        for poster in leaving:
-            if self.posters.get(poster.tenant) is poster:
-                del self.posters[poster.tenant]
-        strays = [t for t in self._strays if not t.done()]
+        keys = [key for key in self._loops if key[0] in ids]
+        calm = await self._loops.stop(keys, deadline)
+        unsettled = False
+        for key in keys:
+            poster = self._posters.pop(key, None)
+            if poster is not None:
+                unsettled |= poster.unsettled
+                poster.forget_held()
+        strays = [task for i in ids for task in self._strays.pop(i, set()) if not task.done()]
         if strays:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
                     await asyncio.gather(*strays, return_exceptions=True)
+        return calm and not unsettled
 
     async def handed_over(self, lanes: list[Lane], clean: bool) -> None:
         for lane in lanes:
             self.ready_at.pop(lane.id, None)
-        if clean:  # the commit went through: nothing of ours is in flight for these
-            await self.ctx.write(
-                [], [self._note(lane.tp.partition, "released", None) for lane in lanes]
-            )
-
-    def forget_old_starts(self, partition: int, now: float) -> None:
-        """The `started` notes older than STARTED_DAYS leave memory (their changelog is
-        deleted by age, so a restore does not bring them back): at most once an hour."""
-        last = self._forgot.get(partition, 0.0)
-        if now - last < 3600:
-            return
-        self._forgot[partition] = now
-        store = self.ctx.store(STARTED, partition)
-        store.forget([k for k, at in store.items() if now - at > STARTED_DAYS * 86_400])
-
-    def stop(self) -> None:
-        for poster in self.posters.values():
-            poster.task.cancel()
+            lease = self._leases.pop(lane.id, None)
+            if clean and lease is not None:
+                await lease.release()
 
     # --- records that are not submissions ------------------------------------------------
 
     def stray(self, lane: Lane, record: Record, error: str) -> None:
         """A record on the submissions topic that is not a submission: dead-lettered."""
-        dead = self.dead_letter(record, DlqReason.INVALID, "ValidationError", error)
+        dead = dead_letter(
+            self.s.topics.dlq,
+            record,
+            reason=DlqReason.INVALID,
+            error_class="ValidationError",
+            error=error,
+            stage="post",
+        )
 
         async def write() -> None:
             await self.ctx.write([dead], (), [(lane, record)])
 
         task = asyncio.create_task(write())
-        self._strays.add(task)
-        task.add_done_callback(self._strays.discard)
-
-    def dead_letter(
-        self, record: Record, reason: DlqReason, error_class: str, error: str, attempts: int = 1
-    ) -> Output:
-        """This stage's DLQ record for an input record (the one policy: dead_letters.py)."""
-        return dead_letter(
-            self.s.topics.dlq,
-            record,
-            reason=reason,
-            error_class=error_class,
-            error=error,
-            stage="post",
-            attempts=attempts,
-        )
+        tasks = self._strays.setdefault(lane.id, set())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)

@@ -22,16 +22,12 @@ from worker.contracts import DlqReason, PaymentStatusEvent
 from worker.contracts.reading import describe
 from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
-from worker.engine.engine import Engine
+from worker.engine.engine import StageContext
 from worker.engine.records import Output, Record, StateChange
 from worker.pipeline.dead_letters import dead_letter
-from worker.pipeline.outputs import (
-    event_record,
-    parse_position,
-    rejection_output,
-    submission_output,
-)
-from worker.pipeline.payment_state import SUBMITTED, PaymentStates
+from worker.pipeline.decision import decided
+from worker.pipeline.outputs import event_record, parse_position
+from worker.pipeline.payment_state import PaymentStates
 
 log = logs.get("worker.pipeline")
 
@@ -48,7 +44,7 @@ def waiting_source(s: Settings, partition: int, payment: str, entry: dict[str, A
 
 
 async def reevaluate(
-    s: Settings, book: RegisterBook, engine: Engine, states: PaymentStates, tenant: str
+    s: Settings, book: RegisterBook, ctx: StageContext, states: PaymentStates, tenant: str
 ) -> None:
     """Evaluate the tenant's waiting rejections in this partition against its snapshot."""
     index = book.index(tenant)
@@ -87,22 +83,27 @@ async def reevaluate(
             changes.append(states.set_pending(key, None))
             continue
         result = evaluate(event, index)
+        written = decided(
+            s,
+            result,
+            event,
+            entry["event"].encode(),
+            source,
+            now,
+            states=states,
+            home=str(entry.get("source") or "") or None,
+        )
+        outputs += written.outputs
+        changes += written.changes
         if isinstance(result, Enriched):
-            value = result.submission_json(event, entry["event"].encode(), now)
-            outputs.append(submission_output(s.topics.submissions, tenant, value, source))
-            changes.append(states.set_handled(key, SUBMITTED, source))
-            changes.append(states.set_pending(key, None, source))
             metrics.REEVALUATIONS.labels(tenant, "submitted").inc()
             submitted += 1
         else:
-            rejection = result.rejection(event, now)
-            outputs.append(rejection_output(s.topics.rejections, rejection, source))
-            changes.append(states.set_pending(key, {**entry, "version": index.version}, source))
             metrics.REEVALUATIONS.labels(tenant, "still_rejected").inc()
             still += 1
-    dead = await engine.write(outputs, changes)
+    dead = await ctx.write(outputs, changes)
     if dead:  # dead-lettered instead (too large to write): it waits no longer
-        await engine.write([], [states.set_pending(sources[d], None) for d in dead if d in sources])
+        await ctx.write([], [states.set_pending(sources[d], None) for d in dead if d in sources])
     log.info(
         "rejections_reevaluated",
         tenant_id=tenant,

@@ -1,128 +1,155 @@
-"""One tenant's posting loop: gather a burst, post it, record every outcome.
+"""One tenant's posting loop within one holding of a partition: gather a burst, post it,
+record every outcome.
 
 A batch is gathered for the window from its first payment's arrival (longer while the
 payments come from a backlog), sent at once when it fills a mutation, but never before the
-tenant's request budget has room for it. Before posting, R18: a
-submission decided under other Xledger settings than the ones in force is evaluated
-again. Then the client posts (looking up before it posts; `fence` asked immediately
-before each mutation: the partition is still ours and our group membership confirmed),
-and every outcome goes to the broker before its records are done:
-- posted (or already in Xledger): a receipt;
-- refused by Xledger (R14): a rejection `XLEDGER_REFUSED`, and the payment sent back to
-  the holder of its state (`RefusedPayment`) to wait for a newer snapshot (R16);
-- failed after retries: a dead letter;
-- held (the tenant's token is missing or refused): no outcome; the loop pauses until the
-  token changes, then posts them again;
-- abandoned (the fence said no): no outcome; the partition's next holder posts them.
+tenant's request budget has room for it. Then, in order:
+1. a payment that already has its outcome (`post_outcomes.py`: read again after a crash or
+   a hand-over) gets no other;
+2. R18: a submission decided under other Xledger settings than the ones in force is looked
+   up where it was evaluated for, and evaluated again only when Xledger lacks it there;
+3. the client looks every payment up and posts what Xledger lacks (R14, decided 12-06),
+   asking the fence (`posting_lease.py`) right before each mutation leaves;
+4. every outcome goes to the broker, with the payment's outcome state, before its records
+   are done:
+   - posted (or already in Xledger): a receipt;
+   - refused by Xledger (R14): a rejection `XLEDGER_REFUSED`, and the payment sent back to
+     the holder of its state to wait for a newer snapshot (R16; `decision.py`);
+   - failed after retries, and known absent from Xledger: a dead letter;
+   - held: no outcome yet. The tenant's token is missing or refused: the loop pauses until
+     it changes. A mutation's outcome is unknown, or Xledger cannot be asked: held aside
+     (the tenant's other payments go on) and posted again, lookup first, after the settle
+     time (or a short wait);
+   - abandoned (the fence said no): no outcome; the partition's next holder posts them.
 
-About 410 lines: one tenant's loop from gathering to outcomes written, in the order it runs.
+From the fence's yes until its outcomes are written, a mutation may be on its way to
+Xledger: that is the loop's critical step, which a hand-over lets finish.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
 from worker import logs, metrics
-from worker.contracts import DlqReason, Rejection, Submission
-from worker.contracts.headers import BACKLOG, FRESH, REPLAY_COUNT, SOURCE
+from worker.config import Settings
+from worker.contracts import DlqReason, PaymentStatusEvent, Submission
+from worker.contracts.headers import BACKLOG, FIRST_EVALUATION, SOURCE
 from worker.contracts.reading import describe
-from worker.core import Enriched, evaluate
+from worker.core import evaluate
 from worker.core.messages import xledger_refused
 from worker.core.outcome import Rejected
 from worker.core.posting import settings_changed
+from worker.core.register_book import RegisterBook
 from worker.core.register_index import RegisterIndex
-from worker.engine.delivery import DeliveryAbandoned
+from worker.engine.engine import StageContext
+from worker.engine.key_loop import KeyLoop
 from worker.engine.offsets import Lane
 from worker.engine.records import Output, Record, StateChange
-from worker.pipeline.outputs import (
-    RefusedPayment,
-    parse_position,
-    refused_output,
-    rejection_output,
+from worker.pipeline.dead_letters import dead_letter
+from worker.pipeline.decision import decided
+from worker.pipeline.post_outcomes import (
+    DEAD_LETTERED,
+    POSTED,
+    REJECTED,
+    Outcome,
+    PostOutcomes,
+    answered,
+    by_hand,
 )
-from worker.pipeline.payment_state import store_key
-from worker.pipeline.topics import STARTED, refused_topic
-from worker.xledger.client import HoldReason, PostResult, Target
+from worker.pipeline.posting_lease import Lease
+from worker.pipeline.topics import OUTCOMES
+from worker.xledger.client import HoldReason, PostResult, Target, XledgerClient
+from worker.xledger.errors import LookupFailed
 from worker.xledger.wire import MAX_PAYMENTS_PER_REQUEST
-
-if TYPE_CHECKING:
-    from worker.pipeline.post_stage import PostStage
 
 log = logs.get("worker.pipeline")
 
-Item = tuple[Submission, Record]
-UNRESOLVED_RETRY_S = 10.0  # held with an unknown outcome: posted again (lookup first) after
+PRUNE_EVERY_S = 3600.0  # outcomes whose submissions are gone leave at most this often
+
+
+class Item(NamedTuple):
+    """A submission, read, with the record it came in and the Betalt event it carries."""
+
+    sub: Submission
+    record: Record
+    event: PaymentStatusEvent
+
+
+@dataclass(frozen=True)
+class PosterTools:
+    """What a tenant's posting loop needs, given by the post stage."""
+
+    s: Settings
+    book: RegisterBook
+    client: XledgerClient
+    ctx: StageContext
+    # A record keyed for another tenant goes to that tenant's loop in the same lane.
+    route: Callable[[str, Lane, Record], None]
+    # A record that is no submission: dead-lettered (by the stage, in the lane's order).
+    stray: Callable[[Lane, Record, str], None]
+    # When the outcomes of a partition were last pruned (partition → monotonic time).
+    pruned: dict[int, float]
 
 
 class TenantPoster:
-    def __init__(self, stage: PostStage, tenant: str, lane: Lane) -> None:
-        self.stage = stage
-        self.tenant = tenant
+    def __init__(
+        self, tools: PosterTools, lane: Lane, lease: Lease, ready_at: float, tenant: str
+    ) -> None:
+        self.t = tools
         self.lane = lane
-        # Each with when it arrived (monotonic): the window counts from the first's arrival.
-        self.queue: asyncio.Queue[tuple[Record, float]] = asyncio.Queue()
-        # A mutation may be on its way to Xledger: from the first fence that said yes in a
-        # call until its outcomes are written. Before that, the call may be stopped at
-        # once (it waits for the budget, or looks up): nothing is lost.
-        self.sending = False
-        self._starting: list[StateChange] = []  # notes the next fence writes
-        self.task = asyncio.create_task(self._run(), name=f"poster-{tenant}")
+        self.lease = lease
+        self.ready_at = ready_at  # loop time the first lookup may go (the takeover wait)
+        self.tenant = tenant
+        self.loop: KeyLoop[tuple[Record, float]] | None = None
+        # Held aside with no outcome yet: (items, not before (monotonic), outcome unknown).
+        self.held: list[tuple[list[Item], float, bool]] = []
 
-    async def stop(self, deadline: float) -> None:
-        """Hand-over: a mutation on its way finishes and its outcomes are written (by
-        `deadline`); nothing new starts."""
-        if self.sending:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
-                    while self.sending:
-                        await asyncio.sleep(0.02)
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
+    @property
+    def unsettled(self) -> bool:
+        """Holds payments sent with an unknown outcome: a hand-over now is unclean (the
+        next holder waits the settle time before it looks them up)."""
+        return any(unknown for _, _, unknown in self.held)
 
-    async def _run(self) -> None:
-        try:
-            while self.lane.open:
-                batch = await self._gather()
-                await self._takeover_wait()
-                if not self.lane.open:
-                    return
-                await self._post(batch)
-        except DeliveryAbandoned as exc:
-            log.warning("post_stopped_before_writing", tenant_id=self.tenant, error=str(exc))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # Not knowing what was posted, dead-lettering could put a posted payment in
-            # the DLQ: stop the worker instead; a restart reads them again and looks up.
-            log.exception("post_stage_failed", tenant_id=self.tenant, error=repr(exc))
-            self.stage.ctx.fail(exc)
+    async def run(self, loop: KeyLoop[tuple[Record, float]]) -> None:
+        self.loop = loop
+        while self.lane.open:
+            records = await self._gather(loop)
+            items = self._read(records) + self._due()
+            await self._takeover_wait()
+            if not self.lane.open:
+                return
+            items = await self._without_outcome(items)
+            if items:
+                await self._post(items)
 
-    def put(self, record: Record) -> None:
-        self.queue.put_nowait((record, time.monotonic()))
+    # --- gathering -------------------------------------------------------------------------
 
-    async def _gather(self) -> list[Item]:
+    async def _gather(self, loop: KeyLoop[tuple[Record, float]]) -> list[Record]:
         """The next batch: the tenant's payments gathered for the window from the first
         one's arrival (fewer requests; the window bounds the wait, including a wait behind
         the batch before it), or for the longer backlog window while they come from a
         backlog (a burst: more are on their way; the first payment made after the backlog
         ends closes the batch). Sent at once when they fill a mutation (250 payments), but
         never before the tenant's request budget has room (waiting for the limit with half
-        a batch would only cost more requests later)."""
-        s = self.stage.s
-        queue = self.queue
-        record, arrived = await queue.get()
+        a batch would only cost more requests later). Empty when held payments are due."""
+        s = self.t.s
+        queue = loop.queue
+        try:
+            record, arrived = await asyncio.wait_for(queue.get(), self._next_due_in())
+        except TimeoutError:
+            return []
         batch = [record]
         start = time.monotonic()
-        index = self.stage.book.index(self.tenant)
-        hold = self.stage.client.ready_in(index.settings.token_ref) if index else 0.0
+        index = self.t.book.index(self.tenant)
+        hold = self.t.client.ready_in(index.settings.token_ref) if index else 0.0
         usual = max(arrived + s.post_batch_window_s, start + hold)
         longer = max(arrived + s.post_backlog_window_s, usual)
         while len(batch) < s.post_batch_max:
@@ -138,47 +165,105 @@ class TenantPoster:
             except TimeoutError:
                 break
             batch.append(record)
-        return self._read(batch)
+        return batch
 
     def _read(self, records: list[Record]) -> list[Item]:
         """The batch's submissions, read now (they waited as bytes). One that is not a
-        submission is dead-lettered; one keyed for another tenant goes to its poster."""
+        submission of this worker's (with its Betalt event and Xledger URL) is
+        dead-lettered; one keyed for another tenant goes to its loop."""
         items: list[Item] = []
         for record in records:
             try:
                 sub = Submission.model_validate_json(record.value or b"")
             except ValidationError as exc:
-                self.stage.stray(self.lane, record, describe(exc))
+                self.t.stray(self.lane, record, describe(exc))
+                continue
+            if sub.event is None or sub.xledger_url is None:
+                why = "a submission must carry its Betalt event and its Xledger URL"
+                self.t.stray(self.lane, record, why)
                 continue
             if sub.tenant_id != self.tenant:
-                self.stage.route(sub.tenant_id, self.lane, record)
+                self.t.route(sub.tenant_id, self.lane, record)
                 continue
-            items.append((sub, record))
+            items.append(Item(sub, record, sub.event))
         return items
 
+    def _hold(self, items: list[Item], not_before: float, unknown: bool) -> None:
+        if items:
+            self.held.append((items, not_before, unknown))
+            metrics.POST_HELD.labels(self.tenant).inc(len(items))
+
+    def forget_held(self) -> None:
+        """The loop has stopped (a hand-over): what it held is read again by the next holder."""
+        held = sum(len(items) for items, _, _ in self.held)
+        if held:
+            metrics.POST_HELD.labels(self.tenant).dec(held)
+        self.held = []
+
+    def _next_due_in(self) -> float | None:
+        if not self.held:
+            return None
+        return max(0.0, min(at for _, at, _ in self.held) - self._now())
+
+    def _due(self) -> list[Item]:
+        now = self._now()
+        due = [entry for entry in self.held if entry[1] <= now]
+        self.held = [entry for entry in self.held if entry[1] > now]
+        items = [item for batch, _, _ in due for item in batch]
+        if items:
+            metrics.POST_HELD.labels(self.tenant).dec(len(items))
+        return items
+
+    def _now(self) -> float:
+        return self.t.client.clock()
+
     async def _takeover_wait(self) -> None:
-        """After an unclean hand-over, a request of the last holder may still be in flight:
-        its first lookup here waits until that request's deadline has passed."""
-        wait = self.stage.ready_at.get(self.lane.id, 0.0) - asyncio.get_running_loop().time()
+        """After an unclean hand-over, a mutation of the last holder may still be stored
+        by Xledger: the first lookup here waits until its settle time has passed."""
+        wait = self.ready_at - asyncio.get_running_loop().time()
         if wait > 0:
             await asyncio.sleep(wait)
 
+    # --- 1. an outcome for ever --------------------------------------------------------
+
+    def _outcomes(self) -> PostOutcomes:
+        return PostOutcomes(self.t.ctx.store(OUTCOMES, self.lane.tp.partition))
+
+    async def _without_outcome(self, items: list[Item]) -> list[Item]:
+        """R14: a payment with an outcome gets no other; its record, read again, is done."""
+        outcomes = self._outcomes()
+        settled = [
+            item
+            for item in items
+            if answered(outcomes.get(self.tenant, item.sub.payment_id), item.record)
+        ]
+        if not settled:
+            return items
+        log.info(
+            "submissions_already_answered",
+            tenant_id=self.tenant,
+            payments=len(settled),
+            why="read again (a crash or a hand-over): their outcome stands",
+        )
+        await self.t.ctx.write([], (), [(self.lane, item.record) for item in settled])
+        ids = {id(item) for item in settled}
+        return [item for item in items if id(item) not in ids]
+
+    # --- 2 and 3: R18, then the client ---------------------------------------------------
+
     async def _fence(self) -> bool:
-        """Asked by the client immediately before it sends a mutation: the partition is
-        still ours, our membership is confirmed, and the mutation's start is noted."""
-        if not await self.stage.ctx.confirm(self.lane):
+        """Asked by the client right before a mutation leaves (`Lease.fence`). From its
+        yes until the outcomes are written, a hand-over lets this step finish."""
+        if not await self.lease.fence():
             return False
-        # One write: when this mutation begins (the hand-over note), and that posting the
-        # batch's payments began (a duplicate of one is looked up, never posted twice).
-        await self.stage.mutation_starts(self.lane, self._starting)
-        self._starting = []
-        self.sending = self.lane.open
-        return self.sending
+        assert self.loop is not None
+        self.loop.begin_critical()
+        return True
 
     async def _post(self, items: list[Item]) -> None:
-        stage = self.stage
+        t = self.t
         while items and self.lane.open:
-            index = stage.book.index(self.tenant)
+            index = t.book.index(self.tenant)
             if index is None:  # (the cache has caught up: only a snapshot topic wiped)
                 await self._wait_for_snapshot()
                 continue
@@ -187,126 +272,152 @@ class TenantPoster:
                 return
             settings = index.settings
             target = Target(self.tenant, settings.url, settings.token_ref, index.test_tenant)
-            fresh, self._starting = self._fresh_of(items)
+            first = {
+                item.sub.payment_id
+                for item in items
+                if item.record.header(FIRST_EVALUATION) is not None and not by_hand(item.record)
+            }
             try:
-                subs = [sub for sub, _ in items]
-                result = await stage.client.post(target, subs, self._fence, fresh)
+                result = await t.client.post(
+                    target, [item.sub for item in items], self._fence, first
+                )
                 await self._record(items, result)
             finally:
-                self.sending = False
+                if self.loop is not None:
+                    self.loop.end_critical()
             if result.held:
-                held = {id(sub) for sub in result.held}
-                items = [item for item in items if id(item[0]) in held]
-                if result.held_reason is HoldReason.TOKEN:
+                items = self._after_hold(items, result)
+                if items and result.held_reason is HoldReason.TOKEN:
                     await self._pause_for_token(target.token_ref, result.held_why)
-                else:  # outcome unknown, Xledger not answering lookups: later, lookup first
-                    log.warning(
-                        "xledger_outcome_unresolved_retry",
-                        tenant_id=self.tenant,
-                        payments=len(items),
-                        retry_in_s=UNRESOLVED_RETRY_S,
-                    )
-                    await asyncio.sleep(UNRESOLVED_RETRY_S)
-            elif result.abandoned and self.lane.open:
+                    continue
+                return
+            if result.abandoned and self.lane.open:
                 # Membership could not be confirmed (the broker did not answer): try again.
                 abandoned = {id(sub) for sub in result.abandoned}
-                items = [item for item in items if id(item[0]) in abandoned]
+                items = [item for item in items if id(item.sub) in abandoned]
                 await asyncio.sleep(1.0)
-            else:
-                return
+                continue
+            return
 
-    def _fresh_of(self, items: list[Item]) -> tuple[set[str], list[StateChange]]:
-        """The payments nobody began to post before: the enrich stage's first submission
-        of the payment (`flyt.fresh`, not a replay), with no note that posting it began.
-        Their first mutation needs no lookup (one request per batch, not two; issue 20);
-        every other payment is looked up first. And the notes that posting these begins,
-        written (by the fence) before any mutation can leave."""
-        stage, p = self.stage, self.lane.tp.partition
-        started = stage.ctx.store(STARTED, p)
-        now = time.time()
-        fresh: set[str] = set()
-        notes = []
-        for sub, record in items:
-            key = store_key((self.tenant, sub.payment_id))
-            if (
-                record.header(FRESH) is not None
-                and record.header(REPLAY_COUNT) is None
-                and started.get(key) is None
-            ):
-                fresh.add(sub.payment_id)
-            notes.append(StateChange(STARTED, p, key, now))
-        stage.forget_old_starts(p, now)
-        return fresh, notes
+    def _after_hold(self, items: list[Item], result: PostResult) -> list[Item]:
+        """Held payments: those whose outcome is unknown, or that Xledger could not be
+        asked about, are set aside until `retry_at`; for the token, returned (to post
+        again once it changes)."""
+        held = {id(sub) for sub in result.held}
+        kept = [item for item in items if id(item.sub) in held]
+        unknown = [item for item in kept if item.sub.payment_id in result.unknown]
+        rest = [item for item in kept if item.sub.payment_id not in result.unknown]
+        retry_at = result.retry_at if result.retry_at is not None else self._now()
+        self._hold(unknown, retry_at, unknown=True)
+        if result.held_reason is HoldReason.TOKEN:
+            return rest
+        self._hold(rest, retry_at, unknown=False)
+        if kept:
+            log.warning(
+                "xledger_payments_held",
+                tenant_id=self.tenant,
+                payments=len(kept),
+                unknown_outcome=len(unknown),
+                retry_in_s=round(max(0.0, retry_at - self._now()), 1),
+                why=result.held_why,
+            )
+        return []
 
     async def _evaluate_again_if_settings_changed(
         self, items: list[Item], index: RegisterIndex
     ) -> list[Item]:
         """R18 (decided): a voucher decided under another URL, Motkonto or Bankkonti-pkey
-        than the snapshot in force is evaluated again against it before it is posted."""
-        keep: list[Item] = []
-        outputs: list[Output] = []
-        finished: list[Record] = []
-        now = datetime.now(UTC)
-        for sub, record in items:
-            if not settings_changed(sub.lines, sub.xledger_url, index.settings):
-                keep.append((sub, record))
+        than the snapshot in force is evaluated again against it before it is posted, but
+        only once a lookup where it was decided for says Xledger lacks it: a payment posted
+        just before a crash is in Xledger, and gets its receipt, not a second voucher or a
+        rejection (R14, decided 12-06)."""
+        changed = [
+            i for i in items if settings_changed(i.sub.lines, i.sub.xledger_url, index.settings)
+        ]
+        if not changed:
+            return items
+        keep = [i for i in items if i not in changed]
+        by_target: dict[Target, list[Item]] = defaultdict(list)
+        for item in changed:
+            sub = item.sub
+            ref = sub.token_ref or index.settings.token_ref
+            url = sub.xledger_url or index.settings.url
+            by_target[Target(self.tenant, url, ref, index.test_tenant)].append(item)
+        for target, group in by_target.items():
+            try:
+                found = await self.t.client.find(target, [item.sub for item in group])
+            except LookupFailed as exc:
+                log.warning("r18_lookup_failed", tenant_id=self.tenant, error=str(exc))
+                self._hold(group, self._now() + self.t.client.s.unresolved_retry_s, unknown=False)
                 continue
+            await self._record(group, found)
+            absent = {id(sub) for sub in found.absent}
+            await self._evaluate_again(index, [i for i in group if id(i.sub) in absent])
+        return keep
+
+    async def _evaluate_again(self, index: RegisterIndex, items: list[Item]) -> None:
+        if not items:
+            return
+        outputs: list[Output] = []
+        changes: list[StateChange] = []
+        outcomes = self._outcomes()
+        now = datetime.now(UTC)
+        for item in items:
+            sub, record = item.sub, item.record
             log.info(
                 "submission_evaluated_again",
                 tenant_id=self.tenant,
                 payment_id=sub.payment_id,
                 evaluated_with=sub.snapshot_version,
                 in_force=index.version,
-                why="the snapshot in force has another Xledger URL, Motkonto or Bankkonti-pkey",
+                why="the snapshot in force has another Xledger URL, Motkonto or Bankkonti-pkey, "
+                "and Xledger lacks the payment where it was evaluated for",
             )
-            if sub.event is None:  # (older submissions carry no event to evaluate)
-                outputs.append(
-                    self.stage.dead_letter(
-                        record,
-                        DlqReason.SNAPSHOT_CHANGED,
-                        "SnapshotChanged",
-                        f"the tenant's Xledger settings changed (v{index.version}) since this "
-                        f"payment was evaluated (v{sub.snapshot_version}), and the submission "
-                        "does not carry its Betalt event: resend it (rejections resend)",
-                    )
+            result = evaluate(item.event, index)
+            written = decided(
+                self.t.s,
+                result,
+                item.event,
+                item.event.model_dump_json().encode(),
+                record,
+                now,
+                states=None,
+                home=(record.header(SOURCE) or b"").decode() or None,
+            )
+            outputs += written.outputs
+            if isinstance(result, Rejected):  # a new submission, if any, gets its own outcome
+                changes.append(
+                    outcomes.change(self.tenant, sub.payment_id, self._outcome(REJECTED, [record]))
                 )
-                finished.append(record)
-                continue
-            result = evaluate(sub.event, index)
-            if isinstance(result, Enriched):
-                # Written as a new submission (the record of what is posted), which this
-                # loop posts when it comes round; this one ends here.
-                value = result.submission_json(sub.event, sub.event.model_dump_json().encode(), now)
-                outputs.append(
-                    Output(
-                        self.stage.s.topics.submissions,
-                        self.tenant.encode(),
-                        value,
-                        [(SOURCE, record.header(SOURCE) or b"")],
-                        source=record,
-                    )
-                )
-            else:
-                rejection = result.rejection(sub, now)
-                outputs += self._rejected(sub, record, rejection)
-            finished.append(record)
-        if outputs:
-            await self.stage.ctx.write(outputs, (), [(self.lane, r) for r in finished])
-        return keep
+        await self.t.ctx.write(outputs, changes, [(self.lane, item.record) for item in items])
+
+    # --- 4. outcomes ------------------------------------------------------------------------
+
+    def _outcome(self, kind: str, records: list[Record]) -> Outcome:
+        return Outcome(kind, max(r.offset for r in records), time.time())
 
     async def _record(self, items: list[Item], result: PostResult) -> None:
-        """Put the outcomes of one post on the broker; their records are then done."""
-        stage = self.stage
-        topics = stage.s.topics
-        by_sub = {id(sub): record for sub, record in items}
-        by_payment: dict[str, list[Record]] = defaultdict(list)
-        for sub, record in items:
-            by_payment[sub.payment_id].append(record)
+        """Put the outcomes of one post on the broker, with each payment's outcome state;
+        their records are then done."""
+        t = self.t
+        topics = t.s.topics
+        by_payment: dict[str, list[Item]] = defaultdict(list)
+        for item in items:
+            by_payment[item.sub.payment_id].append(item)
+        outcomes = self._outcomes()
         outputs: list[Output] = []
-        finished: set[str] = set()
+        changes: list[StateChange] = []
+        finished: list[Record] = []
         now = datetime.now(UTC)
-        for receipt in result.receipts:
-            source = by_payment[receipt.payment_id][0]
+
+        def answer(payment: str, kind: str) -> list[Record]:
+            records = [item.record for item in by_payment[payment]]
+            finished.extend(records)
+            changes.append(outcomes.change(self.tenant, payment, self._outcome(kind, records)))
+            return records
+
+        for receipt in dict((r.payment_id, r) for r in result.receipts).values():
+            source = answer(receipt.payment_id, POSTED)[0]
             outputs.append(
                 Output(
                     topics.receipts,
@@ -315,34 +426,42 @@ class TenantPoster:
                     source=source,
                 )
             )
-            finished.add(receipt.payment_id)
-        for sub, message in result.refused:
-            record = by_sub.get(id(sub)) or by_payment[sub.payment_id][0]
-            rejection = Rejected(sub.snapshot_version, (xledger_refused(message),)).rejection(
-                sub, now
-            )
-            outputs += self._rejected(sub, record, rejection)
-            finished.add(sub.payment_id)
-        for sub, code, message in result.failed:
-            record = by_sub.get(id(sub)) or by_payment[sub.payment_id][0]
+        for sub, message in dict((s.payment_id, (s, m)) for s, m in result.refused).values():
+            item = by_payment[sub.payment_id][0]
+            answer(sub.payment_id, REJECTED)
+            refused = Rejected(sub.snapshot_version, (xledger_refused(message),))
+            outputs += decided(
+                t.s,
+                refused,
+                item.event,
+                item.event.model_dump_json().encode(),
+                item.record,
+                now,
+                states=None,
+                home=(item.record.header(SOURCE) or b"").decode() or None,
+            ).outputs
+        for sub, code, message in dict(
+            (s.payment_id, (s, c, m)) for s, c, m in result.failed
+        ).values():
+            record = answer(sub.payment_id, DEAD_LETTERED)[0]
             outputs.append(
-                stage.dead_letter(
+                dead_letter(
+                    topics.dlq,
                     record,
-                    DlqReason.for_xledger(code),
-                    f"Xledger {code}",
-                    message,
-                    attempts=stage.client.s.max_attempts,
+                    reason=DlqReason.for_xledger(code),
+                    error_class=f"Xledger {code}",
+                    error=message,
+                    stage="post",
+                    attempts=t.client.s.max_attempts,
                 )
             )
-            finished.add(sub.payment_id)
-        done = [(self.lane, r) for pid in finished for r in by_payment[pid]]
-        await stage.ctx.write(outputs, (), done)
-        created = {sub.payment_id: sub.created_at for sub, _ in items}
+        changes += self._expired(outcomes)
+        await t.ctx.write(outputs, changes, [(self.lane, r) for r in finished])
         acked = datetime.now(UTC)
         for receipt in result.receipts:
             # From the enrich stage reading the Betalt event to the receipt on the broker.
-            seconds = (acked - created[receipt.payment_id]).total_seconds()
-            metrics.BETALT_TO_RECEIPT_SECONDS.observe(seconds)
+            created = by_payment[receipt.payment_id][0].sub.created_at
+            metrics.BETALT_TO_RECEIPT_SECONDS.observe((acked - created).total_seconds())
         log.info(
             "batch_posted",
             tenant_id=self.tenant,
@@ -355,27 +474,16 @@ class TenantPoster:
             requests=result.requests,
         )
 
-    def _rejected(self, sub: Submission, record: Record, rejection: Rejection) -> list[Output]:
-        """A rejection for the Økonomi tab, and the payment sent back to the holder of its
-        state to wait for a newer snapshot (R16); without its event or its source (older
-        submissions) it cannot wait: re-sending it by hand (R13) is the way."""
-        s = self.stage.s
-        where = parse_position((record.header(SOURCE) or b"").decode())
-        outputs = []
-        if sub.event is not None and where is not None and rejection.retryable:
-            _, partition, _ = where
-            refused = RefusedPayment(
-                tenant_id=sub.tenant_id,
-                payment_id=sub.payment_id,
-                snapshot_version=sub.snapshot_version,
-                event=sub.event.model_dump_json(),
-                source=(record.header(SOURCE) or b"").decode(),
-            )
-            outputs.append(refused_output(refused_topic(s), partition, refused, record))
-        else:
-            rejection = rejection.model_copy(update={"retryable": False})
-        outputs.insert(0, rejection_output(s.topics.rejections, rejection, record))
-        return outputs
+    def _expired(self, outcomes: PostOutcomes) -> list[StateChange]:
+        """Outcomes whose submissions the broker no longer has: at most once an hour."""
+        now = time.monotonic()
+        p = outcomes.partition
+        if now - self.t.pruned.get(p, 0.0) < PRUNE_EVERY_S:
+            return []
+        self.t.pruned[p] = now
+        return outcomes.expired(time.time(), self.t.s.retention_days * 86_400)
+
+    # --- waits ---------------------------------------------------------------------------
 
     async def _wait_for_snapshot(self) -> None:
         log.error(
@@ -383,14 +491,14 @@ class TenantPoster:
             tenant_id=self.tenant,
             action="publish a valid register snapshot for this tenant; its payments wait",
         )
-        while self.lane.open and self.stage.book.index(self.tenant) is None:
-            await asyncio.sleep(self.stage.s.token_recheck_s)
+        while self.lane.open and self.t.book.index(self.tenant) is None:
+            await asyncio.sleep(self.t.s.token_recheck_s)
 
     async def _pause_for_token(self, token_ref: str, why: str) -> None:
         """The tenant's token is missing or refused: a fault of the tenant, not of its
         payments. Hold them (other tenants go on) until the token appears or changes,
         or the snapshot names another; try again anyway after `token_retry_s`."""
-        s, client = self.stage.s, self.stage.client
+        s, client = self.t.s, self.t.client
         failed_with = client.token_fingerprint(token_ref)
         metrics.XLEDGER_TENANT_PAUSED.labels(self.tenant, metrics.PAUSED_TOKEN).set(1)
         log.error(
@@ -404,7 +512,7 @@ class TenantPoster:
         try:
             while time.monotonic() < give_up_at and self.lane.open:
                 await asyncio.sleep(s.token_recheck_s)
-                index = self.stage.book.index(self.tenant)
+                index = self.t.book.index(self.tenant)
                 ref = index.settings.token_ref if index else token_ref
                 if ref != token_ref or client.token_fingerprint(ref) != failed_with:
                     break

@@ -23,9 +23,8 @@ _LARGE = {"max.message.bytes": str(LARGE_RECORD_BYTES)}
 
 HANDLED = "handled"  # payment → its outcome so far (R17), never deleted
 PENDING = "pending"  # payment → its Betalt event, while a rejection waits for R16
-POSTING = "posting"  # the post stage's notes per submissions partition (hand-over)
-STARTED = "started"  # payment → when its posting began; kept STARTED_DAYS (not compacted)
-STARTED_DAYS = 14
+POSTING = "posting"  # the post stage's note on the partition's holder (posting_lease.py)
+OUTCOMES = "outcomes"  # payment → the post stage's outcome for it (post_outcomes.py)
 
 
 def refused_topic(s: Settings) -> str:
@@ -44,7 +43,7 @@ def stores(s: Settings) -> tuple[StoreSpec, ...]:
         StoreSpec(HANDLED, t.payments, changelog_topic(s, HANDLED), batched=True),
         StoreSpec(PENDING, t.payments, changelog_topic(s, PENDING)),
         StoreSpec(POSTING, t.submissions, changelog_topic(s, POSTING)),
-        StoreSpec(STARTED, t.submissions, changelog_topic(s, STARTED), batched=True),
+        StoreSpec(OUTCOMES, t.submissions, changelog_topic(s, OUTCOMES)),
     )
 
 
@@ -73,17 +72,5 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
         TopicSpec(t.rejections, n, {**keep, **isr}, rf),
         TopicSpec(t.dlq, n, {**_LARGE, **keep, **isr}, rf),
         TopicSpec(refused_topic(s), n, {**_LARGE, **keep, **isr}, rf),
-        *(
-            TopicSpec(spec.changelog, n, compacted, rf)
-            for spec in stores(s)
-            if spec.name != STARTED
-        ),
-        # Deleted by age, not compacted: a mark serves while a duplicate of its payment's
-        # submission may still come (a crash's re-read comes within minutes).
-        TopicSpec(
-            changelog_topic(s, STARTED),
-            n,
-            {"retention.ms": str(STARTED_DAYS * 24 * 3600 * 1000), **_LARGE, **isr},
-            rf,
-        ),
+        *(TopicSpec(spec.changelog, n, compacted, rf) for spec in stores(s)),
     ]

@@ -23,7 +23,7 @@ from worker.contracts import DlqReason
 from worker.contracts.headers import DLQ_ERROR_MESSAGE
 from worker.core.register_book import RegisterBook
 from worker.engine.backend import Backend, GroupSettings
-from worker.engine.engine import Engine, EngineSettings, Stage
+from worker.engine.engine import Engine, EngineSettings, StageFactory
 from worker.engine.kafka import KafkaBackend
 from worker.engine.records import Output
 from worker.pipeline.dead_letters import dead_letter
@@ -44,6 +44,9 @@ log = logs.get("worker.pipeline")
 
 FLUSH_MARGIN_S = 3.0  # after the request deadline, for writing outcomes and committing
 MEMBERSHIP_MARGIN_S = 2.0
+# Of a stop's grace, what is kept for leaving the group and closing the clients after the
+# hand-over (runtime.py, Pipeline.stop, Engine.stop): the hand-over gets the rest.
+STOP_LEAVE_S = 5.0
 
 
 class SettingsConflict(ValueError):
@@ -63,6 +66,20 @@ def timings(s: Settings) -> Timings:
     p = s.profile()
     deadline = s.xledger_request_deadline_s
     hand_over = deadline + FLUSH_MARGIN_S
+    if s.stop_grace_s < hand_over + STOP_LEAVE_S:
+        # A stop never cuts a mutation (engine.md): the grace holds a whole hand-over.
+        raise SettingsConflict(
+            f"the stop grace ({s.stop_grace_s:g} s) must be at least the Xledger request "
+            f"deadline plus {FLUSH_MARGIN_S:g} s to flush plus {STOP_LEAVE_S:g} s to leave "
+            f"({hand_over + STOP_LEAVE_S:g} s): raise FLYT_STOP_GRACE_S (and the pod's "
+            "terminationGracePeriodSeconds above it) or lower FLYT_XLEDGER_REQUEST_DEADLINE_S"
+        )
+    if s.xledger_settle_s < deadline:
+        raise SettingsConflict(
+            f"the settle time ({s.xledger_settle_s:g} s) must be at least the Xledger request "
+            f"deadline ({deadline:g} s): Xledger may still be storing a request the worker "
+            "stopped waiting for; raise FLYT_XLEDGER_SETTLE_S"
+        )
     if p.rebalance_timeout_s <= hand_over:
         raise SettingsConflict(
             f"the rebalance timeout ({p.rebalance_timeout_s:g} s) must exceed the Xledger request "
@@ -136,24 +153,28 @@ class Pipeline:
         self.client = client
         self.backend = backend
         self.cache = RegisterCache(backend.reader(), s.topics.registers, self.book)
-        self.enrich_stage = EnrichStage(s, self.book)
-        self.post_stage = PostStage(s, self.book, client)
         names = stage_names(s)
-        running: list[Stage] = [
-            stage for stage in (self.enrich_stage, self.post_stage) if stage.name in names
-        ]
+        factories: list[StageFactory] = []
+        if "enrich" in names:
+            factories.append(lambda ctx: EnrichStage(s, self.book, ctx))
+        if "post" in names:
+            factories.append(lambda ctx: PostStage(s, self.book, client, ctx))
         self.engine = Engine(
             backend,
             engine_settings(s),
-            running,
+            factories,
             unwritable=self._unwritable,
             shrink=self._shrink,
         )
-        self.enrich_stage.engine = self.engine
-        self.post_stage.engine = self.engine
-        self.cache.listeners.append(
-            lambda snap: self.enrich_stage.snapshot_accepted(snap.tenant_id)
+        self.enrich_stage: EnrichStage | None = next(
+            (st for st in self.engine.stages if isinstance(st, EnrichStage)), None
         )
+        self.post_stage: PostStage | None = next(
+            (st for st in self.engine.stages if isinstance(st, PostStage)), None
+        )
+        enrich = self.enrich_stage
+        if enrich is not None:
+            self.cache.listeners.append(lambda snap: enrich.snapshot_accepted(snap.tenant_id))
         self._starting: asyncio.Task[None] | None = None
 
     def states(self) -> list[PaymentStates]:

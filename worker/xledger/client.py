@@ -1,27 +1,28 @@
 """Posts Submissions to Xledger with `addGLImportItems`: batched, rate-aware, never twice.
 
-Per tenant batch:
+Per tenant batch (R14 and R18, decided 12-06: Xledger is the only truth for what is posted):
 1. ask Xledger which of the batch's external identifiers it already holds, in the import
    staging area and in the journal (`glImportItems` and `journalEntries`, one request),
-   and post only the rest; a voucher found more than once is reported as a double;
+   always, whatever the caller knows: receipts for what it holds, and only the rest is
+   posted; a voucher found more than once is reported as a double;
 2. post them in mass mutations of at most 500 nodes (250 payments), one voucher
    (`trRegNumber`) per payment, results matched back by `clientId`;
 3. just before a mutation leaves (after the pacing wait and a place in flight) ask the
    caller's fence whether it still owns the payments, and look them up again if more than
    a second has passed since the lookup said Xledger lacks them;
-4. on a failure whose outcome is unknown (timeout, reset after sending, 5xx, the hard
-   request deadline) look again before resending; on Xledger's limits wait as told; on a
-   refusal of the content, look again when more than one payment was sent, then split the
-   batch to find the refused payments and post the rest.
+4. on a failure whose outcome is unknown (the hard request deadline, a connection cut
+   after sending, a 5xx) send nothing more for those payments: they are held until the
+   settle time has passed (Xledger may still be storing the request), and the call that
+   posts them again looks them up first; on Xledger's limits wait as told; on a refusal
+   of the content, look again first (a mass mutation may be stored in part; a single
+   payment's may hold one line), then refuse exactly the payments Xledger named, or split
+   the batch to find them, and post the rest.
 
 Every payment ends in exactly one list of the `PostResult`. What was posted always has its
-receipt, whatever fails later in the call; a payment that may be in Xledger is never
-handed back as failed (a dead letter) but held. `post()` raises for no answer of Xledger's.
-
-About 800 lines on purpose: the steps above are one state machine over one batch, and
-"never twice" is a property of all of it together (a lookup, the fence, the mutation, an
-unknown outcome, a split); what stands alone lives beside it (`wire.py` the documents and
-their answers, `pacing.py` the budget, `refusal_memory.py`, `secrets.py`, `errors.py`).
+receipt, whatever fails later in the call; a payment is handed back as failed (a dead
+letter) only when a lookup of this call said Xledger lacks it and nothing of it was sent
+since with an unknown outcome; anything else is held. `post()` raises for no answer of
+Xledger's.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from worker import logs, metrics
 from worker.contracts import Receipt, ReceiptLine, Submission
 from worker.core.endpoints import UrlPolicy, url_allowed
 from worker.xledger.errors import (
+    AnswerUnclear,
     AuthFailed,
     CreditsExhausted,
     LookupFailed,
@@ -102,8 +104,8 @@ class HoldReason(StrEnum):
     """Why payments are held: no outcome yet, and the caller must post them again later."""
 
     TOKEN = "token"  # the tenant's token is missing or refused: a fault of the tenant
-    # Sent, the outcome unknown, and Xledger could not be asked since: they may be in
-    # Xledger. Posting them again later starts with a lookup.
+    # Sent with an unknown outcome, or never found absent by a lookup (Xledger not
+    # answering): they may be in Xledger. Posted again not before `retry_at`, lookup first.
     UNRESOLVED = "unresolved"
 
 
@@ -117,12 +119,19 @@ class PostResult:
     held: list[Submission] = field(default_factory=list)
     held_why: str = ""
     held_reason: HoldReason | None = None
+    # UNRESOLVED: not to be looked up before this (the client's clock): the settle time
+    # after an unknown outcome, or a backoff when Xledger could not be asked.
+    retry_at: float | None = None
+    # Of the held: sent in a mutation whose outcome is unknown (the settle time runs).
+    unknown: set[str] = field(default_factory=set)
     # Not posted because the caller no longer owns them (its `fence` said so): another
     # worker posts them now. No outcome here, on purpose.
     abandoned: list[Submission] = field(default_factory=list)
     requests: int = 0
     # External identifiers Xledger holds more than once (R18: reported, never hidden).
     duplicates: list[str] = field(default_factory=list)
+    # `find()` only: the payments Xledger lacks.
+    absent: list[Submission] = field(default_factory=list)
 
 
 @dataclass
@@ -134,6 +143,12 @@ class ClientSettings:
     request_deadline_s: float = 15.0
     # A lookup older than this when its mutation is about to leave is asked again.
     relookup_after_s: float = 1.0
+    # After an unknown outcome, the lookup that decides a resend waits this long: Xledger
+    # may still be storing the first request (R14, decided 12-06). It has no idempotency
+    # key: a request stored later than this is the one residual risk (`reconcile`).
+    settle_s: float = 60.0
+    # Held because Xledger could not be asked (a lookup failed): asked again after this.
+    unresolved_retry_s: float = 10.0
     max_attempts: int = 8  # per batch, for retryable failures ...
     # ... and never before Xledger has been failing this long: an outage of minutes is
     # waited out (every tenant holds its payments), not turned into dead letters.
@@ -155,6 +170,12 @@ class ClientSettings:
             raise ValueError(
                 f"the per-phase timeout ({self.timeout_s} s) must be below the request "
                 f"deadline ({self.request_deadline_s} s)"
+            )
+        if self.settle_s < self.request_deadline_s:
+            raise ValueError(
+                f"the settle time ({self.settle_s:g} s) must be at least the request deadline "
+                f"({self.request_deadline_s:g} s): Xledger may still be storing a request "
+                "its client stopped waiting for"
             )
 
 
@@ -189,6 +210,7 @@ class XledgerClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._clock = clock
+        self.clock = clock  # the clock of PostResult.retry_at
         self._pacer = Pacer(self.s, clock=clock, sleep=sleep)
         self.refusals = RefusalMemory(self.s.refusal_memory_s, clock)
 
@@ -214,15 +236,16 @@ class XledgerClient:
         target: Target,
         submissions: Sequence[Submission],
         fence: Fence | None = None,
-        fresh: Collection[str] = (),
+        first: Collection[str] = (),
     ) -> PostResult:
         """Post one tenant's submissions; every one ends in receipts, refused, failed, held
-        or abandoned. `fence` (sync or async) is asked just before each mutation is sent,
-        after any wait: False means the caller no longer owns these payments, and nothing
-        more is sent (the rest is abandoned). `fresh`: payment ids the caller knows nobody
-        has begun to post (no lookup before their first mutation; after any doubt about an
-        outcome they are looked up like the rest). Raises only for a caller's mistake
-        (another tenant's submissions), never for what Xledger answers."""
+        or abandoned. Each is looked up first (R14, decided 12-06). `fence` (sync or async)
+        is asked just before each mutation is sent, after any wait: False means the caller
+        no longer owns these payments, and nothing more is sent (the rest is abandoned).
+        `first`: payment ids whose submission is their first evaluation (not a resend, a
+        replay or a re-evaluation): once a lookup says Xledger lacks one, a code Xledger
+        refused lately refuses it without a mutation (`refusal_memory.py`). Raises only for
+        a caller's mistake (another tenant's submissions), never for what Xledger answers."""
         result = PostResult()
         posted: dict[str, Submission] = {}
         for sub in submissions:
@@ -247,10 +270,32 @@ class XledgerClient:
             result.held_reason = HoldReason.TOKEN
             return result
         call = self._call(target, token, result, fence)
-        await call.post_all(unique, set(fresh))
+        await call.post_all(unique, set(first))
         # Duplicates of a payment within the call share its outcome.
         if len(unique) != len(submissions):
             _share_outcomes(result, submissions, posted)
+        return result
+
+    async def find(self, target: Target, submissions: Sequence[Submission]) -> PostResult:
+        """What Xledger holds of these payments, asked and nothing posted: receipts
+        (`already_present`) for the ones it holds, `refused` for a half voucher, and the
+        ones it lacks in `failed`'s place as `absent` (R18: a payment is evaluated again
+        only after a lookup says it is absent). Raises LookupFailed when Xledger cannot
+        be asked."""
+        if not url_allowed(target.url, test_tenant=target.test_tenant, policy=self.policy):
+            raise LookupFailed(f"URL {target.url} is not an allowed Xledger URL (R2)")
+        try:
+            token = self.secrets.token(target.token_ref)
+        except MissingToken as exc:
+            raise LookupFailed(logs.mask(str(exc))) from None
+        result = PostResult()
+        call = self._call(target, token, result, None)
+        try:
+            result.absent = await call.drop_present(list(submissions))
+        except _GiveUp as exc:
+            raise LookupFailed(logs.mask(exc.message)) from None
+        except XledgerError as exc:
+            raise LookupFailed(logs.mask(f"{exc.code}: {exc}")) from None
         return result
 
     async def lookup(
@@ -403,29 +448,21 @@ class _Call:
         self.result = result
         self.attempts = 0
         self.all: list[Submission] = []
-        # Payment id → when a lookup last answered that Xledger lacks it.
+        # Payment id → when a lookup of this call last answered that Xledger lacks it.
         self.looked_at: dict[str, float] = {}
         # Sent in a mutation whose outcome is unknown, and not looked up since: they may
         # be in Xledger, so they are never handed back as failed.
         self.uncertain: set[str] = set()
+        self.settle_until: float | None = None  # the latest unknown outcome's settle end
 
-    async def post_all(self, subs: list[Submission], fresh: set[str] | None = None) -> None:
-        """One lookup for the call (of what is not fresh), then mutations of at most 250
-        payments each."""
+    async def post_all(self, subs: list[Submission], first: set[str] | None = None) -> None:
+        """One lookup for the call, always (R14, decided 12-06: whatever the caller's own
+        state says), then mutations of at most 250 payments each."""
         self.all = subs
-        fresh = fresh or set()
         try:
-            new = [s for s in subs if s.payment_id in fresh]
-            if new:
-                remembered = self.refusals.refused(self.tenant, new)
-                for sub in new:
-                    if sub.payment_id in remembered:
-                        self._refuse(sub, remembered[sub.payment_id], asked=False)
-                new = [s for s in new if s.payment_id not in remembered]
-            for sub in new:  # known absent, and not stale while the call waits
-                self.looked_at[sub.payment_id] = float("inf")
-            others = [s for s in subs if s.payment_id not in fresh]
-            absent = new + (await self._drop_present(others) if others else [])
+            absent = await self.drop_present(subs)
+            if first:
+                absent = self._refuse_remembered(absent, first)
             for start in range(0, len(absent), MAX_PAYMENTS_PER_REQUEST):
                 await self._post_absent(absent[start : start + MAX_PAYMENTS_PER_REQUEST])
         except _GiveUp as exc:
@@ -434,6 +471,7 @@ class _Call:
             # Every payment without an outcome yet is held: the token is at fault.
             self._hold(self._left(), HoldReason.TOKEN, str(exc))
         except _Fenced:
+            self._hold_unknown()  # they stay ours until they have settled and are looked up
             self.result.abandoned = self._left()
             log.warning(
                 "xledger_post_abandoned",
@@ -444,40 +482,75 @@ class _Call:
         except Exception as exc:  # an answer nobody foresaw, or a bug: keep what posted
             log.exception("xledger_post_unexpected_error", tenant_id=self.tenant)
             self._hold(self._left(), HoldReason.UNRESOLVED, f"{type(exc).__name__}: {exc}")
+        self._hold_unknown()
+
+    def _hold_unknown(self) -> None:
+        """What was sent with an unknown outcome and has no other outcome: held."""
+        unsure = [s for s in self._left() if s.payment_id in self.uncertain]
+        why = "the outcome of their mutation is unknown: looked up after the settle time"
+        self._hold(unsure, HoldReason.UNRESOLVED, why)
+
+    def _refuse_remembered(self, absent: list[Submission], first: set[str]) -> list[Submission]:
+        """Payments a lookup found absent whose first evaluation carries a code Xledger
+        refused lately: refused with Xledger's own words, no mutation sent."""
+        new = [s for s in absent if s.payment_id in first]
+        remembered = self.refusals.refused(self.tenant, new) if new else {}
+        for sub in new:
+            if sub.payment_id in remembered:
+                self._refuse(sub, remembered[sub.payment_id], asked=False)
+        return [s for s in absent if s.payment_id not in remembered]
 
     def _left(self) -> list[Submission]:
-        done = {r.payment_id for r in self.result.receipts} | {
-            s.payment_id for s, _ in self.result.refused
-        }
-        return [s for s in self.all if s.payment_id not in done]
+        held = {s.payment_id for s in self.result.held}
+        done = (
+            {r.payment_id for r in self.result.receipts}
+            | {s.payment_id for s, _ in self.result.refused}
+            | {s.payment_id for s, _, _ in self.result.failed}
+        )
+        return [s for s in self.all if s.payment_id not in done | held]
 
     def _give_up(self, code: str, message: str) -> None:
-        """Retries are spent. What may be in Xledger is held; the rest (known not to be
-        there) fails, with the code and message its dead letter will carry."""
+        """Retries are spent. A payment fails (its dead letter carries the code and
+        message) only when a lookup of this call said Xledger lacks it and nothing of it
+        was sent since with an unknown outcome; every other may be in Xledger, and is held
+        (R14, decided 12-06: never dead-lettered before a lookup says it is absent)."""
         left = self._left()
-        maybe_posted = [s for s in left if s.payment_id in self.uncertain]
-        absent = [s for s in left if s.payment_id not in self.uncertain]
+        absent = [
+            s for s in left if s.payment_id in self.looked_at and s.payment_id not in self.uncertain
+        ]
         _fail_all(self.result, absent, code, message)
-        if maybe_posted:
-            self._hold(maybe_posted, HoldReason.UNRESOLVED, message)
+        self._hold([s for s in left if s not in absent], HoldReason.UNRESOLVED, message)
 
     def _hold(self, subs: list[Submission], reason: HoldReason, why: str) -> None:
+        """Held: no outcome yet. Those sent with an unknown outcome are not to be looked
+        up before their settle time has passed; the others, for an unresolved reason,
+        after a short wait (`retry_at`); for the token, when it changes."""
         if not subs:
             return
-        self.result.held = subs
-        self.result.held_reason = reason
-        self.result.held_why = logs.mask(why)
+        unknown = {s.payment_id for s in subs} & self.uncertain
+        if unknown:
+            self.result.unknown |= unknown
+            self._not_before(self.settle_until or self.clock() + self.s.settle_s)
+        if reason is HoldReason.UNRESOLVED:
+            self._not_before(self.clock() + self.s.unresolved_retry_s)
+        self.result.held = [*self.result.held, *subs]
+        if self.result.held_reason is not HoldReason.TOKEN:  # the tenant's fault first
+            self.result.held_reason = reason
+            self.result.held_why = logs.mask(why)
         if reason is HoldReason.UNRESOLVED:
             metrics.XLEDGER_PAYMENTS.labels(self.tenant, "unresolved").inc(len(subs))
             log.error(
                 "xledger_outcome_unresolved",
                 tenant_id=self.tenant,
                 payments=len(subs),
-                error=self.result.held_why,
+                error=logs.mask(why),
                 action="held: they may be in Xledger; posting them again starts with a lookup",
             )
 
-    async def _drop_present(self, subs: list[Submission]) -> list[Submission]:
+    def _not_before(self, at: float) -> None:
+        self.result.retry_at = max(at, self.result.retry_at or at)
+
+    async def drop_present(self, subs: list[Submission]) -> list[Submission]:
         """Receipts for the payments Xledger already holds; returns the ones it does not."""
         ids = [line.extIdentifier for s in subs for line in s.lines]
         found: Lookup = await self.retrying(LOOKUP, lambda: self.lookup(ids))
@@ -534,16 +607,17 @@ class _Call:
                 # Waited too long since the lookup (limits, credits, backoff): another
                 # worker may have posted them meanwhile. Ask again, once both fit.
                 await self._room_for(2)
-                subs = await self._drop_present(subs)
+                subs = await self.drop_present(subs)
                 continue
             except Refused as exc:
                 self.refusals.note(self.tenant, exc.messages)
-                if len(subs) > 1:
-                    # Nothing public says a mass mutation is all or nothing: Xledger may
-                    # have stored part of it. Look before posting any of it again.
-                    subs = await self._drop_present(subs)
-                    if not subs:
-                        return
+                # Nothing public says a mutation is all or nothing: Xledger may have stored
+                # part of a batch, or one line of a voucher. Look before refusing a payment
+                # or posting any of it again (R14: never rejected before a lookup says it
+                # is absent).
+                subs = await self.drop_present(subs)
+                if not subs:
+                    return
                 blamed = blame(exc.messages, subs)
                 if blamed and len(blamed) < len(subs):
                     # Xledger named the refused codes: refuse exactly the payments that
@@ -562,10 +636,26 @@ class _Call:
                 await self._post_absent(subs[:mid])
                 await self._post_absent(subs[mid:])
                 return
-            except UnknownOutcome:
-                # The batch may be in Xledger: look before sending anything again.
-                subs = await self._drop_present(subs)
+            except AnswerUnclear as exc:
+                # Xledger is done with it: ask now (an attempt spent: an answer that stays
+                # unclear must end, held, as it may be stored).
+                await self._back_off(POST, exc)
+                subs = await self.drop_present(subs)
                 continue
+            except UnknownOutcome as exc:
+                # The batch may be in Xledger, or be stored later still: send nothing more
+                # of it now. The caller holds it for the settle time, then looks it up.
+                self.settle_until = self.clock() + self.s.settle_s
+                metrics.XLEDGER_PAYMENTS.labels(self.tenant, "unknown_outcome").inc(len(subs))
+                log.warning(
+                    "xledger_outcome_unknown",
+                    tenant_id=self.tenant,
+                    payments=len(subs),
+                    error=logs.mask(str(exc)),
+                    settle_s=self.s.settle_s,
+                    action="held; looked up after the settle time, and posted only if absent",
+                )
+                return
             for sub in subs:
                 self._receipt(sub, [db_ids[(sub.payment_id, n)] for n in (1, 2)], batch_id)
             metrics.XLEDGER_PAYMENTS.labels(self.tenant, "posted").inc(len(subs))
@@ -585,10 +675,9 @@ class _Call:
     ) -> Any:
         """Send until an answer; wait on limits; back off on transient failures.
 
-        With `unknown_is_final` an UnknownOutcome is raised to the caller (who must look
-        before resending) instead of being retried blindly. A lookup's refusal is retried
-        like a transient failure: a lookup changes nothing, and giving up on it must not
-        turn payments that may be in Xledger into dead letters.
+        With `unknown_is_final` an UnknownOutcome is raised to the caller at once (who must
+        let it settle and look before resending) instead of being retried blindly. A
+        lookup's refusal is retried like a transient failure: a lookup changes nothing.
         """
         while True:
             try:
@@ -609,9 +698,9 @@ class _Call:
             except (TransientError, UnknownOutcome, Refused) as exc:
                 if isinstance(exc, Refused) and operation != LOOKUP:
                     raise
-                await self._back_off(operation, exc)
                 if unknown_is_final and isinstance(exc, UnknownOutcome):
                     raise
+                await self._back_off(operation, exc)
 
     async def _back_off(self, operation: str, exc: XledgerError) -> None:
         """Count an attempt, give up when they are spent (and patience too), else wait."""
@@ -691,7 +780,7 @@ class _Call:
         ]
         if missing:
             # An answer without every line is not a trustworthy answer: look it up.
-            raise UnknownOutcome(f"answer lacks {len(missing)} payment(s)")
+            raise AnswerUnclear(f"answer lacks {len(missing)} payment(s)")
         return uuid.uuid4().hex, db_ids
 
     async def _request(
@@ -788,6 +877,8 @@ class _Call:
                 posted_at=datetime.now(UTC),
                 batch_id=batch_id,
                 already_present=already_present,
+                xledger_url=self.target.url,
+                token_ref=self.target.token_ref,
                 duplicates_detected=doubled or [],
             )
         )

@@ -50,12 +50,16 @@ class TransientError(XledgerError):
 
 
 class UnknownOutcome(XledgerError):
-    """Sent, but no trustworthy answer (timeout, reset, 5xx): Xledger may have committed it.
-
-    For a mutation, the client must look again before it resends anything.
-    """
+    """Sent, but no trustworthy answer (timeout, reset, 5xx): Xledger may have committed it,
+    or may commit it still. For a mutation, the client sends nothing more of it until the
+    settle time has passed, then looks it up (R14, decided 12-06)."""
 
     code = "unknown_outcome"
+
+
+class AnswerUnclear(UnknownOutcome):
+    """Xledger answered a mutation, but the answer does not say what it stored (lines
+    missing from it): Xledger is done with the request, so a lookup now tells."""
 
 
 class Refused(XledgerError):
