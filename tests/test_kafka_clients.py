@@ -55,10 +55,10 @@ def test_command_config_refuses_what_it_cannot_read(tmp_path: Path) -> None:
         tmp_path / "jks.properties",
         "security.protocol=SSL\nssl.truststore.location=/x.jks\nssl.truststore.type=JKS\n",
     )
-    with pytest.raises(kc.KafkaSettingsError, match="ssl.truststore.type=JKS is not read here"):
+    with pytest.raises(kc.KafkaSettingsError, match=r"ssl.truststore.type=JKS is not read here"):
         kc.from_properties(jks)
     gssapi = write(tmp_path / "k.properties", "security.protocol=SASL_SSL\n")
-    with pytest.raises(kc.KafkaSettingsError, match="sasl.mechanism=GSSAPI is not supported"):
+    with pytest.raises(kc.KafkaSettingsError, match=r"sasl.mechanism=GSSAPI is not supported"):
         kc.from_properties(gssapi)
     no_password = write(
         tmp_path / "np.properties",
@@ -95,7 +95,7 @@ def test_missing_and_empty_secret_files_are_errors_that_name_the_file(tmp_path: 
         sasl_username_file=write(tmp_path / "username", "u"),
         sasl_password_file=tmp_path / "password",
     )
-    with pytest.raises(kc.KafkaSettingsError, match="FLYT_KAFKA_SASL_PASSWORD_FILE .* does not"):
+    with pytest.raises(kc.KafkaSettingsError, match=r"FLYT_KAFKA_SASL_PASSWORD_FILE .* does not"):
         kc.credentials(security)
     write(tmp_path / "password", "\n")
     with pytest.raises(kc.KafkaSettingsError, match="password is empty"):

@@ -43,6 +43,7 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
 
     from worker import config, logs
     from worker.engine.topics import NotEnoughBrokers
+    from worker.kafka_clients import KafkaSettingsError, KafkaUnreachable
     from worker.pipeline.wiring import SettingsConflict
     from worker.runtime import WorkerCrashed
 
@@ -75,8 +76,12 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
         raise click.ClickException(f"the worker stopped: {exc}") from None
     except NotEnoughBrokers as exc:  # the cluster, or a setting, to fix: say which
         raise click.ClickException(str(exc)) from None
-    except SettingsConflict as exc:
+    except (SettingsConflict, KafkaSettingsError) as exc:
+        # A refused certificate or password, a secret file that cannot be read: one line,
+        # exit 78, no retry (a restart cannot cure it).
         raise SettingsRefused(str(exc)) from None
+    except KafkaUnreachable as exc:  # the broker may be starting: exit 1, restarted
+        raise click.ClickException(str(exc)) from None
 
 
 class SettingsRefused(click.ClickException):
