@@ -69,8 +69,13 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
 
             asyncio.run(run_worker(replace(s, bootstrap=server), server))
         else:
-            from worker.demo.harness import run_embedded
-
+            try:
+                from worker.demo.harness import run_embedded
+            except ImportError as exc:  # the image holds production only
+                raise click.UsageError(
+                    f"--embedded needs the embedded broker and the sandbox ({exc.name} is not "
+                    "installed): pip install -e '.[dev]' (production images have neither)"
+                ) from None
             asyncio.run(run_embedded(s, demo_rate))
     except WorkerCrashed as exc:  # logged as worker_crashed; the supervisor restarts us
         raise click.ClickException(f"the worker stopped: {exc}") from None
