@@ -114,3 +114,23 @@ def test_tls_context_checks_the_broker_against_the_ca_and_its_name(tmp_path: Pat
     not_pem = write(tmp_path / "ca.pem", "not a certificate")
     with pytest.raises(kc.KafkaSettingsError, match="holds no PEM certificate"):
         kc.ssl_context(KafkaSecurity(protocol="SSL", ssl_ca_file=not_pem))
+
+
+def test_the_kafka_settings_and_a_lower_case_log_level_are_read_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    from worker.config import from_env
+
+    s = from_env(
+        {
+            "FLYT_LOG_LEVEL": "debug",
+            "FLYT_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+            "FLYT_KAFKA_SSL_CA_FILE": str(tmp_path / "ca.pem"),
+            "FLYT_KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "password"),
+            "FLYT_KAFKA_SSL_CHECK_HOSTNAME": "false",
+        }
+    )
+    assert s.log_level == "DEBUG"
+    assert s.kafka.protocol == "SASL_SSL" and s.kafka.ssl_ca_file == tmp_path / "ca.pem"
+    assert s.kafka.sasl_password_file == tmp_path / "password"
+    assert s.kafka.ssl_check_hostname is False

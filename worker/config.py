@@ -202,6 +202,8 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
                 values[name] = _convert(name, env[var])
             except ValueError:
                 raise ValueError(f"{var}={env[var]!r} is not a valid value") from None
+    if values.get("log_level"):
+        values["log_level"] = values["log_level"].strip().upper()  # debug, Debug, DEBUG
     topics = Topics(**{n: env[v] for n, v in _TOPIC_ENV.items() if env.get(v)})
     kafka: dict[str, Any] = {}
     for f in fields(KafkaSecurity):
