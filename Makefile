@@ -4,16 +4,30 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast run lint schemas dashboards bench clean kafka kafka-jars stress chaos fuzz
+.PHONY: install test test-fast run lint schemas dashboards bench clean kafka kafka-jars stress chaos fuzz lock policy
 
-# Idempotent: rebuilds only when pyproject.toml changed or the venv is missing.
+# Idempotent: rebuilds only when the lock file changed or the venv is missing. The versions
+# are the lock's (requirements-dev.lock: what CI and developers run); `make lock` renews it.
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-dev.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[dev]'
 	@touch $(STAMP)
+
+# The lock files from pyproject.toml: requirements.lock (the image: runtime only) and
+# requirements-dev.lock (.[dev]: the embedded broker, the sandbox, the tools).
+UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --python-version 3.11 --quiet --no-header
+lock:
+	$(BIN)/python -m pip install --quiet uv
+	$(UV_COMPILE) --generate-hashes -o requirements.lock
+	$(UV_COMPILE) --extra dev -o requirements-dev.lock
+
+# The manifests against Kubernetes' schemas and checkov's policies (deploy/policy/run).
+policy:
+	deploy/policy/run
 
 test: install
 	$(BIN)/python -m pytest -q

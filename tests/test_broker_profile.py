@@ -108,7 +108,7 @@ def test_a_short_session_confirms_membership_before_every_mutation() -> None:
 
 
 @pytest.mark.integration
-def test_the_broker_kind_is_read_from_the_broker_itself(broker: Broker) -> None:
-    facts = probe(broker.bootstrap)
+async def test_the_broker_kind_is_read_from_the_broker_itself(broker: Broker) -> None:
+    facts = await probe(broker.bootstrap)
     assert facts.kind == broker.kind
     assert facts.brokers == broker.brokers

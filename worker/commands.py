@@ -43,6 +43,7 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
 
     from worker import config, logs
     from worker.engine.topics import NotEnoughBrokers
+    from worker.kafka_clients import KafkaSettingsError, KafkaUnreachable
     from worker.pipeline.wiring import SettingsConflict
     from worker.runtime import WorkerCrashed
 
@@ -68,15 +69,24 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
 
             asyncio.run(run_worker(replace(s, bootstrap=server), server))
         else:
-            from worker.demo.harness import run_embedded
-
+            try:
+                from worker.demo.harness import run_embedded
+            except ImportError as exc:  # the image holds production only
+                raise click.UsageError(
+                    f"--embedded needs the embedded broker and the sandbox ({exc.name} is not "
+                    "installed): pip install -e '.[dev]' (production images have neither)"
+                ) from None
             asyncio.run(run_embedded(s, demo_rate))
     except WorkerCrashed as exc:  # logged as worker_crashed; the supervisor restarts us
         raise click.ClickException(f"the worker stopped: {exc}") from None
     except NotEnoughBrokers as exc:  # the cluster, or a setting, to fix: say which
         raise click.ClickException(str(exc)) from None
-    except SettingsConflict as exc:
+    except (SettingsConflict, KafkaSettingsError) as exc:
+        # A refused certificate or password, a secret file that cannot be read: one line,
+        # exit 78, no retry (a restart cannot cure it).
         raise SettingsRefused(str(exc)) from None
+    except KafkaUnreachable as exc:  # the broker may be starting: exit 1, restarted
+        raise click.ClickException(str(exc)) from None
 
 
 class SettingsRefused(click.ClickException):

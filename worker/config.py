@@ -21,8 +21,29 @@ class Topics:
 
 
 @dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client of this process authenticates (`worker/kafka_clients.py`
+    turns it into client settings). Secrets are never values here, only the files that hold
+    them: they are read when a client is built, so a rotated secret is picked up."""
+
+    protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_SSL or SASL_PLAINTEXT
+    ssl_ca_file: Path | None = None  # PEM; None: the system's CAs
+    ssl_cert_file: Path | None = None  # PEM client certificate (mutual TLS) ...
+    ssl_key_file: Path | None = None  # ... and its private key
+    ssl_key_password_file: Path | None = None  # for an encrypted private key
+    ssl_check_hostname: bool = True  # Kafka's ssl.endpoint.identification.algorithm=https
+    sasl_mechanism: str = "SCRAM-SHA-512"  # SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN
+    sasl_username_file: Path | None = None
+    sasl_password_file: Path | None = None
+    # A client properties file (`--command-config`) whose sasl.jaas.config holds the
+    # user and password, as Kafka's own tools take them: read when a client is built.
+    sasl_jaas_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     bootstrap: str | None = None  # None: the embedded broker
+    kafka: KafkaSecurity = field(default_factory=KafkaSecurity)
     app_id: str = "flyt-xledger-worker"
     topics: Topics = field(default_factory=Topics)
     partitions: int = 4
@@ -151,6 +172,8 @@ _ENV: dict[str, str] = {
     "log_level": "FLYT_LOG_LEVEL",
     "dlq_max_replays": "FLYT_DLQ_MAX_REPLAYS",
 }
+_KAFKA_ENV = {f.name: f"FLYT_KAFKA_{f.name.upper()}" for f in fields(KafkaSecurity)}
+_KAFKA_ENV["protocol"] = "FLYT_KAFKA_SECURITY_PROTOCOL"
 _TOPIC_ENV = {f.name: f"FLYT_TOPIC_{f.name.upper()}" for f in fields(Topics)}
 
 
@@ -179,5 +202,19 @@ def from_env(environ: dict[str, str] | None = None) -> Settings:
                 values[name] = _convert(name, env[var])
             except ValueError:
                 raise ValueError(f"{var}={env[var]!r} is not a valid value") from None
+    if values.get("log_level"):
+        values["log_level"] = values["log_level"].strip().upper()  # debug, Debug, DEBUG
     topics = Topics(**{n: env[v] for n, v in _TOPIC_ENV.items() if env.get(v)})
-    return Settings(topics=topics, **values)
+    kafka: dict[str, Any] = {}
+    for f in fields(KafkaSecurity):
+        var = _KAFKA_ENV[f.name]
+        raw = env.get(var, "").strip()
+        if not raw:
+            continue
+        if f.name == "ssl_check_hostname":
+            kafka[f.name] = raw.lower() in {"1", "true", "yes", "on"}
+        elif f.name.endswith("_file"):
+            kafka[f.name] = Path(raw)
+        else:
+            kafka[f.name] = raw.upper()
+    return Settings(topics=topics, kafka=KafkaSecurity(**kafka), **values)

@@ -20,6 +20,7 @@ from worker.config import Settings
 from worker.core.endpoints import UrlPolicy
 from worker.engine import broker_kind
 from worker.engine.topics import ensure_topics
+from worker.kafka_clients import Bootstrap, connection
 from worker.pipeline.observer import Observer
 from worker.pipeline.topics import topic_specs
 from worker.pipeline.wiring import Pipeline, timings
@@ -51,14 +52,18 @@ def client_settings(s: Settings) -> ClientSettings:
 
 @contextlib.asynccontextmanager
 async def running_pipeline(
-    s: Settings, bootstrap: str, client: XledgerClient
+    s: Settings, bootstrap: Bootstrap, client: XledgerClient
 ) -> AsyncIterator[Pipeline]:
-    s = await broker_kind.resolve(s, bootstrap)
+    """The pipeline on the broker at `bootstrap`, every client reached with the settings'
+    TLS and SASL (`s.kafka`); the connection is checked first (`broker_kind.resolve`): a
+    certificate or password the broker refuses raises KafkaRefused before anything starts."""
+    kafka = connection(bootstrap, s.kafka)
+    s = await broker_kind.resolve(s, kafka)
     log.info("broker_profile", **asdict(s.profile()), **asdict(timings(s)))
-    await ensure_topics(bootstrap, topic_specs(s))
-    pipeline = Pipeline(s, bootstrap, client)
+    await ensure_topics(kafka, topic_specs(s))
+    pipeline = Pipeline(s, kafka.bootstrap, client)
     await pipeline.start()
-    observer = Observer(pipeline, bootstrap)  # /ready, lag and the other state gauges
+    observer = Observer(pipeline, kafka.bootstrap)  # /ready, lag and the other state gauges
     await observer.start()
     try:
         yield pipeline

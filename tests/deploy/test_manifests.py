@@ -49,3 +49,15 @@ def test_the_reconcile_cronjob_runs_nightly_with_the_worker_s_settings_and_serve
     assert tokens in container["volumeMounts"]
     helped = CliRunner().invoke(main, ["reconcile", "--help"]).output
     assert all(a in helped for a in args[1:] if a.startswith("--"))
+
+
+def test_prometheus_scrapes_the_workers_of_every_compose_profile() -> None:
+    import yaml
+
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    workers = {name for name, svc in compose.items() if "FLYT_METRICS_PORT" in str(svc)}
+    assert workers >= {"worker", "worker-three"}
+    scrape = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+    (job,) = [j for j in scrape["scrape_configs"] if j["job_name"] == "flyt-xledger-worker"]
+    names = {n for sd in job["dns_sd_configs"] for n in sd["names"]}
+    assert names == workers

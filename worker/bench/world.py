@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.bench import data
+from worker.bench.anchor import passthrough
 from worker.bench.watch import (
     Watch,
     cpu_between,
@@ -39,7 +40,6 @@ from worker.devenv.feed import event_records, publish
 from worker.devenv.feed import producer as feed_producer
 from worker.devenv.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot
 from worker.engine import broker_kind
-from worker.engine.anchor import passthrough
 from worker.engine.lag import group_positions
 from worker.engine.topics import TopicSpec, ensure_topics
 from worker.pipeline.topics import topic_specs

@@ -16,6 +16,12 @@ import click
 @click.option("--bad", "n_bad", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--faults", is_flag=True, help="Turn on the sandbox's mixed fault profile.")
 @click.option("--bootstrap", help="Use this broker (left running) instead of the embedded one.")
+@click.option(
+    "--command-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --bootstrap: Kafka client properties for a secured broker (security.protocol, "
+    "ssl.truststore.location, sasl.mechanism, sasl.jaas.config …), as Kafka's tools take them.",
+)
 @click.option("--ledger-out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--metrics-out", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--timeout", "timeout_s", default=300.0, show_default=True, type=float)
@@ -30,6 +36,7 @@ def demo(
     n_bad: int,
     faults: bool,
     bootstrap: str | None,
+    command_config: Path | None,
     ledger_out: Path | None,
     metrics_out: Path | None,
     timeout_s: float,
@@ -40,11 +47,28 @@ def demo(
 
     from worker import logs
     from worker.demo.harness import demo as run_demo
+    from worker.kafka_clients import KafkaSettingsError, KafkaUnreachable, from_properties
 
+    if command_config is not None and bootstrap is None:
+        raise click.UsageError(
+            "--command-config goes with --bootstrap (the embedded broker is plain)"
+        )
     logs.configure("WARNING")
-    summary = asyncio.run(
-        run_demo(n_events, n_bad, faults, bootstrap, ledger_out, metrics_out, timeout_s, rate)
-    )
+    try:
+        kafka = (
+            from_properties(command_config, warn=lambda line: click.echo(line, err=True))
+            if command_config is not None
+            else None
+        )
+        summary = asyncio.run(
+            run_demo(
+                n_events, n_bad, faults, bootstrap, ledger_out, metrics_out, timeout_s, rate, kafka
+            )
+        )
+    except KafkaSettingsError as exc:  # refused TLS or SASL, a file that cannot work
+        raise SettingsRefused(str(exc)) from None
+    except KafkaUnreachable as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(summary))
     raise SystemExit(0 if summary["unaccounted"] == 0 else 1)
 
@@ -190,3 +214,9 @@ def chaos(
         click.echo("chaos interrupted; every process it started is stopped", err=True)
         raise SystemExit(130) from None
     raise SystemExit(code)
+
+
+class SettingsRefused(click.ClickException):
+    """A connection setting that cannot work: exit 78 (EX_CONFIG), as `worker run`."""
+
+    exit_code = 78

@@ -18,7 +18,7 @@ from typing import Any
 from prometheus_client import REGISTRY, generate_latest
 
 from worker import health, logs, metrics
-from worker.config import Settings, Topics
+from worker.config import KafkaSecurity, Settings, Topics
 from worker.demo.events import bad_event_lines, generate_events
 from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
@@ -27,6 +27,7 @@ from worker.devenv.sandbox import PROFILES, XledgerSandbox, entity_from_snapshot
 from worker.devenv.tansu import EmbeddedBroker
 from worker.engine import broker_kind
 from worker.engine.topics import ensure_topics
+from worker.kafka_clients import Bootstrap, connection
 from worker.pipeline.topics import topic_specs
 from worker.runtime import make_client, running_pipeline, stop_on_signals, until_stopped
 from worker.xledger.secrets import env_name
@@ -137,15 +138,18 @@ async def demo(
     metrics_out: Path | None,
     timeout_s: float = 300.0,
     rate: float | None = None,
+    kafka: KafkaSecurity | None = None,
 ) -> dict[str, Any]:
-    """`python -m worker demo`: the whole pipeline once; returns the summary."""
-    s = replace(Settings(), metrics_port=None)
+    """`python -m worker demo`: the whole pipeline once; returns the summary. `kafka`: how
+    to reach the given broker (TLS, SASL); plain by default."""
+    s = replace(Settings(), metrics_port=None, kafka=kafka or KafkaSecurity())
     events = list(generate_events(n_events))
     bad = bad_event_lines(n_bad)
     betalt = sum(1 for e in events if e["status"] == "Betalt")
     before = counts()
     started = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
+        bs: Bootstrap
         if bootstrap is None:
             es, bs, sandbox, environ = await stack.enter_async_context(
                 embedded_default(s, "mixed" if faults else "none")
@@ -161,7 +165,7 @@ async def demo(
                 app_id=f"{s.app_id}-demo-{run_id}",
                 topics=_suffixed(s, run_id),
             )
-            bs = bootstrap
+            bs = connection(bootstrap, s.kafka)
             # Operators point `dlq list`, `status` … at these (FLYT_TOPIC_* or --topic).
             names = ", ".join(f"{k}={v}" for k, v in asdict(es.topics).items())
             print(f"demo topics on {bs}: {names}", file=sys.stderr, flush=True)
@@ -218,10 +222,10 @@ async def demo(
     return summary
 
 
-async def fit_to_cluster(s: Settings, bootstrap: str) -> Settings:
+async def fit_to_cluster(s: Settings, bootstrap: Bootstrap) -> Settings:
     """The demo's settings for whatever cluster it is pointed at: its broker kind, and no
     more copies of a topic than the cluster has brokers (a one-broker development Kafka)."""
-    facts = await broker_kind.in_daemon_thread(lambda: broker_kind.probe(bootstrap))
+    facts = await broker_kind.probe(connection(bootstrap, s.kafka))
     s = replace(s, broker_kind=facts.kind)
     p = s.profile()
     if p.replication_factor > facts.brokers:
@@ -234,7 +238,7 @@ async def fit_to_cluster(s: Settings, bootstrap: str) -> Settings:
 
 
 async def _feed(
-    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]], rate: float | None
+    bootstrap: Bootstrap, topic: str, records: list[tuple[bytes | None, bytes]], rate: float | None
 ) -> None:
     """All at once, or about `rate` records per second in tenths of a second."""
     if not rate:

@@ -11,6 +11,7 @@ from worker.contracts import DlqReason
 from worker.contracts.headers import DLQ_REASON
 from worker.engine.kafka import KafkaReader
 from worker.engine.records import Record, TopicPartition
+from worker.kafka_clients import Bootstrap
 
 Key = tuple[str, str]  # (tenant_id, payment_id)
 
@@ -34,7 +35,7 @@ class OutcomeWatcher:
     A subclass that wants more of a record overrides its `note_*` method (and calls it).
     """
 
-    def __init__(self, bootstrap: str, s: Settings) -> None:
+    def __init__(self, bootstrap: Bootstrap, s: Settings) -> None:
         self.s = s
         self.bootstrap = bootstrap
         # Outside the group, from the first offset (an empty topic: from where it starts).

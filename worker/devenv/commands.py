@@ -56,14 +56,21 @@ def broker(port: int) -> None:
 @click.command()
 @click.option("--brokers", default="1", show_default=True, type=click.Choice(["1", "3"]))
 @click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65533))
-def kafka(brokers: str, port: int) -> None:
+@click.option(
+    "--sasl-ssl",
+    is_flag=True,
+    help="Clients on a SASL_SSL listener only (SCRAM-SHA-512, a throw-away CA), as a "
+    "production cluster: prints the client settings (FLYT_KAFKA_* and --command-config).",
+)
+def kafka(brokers: str, port: int, sasl_ssl: bool) -> None:
     """Run Apache Kafka (KRaft, jars from Maven Central) on loopback in the foreground;
-    broker i listens on port+i-1. Ctrl-C or SIGTERM stops every broker."""
+    broker i listens on port+i-1. Ctrl-C or SIGTERM stops every broker. librdkafka
+    clients (kcat, kafka-ui) connect to it, as they cannot to the embedded Tansu."""
     import time
 
     from worker.devenv.kafka_cluster import KafkaCluster, KafkaUnavailable, kafka_version
 
-    cluster = KafkaCluster(brokers=int(brokers), port=port)
+    cluster = KafkaCluster(brokers=int(brokers), port=port, sasl_ssl=sasl_ssl)
     try:
         with _until_signalled():
             cluster.start()
@@ -71,6 +78,10 @@ def kafka(brokers: str, port: int) -> None:
                 f"Apache Kafka {kafka_version()}, {brokers} broker(s), "
                 f"bootstrap {cluster.bootstrap}"
             )
+            if cluster.client is not None:
+                click.echo(f"SASL_SSL: --command-config {cluster.client.properties}, or")
+                for name, value in cluster.client.env().items():
+                    click.echo(f"  export {name}={value}")
             sys.stdout.flush()
             reported: set[int] = set()
             while True:  # a broker that dies is reported; the command ends when none is left

@@ -7,11 +7,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from worker.engine.producer import KafkaProducer
+from worker.kafka_clients import Bootstrap
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024  # tests publish records larger than a broker takes
 
 
-def producer(bootstrap: str, one_record_batches: bool = True) -> KafkaProducer:
+def producer(bootstrap: Bootstrap, one_record_batches: bool = True) -> KafkaProducer:
     # One record per batch: Tansu reports a partition's end as the last batch's base
     # offset + 1, so tests that compare committed and end offsets need one-record batches.
     return KafkaProducer(
@@ -24,7 +25,7 @@ def producer(bootstrap: str, one_record_batches: bool = True) -> KafkaProducer:
 
 
 async def publish(
-    bootstrap: str,
+    bootstrap: Bootstrap,
     topic: str,
     records: Iterable[tuple[bytes | None, bytes]],
     one_record_batches: bool = True,

@@ -5,6 +5,13 @@ a cache outside git; each broker is a JVM in combined mode (broker and controlle
 its storage in a temporary folder removed on stop. For tests that need the real thing:
 `with KafkaCluster(brokers=3) as k: k.bootstrap`, and `k.kill(2)` / `k.restart(2)`.
 
+`KafkaCluster(sasl_ssl=True)` serves clients on a SASL_SSL listener only (SCRAM-SHA-512
+and -256, TLS with a throw-away CA and broker certificate made by `openssl` in the
+cluster's folder), as most production clusters do: the SCRAM users are created when the
+storage is formatted, and `k.client` holds what a client needs (CA file, user and
+password files, a client properties file for `--command-config`). Passwords reach the
+JVMs through files, never their command lines.
+
 The JVMs share one class-data archive (AppCDS), which halves a broker's start on a small
 machine: the first broker to stop cleanly writes it into the cache, next to the jars.
 
@@ -28,6 +35,7 @@ import hashlib
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -36,10 +44,16 @@ import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
+from worker.config import KafkaSecurity
 from worker.devenv.children import dies_with_parent
+
+if TYPE_CHECKING:
+    from worker.kafka_clients import KafkaConnection
 
 POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
 _MARKER = ".complete"  # written last, holds the pom's digest: a cache without it is redone
@@ -193,10 +207,14 @@ class KafkaCluster:
         port: int | None = None,
         log_dir: Path | None = None,
         heap_mb: int = 384,
+        sasl_ssl: bool = False,
     ) -> None:
         if brokers < 1:
             raise ValueError("brokers must be at least 1")
         self.n = brokers
+        self.sasl_ssl = sasl_ssl
+        self.client: SecuredClient | None = None  # with sasl_ssl, once started
+        self._secure: _Secrets | None = None
         self.ports = [port + i for i in range(brokers)] if port else _free_ports(brokers)
         self.controller_ports = _free_ports(brokers, avoid=self.ports)
         self.log_dir = log_dir
@@ -234,6 +252,9 @@ class KafkaCluster:
             if self.log_dir is not None:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
             (self._root / "log4j2.properties").write_text(_LOG4J2)
+            if self.sasl_ssl:
+                self._secure = _make_secrets(self._root / "tls")
+                self.client = self._secure.client
             for i in self._ids():
                 (self._root / f"broker-{i}").mkdir()
                 self._properties(i).write_text(self._config(i))
@@ -352,6 +373,8 @@ class KafkaCluster:
             "broker.heartbeat.interval.ms": 1000,
             "broker.session.timeout.ms": 6000,
         }
+        if self._secure is not None:
+            conf.update(self._secure.broker_config(port, cport))
         voters = [f"{j}@127.0.0.1:{self.controller_ports[j - 1]}" for j in self._ids()]
         if n == 1:  # a dynamic quorum of one, formatted --standalone (Kafka's own default)
             conf["controller.quorum.bootstrap.servers"] = f"127.0.0.1:{cport}"
@@ -378,18 +401,23 @@ class KafkaCluster:
     def _format(self) -> None:
         cid = _cluster_id()
         standalone = ["--standalone"] if self.n == 1 else []
+        scram = self._secure.add_scram() if self._secure is not None else []
         runs = {
             i: subprocess.Popen(
-                self._java(
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "-t",
-                    cid,
-                    "-c",
-                    str(self._properties(i)),
-                    *standalone,
-                    heap_mb=256,
-                    cds=self._cds_use(),
+                self._argfile(
+                    self._java(
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "-t",
+                        cid,
+                        "-c",
+                        str(self._properties(i)),
+                        *standalone,
+                        *scram,
+                        heap_mb=256,
+                        cds=self._cds_use(),
+                    ),
+                    i,
                 ),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -409,6 +437,16 @@ class KafkaCluster:
                 if run.poll() is None:
                     _signal_group(run, signal.SIGKILL)
                     run.wait()
+
+    def _argfile(self, cmd: list[str], i: int) -> list[str]:
+        """`cmd` with its arguments in a java @argfile (mode 0600): the SCRAM passwords
+        given to the storage format never show in the process list."""
+        assert self._root is not None
+        java, *rest = cmd
+        path = self._root / f"broker-{i}" / "format.args"
+        path.touch(mode=0o600)
+        path.write_text("\n".join(f'"{a}"' for a in rest) + "\n")
+        return [java, f"@{path}"]
 
     def _cds_use(self) -> list[str]:
         if self._archive is not None and self._archive.exists():
@@ -456,12 +494,12 @@ class KafkaCluster:
 
     def _await(self, nodes: set[int], timeout_s: float) -> None:
         """Until the cluster's metadata lists every one of `nodes`, unfenced."""
-        from kafka import KafkaAdminClient
-        from kafka.errors import KafkaError
+        from worker import kafka_clients
+        from worker.kafka_clients import BrokerError as KafkaError
 
         deadline = time.monotonic() + timeout_s
         bootstrap = ",".join(f"127.0.0.1:{self.ports[i - 1]}" for i in sorted(nodes))
-        admin: KafkaAdminClient | None = None
+        admin: kafka_clients.KafkaAdminClient | None = None
         seen: set[int] = set()
         try:
             while True:
@@ -473,7 +511,7 @@ class KafkaCluster:
                         )
                 try:
                     if admin is None and any(_listens(self.ports[i - 1]) for i in nodes):
-                        admin = KafkaAdminClient(bootstrap_servers=bootstrap, **_ADMIN)
+                        admin = kafka_clients.admin(self._connection(bootstrap), **_ADMIN)
                     if admin is not None:
                         info = admin.describe_cluster()
                         seen = {int(b["broker_id"]) for b in info["brokers"] if not b["is_fenced"]}
@@ -495,6 +533,139 @@ class KafkaCluster:
             if admin is not None:
                 with contextlib.suppress(Exception):
                     admin.close()
+
+    def _connection(self, bootstrap: str) -> KafkaConnection:
+        from worker import kafka_clients
+
+        security = self.client.security() if self.client is not None else None
+        return kafka_clients.connection(bootstrap, security)
+
+
+@dataclass(frozen=True)
+class SecuredClient:
+    """What a client of a `sasl_ssl` cluster needs, as files."""
+
+    ca_file: Path
+    username_file: Path
+    password_file: Path
+    properties: Path  # for `--command-config`: security.protocol, sasl.jaas.config …
+    mechanism: str = "SCRAM-SHA-512"
+
+    def security(self) -> KafkaSecurity:
+        return KafkaSecurity(
+            protocol="SASL_SSL",
+            ssl_ca_file=self.ca_file,
+            sasl_mechanism=self.mechanism,
+            sasl_username_file=self.username_file,
+            sasl_password_file=self.password_file,
+        )
+
+    def env(self) -> dict[str, str]:
+        """The same as FLYT_KAFKA_* variables, for a worker process."""
+        return {
+            "FLYT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "FLYT_KAFKA_SSL_CA_FILE": str(self.ca_file),
+            "FLYT_KAFKA_SASL_MECHANISM": self.mechanism,
+            "FLYT_KAFKA_SASL_USERNAME_FILE": str(self.username_file),
+            "FLYT_KAFKA_SASL_PASSWORD_FILE": str(self.password_file),
+        }
+
+
+CLIENT_USER = "flyt-worker"
+_BROKER_USER = "broker"  # the brokers' own user on their SASL_SSL listener
+_SCRAM_JAAS = "org.apache.kafka.common.security.scram.ScramLoginModule required"
+
+
+@dataclass(frozen=True)
+class _Secrets:
+    folder: Path
+    broker_password: str
+    client_password: str
+    client: SecuredClient
+
+    def broker_config(self, port: int, cport: int) -> dict[str, object]:
+        keystore, ca = self.folder / "broker.pem", self.folder / "ca.pem"
+        return {
+            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+            # Each mechanism the listener offers needs its server-side login (the user the
+            # brokers themselves use between them).
+            **{
+                f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config": (
+                    f'{_SCRAM_JAAS} username="{_BROKER_USER}" password="{self.broker_password}";'
+                )
+                for m in ("SCRAM-SHA-512", "SCRAM-SHA-256")
+            },
+            # PEM stores (Kafka 2.7+): the key and certificate in one file, the CA in another.
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": keystore,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": ca,
+        }
+
+    def add_scram(self) -> list[str]:
+        users = ((_BROKER_USER, self.broker_password), (CLIENT_USER, self.client_password))
+        return [
+            arg
+            for name, password in users
+            for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256")
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+        ]
+
+
+def _make_secrets(folder: Path) -> _Secrets:
+    """A throw-away CA, a broker certificate for 127.0.0.1 and localhost signed by it, and
+    random SCRAM passwords; every file 0600 in a 0700 folder."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise KafkaUnavailable(
+            "openssl not found: a SASL_SSL cluster makes its certificates with it"
+        )
+    folder.mkdir(mode=0o700)
+    old = os.umask(0o077)
+    try:
+        (folder / "broker.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        steps = [
+            ["req", "-x509", "-newkey", "rsa:2048", "-noenc", "-keyout", "ca.key", "-out",
+             "ca.pem", "-days", "2", "-subj", "/CN=flyt-kafka-test-ca"],
+            ["req", "-newkey", "rsa:2048", "-noenc", "-keyout", "broker.key", "-out",
+             "broker.csr", "-subj", "/CN=127.0.0.1"],
+            ["x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "broker.crt", "-days", "2", "-extfile", "broker.ext"],
+        ]  # fmt: skip
+        for step in steps:
+            done = subprocess.run(
+                [openssl, *step], cwd=folder, capture_output=True, text=True, timeout=60
+            )
+            if done.returncode != 0:
+                said = _one_line(done.stderr.splitlines()[-3:])
+                raise KafkaUnavailable(f"openssl {step[0]} failed: {said}")
+        pem = (folder / "broker.key").read_text() + (folder / "broker.crt").read_text()
+        (folder / "broker.pem").write_text(pem)
+        client_password = secrets.token_hex(16)
+        (folder / "username").write_text(CLIENT_USER + "\n")
+        (folder / "password").write_text(client_password + "\n")
+        properties = folder / "client.properties"
+        properties.write_text(
+            "security.protocol=SASL_SSL\n"
+            "sasl.mechanism=SCRAM-SHA-512\n"
+            f'sasl.jaas.config={_SCRAM_JAAS} username="{CLIENT_USER}" '
+            f'password="{client_password}";\n'
+            "ssl.truststore.type=PEM\n"
+            f"ssl.truststore.location={folder / 'ca.pem'}\n"
+        )
+    finally:
+        os.umask(old)
+    return _Secrets(
+        folder,
+        secrets.token_hex(16),
+        client_password,
+        SecuredClient(folder / "ca.pem", folder / "username", folder / "password", properties),
+    )
 
 
 def _archive_path(classpath: str) -> Path:

@@ -29,6 +29,7 @@ from worker.engine import assignment
 from worker.engine.backend import Fenced, GroupSettings, PositionLost, RebalanceListener
 from worker.engine.producer import KafkaProducer
 from worker.engine.records import Record, TopicPartition
+from worker.kafka_clients import Bootstrap, client_args
 
 ASSIGNOR_NAME = "flyt-copartitioned"
 BrokerError = KafkaError  # what a caller outside the engine may catch
@@ -52,10 +53,10 @@ def _records(batches: Mapping[Any, list[Any]]) -> dict[TopicPartition, list[Reco
     }
 
 
-async def topic_partitions(bootstrap: str, topic: str, tries: int = 100) -> list[int]:
+async def topic_partitions(bootstrap: Bootstrap, topic: str, tries: int = 100) -> list[int]:
     """The partition numbers of `topic`, asked of the cluster (metadata may lag a topic
     just created on Apache Kafka: asked again for up to `tries` × 0.1 s); [] if none."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_args(bootstrap))
     await admin.start()
     try:
         for _ in range(tries):
@@ -157,7 +158,7 @@ class _Consumer:
 
 
 class KafkaGroupConsumer(_Consumer):
-    def __init__(self, bootstrap: str, settings: GroupSettings) -> None:
+    def __init__(self, bootstrap: Bootstrap, settings: GroupSettings) -> None:
         self.bootstrap = bootstrap
         self.s = settings
         self._subscription: tuple[list[str], RebalanceListener] | None = None
@@ -170,7 +171,7 @@ class KafkaGroupConsumer(_Consumer):
     async def start(self) -> None:
         s = self.s
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **client_args(self.bootstrap),
             group_id=s.group,
             enable_auto_commit=False,
             # Never a reset by the client: a position the broker no longer has is the
@@ -234,13 +235,13 @@ class KafkaGroupConsumer(_Consumer):
 class KafkaReader(_Consumer):
     """An assigned consumer in no group: it never moves a partition, commits nothing."""
 
-    def __init__(self, bootstrap: str, fetch_max_wait_ms: int = 100) -> None:
+    def __init__(self, bootstrap: Bootstrap, fetch_max_wait_ms: int = 100) -> None:
         self.bootstrap = bootstrap
         self.fetch_max_wait_ms = fetch_max_wait_ms
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **client_args(self.bootstrap),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -262,7 +263,7 @@ class KafkaReader(_Consumer):
 class KafkaBackend:
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: Bootstrap,
         *,
         idempotent: bool,
         max_request_size: int,

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from worker.engine.kafka import topic_partitions
+from worker.kafka_clients import Bootstrap, client_args
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,10 @@ class PartitionPosition:
         return f"{self.topic}:{self.partition} committed={self.committed} end={self.end}"
 
 
-async def group_positions(bootstrap: str, group: str, topics: list[str]) -> list[PartitionPosition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def group_positions(
+    bootstrap: Bootstrap, group: str, topics: list[str]
+) -> list[PartitionPosition]:
+    admin = AIOKafkaAdminClient(**client_args(bootstrap))
     await admin.start()
     try:
         tps = [
@@ -48,9 +51,7 @@ async def group_positions(bootstrap: str, group: str, topics: list[str]) -> list
     # The group's id on an assigned consumer: it reads the group's commits without joining
     # the group (no subscription), and commits nothing. (Tansu refuses the admin client's
     # OffsetFetch, and takes this one.)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**client_args(bootstrap), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         if not tps:
@@ -83,7 +84,11 @@ class LagMonitor:
     """
 
     def __init__(
-        self, bootstrap: str, group: str, topics: list[str], clock: Callable[[], float] = time.time
+        self,
+        bootstrap: Bootstrap,
+        group: str,
+        topics: list[str],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.bootstrap = bootstrap
         self.group = group
@@ -95,7 +100,7 @@ class LagMonitor:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **client_args(self.bootstrap),
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

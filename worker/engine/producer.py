@@ -23,6 +23,7 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from worker import logs
 from worker.engine.records import Output
+from worker.kafka_clients import Bootstrap, client_args
 
 log = logs.get("worker.engine")
 
@@ -66,7 +67,7 @@ class KafkaProducer:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: Bootstrap,
         *,
         idempotent: bool,
         max_request_size: int,
@@ -77,7 +78,7 @@ class KafkaProducer:
         self._partitioner = CachingPartitioner()  # send()'s and send_many()'s, one cache
         self._retired: set[asyncio.Future[None]] = set()  # producers stopping (`_renew`)
         self._args: dict[str, Any] = {
-            "bootstrap_servers": bootstrap,
+            **client_args(bootstrap),
             "acks": "all",  # with min.insync.replicas, a lost broker loses nothing
             "enable_idempotence": idempotent,  # a retried send is written once
             "linger_ms": linger_ms,

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from worker.kafka_clients import Bootstrap, client_args
+
 TOPIC_ALREADY_EXISTS = 36
 
 
@@ -21,9 +23,9 @@ class NotEnoughBrokers(RuntimeError):
     """The cluster has fewer brokers than the replication factor asks for."""
 
 
-async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
+async def ensure_topics(bootstrap: Bootstrap, specs: list[TopicSpec]) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_args(bootstrap))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -17,10 +17,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
-
-from worker import logs
+from worker import kafka_clients, logs
+from worker.kafka_clients import Bootstrap, NewTopic, TopicAlreadyExistsError
+from worker.kafka_clients import BrokerError as KafkaError
 from worker.ops.topic_reader import BrokerUnavailable, Record, send
 
 log = logs.get("worker.ops")
@@ -67,11 +66,11 @@ class AuditRecord:
         return asdict(self)
 
 
-def ensure_topic(bootstrap: str, topic: str) -> None:
+def ensure_topic(bootstrap: Bootstrap, topic: str) -> None:
     """The audit topic, made on first use: one partition (a trail reads in order), as many
     copies as the cluster allows up to three."""
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = kafka_clients.admin(bootstrap)
     except KafkaError as exc:
         raise BrokerUnavailable(f"cannot reach the broker at {bootstrap}: {exc}") from None
     try:
@@ -86,7 +85,7 @@ def ensure_topic(bootstrap: str, topic: str) -> None:
         admin.close()
 
 
-def write(bootstrap: str, topic: str, record: AuditRecord) -> str:
+def write(bootstrap: Bootstrap, topic: str, record: AuditRecord) -> str:
     """To the log first (it cannot fail), then to the audit topic; returns its position."""
     body = record.to_json()
     log.info("operator_action", **{k: v for k, v in body.items() if k != "schema_version"})

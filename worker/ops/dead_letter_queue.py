@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from worker.contracts import DlqHeaders
 from worker.contracts import headers as wire
+from worker.kafka_clients import Bootstrap
 from worker.ops import audit
 from worker.ops.safe_text import escape
 from worker.ops.topic_reader import Record, read_topics
@@ -152,7 +153,7 @@ class Inventory:
         return found, missing
 
 
-def read(bootstrap: str, dlq_topic: str, audit_topic: str | None = None) -> Inventory:
+def read(bootstrap: Bootstrap, dlq_topic: str, audit_topic: str | None = None) -> Inventory:
     """Every record now in the DLQ; the audit trail too when its topic is named."""
     optional = [audit_topic] if audit_topic else []
     got = read_topics(bootstrap, [dlq_topic], optional=optional)

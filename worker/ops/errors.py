@@ -16,7 +16,7 @@ class BrokerUnavailable(Exception):
 class TopicMissing(Exception):
     """A topic the command needs does not exist on the broker."""
 
-    def __init__(self, topics: list[str], bootstrap: str) -> None:
+    def __init__(self, topics: list[str], bootstrap: object) -> None:
         self.topics = topics
         names = ", ".join(topics)
         super().__init__(

@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaProducer
-
+from worker import kafka_clients
 from worker.core.endpoints import UrlPolicy
 from worker.core.snapshot_record import refusal_text
 from worker.core.snapshot_rules import check_snapshot
@@ -36,9 +35,9 @@ def load(path: Path, policy: UrlPolicy) -> list[dict[str, Any]]:
     return [raw for raw, _ in snapshots]
 
 
-def publish(bootstrap: str, topic: str, snapshots: list[dict[str, Any]]) -> int:
+def publish(bootstrap: kafka_clients.Bootstrap, topic: str, snapshots: list[dict[str, Any]]) -> int:
     """Keyed by tenant (the topic is compacted); one record per send, each acknowledged."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    producer = kafka_clients.producer(bootstrap, acks="all", linger_ms=0)
     try:
         for snap in snapshots:
             value = json.dumps(snap, ensure_ascii=False).encode()

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
-
+from worker import kafka_clients
+from worker.kafka_clients import Bootstrap, TopicPartition
+from worker.kafka_clients import BrokerError as KafkaError
 from worker.ops.errors import BrokerUnavailable, TopicMissing
 
 
@@ -49,10 +49,10 @@ class Record:
         return body if isinstance(body, dict) else None
 
 
-def _consumer(bootstrap: str, timeout_s: float) -> KafkaConsumer:
+def _consumer(bootstrap: Bootstrap, timeout_s: float) -> kafka_clients.KafkaConsumer:
     try:
-        return KafkaConsumer(
-            bootstrap_servers=bootstrap,
+        return kafka_clients.consumer(
+            bootstrap,
             group_id=None,
             enable_auto_commit=False,
             request_timeout_ms=int(max(timeout_s, 5) * 1000) + 1000,
@@ -62,7 +62,7 @@ def _consumer(bootstrap: str, timeout_s: float) -> KafkaConsumer:
 
 
 def read_topics(
-    bootstrap: str,
+    bootstrap: Bootstrap,
     topics: Iterable[str],
     *,
     optional: Iterable[str] = (),
@@ -127,17 +127,18 @@ def read_topics(
         consumer.close()
 
 
-def read_topic(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Record]:
+def read_topic(bootstrap: Bootstrap, topic: str, timeout_s: float = 30.0) -> list[Record]:
     return read_topics(bootstrap, [topic], timeout_s=timeout_s)[topic]
 
 
 def send(
-    bootstrap: str, records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]]
+    bootstrap: Bootstrap,
+    records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]],
 ) -> list[str]:
     """Send (topic, key, value, headers) records, each acknowledged by the broker before
     the next; returns where each went as topic/partition@offset."""
     try:
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+        producer = kafka_clients.producer(bootstrap, acks="all", linger_ms=0)
     except KafkaError as exc:
         raise BrokerUnavailable(f"cannot reach the broker at {bootstrap}: {exc}") from None
     where: list[str] = []

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from worker import logs, metrics
 from worker.engine.lag import LagMonitor
 from worker.health import HEALTH, Health, Readiness
+from worker.kafka_clients import connection
 from worker.pipeline.payment_state import split_key
 from worker.pipeline.topics import PENDING
 from worker.pipeline.wiring import Pipeline
@@ -61,7 +62,8 @@ class Observer:
         self.health = health
         self.interval_s = interval_s
         t = pipeline.s.topics
-        self.lag = LagMonitor(bootstrap, pipeline.s.app_id, [t.payments, t.submissions])
+        kafka = connection(bootstrap, pipeline.s.kafka)
+        self.lag = LagMonitor(kafka, pipeline.s.app_id, [t.payments, t.submissions])
         self._task: asyncio.Task[None] | None = None
         self._parked: set[str] = set()
 

@@ -26,6 +26,7 @@ from worker.engine.backend import Backend, GroupSettings
 from worker.engine.engine import Engine, EngineSettings, StageFactory
 from worker.engine.kafka import KafkaBackend
 from worker.engine.records import Output
+from worker.kafka_clients import connection
 from worker.pipeline.dead_letters import dead_letter
 from worker.pipeline.enrich_stage import EnrichStage
 from worker.pipeline.payment_state import PaymentStates
@@ -128,7 +129,7 @@ def engine_settings(s: Settings) -> EngineSettings:
 
 def kafka_backend(s: Settings, bootstrap: str) -> KafkaBackend:
     return KafkaBackend(
-        bootstrap,
+        connection(bootstrap, s.kafka),  # reached with the settings' TLS and SASL
         idempotent=s.profile().idempotent_producers,
         # The broker judges each topic's limit; a dead letter may exceed the default.
         max_request_size=LARGE_RECORD_BYTES + 64 * 1024,

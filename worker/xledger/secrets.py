@@ -2,6 +2,8 @@
 
 A token is read from the environment variable `XLEDGER_TOKEN_<REF>` (REF = token_ref
 upper-cased, non-alphanumerics as `_`) or from the file `$XLEDGER_TOKEN_DIR/<token_ref>`.
+A file that is there but cannot be read (a secret mounted for another user) is its own
+error, naming the file, its mode and owner: the fix is the mount, not a new token.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,6 +50,12 @@ class MissingToken(LookupError):
     """No token for a reference. The message names the reference, never a value."""
 
 
+class UnreadableToken(MissingToken):
+    """The token's file is there and this process cannot read it (its mode, its owner, or
+    not a file). A MissingToken to the callers (the tenant waits, as for a missing one);
+    the message names the file, its mode and owner, and the process's user."""
+
+
 def env_name(token_ref: str) -> str:
     return "XLEDGER_TOKEN_" + re.sub(r"[^A-Za-z0-9]", "_", token_ref).upper()
 
@@ -70,8 +79,10 @@ class SecretStore:
             path = self._dir / token_ref
             try:
                 value = path.read_text("utf-8").strip()
-            except OSError:
+            except FileNotFoundError:
                 value = ""
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UnreadableToken(_unreadable(token_ref, path, exc)) from None
         if not value:
             where = f"${env_name(token_ref)}"
             if self._dir is not None:
@@ -79,3 +90,20 @@ class SecretStore:
             raise MissingToken(f"no Xledger token for token_ref {token_ref!r} (looked in {where})")
         logs.register_secret(value)
         return Token(value)
+
+
+def _unreadable(token_ref: str, path: Path, exc: Exception) -> str:
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    try:
+        info = path.stat()
+        kind = "" if stat.S_ISREG(info.st_mode) else ", not a regular file"
+        has = f"mode {stat.S_IMODE(info.st_mode):04o}, owner uid {info.st_uid} gid {info.st_gid}"
+    except OSError:
+        kind, has = "", "mode unknown"
+    return (
+        f"the Xledger token file for token_ref {token_ref!r}, {path}, cannot be read by this "
+        f"process (uid {os.getuid()}, gid {os.getgid()}, groups "
+        f"{sorted(os.getgroups())}): {why}; the file has {has}{kind}. Mount the secret so "
+        "this user can read it (Kubernetes: securityContext.fsGroup and the volume's "
+        "defaultMode), rather than making a new token"
+    )

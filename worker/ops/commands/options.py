@@ -6,22 +6,70 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from worker import config
+from worker.kafka_clients import KafkaConnection, KafkaSettingsError, from_properties
 from worker.ops.when import parse_when
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def bootstrap_option(f: F) -> F:
+    """`--bootstrap HOST:PORT` and `--command-config FILE` (how to reach it)."""
     return click.option(
         "--bootstrap",
         metavar="HOST:PORT",
         help="Kafka bootstrap servers (default: FLYT_BOOTSTRAP_SERVERS).",
+    )(command_config_option(f))
+
+
+_COMMAND_CONFIG = "flyt.command_config"
+
+
+def command_config_option(f: F) -> F:
+    """`--command-config FILE`, as Kafka's own tools take it: the client properties
+    (security.protocol, ssl.truststore.location, sasl.mechanism, sasl.jaas.config …) that
+    reach a secured cluster; without it, the FLYT_KAFKA_* settings. Kept in the context,
+    for `settings_for` / `connection_for`, so each command's signature stays as it is."""
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+        ctx.meta[_COMMAND_CONFIG] = value
+
+    return click.option(
+        "--command-config",
+        metavar="FILE",
+        type=click.Path(dir_okay=False, path_type=Path),
+        expose_value=False,
+        callback=remember,
+        help="Kafka client properties for a secured cluster (security.protocol, "
+        "ssl.truststore.location, sasl.mechanism, sasl.jaas.config …; see the README); "
+        "default: the FLYT_KAFKA_* settings.",
     )(f)
+
+
+class KafkaSettingsRefused(click.ClickException):
+    """A connection setting that cannot work: exit 78 (EX_CONFIG), as `worker run`."""
+
+    exit_code = 78
+
+
+def connection_for(s: config.Settings, server: str) -> KafkaConnection:
+    """The broker at `server`, reached as --command-config says, else as the settings do."""
+    ctx = click.get_current_context(silent=True)
+    path = ctx.meta.get(_COMMAND_CONFIG) if ctx is not None else None
+    try:
+        security = (
+            from_properties(path, warn=lambda line: click.echo(line, err=True))
+            if path is not None
+            else s.kafka
+        )
+    except KafkaSettingsError as exc:
+        raise KafkaSettingsRefused(str(exc)) from None
+    return KafkaConnection(server, security)
 
 
 def topics_option(f: F) -> F:
@@ -36,7 +84,7 @@ def topics_option(f: F) -> F:
     )(f)
 
 
-def settings_for(bootstrap: str | None) -> tuple[config.Settings, str]:
+def settings_for(bootstrap: str | None) -> tuple[config.Settings, KafkaConnection]:
     """The settings (FLYT_* variables) and the broker to read: --bootstrap, else the
     setting; neither is a usage error."""
     try:
@@ -46,7 +94,7 @@ def settings_for(bootstrap: str | None) -> tuple[config.Settings, str]:
     server = bootstrap or s.bootstrap
     if not server:
         raise click.UsageError("name the broker: --bootstrap HOST:PORT or FLYT_BOOTSTRAP_SERVERS")
-    return s, server
+    return s, connection_for(s, server)
 
 
 def with_topics(s: config.Settings, overrides: tuple[str, ...]) -> config.Topics:

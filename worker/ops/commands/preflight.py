@@ -14,6 +14,8 @@ import click
 
 from worker import config
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot
+from worker.kafka_clients import Bootstrap
+from worker.ops.commands.options import command_config_option, connection_for
 from worker.ops.errors import BrokerUnavailable, TopicMissing
 from worker.ops.preflight import (
     EXIT_FAILED,
@@ -62,6 +64,7 @@ class CouldNotCheck(click.ClickException):
     f"{DEFAULT_RECENT} with a broker); needs a broker.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per tenant.")
+@command_config_option
 def preflight_command(
     snapshot_path: Path | None,
     tenant: str | None,
@@ -102,7 +105,7 @@ def preflight_command(
     note = None
     if server:
         try:
-            in_force, events = _read_topics(server, s, n_recent)
+            in_force, events = _read_topics(connection_for(s, server), s, n_recent)
         except (BrokerUnavailable, TopicMissing) as exc:
             raise CouldNotCheck(str(exc)) from None
         if n_recent == 0:
@@ -155,7 +158,7 @@ def _read_file(path: Path, tenant: str | None) -> list[RegisterSnapshot]:
 
 
 def _read_topics(
-    server: str, s: config.Settings, recent: int
+    server: Bootstrap, s: config.Settings, recent: int
 ) -> tuple[dict[str, RegisterSnapshot | None], dict[str, list[PaymentStatusEvent]]]:
     """The snapshot in force per tenant, and each tenant's `recent` newest Betalt events
     (the newest event of each payment), newest first."""

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from kafka.errors import KafkaError
 
-from worker import config
+from worker.config import Settings
 from worker.contracts import RegisterSnapshot
 from worker.core.endpoints import UrlPolicy
+from worker.kafka_clients import Bootstrap
+from worker.kafka_clients import BrokerError as KafkaError
 from worker.ops import audit
+from worker.ops.commands.options import bootstrap_option, settings_for
 from worker.ops.commands.output import RefusedExit, audit_logging
 from worker.ops.commands.preflight import print_report
 from worker.ops.errors import BrokerUnavailable, TopicMissing
@@ -36,7 +38,7 @@ class DemoSnapshots:
 
 
 @click.command("publish-registers")
-@click.option("--bootstrap", help="Kafka bootstrap servers (default: FLYT_BOOTSTRAP_SERVERS).")
+@bootstrap_option
 @click.option(
     "--file",
     "path",
@@ -80,10 +82,7 @@ def publish_registers(
         raise click.UsageError("give exactly one of --file and --demo")
     if force and not (run_preflight and actor):
         raise click.UsageError("--force goes with --preflight and --actor USER (it is audited)")
-    s = config.from_env()
-    server = bootstrap or s.bootstrap
-    if not server:
-        raise click.ClickException("name the broker: --bootstrap or FLYT_BOOTSTRAP_SERVERS")
+    s, server = settings_for(bootstrap)
     if demo:
         source = ctx.find_object(DemoSnapshots)
         if source is None:  # run outside `worker/cli.py`: no demo to take them from
@@ -105,8 +104,8 @@ def publish_registers(
 
 
 def publish_after_preflight(
-    server: str,
-    s: config.Settings,
+    server: Bootstrap,
+    s: Settings,
     snapshots: list[dict[str, Any]],
     *,
     force: bool,

@@ -10,6 +10,7 @@ import click
 
 from worker import config
 from worker.contracts import ProblemCode
+from worker.kafka_clients import Bootstrap
 from worker.ops import audit
 from worker.ops import rejections as r
 from worker.ops.commands.options import (
@@ -36,7 +37,7 @@ def rejections() -> None:
     """
 
 
-def _read_rejections(server: str, t: config.Topics, payments: bool) -> dict[str, Any]:
+def _read_rejections(server: Bootstrap, t: config.Topics, payments: bool) -> dict[str, Any]:
     names = [t.rejections, t.receipts] + ([t.payments, t.registers] if payments else [])
     with failures():
         return read_topics(server, names)

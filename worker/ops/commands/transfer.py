@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 import click
 
 from worker import config
+from worker.kafka_clients import Bootstrap
 from worker.ops import audit
 from worker.ops.authority import Refused, require_okonomi
 from worker.ops.commands.output import NothingFound, RefusedExit, audit_logging, failures
@@ -51,7 +52,7 @@ class Transfer:
 
     action: str  # audit.REPLAY or audit.RESEND
     settings: config.Settings
-    server: str
+    server: Bootstrap
     audit_topic: str
     actor: str
     roles: list[str]

@@ -5,8 +5,9 @@ consume → json.loads → json.dumps → produce, with the commit rule in its s
 settings like the engine's output producer (acks=all, linger 2 ms), and aiokafka's plain
 `send` per record, as any consumer-producer would. Two of them: with aiokafka's default
 batch size (the anchor issue 18 and 20 measured against), and with the engine's (the
-stricter one: the same write path the worker has, minus the worker). It lives here, the
-one package that speaks aiokafka, so the bench can set the worker beside it.
+stricter one: the same write path the worker has, minus the worker). Plain aiokafka on
+purpose (the one module outside the engine that imports it, named in the import-linter
+contract); its connection settings come from `worker.kafka_clients`, as every client's.
 """
 
 from __future__ import annotations
@@ -17,19 +18,18 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from worker.engine.producer import BATCH_BYTES
+from worker.kafka_clients import Bootstrap, client_args
 
 
 async def passthrough(
-    bootstrap: str, source: str, sink: str, partitions: int, n: int, engine_batches: bool
+    bootstrap: Bootstrap, source: str, sink: str, partitions: int, n: int, engine_batches: bool
 ) -> tuple[float, float]:
     """Events per second over the first `n` records of `source` (already published), and
     this process's CPU microseconds per event (a figure that holds up under load);
     `engine_batches`: with the engine's producer batch size, else aiokafka's default."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**client_args(bootstrap), group_id=None, enable_auto_commit=False)
     batches = {"max_batch_size": BATCH_BYTES} if engine_batches else {}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, **batches)
+    producer = AIOKafkaProducer(**client_args(bootstrap), acks="all", linger_ms=2, **batches)
     await consumer.start()
     await producer.start()
     try:
