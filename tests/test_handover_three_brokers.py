@@ -56,12 +56,16 @@ async def late_xledger(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[tuple[XledgerSandbox, dict[str, str]]]:
     """The sandbox with the demo tenants, every answer LATE_S late; a test's
-    `@pytest.mark.sandbox(late_s=…, credits={tenant: n}, credits_reset_s=…)` changes that."""
+    `@pytest.mark.sandbox(late_s=…, store_after_s=…, credits={tenant: n}, credits_reset_s=…)`
+    changes that."""
     marker = request.node.get_closest_marker("sandbox")
     options = dict(marker.kwargs) if marker else {}
     credits: dict[str, int] = options.pop("credits", {})
     late_s = options.pop("late_s", LATE_S)
-    box = XledgerSandbox(faults=FaultProfile(slow=1.0, slow_seconds=late_s), **options)
+    faults = FaultProfile(
+        slow=1.0, slow_seconds=late_s, store_after_s=options.pop("store_after_s", 0.0)
+    )
+    box = XledgerSandbox(faults=faults, **options)
     tokens = {}
     for i, snap in enumerate(demo_snapshots()):
         token = f"handover-test-token-{i}-0123456789"
@@ -425,3 +429,109 @@ async def test_a_worker_stalled_while_its_batch_waits_for_the_burst_budget_posts
     # fence refused its mutation, before it rejoined.
     fenced = {"commit_fenced", "xledger_post_abandoned"}
     assert fenced & {line.get("event") for line in zombie.lines()}, "the zombie was never fenced"
+
+
+# --- issue 26: Xledger is the truth (acceptance on Apache Kafka x3) ---------------------------
+
+
+def the_ledger_once_with_receipts(watcher: OutcomeWatcher, box: XledgerSandbox) -> None:
+    """Nothing twice in Xledger, and every payment in Xledger has its receipt."""
+    assert_ledger_exactly_once(box.ledger(), watcher.posted)
+    in_xledger = {
+        (line["extIdentifier"].split(":")[1], line["extIdentifier"].split(":")[2])
+        for line in box.ledger()
+    }
+    assert in_xledger == watcher.posted
+
+
+@pytest.mark.sandbox(late_s=0.1)
+async def test_acceptance_a_a_new_consumer_group_reading_from_the_start_posts_nothing_twice(
+    kafka3: Broker, setup: tuple[Settings, Workers, OutcomeWatcher, XledgerSandbox]
+) -> None:
+    """Issue 26 (a): workers of group A post the payments of 300 events; then a worker with
+    a new FLYT_APP_ID (no state, no commits of its own) reads the topics from the start.
+    It makes every payment's submission again and looks each up before posting: receipts
+    `already_present`, nothing twice (on 15664b2: 155 of 237 posted a second time)."""
+    s, workers, watcher, box = setup
+    events = list(generate_events(300, seed=261))
+    submitted, rejected = expected_outcomes(demo_snapshot_dicts(), events)
+    workers.start(1)
+    workers.start(2)
+    await workers.settled(2)
+    await publish(kafka3.bootstrap, s.topics.payments, event_records(events), False)
+    await watch_until(watcher, submitted | rejected, 120)
+    one_outcome_each(watcher, box, submitted | rejected)
+    posted, lines = set(watcher.posted), len(box.ledger())
+    for n in (1, 2):
+        workers.procs[n].send_signal(signal.SIGTERM)
+        assert workers.procs[n].wait(40) == 0
+    again = CampaignWatcher(kafka3.bootstrap, s)
+    await again.start()
+    try:
+        workers.start(3, FLYT_APP_ID=f"{s.app_id}-new")
+
+        async def found_again() -> bool:
+            await again.poll()
+            return all(again.receipts[key] >= 2 for key in posted)  # group A's and B's
+
+        await wait_for(found_again, 120, "the new group's receipt for each posted payment")
+        await asyncio.sleep(2.0)  # a mutation of the new group, if any, would land now
+    finally:
+        await again.stop()
+    assert len(box.ledger()) == lines  # not one line more
+    assert_ledger_exactly_once(box.ledger(), posted)
+
+
+@pytest.mark.sandbox(late_s=0.1, store_after_s=12.0)
+async def test_acceptance_b_sigterm_while_xledger_takes_12_s_to_store_posts_nothing_twice(
+    kafka3: Broker, setup: tuple[Settings, Workers, OutcomeWatcher, XledgerSandbox]
+) -> None:
+    """Issue 26 (b): two workers; one gets SIGTERM while Xledger takes 12 s to store its
+    batch. The stop lets the mutation finish and writes its receipts (the grace, 25 s,
+    holds the 15 s deadline), then hands over: nothing twice, every payment in Xledger with
+    its receipt (on 15664b2: 81 twice, 14 in Xledger with no receipt)."""
+    s, workers, watcher, box = setup
+    events = list(generate_events(150, seed=262))
+    submitted, rejected = expected_outcomes(demo_snapshot_dicts(), events)
+    stored = senders(box, workers)
+    workers.start(1)
+    workers.start(2)
+    await workers.settled(2)
+    await publish(kafka3.bootstrap, s.topics.payments, event_records(events), False)
+
+    async def storing() -> bool:  # a batch is on its way into Xledger
+        return box.stats.faults.get("store-late", 0) > len(stored)
+
+    await wait_for(storing, 60, "a mutation on its way")
+    workers.procs[1].send_signal(signal.SIGTERM)
+    assert workers.procs[1].wait(40) == 0
+    await watch_until(watcher, submitted | rejected, 240)
+    one_outcome_each(watcher, box, submitted | rejected)
+    the_ledger_once_with_receipts(watcher, box)
+    handed = [
+        json.loads(x)
+        for x in workers.log(1).read_text().splitlines()
+        if "partitions_handed_over" in x
+    ]
+    assert handed and all(h["clean"] for h in handed)  # no mutation was cut
+
+
+@pytest.mark.sandbox(late_s=0.1, store_after_s=16.0)
+async def test_acceptance_c_xledger_storing_every_mutation_past_the_deadline_posts_nothing_twice(
+    kafka3: Broker, setup: tuple[Settings, Workers, OutcomeWatcher, XledgerSandbox]
+) -> None:
+    """Issue 26 (c): Xledger stores every mutation 16 s after it arrives, past the worker's
+    15 s deadline, whether or not anyone still waits. Each outcome is unknown; the payments
+    wait the settle time (20 s here, the default 60 s) before the lookup that finds them:
+    nothing twice (on 15664b2: 95 of 115 twice)."""
+    s, workers, watcher, box = setup
+    events = list(generate_events(150, seed=263))
+    submitted, rejected = expected_outcomes(demo_snapshot_dicts(), events)
+    workers.start(1, FLYT_XLEDGER_SETTLE_S="20")
+    workers.start(2, FLYT_XLEDGER_SETTLE_S="20")
+    await workers.settled(2)
+    await publish(kafka3.bootstrap, s.topics.payments, event_records(events), False)
+    await watch_until(watcher, submitted | rejected, 240)
+    one_outcome_each(watcher, box, submitted | rejected)
+    the_ledger_once_with_receipts(watcher, box)
+    assert box.stats.faults["store-late"] == box.stats.accepted_batches  # all stored late
