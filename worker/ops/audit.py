@@ -17,11 +17,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from worker import logs
-from worker.ops.topic_reader import BrokerUnavailable, Record, send
+from worker.ops import kafka_clients
+from worker.ops.errors import BrokerUnavailable
+from worker.ops.topic_reader import Record, send
 
 log = logs.get("worker.ops")
 
@@ -70,10 +72,7 @@ class AuditRecord:
 def ensure_topic(bootstrap: str, topic: str) -> None:
     """The audit topic, made on first use: one partition (a trail reads in order), as many
     copies as the cluster allows up to three."""
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    except KafkaError as exc:
-        raise BrokerUnavailable(f"cannot reach the broker at {bootstrap}: {exc}") from None
+    admin = kafka_clients.admin(bootstrap)
     try:
         if topic in admin.list_topics():
             return

@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaProducer
-
 from worker.core.endpoints import UrlPolicy
 from worker.core.snapshot_record import refusal_text
 from worker.core.snapshot_rules import check_snapshot
 from worker.offline import SnapshotFileError, read_snapshot_file
+from worker.ops import kafka_clients
 
 
 class SnapshotsInvalid(Exception):
@@ -38,7 +37,7 @@ def load(path: Path, policy: UrlPolicy) -> list[dict[str, Any]]:
 
 def publish(bootstrap: str, topic: str, snapshots: list[dict[str, Any]]) -> int:
     """Keyed by tenant (the topic is compacted); one record per send, each acknowledged."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    producer = kafka_clients.producer(bootstrap)
     try:
         for snap in snapshots:
             value = json.dumps(snap, ensure_ascii=False).encode()
