@@ -10,7 +10,16 @@ import click
 from worker import commands
 from worker.demo import commands as demo_commands
 from worker.devenv import commands as devenv_commands
-from worker.ops.commands import dlq, preflight, reconcile, registers, rejections, status, whatif
+from worker.ops.commands import (
+    dlq,
+    preflight,
+    reconcile,
+    registers,
+    rejections,
+    status,
+    tenant,
+    whatif,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,6 +53,7 @@ main.add_command(devenv_commands.sandbox)
 main.add_command(dlq.dlq)
 main.add_command(rejections.rejections)
 main.add_command(status.status)
+main.add_command(tenant.tenant)
 main.add_command(whatif.whatif)
 main.add_command(preflight.preflight_command, "preflight")
 main.add_command(reconcile.reconcile)

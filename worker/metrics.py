@@ -146,11 +146,19 @@ XLEDGER_RATE_LIMIT_WAIT_SECONDS = Counter(
 # was refused (a person must renew it). One series per (tenant, reason), 0 or 1.
 PAUSED_CREDITS = "credits"
 PAUSED_TOKEN = "token"
+PAUSED_MANUAL = "manual"  # `worker tenant pause` (the control topic): every worker reports it
 XLEDGER_TENANT_PAUSED = Gauge(
     "xledger_tenant_paused",
     "1 while a tenant's posting is paused, by reason: credits (Xledger reported insufficient "
-    "credits; resumes by itself) or token (Xledger refused the token; needs a new one).",
+    "credits; resumes by itself), token (Xledger refused the token; needs a new one) or "
+    "manual (paused by hand with `worker tenant pause`; until `worker tenant resume`).",
     ["tenant", "reason"],
+)
+TENANT_PAUSED_SINCE = Gauge(
+    "flyt_tenant_paused_since_timestamp_seconds",
+    "When a tenant was paused by hand (`worker tenant pause`), Unix time, from the control "
+    "topic every worker reads; no series once it is resumed.",
+    ["tenant"],
 )
 XLEDGER_BATCH_PAYMENTS = Histogram(
     "xledger_batch_payments",

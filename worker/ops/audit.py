@@ -29,6 +29,8 @@ log = logs.get("worker.ops")
 
 REPLAY = "dlq.replay"
 RESEND = "rejections.resend"
+PAUSE = "tenant.pause"
+RESUME = "tenant.resume"
 
 
 def fingerprint(topic: str, key: bytes | None, value: bytes | None) -> str:
@@ -69,18 +71,20 @@ class AuditRecord:
         return asdict(self)
 
 
-def ensure_topic(bootstrap: str, topic: str) -> None:
-    """The audit topic, made on first use: one partition (a trail reads in order), as many
-    copies as the cluster allows up to three."""
+def ensure_topic(bootstrap: str, topic: str, config: dict[str, str] | None = None) -> None:
+    """The audit topic (or another of the tools' own), made on first use: one partition (a
+    trail reads in order), as many copies as the cluster allows up to three."""
     admin = kafka_clients.admin(bootstrap)
     try:
         if topic in admin.list_topics():
             return
         brokers = len(admin.describe_cluster()["brokers"])
         with contextlib.suppress(TopicAlreadyExistsError):  # another replay made it first
-            admin.create_topics([NewTopic(topic, 1, min(3, max(1, brokers)))])
+            admin.create_topics(
+                [NewTopic(topic, 1, min(3, max(1, brokers)), topic_configs=config or {})]
+            )
     except KafkaError as exc:
-        raise BrokerUnavailable(f"could not make the audit topic {topic}: {exc}") from None
+        raise BrokerUnavailable(f"could not make the topic {topic}: {exc}") from None
     finally:
         admin.close()
 

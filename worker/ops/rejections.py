@@ -15,6 +15,7 @@ its lines' external identifiers and not posted again (the post stage looks befor
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -91,11 +92,24 @@ class RejectionBook:
         ]
         return sorted(out, key=lambda p: (p.last_at, p.tenant_id, p.payment_id), reverse=True)
 
+    def note_receipt(self, r: Record) -> None:
+        """A receipt: the rejected payment it names (if any) is posted since."""
+        body = r.json() or {}
+        key = (str(body.get("tenant_id")), str(body.get("payment_id")))
+        entry = self.payments.get(key)
+        if entry is not None and entry.posted_at is None:
+            try:
+                entry.posted_at = datetime.fromisoformat(str(body.get("posted_at")))
+            except ValueError:
+                entry.posted_at = r.at
+
     def waiting(self, tenant: str) -> list[RejectedPayment]:
         return self.select(tenant=tenant, state="waiting")
 
 
-def read_rejections(rejections: list[Record], receipts: list[Record]) -> RejectionBook:
+def read_rejections(rejections: Iterable[Record], receipts: Iterable[Record]) -> RejectionBook:
+    """The rejected payments (kept), and whether each has a receipt since (the receipts
+    are only looked at: they may be streamed)."""
     book = RejectionBook()
     for r in sorted(rejections, key=lambda r: (r.timestamp_ms, r.partition, r.offset)):
         try:
@@ -110,23 +124,18 @@ def read_rejections(rejections: list[Record], receipts: list[Record]) -> Rejecti
         else:
             seen.latest, seen.last_at, seen.rejections = rej, r.at, seen.rejections + 1
     for r in receipts:
-        body = r.json() or {}
-        key = (str(body.get("tenant_id")), str(body.get("payment_id")))
-        entry = book.payments.get(key)
-        if entry is not None and entry.posted_at is None:
-            try:
-                entry.posted_at = datetime.fromisoformat(str(body.get("posted_at")))
-            except ValueError:
-                entry.posted_at = r.at
+        book.note_receipt(r)
     return book
 
 
-def last_receipts(receipts: list[Record]) -> dict[str, Record]:
-    """Each tenant's newest receipt."""
+def last_receipts(receipts: Iterable[Record]) -> dict[str, Record]:
+    """Each tenant's newest receipt (the receipts may be streamed: one kept per tenant)."""
     out: dict[str, Record] = {}
-    for r in sorted(receipts, key=lambda r: r.timestamp_ms):
+    for r in receipts:
         tenant = (r.json() or {}).get("tenant_id")
-        if isinstance(tenant, str):
+        if isinstance(tenant, str) and (
+            tenant not in out or r.timestamp_ms >= out[tenant].timestamp_ms
+        ):
             out[tenant] = r
     return out
 
