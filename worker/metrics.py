@@ -61,6 +61,18 @@ DEAD_LETTERS = Counter(
     "Records sent to the dead-letter queue, by stage and reason.",
     ["stage", "reason"],
 )
+DLQ_RECORDS = Gauge(
+    "flyt_dlq_records",
+    "Dead letters the DLQ holds now, per reason (worker/dead_letter_gauges.py; every worker "
+    "reports the whole topic: take the max).",
+    ["reason"],
+)
+DLQ_OLDEST_AGE_SECONDS = Gauge(
+    "flyt_dlq_oldest_age_seconds",
+    "Age of the oldest dead letter the DLQ holds, per reason (0 when none): retention deletes "
+    "it at FLYT_RETENTION_DAYS (30 days).",
+    ["reason"],
+)
 REEVALUATIONS = Counter(
     "flyt_reevaluations_total",
     "Rejected payments evaluated again after a newer snapshot (R16), by result.",
@@ -108,6 +120,12 @@ BETALT_TO_RECEIPT_SECONDS = Histogram(
     "flyt_betalt_to_receipt_seconds",
     "From reading a Betalt event to holding its Xledger receipt.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+
+BUILD_INFO = Gauge(
+    "flyt_build_info",
+    "Always 1: the worker's version and the commit it was built from (`--version`).",
+    ["version", "commit"],
 )
 
 # --- Xledger ----------------------------------------------------------------------------

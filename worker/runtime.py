@@ -18,6 +18,7 @@ from dataclasses import asdict
 from worker import health, logs
 from worker.config import Settings
 from worker.core.endpoints import UrlPolicy
+from worker.dead_letter_gauges import DeadLetterGauges
 from worker.engine import broker_kind
 from worker.engine.topics import ensure_topics
 from worker.pipeline.observer import Observer
@@ -56,6 +57,8 @@ async def running_pipeline(
     await pipeline.start()
     observer = Observer(pipeline, bootstrap)  # /ready, lag and the other state gauges
     await observer.start()
+    dead_letters = DeadLetterGauges(pipeline.backend.reader(), s.topics.dlq)
+    await dead_letters.start()
     try:
         yield pipeline
     finally:
@@ -66,6 +69,7 @@ async def running_pipeline(
             async with asyncio.timeout_at(deadline):
                 await pipeline.stop(deadline - 1.0)
                 await observer.stop()
+                await dead_letters.stop()
         except TimeoutError:
             log.error("worker_stop_timed_out", grace_s=s.stop_grace_s)
         await client.aclose()

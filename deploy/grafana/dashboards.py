@@ -131,6 +131,19 @@ OVERVIEW: dict[str, list[PanelSpec]] = {
             ),
         ),
         PanelSpec(
+            "Dead letters held, and the oldest's age",
+            "How many dead letters does the DLQ hold per reason, and how old is the oldest? "
+            "Retention deletes them at 30 days (FLYT_RETENTION_DAYS): past 15 an alert asks "
+            "for them to be replayed or explained (`worker dlq list --reason R`).",
+            (
+                q("max by (reason) (flyt_dlq_records)", "held: {{reason}}"),
+                q(
+                    "max by (reason) (flyt_dlq_oldest_age_seconds) / 86400",
+                    "oldest (days): {{reason}}",
+                ),
+            ),
+        ),
+        PanelSpec(
             "Xledger payments by result (per s)",
             "Does Xledger take the payments: posted, already present (a safe repeat), "
             "refused (content), failed (after retries)?",
@@ -189,7 +202,8 @@ OVERVIEW: dict[str, list[PanelSpec]] = {
         ),
         PanelSpec(
             "Paused tenants",
-            "How many tenants are paused right now (credits used up, or token refused)?",
+            "How many tenants are paused right now (credits used up, token refused, or paused "
+            "by hand: `worker status` says who and why)?",
             (q(f"count({PAUSED} == 1) or vector(0)", "paused"),),
             kind="stat",
             width=6,
