@@ -24,9 +24,7 @@ def test_kubernetes_sets_replication_for_a_three_broker_cluster() -> None:
     assert re.search(r"^\s+FLYT_BROKER_KIND: kafka\b", manifest, re.M)
 
 
-def test_the_reconcile_cronjob_runs_the_previous_month_on_the_2nd_and_serves_its_result() -> (
-    None
-):
+def test_the_reconcile_cronjob_runs_the_previous_month_on_the_2nd_and_serves_its_result() -> None:
     import yaml
     from click.testing import CliRunner
 
