@@ -22,7 +22,24 @@ from worker.ops.commands import (
 )
 
 
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from worker.build import describe
+
+    click.echo(describe())
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_version,
+    help="The version and the commit it was built from.",
+)
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Flyt → Xledger worker: posts Betalt child-welfare payments to Xledger."""

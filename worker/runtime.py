@@ -15,7 +15,8 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 
-from worker import health, logs
+from worker import health, logs, metrics
+from worker.build import build
 from worker.config import Settings
 from worker.core.endpoints import UrlPolicy
 from worker.dead_letter_gauges import DeadLetterGauges
@@ -50,6 +51,7 @@ def client_settings(s: Settings) -> ClientSettings:
 async def running_pipeline(
     s: Settings, bootstrap: str, client: XledgerClient
 ) -> AsyncIterator[Pipeline]:
+    metrics.BUILD_INFO.labels(*build()).set(1)
     s = await broker_kind.resolve(s, bootstrap)
     log.info("broker_profile", **asdict(s.profile()), **asdict(timings(s)))
     await ensure_topics(bootstrap, topic_specs(s))
@@ -123,7 +125,13 @@ async def _serve(s: Settings, bootstrap: str, stop: asyncio.Event) -> None:
     async with running_pipeline(s, bootstrap, make_client(s)) as pipeline:
         # What start-up built lives as long as the process: no collection need walk it.
         gc.freeze()
-        log.info("worker_running", bootstrap=bootstrap, metrics_port=s.metrics_port)
+        log.info(
+            "worker_running",
+            bootstrap=bootstrap,
+            metrics_port=s.metrics_port,
+            version=build()[0],
+            commit=build()[1],
+        )
         await until_stopped(stop, pipeline)
 
 

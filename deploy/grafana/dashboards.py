@@ -98,9 +98,11 @@ OVERVIEW: dict[str, list[PanelSpec]] = {
         ),
         PanelSpec(
             "Workers ready and partitions held",
-            "How many workers pass /ready, and does each hold input partitions?",
+            "How many workers pass /ready, does each hold input partitions, and which build "
+            "do they run (a rollout shows two)?",
             (
                 q("sum(flyt_worker_ready)", "ready workers"),
+                q("count by (version, commit) (flyt_build_info)", "build {{version}} {{commit}}"),
                 q("sum by (instance, topic) (flyt_assigned_partitions)", "{{instance}} {{topic}}"),
             ),
         ),
