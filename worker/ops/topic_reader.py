@@ -88,9 +88,11 @@ class Gap:
 
 @dataclass
 class ReadStats:
-    """What a read fetched: every record the consumer handed over is counted, kept or not."""
+    """What a read fetched: every record the consumer handed over is counted, kept or not.
+    `whole` (after a read with `last`): every partition was read from its first offset."""
 
     fetched: dict[str, int] = field(default_factory=dict)
+    whole: bool = True
     gaps: list[Gap] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -158,18 +160,23 @@ class _Range:
 
 
 def _ranges(
-    consumer: KafkaConsumer, tps: list[TopicPartition], period: Period, stats: ReadStats
+    consumer: KafkaConsumer,
+    tps: list[TopicPartition],
+    period: Period,
+    stats: ReadStats,
+    last: int | None,
 ) -> dict[TopicPartition, _Range]:
     firsts = consumer.beginning_offsets(tps)
     ends = consumer.end_offsets(tps)
-    starts = dict(firsts)
+    starts = {tp: max(firsts[tp], ends[tp] - last) if last else firsts[tp] for tp in tps}
+    stats.whole = stats.whole and all(starts[tp] == firsts[tp] for tp in tps)
     if period.start is not None:
         for tp, found in _by_time(consumer, tps, period.start).items():
             if found is None:
                 starts[tp] = ends[tp]  # nothing at or after the start
                 continue
             offset, ts = found
-            starts[tp] = max(firsts[tp], offset)
+            starts[tp] = max(starts[tp], offset)
             if firsts[tp] > 0 and offset <= firsts[tp]:
                 oldest = datetime.fromtimestamp(ts / 1000, UTC) if ts >= 0 else None
                 stats.gaps.append(Gap(tp.topic, tp.partition, firsts[tp], oldest))
@@ -185,9 +192,11 @@ def scan(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     progress: Say | None = None,
     stats: ReadStats | None = None,
+    last: int | None = None,
 ) -> Iterator[Record]:
     """The records of `topics` whose broker time is in `period` (default: all), streamed:
-    in offset order per partition, partitions interleaved.
+    in offset order per partition, partitions interleaved. With `last`, only each
+    partition's last `last` offsets (the newest records, for "the N newest").
 
     Each partition is read from the first offset at or after the period's start to its
     end as the read starts (or where its records pass the period's end). `timeout_s` is
@@ -207,7 +216,7 @@ def scan(
             return
         consumer.assign(tps)
         try:
-            ranges = _ranges(consumer, tps, period, stats)
+            ranges = _ranges(consumer, tps, period, stats, last)
         except KafkaError as exc:
             raise BrokerUnavailable(f"the broker at {bootstrap} did not answer: {exc}") from None
         remaining = {tp for tp, r in ranges.items() if r.stop > r.start}

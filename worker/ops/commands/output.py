@@ -65,6 +65,7 @@ class Table:
     def __init__(self, columns: Sequence[tuple[str, int, str]], width: int | None = None) -> None:
         self.columns = list(columns)
         fixed = sum(w + 1 for _, w, _ in self.columns[:-1])
+        # One column short of the screen: a line exactly as wide wraps on some terminals.
         self.last = max(MIN_LAST, (width or terminal_width()) - fixed - 1)
 
     def _widths(self) -> list[int]:
