@@ -4,6 +4,7 @@ dead letter is gone reads 0. On the memory backend, then on both real brokers.""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from tests.stream_helpers import wait_for
 from worker.dead_letter_gauges import DeadLetterGauges
 from worker.engine.memory import MemoryBackend, MemoryBroker
 from worker.engine.topics import ensure_topics
+from worker.ops.audit import fingerprint
 from worker.pipeline.topics import topic_specs
 from worker.pipeline.wiring import kafka_backend
 
@@ -32,7 +34,9 @@ async def test_depth_and_age_follow_the_topic_and_its_retention() -> None:
     broker.create_topic("dlq-mem", 2)
     for p, reason in ((0, b"auth-mem"), (0, b"auth-mem"), (1, b"invalid-mem"), (1, b"auth-mem")):
         broker.append("dlq-mem", b"k", b"v", [("dlq.reason", reason)], partition=p)
-    gauges = DeadLetterGauges(MemoryBackend(broker).reader(), "dlq-mem", interval_s=3600)
+    gauges = DeadLetterGauges(
+        MemoryBackend(broker), "dlq-mem", "audit-mem", interval_s=3600, trail_retry_s=0
+    )
     await gauges.start()
     try:
         await gauges.ready.wait()
@@ -51,6 +55,21 @@ async def test_depth_and_age_follow_the_topic_and_its_retention() -> None:
         await gauges.refresh(now_s=1000.0)
         assert (depth("auth-mem"), depth("invalid-mem"), depth("unknown")) == (1, 0, 1)
         assert oldest("invalid-mem") == 0
+        # `dlq replay` sent the one left back (the audit topic, made by the first replay):
+        # it needs nobody any more.
+        broker.create_topic("audit-mem", 1)
+        replay = {
+            "action": "dlq.replay",
+            "items": [{"outcome": "sent", "fingerprint": fingerprint("", b"k", b"v")}],
+        }
+        broker.append("audit-mem", b"u-1", json.dumps(replay).encode(), partition=0)
+
+        async def replayed() -> bool:
+            await gauges.refresh(now_s=1000.0)
+            return depth("auth-mem") == 0
+
+        await wait_for(replayed, 5, "the replayed dead letter no longer counted")
+        assert depth("unknown") == 0  # the same bytes: the same fingerprint
     finally:
         await gauges.stop()
 
@@ -71,7 +90,7 @@ async def test_gauges_read_a_real_dlq_whole_then_follow_it(broker: Broker) -> No
             now_ms - hours * 3_600_000,
         )
     assert s.bootstrap
-    gauges = DeadLetterGauges(kafka_backend(s, s.bootstrap).reader(), s.topics.dlq, 3600)
+    gauges = DeadLetterGauges(kafka_backend(s, s.bootstrap), s.topics.dlq, s.topics.audit, 3600)
     await gauges.start()
     try:
         await wait_for(gauges.ready.wait, 30, "the DLQ read once")

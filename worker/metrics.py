@@ -63,14 +63,14 @@ DEAD_LETTERS = Counter(
 )
 DLQ_RECORDS = Gauge(
     "flyt_dlq_records",
-    "Dead letters the DLQ holds now, per reason (worker/dead_letter_gauges.py; every worker "
-    "reports the whole topic: take the max).",
+    "Dead letters the DLQ holds now that no one has replayed, per reason "
+    "(worker/dead_letter_gauges.py; every worker reports the whole topic: take the max).",
     ["reason"],
 )
 DLQ_OLDEST_AGE_SECONDS = Gauge(
     "flyt_dlq_oldest_age_seconds",
-    "Age of the oldest dead letter the DLQ holds, per reason (0 when none): retention deletes "
-    "it at FLYT_RETENTION_DAYS (30 days).",
+    "Age of the oldest dead letter the DLQ holds that no one has replayed, per reason (0 "
+    "when none): retention deletes it at FLYT_RETENTION_DAYS (30 days).",
     ["reason"],
 )
 REEVALUATIONS = Counter(

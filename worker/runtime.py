@@ -59,7 +59,7 @@ async def running_pipeline(
     await pipeline.start()
     observer = Observer(pipeline, bootstrap)  # /ready, lag and the other state gauges
     await observer.start()
-    dead_letters = DeadLetterGauges(pipeline.backend.reader(), s.topics.dlq)
+    dead_letters = DeadLetterGauges(pipeline.backend, s.topics.dlq, s.topics.audit)
     await dead_letters.start()
     try:
         yield pipeline
