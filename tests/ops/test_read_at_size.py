@@ -52,15 +52,10 @@ def _fill(s: Settings) -> None:
         now = int(time.time() * 1000)
         headers = _headers(s, 0)
         first = now - 48 * HOUR_MS
+        step = 46 * HOUR_MS // OLD
+        value = b'{"tenant_id":"t-old","payment_id":"P-old"}'  # never fetched: one will do
         for n in range(OLD):
-            value = b'{"tenant_id":"t-old","payment_id":"P-%d"}' % n
-            producer.send(
-                s.topics.dlq,
-                key=b"P-%d" % n,
-                value=value,
-                headers=headers,
-                timestamp_ms=first + n * (46 * HOUR_MS // OLD),
-            )
+            producer.send(s.topics.dlq, value=value, timestamp_ms=first + n * step)
         for n in range(RECENT):
             value = b'{"tenant_id":"t-new","payment_id":"R-%d"}' % n
             producer.send(

@@ -379,9 +379,11 @@ async def test_a_month_reads_oslo_days_and_finance_gets_a_csv(world: World, tmp_
 async def test_a_period_the_topics_no_longer_hold_whole_is_incomplete_never_clean(
     world: World,
 ) -> None:
-    """Retention (here DeleteRecords) took the first Betalt events: a period from before
-    them is exit 6 and names what is missing; a period after them is still clean."""
+    """Retention took the first Betalt events (a retention of a minute, and DeleteRecords for
+    what the broker deletes by it in its own time): a period from before them is exit 6 and
+    names what is missing; a period within the retention is still clean."""
     from kafka import TopicPartition
+    from kafka.admin import ConfigResource, ConfigResourceType
 
     from worker.ops import kafka_clients
 
@@ -390,6 +392,16 @@ async def test_a_period_the_topics_no_longer_hold_whole_is_incomplete_never_clea
     admin = kafka_clients.admin(world.broker.bootstrap)
     try:
         admin.delete_records({TopicPartition(world.s.topics.payments, 0): 1})
+        # Deleted, but by a retention of 30 days: nothing of yesterday can have gone.
+        code, report = await world.reconcile("--since", "1d")
+        assert code == 0 and not report["incomplete"], report
+        admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC, world.s.topics.payments, {"retention.ms": "60000"}
+                )
+            ]
+        )
     finally:
         admin.close()
     code, report = await world.reconcile("--since", "1d")

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
 from worker.ops import kafka_clients
@@ -165,6 +166,7 @@ def _ranges(
     period: Period,
     stats: ReadStats,
     last: int | None,
+    retention: Callable[[str], int | None],
 ) -> dict[TopicPartition, _Range]:
     firsts = consumer.beginning_offsets(tps)
     ends = consumer.end_offsets(tps)
@@ -174,13 +176,77 @@ def _ranges(
         for tp, found in _by_time(consumer, tps, period.start).items():
             if found is None:
                 starts[tp] = ends[tp]  # nothing at or after the start
-                continue
-            offset, ts = found
-            starts[tp] = max(starts[tp], offset)
-            if firsts[tp] > 0 and offset <= firsts[tp]:
-                oldest = datetime.fromtimestamp(ts / 1000, UTC) if ts >= 0 else None
-                stats.gaps.append(Gap(tp.topic, tp.partition, firsts[tp], oldest))
+            else:
+                starts[tp] = max(starts[tp], found[0])
+            gap = _gap(tp, firsts[tp], ends[tp], found, period.start, retention)
+            if gap is not None:
+                stats.gaps.append(gap)
     return {tp: _Range(starts[tp], ends[tp]) for tp in tps}
+
+
+def _gap(
+    tp: TopicPartition,
+    first: int,
+    end: int,
+    found: tuple[int, int] | None,
+    start: datetime,
+    retention: Callable[[str], int | None],
+) -> Gap | None:
+    """Whether records deleted from this partition may have been of the period: some were
+    deleted (its log start is past 0), and either the oldest kept one is already in the
+    period or none is kept; unless the topic's retention is short of the period's start
+    (retention deletes only records older than it)."""
+    if first == 0:
+        return None
+    if found is not None and found[0] > first:
+        return None  # a record before the period is still kept: nothing of it was deleted
+    if found is None and end > first:
+        return None  # every record kept is older than the period, the deleted ones too
+    keep_ms = retention(tp.topic)
+    if (
+        keep_ms is not None
+        and keep_ms >= 0
+        and start >= datetime.now(UTC) - timedelta(milliseconds=keep_ms)
+    ):
+        return None
+    oldest = datetime.fromtimestamp(found[1] / 1000, UTC) if found and found[1] >= 0 else None
+    return Gap(tp.topic, tp.partition, first, oldest)
+
+
+def _retention_of(bootstrap: str) -> Callable[[str], int | None]:
+    """topic → its retention.ms (-1: for ever), asked of the cluster once per topic when a
+    gap must be judged; None where the cluster does not say (then a gap is a gap)."""
+    known: dict[str, int | None] = {}
+
+    def retention(topic: str) -> int | None:
+        if topic not in known:
+            known[topic] = _ask_retention(bootstrap, topic)
+        return known[topic]
+
+    return retention
+
+
+def _ask_retention(bootstrap: str, topic: str) -> int | None:
+    try:
+        admin = kafka_clients.admin(bootstrap)
+    except BrokerUnavailable:
+        return None
+    try:
+        answer = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all"
+        )
+    except (KafkaError, ValueError):
+        return None
+    finally:
+        admin.close()
+    data = (answer.get("topic") or {}).get(topic) or {} if isinstance(answer, dict) else {}
+    value = data.get("retention.ms")
+    if isinstance(value, dict):
+        value = value.get("value")
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def scan(
@@ -216,7 +282,7 @@ def scan(
             return
         consumer.assign(tps)
         try:
-            ranges = _ranges(consumer, tps, period, stats, last)
+            ranges = _ranges(consumer, tps, period, stats, last, _retention_of(bootstrap))
         except KafkaError as exc:
             raise BrokerUnavailable(f"the broker at {bootstrap} did not answer: {exc}") from None
         remaining = {tp for tp, r in ranges.items() if r.stop > r.start}
