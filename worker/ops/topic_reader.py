@@ -178,13 +178,13 @@ def _ranges(
                 starts[tp] = ends[tp]  # nothing at or after the start
             else:
                 starts[tp] = max(starts[tp], found[0])
-            gap = _gap(tp, firsts[tp], ends[tp], found, period.start, retention)
+            gap = gap_of(tp, firsts[tp], ends[tp], found, period.start, retention)
             if gap is not None:
                 stats.gaps.append(gap)
     return {tp: _Range(starts[tp], ends[tp]) for tp in tps}
 
 
-def _gap(
+def gap_of(
     tp: TopicPartition,
     first: int,
     end: int,
