@@ -18,6 +18,7 @@ class Topics:
     dlq: str = "xledger.dlq.v1"
     # Who replayed or resent what, and what came of it (worker/ops/audit.py).
     audit: str = "flyt.xledger.audit.v1"
+    control: str = "flyt.xledger.tenant-control.v1"  # tenants paused by hand (compacted)
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,27 @@ from worker.core.register_index import RegisterIndex
 from worker.devenv.feed import producer
 from worker.ops.topic_reader import Record, read_topics
 
-TOPICS = ("payments", "registers", "submissions", "receipts", "rejections", "dlq", "audit")
+TOPICS = (
+    "payments",
+    "registers",
+    "submissions",
+    "receipts",
+    "rejections",
+    "dlq",
+    "audit",
+    "control",
+)
 
 
 def ops_settings(broker: Broker, name: str, **overrides: Any) -> Settings:
     s = unique_settings(broker, name, **overrides)
     run = s.topics.payments.rsplit(".", 1)[-1]
-    return replace(s, topics=replace(s.topics, audit=f"{s.topics.audit}.{run}"))
+    return replace(
+        s,
+        topics=replace(
+            s.topics, audit=f"{s.topics.audit}.{run}", control=f"{s.topics.control}.{run}"
+        ),
+    )
 
 
 def env(broker: Broker, s: Settings, **extra: str) -> dict[str, str]:
