@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -44,6 +45,7 @@ from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records, publish, snapshot_records
 from worker.devenv.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot
 from worker.devenv.sockets import sender_of
+from worker.ops.topic_reader import read_topics
 from worker.xledger.secrets import env_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
@@ -535,3 +537,70 @@ async def test_acceptance_c_xledger_storing_every_mutation_past_the_deadline_pos
     one_outcome_each(watcher, box, submitted | rejected)
     the_ledger_once_with_receipts(watcher, box)
     assert box.stats.faults["store-late"] == box.stats.accepted_batches  # all stored late
+
+
+# --- issue 28: a tenant paused by hand, on two workers ----------------------------------------
+
+
+@pytest.mark.sandbox(late_s=0.1)
+async def test_a_tenant_paused_by_hand_stops_posting_on_both_workers_and_resume_posts_it_once(
+    kafka3: Broker,
+    setup: tuple[Settings, Workers, OutcomeWatcher, XledgerSandbox],
+) -> None:
+    """`worker tenant pause T` stops T's posting on both workers within 5 s while the other
+    tenants' payments flow; its payments wait (never rejected or dead-lettered for the
+    pause); `resume` posts them, each once (the ledger read back); both in the audit."""
+    s, workers, watcher, box = setup
+    paused = "t-lillevik"
+    stored: list[tuple[float, str]] = []
+    box.on_stored = lambda batch: stored.append((time.time(), batch.tenant))
+    events = list(generate_events(900, seed=281))
+    submitted, rejected = expected_outcomes(demo_snapshot_dicts(), events)
+    workers.start(1)
+    workers.start(2)
+    await workers.settled(2)
+    who = ("--actor", "u-okinn", "--role", "Økonomiinnstillinger")
+    async with flowing(kafka3.bootstrap, s, events, 40) as feed:
+        await wait_for(
+            lambda: any(t == paused for _, t in stored), 60, f"a batch of {paused} posted"
+        )
+        done = await tenant_command(kafka3, s, "pause", paused, "--reason", "sak 4711", *who)
+        assert done.returncode == 0, done.stderr
+        at = time.time()
+        await asyncio.sleep(8.0)  # the others flow meanwhile
+        later = [(t, tenant) for t, tenant in stored if t > at + 5.0]
+        assert later and all(tenant != paused for _, tenant in later)
+        assert not [k for k in watcher.rejected if k[0] == paused and k not in rejected]
+        resumed = await tenant_command(kafka3, s, "resume", paused, *who)
+        assert resumed.returncode == 0, resumed.stderr
+        await feed
+        await watch_until(watcher, submitted | rejected, 180)
+    one_outcome_each(watcher, box, submitted | rejected)
+    assert any(tenant == paused and t > at + 5.0 for t, tenant in stored)  # posted on resume
+    audit = [json.loads(r.value or b"") for r in await read_all(kafka3, s.topics.audit)]
+    mine = [a for a in audit if any(i.get("tenant_id") == paused for i in a["items"])]
+    assert [(a["action"], a["outcome"]) for a in mine][-2:] == [
+        ("tenant.pause", "done"),
+        ("tenant.resume", "done"),
+    ], audit
+
+
+async def tenant_command(
+    kafka3: Broker, s: Settings, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m worker tenant …` as an operator runs it (the test's topics)."""
+    env = worker_env(kafka3, s, {}, "", 0)
+    env["FLYT_BOOTSTRAP_SERVERS"] = kafka3.bootstrap
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "worker", "tenant", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def read_all(kafka3: Broker, topic: str) -> list[Any]:
+    """Every record of `topic`, read outside any group."""
+    return (await asyncio.to_thread(read_topics, kafka3.bootstrap, [topic]))[topic]

@@ -7,7 +7,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,14 +33,8 @@ TOPICS = (
 
 
 def ops_settings(broker: Broker, name: str, **overrides: Any) -> Settings:
-    s = unique_settings(broker, name, **overrides)
-    run = s.topics.payments.rsplit(".", 1)[-1]
-    return replace(
-        s,
-        topics=replace(
-            s.topics, audit=f"{s.topics.audit}.{run}", control=f"{s.topics.control}.{run}"
-        ),
-    )
+    """Settings with every topic of the test's own (the audit trail and the pauses too)."""
+    return unique_settings(broker, name, **overrides)
 
 
 def env(broker: Broker, s: Settings, **extra: str) -> dict[str, str]:

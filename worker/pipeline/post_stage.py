@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from worker import logs
 from worker.config import Settings
-from worker.contracts import DlqReason, Submission
+from worker.contracts import DlqReason, Submission, TenantPause
 from worker.contracts.reading import describe
 from worker.core.register_book import RegisterBook
 from worker.engine.engine import StageContext
@@ -33,6 +33,7 @@ from worker.engine.offsets import Lane
 from worker.engine.records import Record
 from worker.pipeline.dead_letters import dead_letter
 from worker.pipeline.posting_lease import Lease, takeover_wait
+from worker.pipeline.tenant_control import TenantControl
 from worker.pipeline.tenant_poster import PosterTools, TenantPoster
 from worker.xledger.client import XledgerClient
 
@@ -52,12 +53,23 @@ class PostStage:
     name = "post"
 
     def __init__(
-        self, s: Settings, book: RegisterBook, client: XledgerClient, ctx: StageContext
+        self,
+        s: Settings,
+        book: RegisterBook,
+        client: XledgerClient,
+        ctx: StageContext,
+        control: TenantControl | None = None,
     ) -> None:
         self.s = s
         self.ctx = ctx
         self.topics: tuple[str, ...] = (s.topics.submissions,)
-        self.tools = PosterTools(s, book, client, ctx, self.route, self.stray, {})
+        self._pause_events: dict[str, asyncio.Event] = {}
+        paused = control.paused if control is not None else lambda tenant: None
+        if control is not None:
+            control.listeners.append(self._pause_changed)
+        self.tools = PosterTools(
+            s, book, client, ctx, self.route, self.stray, {}, paused, self._pause_event
+        )
         self._loops: KeyLoops[tuple[int, str], tuple[Record, float]] = KeyLoops(ctx.fail)
         self._posters: dict[tuple[int, str], TenantPoster] = {}
         self._leases: dict[int, Lease] = {}  # lane id → its lease
@@ -138,6 +150,15 @@ class PostStage:
             lease = self._leases.pop(lane.id, None)
             if clean and lease is not None:
                 await lease.release()
+
+    # --- pauses by hand -------------------------------------------------------------------
+
+    def _pause_event(self, tenant: str) -> asyncio.Event:
+        return self._pause_events.setdefault(tenant, asyncio.Event())
+
+    def _pause_changed(self, tenant: str, pause: TenantPause | None) -> None:
+        """The control topic paused or resumed `tenant`: its loops look again at once."""
+        self._pause_event(tenant).set()
 
     # --- records that are not submissions ------------------------------------------------
 

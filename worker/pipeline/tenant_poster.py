@@ -22,6 +22,11 @@ tenant's request budget has room for it. Then, in order:
      time (or a short wait);
    - abandoned (the fence said no): no outcome; the partition's next holder posts them.
 
+A tenant paused by hand (`worker tenant pause`, Økonomiinnstillinger) posts nothing: its
+payments wait in the loop (never rejected or dead-lettered for the pause) and are posted,
+lookup first, once it is resumed; the fence says no to a mutation of a paused tenant, so
+no mutation begins after the pause is known.
+
 From the fence's yes until its outcomes are written, a mutation may be on its way to
 Xledger: that is the loop's critical step, which a hand-over lets finish.
 """
@@ -29,6 +34,7 @@ Xledger: that is the loop's critical step, which a hand-over lets finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -40,7 +46,7 @@ from pydantic import ValidationError
 
 from worker import logs, metrics
 from worker.config import Settings
-from worker.contracts import DlqReason, PaymentStatusEvent, Submission
+from worker.contracts import DlqReason, PaymentStatusEvent, Submission, TenantPause
 from worker.contracts.headers import BACKLOG, FIRST_EVALUATION, SOURCE
 from worker.contracts.reading import describe
 from worker.core import evaluate
@@ -97,6 +103,10 @@ class PosterTools:
     stray: Callable[[Lane, Record, str], None]
     # When the outcomes of a partition were last pruned (partition → monotonic time).
     pruned: dict[int, float]
+    # The tenant's pause by hand, if any (`tenant_control.py`); and an event set when a
+    # tenant's pause changes (its loop looks again).
+    paused: Callable[[str], TenantPause | None]
+    pause_changed: Callable[[str], asyncio.Event]
 
 
 class TenantPoster:
@@ -128,6 +138,7 @@ class TenantPoster:
                 return
             items = await self._without_outcome(items)
             if items:
+                await self._while_paused_by_hand()
                 await self._post(items)
 
     # --- gathering -------------------------------------------------------------------------
@@ -254,6 +265,8 @@ class TenantPoster:
     async def _fence(self) -> bool:
         """Asked by the client right before a mutation leaves (`Lease.fence`). From its
         yes until the outcomes are written, a hand-over lets this step finish."""
+        if self.t.paused(self.tenant) is not None:  # paused by hand meanwhile: not now
+            return False
         if not await self.lease.fence():
             return False
         assert self.loop is not None
@@ -292,10 +305,12 @@ class TenantPoster:
                     continue
                 return
             if result.abandoned and self.lane.open:
-                # Membership could not be confirmed (the broker did not answer): try again.
+                # Membership could not be confirmed (the broker did not answer), or the
+                # tenant was paused by hand meanwhile: try again (after the pause).
                 abandoned = {id(sub) for sub in result.abandoned}
                 items = [item for item in items if id(item.sub) in abandoned]
                 await asyncio.sleep(1.0)
+                await self._while_paused_by_hand()
                 continue
             return
 
@@ -493,6 +508,28 @@ class TenantPoster:
         )
         while self.lane.open and self.t.book.index(self.tenant) is None:
             await asyncio.sleep(self.t.s.token_recheck_s)
+
+    async def _while_paused_by_hand(self) -> None:
+        """Paused by hand (`worker tenant pause`): wait, holding the payments, until it is
+        resumed or the lane is handed over."""
+        pause = self.t.paused(self.tenant)
+        if pause is None:
+            return
+        log.warning(
+            "post_held_paused_by_hand",
+            tenant_id=self.tenant,
+            partition=self.lane.tp.partition,
+            paused_by=pause.by,
+            reason=pause.reason,
+            paused_at=pause.at.isoformat(),
+            action="`worker tenant resume` posts them, each looked up first",
+        )
+        changed = self.t.pause_changed(self.tenant)
+        while self.lane.open and self.t.paused(self.tenant) is not None:
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 5.0)
+        log.info("post_resumed_by_hand", tenant_id=self.tenant, partition=self.lane.tp.partition)
 
     async def _pause_for_token(self, token_ref: str, why: str) -> None:
         """The tenant's token is missing or refused: a fault of the tenant, not of its

@@ -161,7 +161,7 @@ class Pipeline:
         if "enrich" in names:
             factories.append(lambda ctx: EnrichStage(s, self.book, ctx))
         if "post" in names:
-            factories.append(lambda ctx: PostStage(s, self.book, client, ctx))
+            factories.append(lambda ctx: PostStage(s, self.book, client, ctx, self.control))
         self.engine = Engine(
             backend,
             engine_settings(s),

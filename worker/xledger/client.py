@@ -477,7 +477,8 @@ class _Call:
                 "xledger_post_abandoned",
                 tenant_id=self.tenant,
                 payments=len(self.result.abandoned),
-                why="these payments moved to another worker (a rebalance) before posting",
+                why="the caller's fence said no before the mutation: the partition moved to "
+                "another worker, or the tenant was paused by hand",
             )
         except Exception as exc:  # an answer nobody foresaw, or a bug: keep what posted
             log.exception("xledger_post_unexpected_error", tenant_id=self.tenant)
