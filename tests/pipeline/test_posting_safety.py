@@ -349,3 +349,33 @@ async def test_n9_a_revoke_waits_for_the_mutation_of_every_loop_of_the_partition
 
 def notes_of(broker: Any, s: Settings, partition: int) -> list[dict[str, Any]]:
     return [json.loads(r.value or b"") for r in broker.read(changelog_topic(s, POSTING), partition)]
+
+
+# --- an Xledger that never answers in time ----------------------------------------------
+
+
+async def test_a_payment_never_answered_in_time_is_dead_lettered_after_the_limit_never_posted(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """Xledger answers every mutation only after the request deadline, and refuses this
+    batch (an account it does not know) when it gets to it: the worker never hears the
+    refusal. Each time, after the settle time, the lookup finds nothing: after
+    UNKNOWN_LIMIT such mutations the payments are not sent again; the last lookup finds
+    them absent, and they are dead-lettered (sent again by hand), never posted, never
+    asked for ever."""
+    from worker.pipeline.tenant_poster import UNKNOWN_LIMIT
+
+    box, tokens = sandbox
+    box.faults = FaultProfile(store_after_s=1.5)  # past ONE's 1 s deadline
+    b, broker = book(), memory_broker(ONE)
+    good, bad = submissions(b, FAST, 2)
+    lines = [bad.lines[0].model_copy(update={"account": "99999"}), bad.lines[1]]
+    bad = bad.model_copy(update={"lines": lines})
+    publish(broker, [good, bad])
+    async with running(broker, b, client_of(box, tokens)):
+        await until(lambda: committed(broker) == 2, 30)
+    assert posted(box) == [] and box.stats.mutations == UNKNOWN_LIMIT
+    dead = records(broker, T.dlq)
+    assert sorted(d.key or b"" for d in dead) == [FAST.encode()] * 2
+    assert {d.header("dlq.reason") for d in dead} == {b"unknown_outcome"}
+    assert records(broker, T.receipts) == []

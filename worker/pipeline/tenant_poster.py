@@ -79,6 +79,11 @@ from worker.xledger.wire import MAX_PAYMENTS_PER_REQUEST
 log = logs.get("worker.pipeline")
 
 PRUNE_EVERY_S = 3600.0  # outcomes whose submissions are gone leave at most this often
+# A payment whose mutation got no answer within the deadline this often, each time found
+# absent after the settle time, is not sent again: its next lookup decides (found: its
+# receipt; absent: a dead letter, sent again by hand). An Xledger that never answers in
+# time (or refuses a payment only after the deadline) must not be asked for ever.
+UNKNOWN_LIMIT = 3
 
 
 class Item(NamedTuple):
@@ -121,6 +126,7 @@ class TenantPoster:
         self.loop: KeyLoop[tuple[Record, float]] | None = None
         # Held aside with no outcome yet: (items, not before (monotonic), outcome unknown).
         self.held: list[tuple[list[Item], float, bool]] = []
+        self.unknowns: dict[str, int] = {}  # payment → mutations of it with unknown outcome
 
     @property
     def unsettled(self) -> bool:
@@ -281,10 +287,11 @@ class TenantPoster:
                 await self._wait_for_snapshot()
                 continue
             items = await self._evaluate_again_if_settings_changed(items, index)
-            if not items:
-                return
             settings = index.settings
             target = Target(self.tenant, settings.url, settings.token_ref, index.test_tenant)
+            items = await self._without_more_tries(target, items)
+            if not items:
+                return
             first = {
                 item.sub.payment_id
                 for item in items
@@ -321,6 +328,8 @@ class TenantPoster:
         held = {id(sub) for sub in result.held}
         kept = [item for item in items if id(item.sub) in held]
         unknown = [item for item in kept if item.sub.payment_id in result.unknown]
+        for payment in {item.sub.payment_id for item in unknown}:
+            self.unknowns[payment] = self.unknowns.get(payment, 0) + 1
         rest = [item for item in kept if item.sub.payment_id not in result.unknown]
         retry_at = result.retry_at if result.retry_at is not None else self._now()
         self._hold(unknown, retry_at, unknown=True)
@@ -337,6 +346,30 @@ class TenantPoster:
                 why=result.held_why,
             )
         return []
+
+    async def _without_more_tries(self, target: Target, items: list[Item]) -> list[Item]:
+        """Payments whose mutations got no answer UNKNOWN_LIMIT times are looked up only:
+        found, a receipt; absent (known, nothing sent since), a dead letter. The rest."""
+        spent = [i for i in items if self.unknowns.get(i.sub.payment_id, 0) >= UNKNOWN_LIMIT]
+        if not spent:
+            return items
+        try:
+            found = await self.t.client.find(target, [item.sub for item in spent])
+        except LookupFailed as exc:
+            log.warning("xledger_lookup_failed", tenant_id=self.tenant, error=str(exc))
+            self._hold(spent, self._now() + self.t.client.s.unresolved_retry_s, unknown=False)
+        else:
+            message = (
+                f"Xledger gave no answer to a mutation of it within the request deadline "
+                f"{UNKNOWN_LIMIT} times; each time, after the settle time, it was not in "
+                "Xledger: send it again by hand (dlq replay) once Xledger answers in time"
+            )
+            found.failed = [(sub, "unknown_outcome", message) for sub in found.absent]
+            await self._record(spent, found)
+            for item in spent:
+                self.unknowns.pop(item.sub.payment_id, None)
+        ids = {id(item) for item in spent}
+        return [item for item in items if id(item) not in ids]
 
     async def _evaluate_again_if_settings_changed(
         self, items: list[Item], index: RegisterIndex
@@ -426,6 +459,7 @@ class TenantPoster:
         now = datetime.now(UTC)
 
         def answer(payment: str, kind: str) -> list[Record]:
+            self.unknowns.pop(payment, None)
             records = [item.record for item in by_payment[payment]]
             finished.extend(records)
             changes.append(outcomes.change(self.tenant, payment, self._outcome(kind, records)))
