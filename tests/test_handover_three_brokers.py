@@ -217,7 +217,7 @@ async def test_a_rolling_restart_mid_flow_loses_nothing_and_posts_nothing_twice(
     async with flowing(kafka3.bootstrap, s, events, 40) as feed:
         await receipts_at_least(watcher, 60)
         workers.procs[1].send_signal(signal.SIGTERM)  # as a rolling deployment does
-        assert workers.procs[1].wait(30) == 0
+        assert await asyncio.to_thread(workers.procs[1].wait, 30) == 0  # the sandbox answers
         workers.start(3)
         await workers.settled(2)
         await feed
@@ -466,7 +466,7 @@ async def test_acceptance_a_a_new_consumer_group_reading_from_the_start_posts_no
     posted, lines = set(watcher.posted), len(box.ledger())
     for n in (1, 2):
         workers.procs[n].send_signal(signal.SIGTERM)
-        assert workers.procs[n].wait(40) == 0
+        assert await asyncio.to_thread(workers.procs[n].wait, 40) == 0
     again = CampaignWatcher(kafka3.bootstrap, s)
     await again.start()
     try:
@@ -506,7 +506,7 @@ async def test_acceptance_b_sigterm_while_xledger_takes_12_s_to_store_posts_noth
 
     await wait_for(storing, 60, "a mutation on its way")
     workers.procs[1].send_signal(signal.SIGTERM)
-    assert workers.procs[1].wait(40) == 0
+    assert await asyncio.to_thread(workers.procs[1].wait, 40) == 0  # the sandbox answers meanwhile
     await watch_until(watcher, submitted | rejected, 240)
     one_outcome_each(watcher, box, submitted | rejected)
     the_ledger_once_with_receipts(watcher, box)
@@ -564,9 +564,11 @@ async def test_a_tenant_paused_by_hand_stops_posting_on_both_workers_and_resume_
     await workers.settled(2)
     who = ("--actor", "u-okinn", "--role", "Økonomiinnstillinger")
     async with flowing(kafka3.bootstrap, s, events, 40) as feed:
-        await wait_for(
-            lambda: any(t == paused for _, t in stored), 60, f"a batch of {paused} posted"
-        )
+
+        async def posting() -> bool:
+            return any(t == paused for _, t in stored)
+
+        await wait_for(posting, 60, f"a batch of {paused} posted")
         done = await tenant_command(kafka3, s, "pause", paused, "--reason", "sak 4711", *who)
         assert done.returncode == 0, done.stderr
         at = time.time()
