@@ -363,7 +363,7 @@ async def test_a_payment_never_answered_in_time_is_dead_lettered_after_the_limit
     UNKNOWN_LIMIT such mutations the payments are not sent again; the last lookup finds
     them absent, and they are dead-lettered (sent again by hand), never posted, never
     asked for ever."""
-    from worker.pipeline.tenant_poster import UNKNOWN_LIMIT
+    from worker.pipeline.held_payments import UNKNOWN_LIMIT
 
     box, tokens = sandbox
     box.faults = FaultProfile(store_after_s=1.5)  # past ONE's 1 s deadline

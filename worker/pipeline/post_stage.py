@@ -32,9 +32,10 @@ from worker.engine.key_loop import KeyLoops
 from worker.engine.offsets import Lane
 from worker.engine.records import Record
 from worker.pipeline.dead_letters import dead_letter
+from worker.pipeline.poster_tools import PosterTools
 from worker.pipeline.posting_lease import Lease, takeover_wait
 from worker.pipeline.tenant_control import TenantControl
-from worker.pipeline.tenant_poster import PosterTools, TenantPoster
+from worker.pipeline.tenant_poster import TenantPoster
 from worker.xledger.client import XledgerClient
 
 log = logs.get("worker.pipeline")
