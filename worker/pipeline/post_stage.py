@@ -68,8 +68,18 @@ class PostStage:
         paused = control.paused if control is not None else lambda tenant: None
         if control is not None:
             control.listeners.append(self._pause_changed)
+        self._arrived: dict[int, float] = {}  # lane id → when it last received records
         self.tools = PosterTools(
-            s, book, client, ctx, self.route, self.stray, {}, paused, self._pause_event
+            s,
+            book,
+            client,
+            ctx,
+            self.route,
+            self.stray,
+            {},
+            self.quiet_for,
+            paused,
+            self._pause_event,
         )
         self._loops: KeyLoops[tuple[int, str], tuple[Record, float]] = KeyLoops(ctx.fail)
         self._posters: dict[tuple[int, str], TenantPoster] = {}
@@ -84,6 +94,7 @@ class PostStage:
         is formed, not while it waits (parsed, one takes ~8.5 KB; its bytes ~1.3 KB: at
         the month start tens of thousands wait). Its key is its tenant (contracts.md); one
         without a usable key is read here for its tenant."""
+        self._arrived[lane.id] = time.monotonic()
         for record in records:
             tenant = _tenant_of(record)
             if tenant is None:
@@ -148,9 +159,14 @@ class PostStage:
     async def handed_over(self, lanes: list[Lane], clean: bool) -> None:
         for lane in lanes:
             self.ready_at.pop(lane.id, None)
+            self._arrived.pop(lane.id, None)
             lease = self._leases.pop(lane.id, None)
             if clean and lease is not None:
                 await lease.release()
+
+    def quiet_for(self, lane: Lane) -> float:
+        """Seconds since `lane` last received records."""
+        return time.monotonic() - self._arrived.get(lane.id, 0.0)
 
     # --- pauses by hand -------------------------------------------------------------------
 

@@ -39,6 +39,8 @@ class PosterTools:
     stray: Callable[[Lane, Record, str], None]
     # When the outcomes of a partition were last pruned (partition → monotonic time).
     pruned: dict[int, float]
+    # Seconds since the lane last received a record (a burst is over when it is quiet).
+    quiet_for: Callable[[Lane], float]
     # The tenant's pause by hand, if any (`tenant_control.py`); and an event set when a
     # tenant's pause changes (its loop looks again).
     paused: Callable[[str], TenantPause | None]

@@ -58,6 +58,10 @@ from worker.xledger.wire import MAX_PAYMENTS_PER_REQUEST
 
 log = logs.get("worker.pipeline")
 
+# A partition that has had no new submission for this long is past its burst: a backlog
+# batch need not wait for more.
+BURST_OVER_S = 0.5
+
 
 class TenantPoster:
     def __init__(
@@ -99,10 +103,13 @@ class TenantPoster:
         """The next batch: the tenant's payments gathered for the window from the first
         one's arrival (fewer requests; the window bounds the wait, including a wait behind
         the batch before it), or for the longer backlog window while they come from a
-        backlog (a burst: more are on their way; the first payment made after the backlog
-        ends closes the batch). Sent at once when they fill a mutation (250 payments), but
-        never before the tenant's request budget has room (waiting for the limit with half
-        a batch would only cost more requests later). Empty when held payments are due."""
+        backlog (a burst: more are on their way). A backlog batch closes when the first
+        payment made after the backlog arrives, or when the partition has had nothing new
+        for BURST_OVER_S (the burst is over: every tenant's batch of it is whole, one
+        lookup and one mutation each), or at the longer window. Sent at once when they
+        fill a mutation (250 payments), but never before the tenant's request budget has
+        room (waiting for the limit with half a batch would only cost more requests
+        later). Empty when held payments are due."""
         s = self.t.s
         queue = loop.queue
         try:
@@ -120,13 +127,17 @@ class TenantPoster:
                 record, _ = queue.get_nowait()  # what is there already, cheaply
                 batch.append(record)
             now = time.monotonic()
-            deadline = longer if record.header(BACKLOG) is not None else usual
+            backlog = record.header(BACKLOG) is not None
+            deadline = longer if backlog else usual
             if now >= deadline or (len(batch) >= MAX_PAYMENTS_PER_REQUEST and now >= start + hold):
                 break
-            try:
-                record, _ = await asyncio.wait_for(queue.get(), deadline - now)
-            except TimeoutError:
+            if backlog and self.t.quiet_for(self.lane) >= BURST_OVER_S:
                 break
+            wait = min(deadline - now, BURST_OVER_S) if backlog else deadline - now
+            try:
+                record, _ = await asyncio.wait_for(queue.get(), wait)
+            except TimeoutError:
+                continue  # the deadline, or a look at whether the burst is over
             batch.append(record)
         return batch
 
