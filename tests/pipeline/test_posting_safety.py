@@ -15,16 +15,15 @@ import copy
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.pipeline.memory import bodies, book, memory_broker, memory_pipeline, records, until
-from tests.pipeline.test_post_stage import (
+from tests.pipeline.posting import (
     ONE,
+    client_for,
     committed,
     notes,
     post_engine,
@@ -39,31 +38,17 @@ from worker.config import Settings
 from worker.contracts import RegisterSnapshot
 from worker.core.endpoints import UrlPolicy
 from worker.demo.events import generate_events
-from worker.demo.harness import start_demo_sandbox
 from worker.demo.registers import demo_snapshot_dicts
 from worker.devenv.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot
 from worker.engine.records import StateChange, TopicPartition
 from worker.pipeline.posting_lease import takeover_wait
 from worker.pipeline.topics import POSTING, changelog_topic
-from worker.runtime import client_settings, make_client
+from worker.runtime import client_settings
 from worker.xledger.client import Target, XledgerClient
 from worker.xledger.secrets import SecretStore, env_name
 
 FAST = "t-vestfold-bv"
 T = ONE.topics
-
-
-def client_of(box: XledgerSandbox, tokens: dict[str, str], s: Settings = ONE) -> XledgerClient:
-    return make_client(replace(s, sandbox=True, xledger_endpoint_override=box.url), tokens)
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[tuple[XledgerSandbox, dict[str, str]]]:
-    box, tokens = await start_demo_sandbox()
-    try:
-        yield box, tokens
-    finally:
-        await box.stop()
 
 
 def ledger_counts(box: XledgerSandbox) -> Counter[str]:
@@ -84,7 +69,7 @@ async def test_n1_a_stop_that_must_cut_a_mutation_leaves_the_partition_unclean(
     box.faults = FaultProfile(store_after_s=3.0)  # the mutation takes 3 s
     b, broker = book(), memory_broker(s)
     publish(broker, submissions(b, FAST, 3))
-    client = client_of(box, tokens, s)
+    client = client_for(box, tokens, s)
     engine, _ = post_engine(broker, b, client, s)
     await engine.start()
     try:
@@ -114,13 +99,13 @@ async def test_n2_a_new_consumer_group_reading_from_the_start_posts_nothing_twic
     for e in events:
         broker.append(T.payments, e["payment_id"].encode(), json.dumps(e).encode())
     first = replace(ONE, partitions=2, app_id="group-a")
-    async with memory_pipeline(broker, first, client_of(box, tokens, first)):
+    async with memory_pipeline(broker, first, client_for(box, tokens, first)):
         await until(lambda: len(bodies(broker, T.receipts)) >= 1, 20)
         await until(lambda: _settled(broker, first), 30)
     counts = ledger_counts(box)
     assert counts and set(counts.values()) == {1}
     second = replace(first, app_id="group-b")
-    async with memory_pipeline(broker, second, client_of(box, tokens, second)):
+    async with memory_pipeline(broker, second, client_for(box, tokens, second)):
         await until(lambda: _settled(broker, second), 30)
     assert ledger_counts(box) == counts  # not one line more
     again = [r for r in bodies(broker, T.receipts) if r["already_present"]]
@@ -153,7 +138,7 @@ async def test_n3_a_mutation_stored_after_the_deadline_is_found_by_the_lookup_af
     b, broker = book(), memory_broker(s)
     subs = submissions(b, FAST, 4)
     publish(broker, subs)
-    async with running(broker, b, client_of(box, tokens, s), s):
+    async with running(broker, b, client_for(box, tokens, s), s):
         await until(lambda: committed(broker) == 4, 20)
         receipts = bodies(broker, T.receipts)
         assert len(receipts) == 4 and all(r["already_present"] for r in receipts)
@@ -209,7 +194,7 @@ async def test_n4_the_fence_confirms_membership_after_its_note_and_sends_under_t
         stored.append((time.time(), notes(broker)[-1].get("until")))
 
     box.on_stored = on_stored
-    client = client_of(box, tokens)
+    client = client_for(box, tokens)
     engine, _ = stage_engine(
         broker, ONE, lambda ctx: PostStage(ONE, b, client, Recorded(ctx, events))
     )
@@ -263,7 +248,7 @@ async def test_n6_a_dead_lettered_payment_read_again_before_the_commit_is_not_po
         [dead] = records(broker, T.dlq)
         assert dead.header("dlq.stage") == b"post"
     broker.group(ONE.app_id).committed.clear()  # the crash came before the commit
-    async with running(broker, b, client_of(box, tokens)):
+    async with running(broker, b, client_for(box, tokens)):
         await until(lambda: committed(broker) == 1)
         await asyncio.sleep(0.3)
     assert posted(box) == [] and records(broker, T.receipts) == []
@@ -303,13 +288,13 @@ async def test_n7_r18_looks_the_payment_up_where_it_was_evaluated_before_evaluat
         b = book(snapshots)
         [sub] = submissions(b, FAST, 1)
         assert sub.token_ref == old.settings.token_ref
-        async with client_of(box, tokens) as c:  # posted to A before the crash
+        async with client_for(box, tokens) as c:  # posted to A before the crash
             done = await c.post(Target(FAST, old.settings.url, old.settings.token_ref), [sub])
             assert len(done.receipts) == 1
         assert b.offer(moved).accepted
         broker = memory_broker(ONE)
         publish(broker, [sub])
-        async with running(broker, b, client_of(box, tokens)):
+        async with running(broker, b, client_for(box, tokens)):
             await until(lambda: (committed(broker) or 0) >= 1)
             await asyncio.sleep(0.5)  # a second submission, had one been written, is posted
         [receipt] = bodies(broker, T.receipts)
@@ -344,7 +329,7 @@ async def test_n9_a_revoke_waits_for_the_mutation_of_every_loop_of_the_partition
     b, broker = book(), memory_broker(s)
     first, other = submissions(b, FAST, 2)
     publish(broker, [first])
-    async with running(broker, b, client_of(box, tokens, s), s) as (engine, _):
+    async with running(broker, b, client_for(box, tokens, s), s) as (engine, _):
         await until(lambda: box.stats.requests >= 2)  # its mutation is on its way
         where = [("flyt.source", f"{T.payments}/1@0".encode())]
         broker.append(T.submissions, b"t-lillevik", other.model_dump_json().encode(), where, 1)
@@ -379,7 +364,7 @@ async def test_a_payment_never_answered_in_time_is_dead_lettered_after_the_limit
     lines = [bad.lines[0].model_copy(update={"account": "99999"}), bad.lines[1]]
     bad = bad.model_copy(update={"lines": lines})
     publish(broker, [good, bad])
-    async with running(broker, b, client_of(box, tokens)):
+    async with running(broker, b, client_for(box, tokens)):
         await until(lambda: committed(broker) == 2, 30)
         await asyncio.sleep(2.0)  # a mutation still to be stored is stored by now
     assert box.stats.faults["store-late"] == UNKNOWN_LIMIT  # arrived, never more
