@@ -139,7 +139,8 @@ BUILD_INFO = Gauge(
 # --- Xledger ----------------------------------------------------------------------------
 XLEDGER_REQUESTS = Counter(
     "xledger_requests_total",
-    "HTTP requests sent to Xledger, by operation (lookup, post) and result (ok or error code).",
+    "HTTP requests sent to Xledger, by operation (lookup, post; setup: preflight's reads) and "
+    "result (ok or error code).",
     ["tenant", "operation", "result"],
 )
 XLEDGER_REQUEST_SECONDS = Histogram(

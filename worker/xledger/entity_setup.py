@@ -2,9 +2,10 @@
 values (VAT codes among them), projects, bank accounts, currencies, and which object kind
 sits in which glObject field.
 
-Read only, and like the worker's own requests: with the tenant's own token (R5), sent
-only to a URL R2 allows (a loopback sandbox only in sandbox mode), paced per token by the
-worker's pacing (`pacing.Pacer` with the client's settings), Xledger's limits waited out.
+Read only, and through the worker's own session (`session.py`): with the tenant's own
+token (R5), sent only to a URL R2 allows (a loopback sandbox only in sandbox mode), paced
+per token as the worker is (the client's settings). A command gives up sooner than the
+worker: Xledger's short limits are waited out, anything longer is `SetupUnreadable`.
 What is seen in public code and what is inferred: `setup_wire.py` and xledger.md.
 
 A tenant's setup takes three requests (each one costs the customer a credit):
@@ -20,10 +21,6 @@ A tenant's setup takes three requests (each one costs the customer a credit):
    values: there is no `taxRules` list), five kinds to a document.
 
 A next page asks only the lists that have one.
-
-About 520 lines: one reader, its three requests with paging, pacing, Xledger's limits and
-the tolerated refusal, whose wire shapes are `setup_wire.py`; split, the retry rules would
-be read apart from the requests they govern.
 """
 
 from __future__ import annotations
@@ -31,26 +28,25 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from worker.core.endpoints import UrlPolicy, url_allowed
-from worker.xledger.client import ClientSettings, Target
-from worker.xledger.errors import (
-    AuthFailed,
-    CreditsExhausted,
-    RateLimited,
-    Refused,
-    TransientError,
-    UnknownOutcome,
-    classify_errors,
+from worker import logs
+from worker.core.endpoints import UrlPolicy
+from worker.xledger.errors import CreditsExhausted, RateLimited, Refused, XledgerError
+from worker.xledger.pacing import Clock, Sleep
+from worker.xledger.secrets import SecretStore
+from worker.xledger.session import (
+    SETUP,
+    Retries,
+    Session,
+    SessionSettings,
+    XledgerHttp,
+    retrying,
 )
-from worker.xledger.pacing import Clock, Pacer, PacingSettings, Sleep, TokenGate
-from worker.xledger.secrets import SecretStore, Token
 from worker.xledger.setup_wire import (
     ACCOUNTS,
     BANK_ACCOUNTS,
@@ -67,6 +63,7 @@ from worker.xledger.setup_wire import (
     setup_variables,
     values_read,
 )
+from worker.xledger.types import ClientSettings, Target
 
 TAX_RULE = "TAX_RULE"  # the object kind whose values are the VAT codes (xledger.md)
 MAX_LIMIT_WAIT_S = 60.0
@@ -253,32 +250,27 @@ class SetupReader:
         *,
         policy: UrlPolicy | None = None,
         endpoint_override: str | None = None,
-        pacing: PacingSettings | None = None,
-        timeout_s: float = 10.0,
+        pacing: SessionSettings | None = None,
         max_attempts: int = 4,
         page_size: int = PAGE_SIZE,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
-        self.policy = policy or UrlPolicy()
-        if endpoint_override is not None and not url_allowed(
-            endpoint_override, test_tenant=False, policy=self.policy
-        ):
-            # As the worker's client: only a loopback sandbox, only in sandbox mode.
-            raise ValueError("endpoint override is allowed only for a sandbox URL in sandbox mode")
-        self.endpoint_override = endpoint_override
         self.secrets = secrets
         self.max_attempts = max_attempts
         self.page_size = page_size
         self._sleep = sleep
-        # The worker's pacing and settings: 18 requests per 5 s per token, 2 in flight.
-        self._pacer = Pacer(pacing or ClientSettings(), clock=clock, sleep=sleep)
-        self._http = httpx.AsyncClient(
+        # The worker's session and settings: 18 requests per 5 s per token, 2 in flight.
+        self._http = XledgerHttp(
+            pacing or ClientSettings(),
+            policy=policy,
+            endpoint_override=endpoint_override,
             transport=transport,
-            timeout=httpx.Timeout(timeout_s),
-            follow_redirects=False,  # a redirect must never carry the token elsewhere
+            clock=clock,
+            sleep=sleep,
         )
+        self.endpoint_override = endpoint_override
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -291,25 +283,21 @@ class SetupReader:
 
     def url_for(self, target: Target) -> str:
         """Where the requests for `target` go: its URL, or the sandbox standing in for it."""
-        return self.endpoint_override or target.url
+        return self._http.url_for(target)
 
     async def read(
         self, target: Target, gl_fields: Collection[str] = (), *, projects: bool = False
     ) -> EntitySetup:
         """The setup of `target`'s entity: everything, the values of the kinds in
         `gl_fields` (glObject1…5) and of TAX_RULE, and projects when asked."""
-        if not url_allowed(target.url, test_tenant=target.test_tenant, policy=self.policy):
-            raise SetupUnreadable(f"URL {target.url} is not an allowed Xledger URL (R2)")
+        refused = self._http.url_refused(target)
+        if refused is not None:
+            raise SetupUnreadable(refused)
         token = self.secrets.token(target.token_ref)  # MissingToken: the caller's to report
-        call = _Session(
-            target.tenant_id,
-            self.url_for(target),
-            token,
-            gate=self._pacer.gate(token),
-            http=self._http,
-            sleep=self._sleep,
-            max_attempts=self.max_attempts,
-            page_size=self.page_size,
+        call = _Reads(
+            self._http.session(target, token),
+            self.page_size,
+            lambda: _GiveUpSoon(self.max_attempts, self._sleep),
         )
         setup = EntitySetup()
         lists = [ListRead(r, r) for r in (CURRENCIES, ACCOUNTS, OBJECT_KINDS, BANK_ACCOUNTS)]
@@ -330,38 +318,51 @@ class SetupReader:
                 setup.values[r.kind_db_id] = {
                     v.code: v for v in (_value(n, r.kind_db_id) for n in found[r.alias]) if v
                 }
-        setup.requests = call.requests
+        setup.requests = call.session.requests
         return setup
 
 
-class _Session:
-    """One tenant's reads: its URL, token and the token's pacing gate."""
+class _GiveUpSoon:
+    """A command's retries for one request: Xledger's short limits waited out, failures
+    that changed nothing (a read changes nothing) tried a few times, then SetupUnreadable."""
 
-    def __init__(
-        self,
-        tenant_id: str,
-        url: str,
-        token: Token,
-        *,
-        gate: TokenGate,
-        http: httpx.AsyncClient,
-        sleep: Sleep,
-        max_attempts: int,
-        page_size: int,
-    ) -> None:
-        self.tenant_id = tenant_id
-        self.url = url
-        self.token = token
-        self.gate = gate
-        self.http = http
-        self.sleep = sleep
+    def __init__(self, max_attempts: int, sleep: Sleep) -> None:
         self.max_attempts = max_attempts
-        self.page_size = page_size
-        self.requests = 0
+        self.sleep = sleep
+        self.attempts = self.limit_waits = 0
 
-    def scrub(self, text: str) -> str:
-        """Xledger's words and httpx's may be shown to people: never with the token."""
-        return text.replace(self.token.reveal(), "***")
+    async def rate_limited(self, exc: RateLimited) -> None:
+        self.limit_waits += 1
+        # Burst and concurrency limits clear in seconds; a command does not sit out
+        # anything longer.
+        if self.limit_waits > 10 or exc.wait_s > MAX_LIMIT_WAIT_S:
+            raise SetupUnreadable(
+                f"Xledger answered {exc.code} (wait {exc.wait_s:.0f} s); try again later"
+            )
+        await self.sleep(exc.wait_s)
+
+    async def out_of_credits(self, exc: CreditsExhausted) -> None:
+        raise SetupUnreadable(
+            "Xledger says the customer's request credits are used up "
+            "(INSUFFICIENT_CREDITS); try again when they are renewed"
+        )
+
+    async def failed(self, operation: str, exc: XledgerError) -> None:
+        self.attempts += 1
+        if self.attempts >= self.max_attempts:
+            raise SetupUnreadable(
+                f"Xledger did not answer after {self.attempts} attempts: {logs.mask(str(exc))}"
+            )
+        await self.sleep(min(5.0, 0.5 * 2 ** (self.attempts - 1)))
+
+
+class _Reads:
+    """One tenant's reads, over its session."""
+
+    def __init__(self, session: Session, page_size: int, retries: Callable[[], Retries]) -> None:
+        self.session = session
+        self.page_size = page_size
+        self.retries = retries  # afresh for each request
 
     async def read_all(self, reads: Sequence[ListRead]) -> dict[str, list[dict[str, Any]]]:
         """`read_lists`, where a refusal means nothing can be known."""
@@ -392,63 +393,16 @@ class _Session:
         return out
 
     async def request(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-        """Send until answered: Xledger's limits are waited out; failures that changed
-        nothing (a read changes nothing) are retried a few times, then SetupUnreadable."""
-        attempts = limit_waits = 0
-        while True:
-            try:
-                async with self.gate.slot(self.tenant_id):
-                    self.requests += 1
-                    return await self.send(query, variables)
-            except RateLimited as exc:
-                limit_waits += 1
-                # Burst and concurrency limits clear in seconds; a command does not sit out
-                # anything longer.
-                if limit_waits > 10 or exc.wait_s > MAX_LIMIT_WAIT_S:
-                    raise SetupUnreadable(
-                        f"Xledger answered {exc.code} (wait {exc.wait_s:.0f} s); try again later"
-                    ) from None
-                await self.sleep(exc.wait_s)
-            except CreditsExhausted:
-                raise SetupUnreadable(
-                    "Xledger says the customer's request credits are used up "
-                    "(INSUFFICIENT_CREDITS); try again when they are renewed"
-                ) from None
-            except (TransientError, UnknownOutcome) as exc:
-                attempts += 1
-                if attempts >= self.max_attempts:
-                    raise SetupUnreadable(
-                        f"Xledger did not answer after {attempts} attempts: {self.scrub(str(exc))}"
-                    ) from None
-                await self.sleep(min(5.0, 0.5 * 2 ** (attempts - 1)))
-            except Refused as exc:
-                raise Refused([self.scrub(m) for m in exc.messages]) from None
-
-    async def send(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-        headers = {"Authorization": f"token {self.token.reveal()}"}
+        """The session's retry loop with a command's patience; Xledger's words in a
+        refusal carry no token."""
         try:
-            response = await self.http.post(
-                self.url, json={"query": query, "variables": variables}, headers=headers
+            return await retrying(
+                SETUP,
+                lambda: self.session.request(SETUP, query, variables),
+                self.retries(),
             )
-        except httpx.TransportError as exc:
-            raise TransientError(f"no answer: {type(exc).__name__}") from None
-        if response.status_code >= 500:
-            raise TransientError(f"HTTP {response.status_code}")
-        if response.status_code == 429:
-            raise RateLimited("HTTP_429", 5.0, "HTTP 429")
-        if response.status_code in (401, 403):
-            raise AuthFailed(f"HTTP {response.status_code}: Xledger refused the API token")
-        try:
-            body = response.json()
-        except ValueError:
-            raise TransientError(f"HTTP {response.status_code}: answer is not JSON") from None
-        errors = body.get("errors") if isinstance(body, dict) else None
-        if errors:
-            raise classify_errors(errors, datetime.now(UTC))
-        data = body.get("data") if isinstance(body, dict) else None
-        if response.status_code != 200 or not isinstance(data, dict):
-            raise SetupUnreadable(f"HTTP {response.status_code}: an answer without data")
-        return data
+        except Refused as exc:
+            raise Refused([logs.mask(m) for m in exc.messages]) from None
 
 
 # --- nodes into records -------------------------------------------------------------------
