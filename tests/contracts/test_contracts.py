@@ -122,3 +122,22 @@ def test_the_fast_submission_bytes_parse_to_the_submission_the_model_would_write
         assert fast == slow
         seen += 1
     assert seen > 100
+
+
+def test_a_gl_line_s_fields_are_the_ones_named_once() -> None:
+    """`GLLine`, the snapshot's dimension fields and the reconciliation's line declare
+    what `contracts.submission` names once: a field added to one is added to all."""
+    from typing import get_args
+
+    from worker.contracts import Dimension, GLLine
+    from worker.contracts.submission import CODE_FIELDS, DIMENSION_FIELDS, OPTIONAL_FIELDS
+    from worker.core.ledger_verdict import Line
+
+    declared = list(GLLine.model_fields)
+    assert declared[-len(OPTIONAL_FIELDS) :] == list(OPTIONAL_FIELDS)
+    assert not {n for n, f in GLLine.model_fields.items() if not f.is_required()} - set(
+        OPTIONAL_FIELDS
+    )
+    assert set(CODE_FIELDS) <= set(declared) and set(DIMENSION_FIELDS) <= set(CODE_FIELDS)
+    assert get_args(Dimension.model_fields["xledger_field"].annotation) == DIMENSION_FIELDS
+    assert set(OPTIONAL_FIELDS) <= set(Line.__dataclass_fields__)

@@ -8,10 +8,11 @@ administrator understands.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from worker.contracts.submission import DIMENSION_FIELDS
 from worker.contracts.types import Code, Id, Record, SchemaVersion, Timestamp
 
 
@@ -25,9 +26,11 @@ class Source(StrEnum):
     GRUPPER = "grupper"
 
 
-XledgerField = Literal[
-    "account", "glObject1", "glObject2", "glObject3", "glObject4", "glObject5", "project"
-]
+if TYPE_CHECKING:
+    XledgerField = str  # a Literal takes no variable: to mypy, one of DIMENSION_FIELDS
+else:
+    # The Literal of the names (validated, and an enum in the schema), spelled once.
+    XledgerField = Literal[DIMENSION_FIELDS]
 
 
 class Publisher(Record):

@@ -21,6 +21,18 @@ def ext_identifier(tenant_id: str, payment_id: str, line_no: int) -> str:
     return f"flyt:{tenant_id}:{payment_id}:{line_no}"
 
 
+# A GL line's fields by what they hold, in Xledger's names (xledger.md): named here once,
+# for the snapshot's dimensions, the voucher, the wire to Xledger, the setup checks, the
+# reconciliation and the sandbox. `GLLine` below declares them (a test holds it to these).
+GL_OBJECT_FIELDS = ("glObject1", "glObject2", "glObject3", "glObject4", "glObject5")
+# Where a register dimension posts its value (R6): a snapshot's `Dimension.xledger_field`.
+DIMENSION_FIELDS = ("account", *GL_OBJECT_FIELDS, "project")
+# A line's references to an Xledger code, sent as `{code: …}` (R18).
+CODE_FIELDS = ("account", "taxRule", *GL_OBJECT_FIELDS, "project")
+# What a line may leave unset.
+OPTIONAL_FIELDS = ("taxRule", *GL_OBJECT_FIELDS, "project", "bankAccountRef")
+
+
 class GLLine(Record):
     """One GL import line, in Xledger's own field names (xledger.md, `addGLImportItems`).
 

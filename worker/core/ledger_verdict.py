@@ -23,6 +23,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from worker.contracts import DlqReason, ProblemCode
+from worker.contracts.submission import OPTIONAL_FIELDS
 
 Key = tuple[str, str]  # (tenant_id, payment_id)
 
@@ -251,14 +252,7 @@ _COMPARED = (
     ("posted_date", "date"),
     ("currency", "currency"),
     ("text", "text"),
-    ("taxRule", "taxRule"),
-    ("glObject1", "glObject1"),
-    ("glObject2", "glObject2"),
-    ("glObject3", "glObject3"),
-    ("glObject4", "glObject4"),
-    ("glObject5", "glObject5"),
-    ("project", "project"),
-    ("bankAccountRef", "bankAccountRef"),
+    *((name, name) for name in OPTIONAL_FIELDS),
 )
 
 

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from worker.contracts.payment_event import PaymentStatusEvent
 from worker.contracts.register_snapshot import TenantSettings
-from worker.contracts.submission import ext_identifier
+from worker.contracts.submission import OPTIONAL_FIELDS, ext_identifier
 
 
 class VoucherLine(NamedTuple):
@@ -49,22 +49,10 @@ class VoucherLine(NamedTuple):
             "postedDate": self.postedDate.isoformat(),
             "text": self.text,
         }
-        for name, value in zip(_OPTIONAL_FIELDS, self[6:], strict=True):
+        for name, value in zip(OPTIONAL_FIELDS, self[6:], strict=True):
             if value is not None:
                 out[name] = value
         return out
-
-
-_OPTIONAL_FIELDS = (
-    "taxRule",
-    "glObject1",
-    "glObject2",
-    "glObject3",
-    "glObject4",
-    "glObject5",
-    "project",
-    "bankAccountRef",
-)
 
 
 def voucher_lines(

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from worker import logs
+from worker.contracts.submission import GL_OBJECT_FIELDS
 from worker.core.endpoints import UrlPolicy
 from worker.xledger.errors import CreditsExhausted, RateLimited, Refused, XledgerError
 from worker.xledger.pacing import Clock, Sleep
@@ -67,7 +68,6 @@ from worker.xledger.types import ClientSettings, Target
 
 TAX_RULE = "TAX_RULE"  # the object kind whose values are the VAT codes (xledger.md)
 MAX_LIMIT_WAIT_S = 60.0
-GL_OBJECT_FIELDS = ("glObject1", "glObject2", "glObject3", "glObject4", "glObject5")
 
 
 # --- what is read -------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
 from worker.contracts import Submission
-from worker.contracts.submission import GLLine
+from worker.contracts.submission import CODE_FIELDS, GL_OBJECT_FIELDS, GLLine
 from worker.xledger.errors import Refused, TransientError, classify_errors
 
 MAX_NODES = 500  # per mass mutation (Xledger help centre 8715787519634)
@@ -48,7 +48,7 @@ _FIELDS = {
 # What a reconciliation compares with the submission (R18): every field that is posted.
 # The bank account reads back as the import item's `bankAccountRef` and the journal
 # entry's `bankAccount` (inferred from the input's name and the journal's own field).
-_REFS_READ = ("currency", "taxRule", *(f"glObject{n}" for n in range(1, 6)), "project")
+_REFS_READ = ("currency", "taxRule", *GL_OBJECT_FIELDS, "project")
 _BANK_READ = {"glImportItems": "bankAccountRef", "journalEntries": "bankAccount"}
 DETAIL_NAMES = ("currency", "text", *_REFS_READ[1:], "bankAccountRef")
 
@@ -56,18 +56,6 @@ DETAIL_NAMES = ("currency", "text", *_REFS_READ[1:], "bankAccountRef")
 def _detail_fields(root: str) -> str:
     refs = " ".join(f"{name} {{ code }}" for name in _REFS_READ)
     return f" postedDate amount account {{ code }} text {refs} {_BANK_READ[root]} {{ dbId code }}"
-
-
-_REF_FIELDS = (
-    "account",
-    "taxRule",
-    "glObject1",
-    "glObject2",
-    "glObject3",
-    "glObject4",
-    "glObject5",
-    "project",
-)
 
 
 # --- the lookup ---------------------------------------------------------------------------
@@ -307,7 +295,7 @@ def node(line: GLLine, voucher: int, transaction_source: str) -> dict[str, Any]:
         "text": line.text,
         "extIdentifier": line.extIdentifier,
     }
-    for name in _REF_FIELDS:
+    for name in CODE_FIELDS:
         value = getattr(line, name)
         if value is not None:
             out[name] = {"code": value}

@@ -19,6 +19,7 @@ from typing import Any
 
 from graphql import GraphQLError, GraphQLResolveInfo, GraphQLSchema
 
+from worker.contracts.submission import CODE_FIELDS, GL_OBJECT_FIELDS
 from worker.devenv.sandbox.entities import Entity
 from worker.devenv.sandbox.faults import SandboxStats
 from worker.devenv.sandbox.schema import xledger_schema
@@ -28,21 +29,8 @@ MAX_INPUTS = 500  # help centre 8715787519634: a mass mutation takes at most 500
 MAX_FIRST = 10_000  # at most 10 000 records per query
 FIRST_DB_ID = 1_000_001
 FIRST_JOURNAL_DB_ID = 50_000_001  # journal entries have dbIds of their own
-_REFS = (
-    "account",
-    "currency",
-    "taxRule",
-    "transactionSource",
-    "jobLevel",
-    "glObject1",
-    "glObject2",
-    "glObject3",
-    "glObject4",
-    "glObject5",
-    "project",
-    "xgl",
-    "bankAccountRef",
-)
+# Xledger's reference fields of an import item: ours (a GL line's) and the ones we never send.
+_REFS = (*CODE_FIELDS, "currency", "transactionSource", "jobLevel", "xgl", "bankAccountRef")
 _DATES = ("postedDate", "invoiceDate", "dueDate")
 
 
@@ -79,7 +67,6 @@ class Context:
 
 
 _REQUIRED = ("account", "amount", "postedDate", "trRegNumber")
-_GL_OBJECTS = ("glObject1", "glObject2", "glObject3", "glObject4", "glObject5")
 
 
 def ref_code(ref: Any) -> Any:
@@ -109,7 +96,7 @@ def _gql_node(line: Line) -> dict[str, Any]:
         "account": ref("account"),
         "currency": ref("currency"),
         "taxRule": ref("taxRule"),
-        **{name: ref(name) for name in (*_GL_OBJECTS, "project", "bankAccountRef")},
+        **{name: ref(name) for name in (*GL_OBJECT_FIELDS, "project", "bankAccountRef")},
         "createdAt": line.created_at,
     }
 
@@ -126,7 +113,7 @@ def _journal_node(line: Line) -> dict[str, Any]:
         "account": _ref(n, "account"),
         "currency": _ref(n, "currency"),
         "taxRule": _ref(n, "taxRule"),
-        **{name: _ref(n, name) for name in (*_GL_OBJECTS, "project")},
+        **{name: _ref(n, name) for name in (*GL_OBJECT_FIELDS, "project")},
         "bankAccount": _ref(n, "bankAccountRef"),
         "createdAt": entry.imported_at,
         "transactionHeader": {
@@ -165,7 +152,7 @@ def _node_problems(entity: Entity, node: dict[str, Any]) -> list[tuple[str, dict
     # Codes we model; dbIds are known only for bank accounts (the Bankkonti-pkey).
     checks: list[tuple[str, set[str], set[int]]] = [
         ("account", entity.accounts, set()),
-        *((name, entity.field_values(name), set()) for name in _GL_OBJECTS),
+        *((name, entity.field_values(name), set()) for name in GL_OBJECT_FIELDS),
         ("project", entity.projects, set()),
         ("taxRule", entity.tax_rules, set()),
         ("currency", entity.currencies, set()),

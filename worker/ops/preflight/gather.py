@@ -12,9 +12,10 @@ from typing import Any
 
 from worker.config import Settings
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot
+from worker.contracts.submission import GL_OBJECT_FIELDS
 from worker.core.endpoints import UrlPolicy, url_allowed
 from worker.xledger.client import Target
-from worker.xledger.entity_setup import GL_OBJECT_FIELDS, EntitySetup, SetupReader, SetupUnreadable
+from worker.xledger.entity_setup import EntitySetup, SetupReader, SetupUnreadable
 from worker.xledger.errors import AuthFailed
 from worker.xledger.secrets import MissingToken, SecretStore, env_name
 

@@ -10,6 +10,7 @@ from datetime import date
 
 from worker.contracts import RegisterSnapshot
 from worker.contracts.register_snapshot import Dimension, Source
+from worker.contracts.submission import GL_OBJECT_FIELDS
 from worker.core import Enriched, RegisterIndex, check_snapshot, evaluate
 from worker.core.posting import VoucherLine
 from worker.core.snapshot_record import refusal_text
@@ -25,7 +26,6 @@ from worker.ops.preflight.report import (
     not_checked,
 )
 from worker.xledger.entity_setup import (
-    GL_OBJECT_FIELDS,
     EntitySetup,
     ObjectKind,
     ObjectValue,
