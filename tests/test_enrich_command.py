@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.factories import event_dict, patch, snapshot_dict
 from worker.demo.events import bad_event_lines, generate_events
-from worker.demo.registers import demo_snapshot_dicts
+from worker.demo.snapshots import demo_snapshot_dicts
 
 
 def run_enrich(

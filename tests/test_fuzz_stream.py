@@ -54,7 +54,7 @@ from worker.core.intake import Intake, intake
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
-from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
+from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records
 

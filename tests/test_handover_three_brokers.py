@@ -40,7 +40,7 @@ from tests.stream_helpers import (
 from worker.config import Settings
 from worker.demo.chaos import CampaignWatcher
 from worker.demo.events import generate_events
-from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
+from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records, publish, snapshot_records
 from worker.devenv.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot

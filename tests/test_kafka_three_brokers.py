@@ -30,7 +30,7 @@ from tests.stream_helpers import (
 )
 from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
-from worker.demo.registers import demo_snapshot_dicts
+from worker.demo.snapshots import demo_snapshot_dicts
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records, publish
 from worker.pipeline.topics import refused_topic, stores

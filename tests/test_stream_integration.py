@@ -31,7 +31,7 @@ from tests.stream_helpers import (
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
-from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
+from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records, publish, snapshot_records
 from worker.devenv.sandbox import XledgerSandbox, entity_from_snapshot, held_lines, lines_by_payment

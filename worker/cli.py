@@ -7,14 +7,14 @@ from typing import Any
 
 import click
 
-from worker import commands
-from worker.demo import commands as demo_commands
-from worker.devenv import commands as devenv_commands
+from worker import worker_commands
+from worker.demo import demo_commands
+from worker.devenv import tool_commands
 from worker.ops.commands import (
     dlq,
     preflight,
+    publish_registers,
     reconcile,
-    registers,
     rejections,
     status,
     tenant,
@@ -43,28 +43,28 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Flyt → Xledger worker: posts Betalt child-welfare payments to Xledger."""
-    ctx.obj = registers.DemoSnapshots(_demo_snapshots)  # for `publish-registers --demo`
+    ctx.obj = publish_registers.DemoSnapshots(_demo_snapshots)  # for `publish-registers --demo`
 
 
 def _demo_snapshots() -> list[dict[str, Any]]:
-    from worker.demo.registers import demo_snapshot_dicts
+    from worker.demo.snapshots import demo_snapshot_dicts
 
     return demo_snapshot_dicts()
 
 
-# The worker itself: worker/commands.py.
-main.add_command(commands.run)
-main.add_command(commands.enrich)
-main.add_command(commands.bench)
-# The demo and the reliability campaign: worker/demo/commands.py.
+# The worker itself: worker/worker_commands.py.
+main.add_command(worker_commands.run)
+main.add_command(worker_commands.enrich)
+main.add_command(worker_commands.bench)
+# The demo and the reliability campaign: worker/demo/demo_commands.py.
 main.add_command(demo_commands.demo)
 main.add_command(demo_commands.demo_data)
 main.add_command(demo_commands.offline_demo)
 main.add_command(demo_commands.chaos)
-# The development tools: worker/devenv/commands.py.
-main.add_command(devenv_commands.broker)
-main.add_command(devenv_commands.kafka)
-main.add_command(devenv_commands.sandbox)
+# The development tools: worker/devenv/tool_commands.py.
+main.add_command(tool_commands.broker)
+main.add_command(tool_commands.kafka)
+main.add_command(tool_commands.sandbox)
 
 # The operator commands: worker/ops/commands/, one module per command or group.
 main.add_command(dlq.dlq)
@@ -74,4 +74,4 @@ main.add_command(tenant.tenant)
 main.add_command(whatif.whatif)
 main.add_command(preflight.preflight_command, "preflight")
 main.add_command(reconcile.reconcile)
-main.add_command(registers.publish_registers)
+main.add_command(publish_registers.publish_registers)

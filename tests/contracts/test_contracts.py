@@ -104,7 +104,7 @@ def test_the_fast_submission_bytes_parse_to_the_submission_the_model_would_write
     from worker.core import Enriched, evaluate
     from worker.core.register_book import RegisterBook
     from worker.demo.events import generate_events
-    from worker.demo.registers import demo_snapshot_dicts
+    from worker.demo.snapshots import demo_snapshot_dicts
 
     book = RegisterBook()
     for snap in demo_snapshot_dicts():

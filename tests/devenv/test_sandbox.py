@@ -36,7 +36,7 @@ from worker.contracts import PaymentStatusEvent
 from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
-from worker.demo.registers import demo_snapshots
+from worker.demo.snapshots import demo_snapshots
 from worker.devenv.sandbox import (
     PROFILES,
     FaultProfile,

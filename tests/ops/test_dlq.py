@@ -17,7 +17,7 @@ from tests.stream_helpers import prepare, wait_for
 from worker.config import Settings
 from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
-from worker.demo.registers import demo_snapshot_dicts
+from worker.demo.snapshots import demo_snapshot_dicts
 from worker.devenv.feed import event_records, publish
 from worker.engine.topics import ensure_topics
 from worker.pipeline.dead_letters import dlq_headers

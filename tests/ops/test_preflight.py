@@ -24,7 +24,7 @@ from worker.core import Enriched, RegisterIndex, evaluate
 from worker.core.endpoints import UrlPolicy
 from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
-from worker.demo.registers import demo_snapshot_dicts
+from worker.demo.snapshots import demo_snapshot_dicts
 from worker.devenv.feed import snapshot_records
 from worker.devenv.sandbox import XledgerSandbox
 from worker.ops.audit import ensure_topic

@@ -13,7 +13,7 @@ import pytest
 from tests.brokers import Broker
 from tests.stream_helpers import unique_settings
 from worker.core.register_book import RegisterBook
-from worker.demo.registers import demo_snapshot_dicts
+from worker.demo.snapshots import demo_snapshot_dicts
 from worker.engine.kafka import KafkaReader
 from worker.engine.topics import ensure_topics
 from worker.pipeline.register_cache import RegisterCache

@@ -29,7 +29,7 @@ from worker.core import Enriched, evaluate
 from worker.core.endpoints import UrlPolicy
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
-from worker.demo.registers import demo_snapshot_dicts
+from worker.demo.snapshots import demo_snapshot_dicts
 from worker.devenv.feed import event_records, publish
 from worker.devenv.sandbox import XledgerSandbox, entity_from_snapshot
 from worker.ops.when import OSLO

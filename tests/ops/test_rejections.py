@@ -19,7 +19,7 @@ from tests.stream_helpers import prepare, wait_for
 from worker.contracts import RegisterSnapshot
 from worker.contracts.headers import RESEND_BY
 from worker.demo.events import generate_events
-from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
+from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.devenv.feed import event_records, publish
 from worker.devenv.sandbox import XledgerSandbox, entity_from_snapshot
 from worker.engine.topics import ensure_topics

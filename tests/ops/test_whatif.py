@@ -19,7 +19,7 @@ from tests.ops.helpers import cli, ops_settings, records, rejection_of, send
 from worker.contracts import RegisterSnapshot
 from worker.core.register_index import RegisterIndex
 from worker.demo.events import generate_events
-from worker.demo.registers import demo_snapshot_dicts
+from worker.demo.snapshots import demo_snapshot_dicts
 from worker.devenv.feed import snapshot_records
 from worker.engine.topics import ensure_topics
 from worker.ops.rejections import betalt_events, read_rejections

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from worker.config import Settings
 from worker.contracts import RegisterSnapshot
 from worker.core.register_book import RegisterBook
-from worker.demo.registers import demo_snapshot_dicts
+from worker.demo.snapshots import demo_snapshot_dicts
 from worker.engine.engine import Engine, Stage, StageContext
 from worker.engine.memory import MemoryBackend, MemoryBroker
 from worker.engine.records import Record, TopicPartition

@@ -25,7 +25,7 @@ from tests.pipeline.memory import (
 from worker.contracts import RegisterSnapshot
 from worker.contracts.headers import BACKLOG, FIRST_EVALUATION
 from worker.demo.events import generate_events
-from worker.demo.registers import demo_snapshot_dicts
+from worker.demo.snapshots import demo_snapshot_dicts
 from worker.pipeline.enrich_stage import BACKLOG_RECORDS
 from worker.pipeline.payment_state import REJECTED, SUBMITTED, PaymentStates
 from worker.pipeline.topics import HANDLED, PENDING, changelog_topic

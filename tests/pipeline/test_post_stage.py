@@ -33,7 +33,7 @@ from tests.pipeline.posting import (
 )
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Submission
 from worker.contracts.headers import BACKLOG, FIRST_EVALUATION, SOURCE
-from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
+from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.devenv.sandbox import FaultProfile, XledgerSandbox
 from worker.pipeline.outputs import RefusedPayment
 from worker.pipeline.topics import refused_topic

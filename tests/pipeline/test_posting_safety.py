@@ -38,7 +38,7 @@ from worker.config import Settings
 from worker.contracts import RegisterSnapshot
 from worker.core.endpoints import UrlPolicy
 from worker.demo.events import generate_events
-from worker.demo.registers import demo_snapshot_dicts
+from worker.demo.snapshots import demo_snapshot_dicts
 from worker.devenv.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot
 from worker.engine.records import StateChange, TopicPartition
 from worker.pipeline.posting_lease import takeover_wait

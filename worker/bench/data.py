@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from worker.demo.events import generate_events
-from worker.demo.registers import DEMO_TENANTS, demo_snapshot_dicts
+from worker.demo.snapshots import DEMO_TENANTS, demo_snapshot_dicts
 
 MUNICIPALITIES = 356  # Norway's municipalities (2024): the tenant count to plan memory for
 

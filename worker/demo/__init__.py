@@ -1,6 +1,6 @@
 """Demo registers and a generator of realistic payment-status events."""
 
 from worker.demo.events import generate_events
-from worker.demo.registers import demo_snapshots
+from worker.demo.snapshots import demo_snapshots
 
 __all__ = ["demo_snapshots", "generate_events"]

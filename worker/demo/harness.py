@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY, generate_latest
 from worker import health, logs, metrics
 from worker.config import KafkaSecurity, Settings, Topics
 from worker.demo.events import bad_event_lines, generate_events
-from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
+from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records, publish, snapshot_records
 from worker.devenv.sandbox import PROFILES, XledgerSandbox, entity_from_snapshot

@@ -38,7 +38,7 @@ from worker.demo.chaos.verdict import (
 from worker.demo.chaos.workers import Workers, worker_env
 from worker.demo.events import bad_event_lines, generate_events
 from worker.demo.harness import fit_to_cluster
-from worker.demo.registers import demo_snapshot_dicts, demo_snapshots
+from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import Key
 from worker.devenv.feed import publish, snapshot_records
 from worker.devenv.sandbox import PROFILES, XledgerSandbox, entity_from_snapshot

@@ -448,7 +448,7 @@ def serve(port: int, profile: str, token_dir: Path | None, ledger: Path | None =
     that dump (a demo's `--ledger-out`) are in Xledger from the start."""
     if profile not in PROFILES:
         raise ValueError(f"unknown fault profile {profile!r}; valid: {', '.join(PROFILES)}")
-    from worker.demo.registers import demo_snapshots
+    from worker.demo.snapshots import demo_snapshots
 
     sandbox = XledgerSandbox(faults=PROFILES[profile])
     names = []

@@ -1,5 +1,5 @@
 """`python -m worker preflight`: the options, and the checklist as a person reads it (also
-printed by `publish-registers --preflight`, `registers.py`). The checks themselves:
+printed by `publish-registers --preflight`, `publish_registers.py`). The checks themselves:
 `worker/ops/preflight/`."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ and the register cache do) and the recent payments by the core's own `evaluate`.
 
 from worker.ops.preflight.checklist import judge, preflight
 from worker.ops.preflight.gather import Environment, Gathered, gather
-from worker.ops.preflight.registers import xledger_would_refuse
+from worker.ops.preflight.register_checks import xledger_would_refuse
 from worker.ops.preflight.report import (
     EXIT_FAILED,
     EXIT_OK,

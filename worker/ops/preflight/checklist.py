@@ -1,6 +1,6 @@
 """The checklist, in the onboarding guide's order: Oppsett Xledger (the URL, the token),
 Oppsett Flyt (Motkonto, Bankkonti-pkey), Økonomiinnstillinger and the summary
-(`registers.py`); and `preflight`, which gathers and judges every snapshot. `judge` is
+(`register_checks.py`); and `preflight`, which gathers and judges every snapshot. `judge` is
 pure: the checklist from what was gathered."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot
 from worker.core.endpoints import url_allowed
 from worker.ops.preflight.gather import Environment, Gathered, gather
-from worker.ops.preflight.registers import (
+from worker.ops.preflight.register_checks import (
     account_problem,
     dimension_check,
     recent_check,

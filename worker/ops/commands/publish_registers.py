@@ -1,6 +1,6 @@
 """`python -m worker publish-registers`: register snapshots checked (R1–R12) and published,
 with `--preflight` after the tenant's Xledger checks (`preflight.py`), which only an
-audited `--force` overrides. Loading and publishing: `worker/ops/registers.py`."""
+audited `--force` overrides. Loading and publishing: `worker/ops/snapshot_publishing.py`."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from worker.ops.commands.output import RefusedExit, audit_logging, failures
 from worker.ops.commands.preflight import print_report
 from worker.ops.errors import BrokerUnavailable, TopicMissing
 from worker.ops.preflight import Environment, preflight
-from worker.ops.registers import SnapshotsInvalid, load, publish
+from worker.ops.snapshot_publishing import SnapshotsInvalid, load, publish
 
 FORCED_PUBLISH = "registers.publish_forced"  # the audit trail's name for the action
 

@@ -93,7 +93,7 @@ def demo_data(out_dir: Path, n_events: int, n_bad: int, seed: int) -> None:
 
 def _write_demo_files(out_dir: Path, n_events: int, n_bad: int, seed: int) -> tuple[Path, Path]:
     from worker.demo.events import bad_event_lines, generate_events
-    from worker.demo.registers import demo_snapshot_dicts
+    from worker.demo.snapshots import demo_snapshot_dicts
 
     out_dir.mkdir(parents=True, exist_ok=True)
     snapshots = out_dir / "snapshots.json"
