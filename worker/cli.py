@@ -56,15 +56,15 @@ def _demo_snapshots() -> list[dict[str, Any]]:
 main.add_command(worker_commands.run)
 main.add_command(worker_commands.enrich)
 main.add_command(worker_commands.bench)
-# The demo and the reliability campaign: worker/demo/demo_commands.py.
+# The demo, its Xledger sandbox and the reliability campaign: worker/demo/demo_commands.py.
 main.add_command(demo_commands.demo)
 main.add_command(demo_commands.demo_data)
 main.add_command(demo_commands.offline_demo)
+main.add_command(demo_commands.sandbox)
 main.add_command(demo_commands.chaos)
-# The development tools: worker/devenv/tool_commands.py.
+# The development brokers: worker/devenv/tool_commands.py.
 main.add_command(tool_commands.broker)
 main.add_command(tool_commands.kafka)
-main.add_command(tool_commands.sandbox)
 
 # The operator commands: worker/ops/commands/, one module per command or group.
 main.add_command(dlq.dlq)

@@ -36,13 +36,13 @@ from worker.contracts import PaymentStatusEvent
 from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
+from worker.demo.harness import serve_sandbox as serve
 from worker.demo.snapshots import demo_snapshots
 from worker.devenv.sandbox import (
     PROFILES,
     FaultProfile,
     XledgerSandbox,
     entity_from_snapshot,
-    serve,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -542,7 +542,7 @@ def test_serve_writes_missing_tokens_and_never_prints_them(tmp_path: Path) -> No
     token_dir = tmp_path / "tokens"
     env = {k: v for k, v in os.environ.items() if not k.startswith("XLEDGER_TOKEN")}
     code = (
-        "from pathlib import Path; from worker.devenv.sandbox import serve; "
+        "from pathlib import Path; from worker.demo.harness import serve_sandbox as serve; "
         f"serve(0, 'mixed', Path({str(token_dir)!r}))"
     )
     proc = subprocess.Popen(

@@ -1,5 +1,6 @@
-"""`python -m worker demo|demo-data|offline-demo|chaos`: the demo data, the whole pipeline
-once on it, and the reliability campaign (`chaos/`)."""
+"""`python -m worker demo|demo-data|offline-demo|sandbox|chaos`: the demo data, the whole
+pipeline once on it, the Xledger sandbox with the demo tenants, and the reliability
+campaign (`chaos/`)."""
 
 from __future__ import annotations
 
@@ -136,6 +137,40 @@ def offline_demo(n_events: int, n_bad: int) -> None:
         + "".join(f"{sum(v for (t, o), v in table.items() if o == name):>12}" for name in outcomes)
     )
     click.echo("rejections by reason: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
+
+
+@click.command()
+@click.option("--port", default=8099, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--faults",
+    "profile",
+    default="none",
+    show_default=True,
+    help="Fault profile: none, 5xx, drop, slow, commit-then-fail, burst, mixed, staging-cleared.",
+)
+@click.option(
+    "--token-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the demo tenants' tokens are read from, or written to if missing.",
+)
+@click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Start with the lines of this ledger dump (a demo's --ledger-out), dbIds kept.",
+)
+def sandbox(port: int, profile: str, token_dir: Path | None, ledger: Path | None) -> None:
+    """Run the local Xledger sandbox (the demo tenants) in the foreground.
+
+    Besides Xledger's API it answers `POST /sandbox/vouchers/double|delete` with
+    `{"extIdentifiers": [...]}` and a tenant's token: a voucher posted twice, or gone."""
+    from worker.demo.harness import serve_sandbox
+
+    try:
+        serve_sandbox(port, profile, token_dir, ledger)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
 
 
 @click.command()

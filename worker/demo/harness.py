@@ -23,7 +23,7 @@ from worker.demo.events import bad_event_lines, generate_events
 from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records, publish, snapshot_records
-from worker.devenv.sandbox import PROFILES, XledgerSandbox, entity_from_snapshot
+from worker.devenv.sandbox import PROFILES, XledgerSandbox, entity_from_snapshot, serve
 from worker.devenv.tansu import EmbeddedBroker
 from worker.engine import broker_kind
 from worker.engine.topics import ensure_topics
@@ -45,6 +45,14 @@ async def start_demo_sandbox(profile: str = "none") -> tuple[XledgerSandbox, dic
         environ[env_name(snap.settings.token_ref)] = token
     await sandbox.start()
     return sandbox, environ
+
+
+def serve_sandbox(
+    port: int, profile: str, token_dir: Path | None, ledger: Path | None = None
+) -> None:
+    """`python -m worker sandbox`: the sandbox with the demo tenants until Ctrl-C or
+    SIGTERM; their tokens read from `token_dir`, or written there when missing."""
+    serve(port, profile, token_dir, demo_snapshots(), ledger)
 
 
 @contextlib.asynccontextmanager

@@ -1,6 +1,6 @@
-"""`python -m worker broker|kafka|sandbox`: the development tools in the foreground (the
-embedded broker, Apache Kafka from Maven Central's jars, the Xledger sandbox). Each stops
-every process it started, however it ends."""
+"""`python -m worker broker|kafka`: the development brokers in the foreground (the embedded
+broker, Apache Kafka from Maven Central's jars). Each stops every process it started,
+however it ends. The Xledger sandbox with the demo tenants: `worker/demo/demo_commands.py`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import contextlib
 import signal
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import click
 
@@ -96,37 +95,3 @@ def kafka(brokers: str, port: int, sasl_ssl: bool) -> None:
         raise click.ClickException(str(exc)) from None
     finally:
         cluster.stop()
-
-
-@click.command()
-@click.option("--port", default=8099, show_default=True, type=click.IntRange(0, 65535))
-@click.option(
-    "--faults",
-    "profile",
-    default="none",
-    show_default=True,
-    help="Fault profile: none, 5xx, drop, slow, commit-then-fail, burst, mixed, staging-cleared.",
-)
-@click.option(
-    "--token-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the demo tenants' tokens are read from, or written to if missing.",
-)
-@click.option(
-    "--ledger",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Start with the lines of this ledger dump (a demo's --ledger-out), dbIds kept.",
-)
-def sandbox(port: int, profile: str, token_dir: Path | None, ledger: Path | None) -> None:
-    """Run the local Xledger sandbox (the demo tenants) in the foreground.
-
-    Besides Xledger's API it answers `POST /sandbox/vouchers/double|delete` with
-    `{"extIdentifiers": [...]}` and a tenant's token: a voucher posted twice, or gone."""
-    from worker.devenv.sandbox import serve
-
-    try:
-        serve(port, profile, token_dir, ledger)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        pass

@@ -18,7 +18,7 @@ import secrets
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +34,7 @@ from graphql import (
     validate,
 )
 
+from worker.contracts.register_snapshot import RegisterSnapshot
 from worker.devenv.sandbox.entities import Entity, entity_from_snapshot
 from worker.devenv.sandbox.faults import PROFILES, FaultProfile, SandboxStats
 from worker.devenv.sandbox.resolvers import Context, Ledger, executable_schema, flatten
@@ -420,10 +421,12 @@ class XledgerSandbox:
 
 # --- the CLI entry point --------------------------------------------------------------
 
-_DEMO_OWNER_DB_ID = 42_365_431
+_FIRST_OWNER_DB_ID = 42_365_431
 
 
-def _demo_token(ref: str, token_dir: Path | None) -> str:
+def _token(ref: str, token_dir: Path | None) -> str:
+    """The tenant's token from the environment or `token_dir`; where `token_dir` lacks it,
+    a new one, written there for the worker to read."""
     from worker.xledger.secrets import MissingToken, SecretStore
 
     try:
@@ -443,18 +446,23 @@ def _demo_token(ref: str, token_dir: Path | None) -> str:
     return token
 
 
-def serve(port: int, profile: str, token_dir: Path | None, ledger: Path | None = None) -> None:
-    """Serve the three demo tenants until Ctrl-C or SIGTERM; with `ledger`, the lines of
-    that dump (a demo's `--ledger-out`) are in Xledger from the start."""
+def serve(
+    port: int,
+    profile: str,
+    token_dir: Path | None,
+    snapshots: Sequence[RegisterSnapshot],
+    ledger: Path | None = None,
+) -> None:
+    """Serve an entity per snapshot (the caller's: the demo's tenants, say) until Ctrl-C
+    or SIGTERM; with `ledger`, the lines of that dump (a demo's `--ledger-out`) are in
+    Xledger from the start."""
     if profile not in PROFILES:
         raise ValueError(f"unknown fault profile {profile!r}; valid: {', '.join(PROFILES)}")
-    from worker.demo.snapshots import demo_snapshots
-
     sandbox = XledgerSandbox(faults=PROFILES[profile])
     names = []
-    for i, snapshot in enumerate(demo_snapshots()):
-        token = _demo_token(snapshot.settings.token_ref, token_dir)
-        sandbox.add_entity(token, entity_from_snapshot(snapshot, _DEMO_OWNER_DB_ID + i))
+    for i, snapshot in enumerate(snapshots):
+        token = _token(snapshot.settings.token_ref, token_dir)
+        sandbox.add_entity(token, entity_from_snapshot(snapshot, _FIRST_OWNER_DB_ID + i))
         names.append(snapshot.tenant_id)
     if ledger is not None:
         try:
