@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from worker.contracts.payment_event import PaymentStatusEvent
 from worker.contracts.rejection import Problem, ProblemCode, Rejection
 from worker.contracts.submission import GLLine, Submission, submission_json
 from worker.core.posting import VoucherLine
-
-# R16: problems a newer register snapshot can cure. Every enrichment problem is a register
-# gap or a register conflict; so is Xledger's refusal of an account, dimension value or tax
-# code it does not know (R14, decided): a register change can map it to one it knows.
-RETRYABLE = frozenset(ProblemCode)
 
 
 class PaymentIds(Protocol):
@@ -34,8 +29,8 @@ class Enriched:
     dimensions: dict[str, str]  # position (as a string) → value
     vat_code: str
     lines: tuple[VoucherLine, VoucherLine]
-    xledger_url: str | None = None  # R2: the entity it was evaluated for (R18)
-    token_ref: str | None = None  # R5: the token reference of that snapshot (R18's lookup)
+    xledger_url: str  # R2: the entity it was evaluated for (R18)
+    token_ref: str  # R5: the token reference of that snapshot (R18's lookup)
 
     def submission(self, event: PaymentStatusEvent, created_at: datetime) -> Submission:
         return Submission.model_construct(
@@ -83,9 +78,12 @@ class Rejected:
     def reason(self) -> ProblemCode:
         return self.problems[0].code
 
-    @property
-    def retryable(self) -> bool:
-        return all(p.code in RETRYABLE for p in self.problems)
+    # R16: a newer register snapshot can cure every rejection the core makes. Each of its
+    # problems is a register gap or a register conflict; so is Xledger's refusal of an
+    # account, dimension value or tax code it does not know (R14, decided): a register
+    # change can map it to one it knows. A rejection that cannot wait for one is made not
+    # retryable where that is known (the post stage, for a refused payment).
+    retryable: ClassVar[bool] = True
 
     def rejection(self, event: PaymentIds, created_at: datetime | None) -> Rejection:
         return Rejection.model_construct(
