@@ -2,8 +2,6 @@
 tenant's entity, the registers topic, and the runs (the anchor, the enrich stage alone,
 whole workers) over topics of their own. Everything started here is stopped however a
 run ends: the broker and sandbox by their context managers, each worker by `finally`.
-About 420 lines: the world and the three kinds of run every plan uses stay together, so
-that one clean-up covers them all.
 """
 
 from __future__ import annotations

@@ -95,9 +95,9 @@ def submission_json(
     vat_code: str,
     lines: list[dict[str, Any]],
     created_at: datetime,
-    xledger_url: str | None,
+    xledger_url: str,
     event_json: bytes,
-    token_ref: str | None = None,
+    token_ref: str,
 ) -> bytes:
     """A Submission's wire bytes, written without building the model (the enrich stage's
     hot path: building and dumping the model cost a third of its time).

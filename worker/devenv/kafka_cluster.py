@@ -19,10 +19,6 @@ Every JVM is in its own process group and is SIGKILLed by Linux when the process
 started it dies (PR_SET_PDEATHSIG), so nothing outlives its parent. The signal follows
 the *thread* that started the JVM: call start() and restart() from a thread that lives as
 long as the cluster (the main thread, normally).
-
-Longer than most modules (~540 lines) on purpose: a broker's life (jars, configuration,
-storage format, start, kill, restart, the class-data archive) is one piece of state, and
-each step depends on the files and timing of the one before.
 """
 
 from __future__ import annotations

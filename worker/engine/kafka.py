@@ -224,9 +224,6 @@ class KafkaGroupConsumer(_Consumer):
     def resume(self, tps: Iterable[TopicPartition]) -> None:
         self.consumer.resume(*_aio(tps))
 
-    def assignment(self) -> set[TopicPartition]:
-        return {TopicPartition(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-
     def highwater(self, tp: TopicPartition) -> int | None:
         end: int | None = self.consumer.highwater(AioTP(tp.topic, tp.partition))
         return end

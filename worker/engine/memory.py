@@ -247,10 +247,6 @@ class MemoryGroupConsumer:
         self.broker.check()
         return {tp: self.broker.logs[tp.topic][tp.partition].start for tp in tps}
 
-    async def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        self.broker.check()
-        return {tp: self.broker.logs[tp.topic][tp.partition].end for tp in tps}
-
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.positions[tp] = offset
 
@@ -259,9 +255,6 @@ class MemoryGroupConsumer:
 
     def resume(self, tps: Iterable[TopicPartition]) -> None:
         self.paused -= set(tps)
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.assigned)
 
     def highwater(self, tp: TopicPartition) -> int | None:
         return self.broker.logs[tp.topic][tp.partition].end

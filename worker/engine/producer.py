@@ -231,10 +231,6 @@ class KafkaProducer:
         except Exception as exc:  # e.g. larger than the producer sends at all
             return exc
 
-    async def flush(self) -> None:
-        if self._producer is not None:
-            await self._producer.flush()
-
 
 async def _outcome(future: asyncio.Future[Any] | BaseException) -> BaseException | None:
     if isinstance(future, BaseException):

@@ -358,12 +358,6 @@ def read_topics(
     return out
 
 
-def read_topic(
-    bootstrap: Bootstrap, topic: str, timeout_s: float = DEFAULT_TIMEOUT_S
-) -> list[Record]:
-    return read_topics(bootstrap, [topic], timeout_s=timeout_s)[topic]
-
-
 def read_at(
     bootstrap: Bootstrap,
     topic: str,

@@ -1,10 +1,6 @@
 """The in-memory GL store and the resolvers of addGLImportItems, glImportItems and
-journalEntries; Xledger's import job, which makes journal entries of import items.
-
-About 500 lines: the store and every resolver over it share its structures (staging,
-journal, per-entity indexes), which stay private to this module rather than be offered to
-the rest of the sandbox. The setup reads (accounts, object kinds, …) are apart:
-`setup_resolvers.py`."""
+journalEntries; Xledger's import job, which makes journal entries of import items. The
+setup reads (accounts, object kinds, …) are `setup_resolvers.py`."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """The sandbox over HTTP: Xledger's auth header, limits, error shapes and faults; and the
-`python -m worker sandbox` entry point.
-
-About 440 lines: one request's path (auth, burst and concurrency limits, the fault
-profile, GraphQL, commit-then-fail) reads top to bottom in one handler, with the public
-hooks the tests and the chaos campaign use beside it (`on_stored`, `double_voucher`, …)."""
+entry point that serves the snapshots its caller hands it (`python -m worker sandbox`: the
+demo's). One request's path (auth, burst and concurrency limits, the fault profile,
+GraphQL, commit-then-fail) reads top to bottom in one handler, with the hooks the tests
+and the chaos campaign use beside it (`on_stored`, `double_voucher`, …)."""
 
 from __future__ import annotations
 
