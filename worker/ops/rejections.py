@@ -130,18 +130,6 @@ def read_rejections(rejections: Iterable[Record], receipts: Iterable[Record]) ->
     return book
 
 
-def last_receipts(receipts: Iterable[Record]) -> dict[str, Record]:
-    """Each tenant's newest receipt (the receipts may be streamed: one kept per tenant)."""
-    out: dict[str, Record] = {}
-    for r in receipts:
-        tenant = (r.json() or {}).get("tenant_id")
-        if isinstance(tenant, str) and (
-            tenant not in out or r.timestamp_ms >= out[tenant].timestamp_ms
-        ):
-            out[tenant] = r
-    return out
-
-
 def betalt_events(
     payments: Iterable[Record],
 ) -> dict[Key, list[tuple[Record, PaymentStatusEvent]]]:

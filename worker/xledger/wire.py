@@ -78,9 +78,6 @@ def lookup_query(roots: Sequence[str] = LOOKUP_ROOTS, details: bool = False) -> 
     return f"query LookupByExtIdentifier({', '.join(variables)}) {{\n{fields}\n}}"
 
 
-LOOKUP_BY_EXT_ID = lookup_query()
-
-
 def lookup_variables(ids: Sequence[str], after: Mapping[str, str | None]) -> dict[str, Any]:
     """Variables for `lookup_query(list(after))`: a page large enough for every id at once
     (each root may hold each id more than once, hence the margin)."""
