@@ -4,10 +4,11 @@ manual transfer (`transfer.py`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -51,7 +52,26 @@ def dlq() -> None:
     """
 
 
-def _dlq_filter_options(f: F) -> F:
+def _dlq_filter_options(command: F) -> F:
+    """The filters every dlq command takes (tenant, payment, reason, stage, period), handed
+    to it as one `DlqFilter`, `f`."""
+
+    @functools.wraps(command)
+    def filtered(
+        *args: Any,
+        tenants: tuple[str, ...],
+        payment: str | None,
+        reason: str | None,
+        stage: str | None,
+        since: str | None,
+        until: str | None,
+        month: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        f = q.DlqFilter(tenants, payment, reason, stage, period(since, until, month))
+        return command(*args, f=f, **kwargs)
+
+    with_options: Any = filtered
     for decorator in reversed(
         [
             tenant_option,
@@ -69,20 +89,8 @@ def _dlq_filter_options(f: F) -> F:
             period_options("Dead-lettered"),
         ]
     ):
-        f = decorator(f)
-    return f
-
-
-def _dlq_filter(
-    tenants: tuple[str, ...],
-    payment: str | None,
-    reason: str | None,
-    stage: str | None,
-    since: str | None,
-    until: str | None,
-    month: str | None,
-) -> q.DlqFilter:
-    return q.DlqFilter(tenants, payment, reason, stage, period(since, until, month))
+        with_options = decorator(with_options)
+    return cast(F, with_options)
 
 
 def _read_said(progress: Progress, stats: ReadStats) -> None:
@@ -109,13 +117,7 @@ LIST_LIMIT = 100
 def dlq_list(
     bootstrap: str | None,
     topic_overrides: tuple[str, ...],
-    tenants: tuple[str, ...],
-    payment: str | None,
-    reason: str | None,
-    stage: str | None,
-    since: str | None,
-    until: str | None,
-    month: str | None,
+    f: q.DlqFilter,
     limit: int,
     as_json: bool,
     timeout_s: float,
@@ -126,7 +128,6 @@ def dlq_list(
     streamed and only the rows shown are kept."""
     s, server = settings_for(bootstrap)
     t = with_topics(s, topic_overrides, bare="dlq")
-    f = _dlq_filter(tenants, payment, reason, stage, since, until, month)
     progress, stats = Progress("dlq list"), ReadStats()
     with failures():
         chosen = q.select(
@@ -250,13 +251,7 @@ def dlq_show(
 def dlq_stats(
     bootstrap: str | None,
     topic_overrides: tuple[str, ...],
-    tenants: tuple[str, ...],
-    payment: str | None,
-    reason: str | None,
-    stage: str | None,
-    since: str | None,
-    until: str | None,
-    month: str | None,
+    f: q.DlqFilter,
     as_json: bool,
     timeout_s: float,
 ) -> None:
@@ -264,7 +259,6 @@ def dlq_stats(
     is streamed: counts are kept, records are not."""
     s, server = settings_for(bootstrap)
     t = with_topics(s, topic_overrides, bare="dlq")
-    f = _dlq_filter(tenants, payment, reason, stage, since, until, month)
     progress, stats = Progress("dlq stats"), ReadStats()
     with failures():
         tally = q.tally(server, t.dlq, f, timeout_s=timeout_s, progress=progress, stats=stats)
@@ -310,13 +304,7 @@ def dlq_replay(
     bootstrap: str | None,
     topic_overrides: tuple[str, ...],
     positions: tuple[str, ...],
-    tenants: tuple[str, ...],
-    payment: str | None,
-    reason: str | None,
-    stage: str | None,
-    since: str | None,
-    until: str | None,
-    month: str | None,
+    f: q.DlqFilter,
     replay_all: bool,
     actor: str,
     roles: tuple[str, ...],
@@ -333,8 +321,7 @@ def dlq_replay(
     in Xledger first). Every replay, and every refused one, is written to the audit
     topic and the log; a dry run writes nothing.
     """
-    filters = (payment, reason, stage, since, until, month)
-    filtered = bool(tenants) or any(v is not None for v in filters)
+    filtered = f != q.DlqFilter()
     if positions and (replay_all or filtered):
         raise click.UsageError("give either --at positions, or --all and/or filters, not both")
     if not positions and not replay_all and not filtered:
@@ -343,7 +330,6 @@ def dlq_replay(
         wanted = [q.parse_position(p) for p in positions]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--at") from None
-    f = _dlq_filter(tenants, *filters)
     s, server = settings_for(bootstrap)
     t = with_topics(s, topic_overrides, bare="dlq")
     replay = Transfer(audit.REPLAY, s, server, t.audit, actor, list(roles), dry_run, yes)
