@@ -135,6 +135,7 @@ class XledgerClient:
         be asked."""
         call = self._reading_call(target)
         call.result.absent = await _asked(lambda: call.drop_present(list(submissions)))
+        call.result.requests = call.session.requests
         return call.result
 
     async def lookup(

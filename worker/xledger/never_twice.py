@@ -32,7 +32,7 @@ import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from worker import logs, metrics
 from worker.contracts import Receipt, ReceiptLine, Submission
@@ -167,6 +167,7 @@ class PostingCall:
             log.exception("xledger_post_unexpected_error", tenant_id=self.tenant)
             self._hold(self._left(), HoldReason.UNRESOLVED, f"{type(exc).__name__}: {exc}")
         self._hold_unknown()
+        self.result.requests = self.session.requests
 
     def _hold_unknown(self) -> None:
         """What was sent with an unknown outcome and has no other outcome: held."""
@@ -379,7 +380,7 @@ class PostingCall:
             after: dict[str, str | None] = dict.fromkeys(LOOKUP_ROOTS)
             while after:
                 roots = list(after)
-                data = await self._request(
+                data = await self.session.request(
                     LOOKUP, lookup_query(roots, details), lookup_variables(chunk, after)
                 )
                 page = read_lookup(data, roots)
@@ -405,7 +406,7 @@ class PostingCall:
 
         pids = {s.payment_id for s in subs}
         try:
-            data = await self._request(POST, ADD_GL_IMPORT_ITEMS, {"inputs": inputs}, ready)
+            data = await self.session.request(POST, ADD_GL_IMPORT_ITEMS, {"inputs": inputs}, ready)
         except (TransientError, RateLimited, CreditsExhausted, AuthFailed):
             self.uncertain.difference_update(pids)  # Xledger did nothing, or nothing reached it
             raise
@@ -417,18 +418,6 @@ class PostingCall:
             # An answer without every line is not a trustworthy answer: look it up.
             raise AnswerUnclear(f"answer lacks {len(missing)} payment(s)")
         return uuid.uuid4().hex, db_ids
-
-    async def _request(
-        self,
-        operation: str,
-        query: str,
-        variables: dict[str, Any],
-        before_send: Callable[[], Awaitable[None]] | None = None,
-    ) -> dict[str, Any]:
-        try:
-            return await self.session.request(operation, query, variables, before_send)
-        finally:
-            self.result.requests = self.session.requests
 
     def _refuse(self, sub: Submission, message: str, asked: bool = True) -> None:
         """`asked`: False when Xledger refused the code for an earlier payment lately and

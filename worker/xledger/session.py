@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -115,25 +116,17 @@ class XledgerHttp:
         )
 
 
+@dataclass
 class Session:
     """One tenant's requests: its URL, its token and the token's pacing gate."""
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        tenant_id: str,
-        url: str,
-        token: Token,
-        gate: TokenGate,
-        deadline_s: float,
-    ) -> None:
-        self.http = http
-        self.tenant_id = tenant_id
-        self.url = url
-        self.token = token
-        self.gate = gate
-        self.deadline_s = deadline_s
-        self.requests = 0  # sent, not counting those `before_send` stopped
+    http: httpx.AsyncClient
+    tenant_id: str
+    url: str
+    token: Token
+    gate: TokenGate
+    deadline_s: float
+    requests: int = 0  # sent, not counting those `before_send` stopped
 
     async def request(
         self,
@@ -232,30 +225,21 @@ async def retrying(
             await retries.failed(operation, exc)
 
 
+@dataclass
 class Patient:
     """The worker's retries, for one call of the client: Xledger's limits waited out (no
     attempt spent), a pause while the credits are used up, failures backed off with jitter,
     and given up (`GiveUp`) only when the attempts are spent and Xledger has been failing
     for longer than the outage patience: an outage of minutes is waited out."""
 
-    def __init__(
-        self,
-        tenant_id: str,
-        gate: TokenGate,
-        settings: ClientSettings,
-        *,
-        sleep: Sleep,
-        clock: Clock,
-        backoff: Callable[[int], float],
-    ) -> None:
-        self.tenant = tenant_id
-        self.gate = gate
-        self.s = settings
-        self.sleep = sleep
-        self.clock = clock
-        self.backoff = backoff
-        self.attempts = 0
-        self.failing_since: float | None = None
+    tenant: str
+    gate: TokenGate
+    s: ClientSettings
+    sleep: Sleep
+    clock: Clock
+    backoff: Callable[[int], float]
+    attempts: int = 0
+    failing_since: float | None = None
 
     async def rate_limited(self, exc: RateLimited) -> None:
         metrics.XLEDGER_RATE_LIMIT_WAIT_SECONDS.labels(self.tenant, exc.code).inc(exc.wait_s)
