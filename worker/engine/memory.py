@@ -105,6 +105,28 @@ class MemoryBroker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.appended.wait(), timeout_s)
 
+    async def fetch(
+        self,
+        positions: dict[TopicPartition, int],
+        tps: Iterable[TopicPartition],
+        timeout_s: float,
+        limit: int | None = None,
+    ) -> dict[TopicPartition, list[Record]]:
+        """The records of `tps` from their positions on (from the log start where a
+        position is missing or before it), at most `limit` each, the positions moved past
+        them; with nothing to return, waits up to `timeout_s` for data first."""
+        out: dict[TopicPartition, list[Record]] = {}
+        for tp in tps:
+            log = self.logs[tp.topic][tp.partition]
+            position = max(positions.get(tp, log.start), log.start)
+            batch = log.records[position : None if limit is None else position + limit]
+            if batch:
+                out[tp] = batch
+                positions[tp] = position + len(batch)
+        if not out:
+            await self.wait_for_data(timeout_s)
+        return out
+
 
 class _Group:
     def __init__(self, broker: MemoryBroker, name: str) -> None:
@@ -212,7 +234,6 @@ class MemoryGroupConsumer:
             await self.revoke()
             self.group.members[self.member_id] = self
             await self.group.rebalance()
-        out: dict[TopicPartition, list[Record]] = {}
         lost = {
             tp: self.positions[tp]
             for tp in sorted(self.assigned - self.paused)
@@ -225,16 +246,12 @@ class MemoryGroupConsumer:
         }
         if lost:  # as a Kafka consumer with auto_offset_reset=none: never a silent reset
             raise PositionLost(lost)
-        for tp in sorted(self.assigned - self.paused):
-            log = self.broker.logs[tp.topic][tp.partition]
-            position = self.positions.get(tp, log.start)
-            batch = log.records[position : position + self.settings.max_poll_records]
-            if batch:
-                out[tp] = batch
-                self.positions[tp] = position + len(batch)
-        if not out:
-            await self.broker.wait_for_data(timeout_s)
-        return out
+        return await self.broker.fetch(
+            self.positions,
+            sorted(self.assigned - self.paused),
+            timeout_s,
+            self.settings.max_poll_records,
+        )
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.group.commit(self, offsets)
@@ -285,17 +302,7 @@ class MemoryReader:
 
     async def poll(self, timeout_s: float) -> dict[TopicPartition, list[Record]]:
         self.broker.check()
-        out = {}
-        for tp in self.assigned:
-            log = self.broker.logs[tp.topic][tp.partition]
-            position = max(self.positions[tp], log.start)
-            batch = log.records[position:]
-            if batch:
-                out[tp] = batch
-                self.positions[tp] = position + len(batch)
-        if not out:
-            await self.broker.wait_for_data(timeout_s)
-        return out
+        return await self.broker.fetch(self.positions, self.assigned, timeout_s)
 
     async def position(self, tp: TopicPartition) -> int:
         return self.positions[tp]
