@@ -181,3 +181,14 @@ def when(text: str | None, option: str) -> datetime | None:
         return parse_when(text, end=option == "--until")
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def actor_options(roles_help: str, actor_help: str) -> Callable[[F], F]:
+    """--actor and --role: who does it, and in which roles (R13), as every command that
+    changes something names them."""
+
+    def add(f: F) -> F:
+        f = click.option("--role", "roles", multiple=True, required=True, help=roles_help)(f)
+        return click.option("--actor", required=True, help=actor_help)(f)
+
+    return add

@@ -4,15 +4,13 @@ write them: `worker/ops/tenant_control.py`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
-
 import click
 
 from worker.ops import audit
 from worker.ops import tenant_control as control
 from worker.ops.authority import Refused, require_okonomiinnstillinger
 from worker.ops.commands.options import (
+    actor_options,
     bootstrap_option,
     settings_for,
     timeout_option,
@@ -30,8 +28,6 @@ from worker.ops.safe_text import escape
 from worker.ops.snapshots_in_force import read_in_force
 from worker.ops.topic_reader import read_topics
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 @click.group(epilog=EXIT_CODES)
 def tenant() -> None:
@@ -44,15 +40,10 @@ def tenant() -> None:
     """
 
 
-def _who(f: F) -> F:
-    f = click.option(
-        "--role",
-        "roles",
-        multiple=True,
-        required=True,
-        help="The actor's roles; repeatable. Pausing and resuming need Økonomiinnstillinger.",
-    )(f)
-    return click.option("--actor", required=True, help="Who does it (R13), e.g. a Flyt user id.")(f)
+_who = actor_options(
+    "The actor's roles; repeatable. Pausing and resuming need Økonomiinnstillinger.",
+    "Who does it (R13), e.g. a Flyt user id.",
+)
 
 
 def _change(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import click
 
@@ -19,12 +19,12 @@ from worker import config
 from worker.kafka_clients import Bootstrap
 from worker.ops import audit
 from worker.ops.authority import Refused, require_okonomi
+from worker.ops.commands import options
 from worker.ops.commands.output import NothingFound, RefusedExit, audit_logging, failures
 from worker.ops.errors import BrokerUnavailable
 from worker.ops.topic_reader import send
 
 K = TypeVar("K", bound=Hashable)
-F = TypeVar("F", bound=Callable[..., Any])
 
 # (topic, key, value, headers): a record as `topic_reader.send` takes it.
 OutRecord = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
@@ -32,18 +32,11 @@ OutRecord = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 DRY_RUN = "dry run: nothing was sent, nothing was written"
 
 
-def actor_options(f: F) -> F:
-    """--actor and --role, as every manual transfer names who does it (R13)."""
-    f = click.option(
-        "--role",
-        "roles",
-        multiple=True,
-        required=True,
-        help="The actor's roles; repeatable. A manual transfer needs Økonomi (R13).",
-    )(f)
-    return click.option(
-        "--actor", required=True, help="Who transfers them (R13), e.g. a Flyt user id."
-    )(f)
+# Who does a manual transfer (R13).
+actor_options = options.actor_options(
+    "The actor's roles; repeatable. A manual transfer needs Økonomi (R13).",
+    "Who transfers them (R13), e.g. a Flyt user id.",
+)
 
 
 @dataclass(frozen=True)
