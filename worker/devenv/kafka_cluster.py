@@ -1,16 +1,17 @@
 """Apache Kafka (KRaft) from Maven Central's jars: 1 or 3 brokers on loopback, no Docker.
 
-The jars are resolved once by Maven (`deploy/kafka/pom.xml`, which names the version) into
-a cache outside git; each broker is a JVM in combined mode (broker and controller), with
-its storage in a temporary folder removed on stop. For tests that need the real thing:
-`with KafkaCluster(brokers=3) as k: k.bootstrap`, and `k.kill(2)` / `k.restart(2)`.
+The jars are resolved once by Maven (`kafka_jars.py`: `deploy/kafka/pom.xml` names the
+version) into a cache outside git; each broker is a JVM in combined mode (broker and
+controller), with its storage in a temporary folder removed on stop. For tests that need
+the real thing: `with KafkaCluster(brokers=3) as k: k.bootstrap`, and `k.kill(2)` /
+`k.restart(2)`.
 
 `KafkaCluster(sasl_ssl=True)` serves clients on a SASL_SSL listener only (SCRAM-SHA-512
 and -256, TLS with a throw-away CA and broker certificate made by `openssl` in the
 cluster's folder), as most production clusters do: the SCRAM users are created when the
 storage is formatted, and `k.client` holds what a client needs (CA file, user and
-password files, a client properties file for `--command-config`). Passwords reach the
-JVMs through files, never their command lines.
+password files, a client properties file for `--command-config`; `kafka_sasl.py`).
+Passwords reach the JVMs through files, never their command lines.
 
 The JVMs share one class-data archive (AppCDS), which halves a broker's start on a small
 machine: the first broker to stop cleanly writes it into the cache, next to the jars.
@@ -26,12 +27,8 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
-import fcntl
-import hashlib
 import os
 import random
-import re
-import secrets
 import shutil
 import signal
 import socket
@@ -39,22 +36,38 @@ import subprocess
 import tempfile
 import time
 import uuid
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from worker.config import KafkaSecurity
 from worker.devenv.children import dies_with_parent
+from worker.devenv.kafka_jars import (
+    POM,
+    KafkaUnavailable,
+    archive_path,
+    cache_dir,
+    kafka_classpath,
+    kafka_version,
+    one_line,
+)
+from worker.devenv.kafka_sasl import CLIENT_USER, Secrets, SecuredClient, make_secrets
 
 if TYPE_CHECKING:
     from worker.kafka_clients import KafkaConnection
 
-POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
-_MARKER = ".complete"  # written last, holds the pom's digest: a cache without it is redone
+# Importable from here too: what a caller of the cluster names.
+__all__ = [
+    "CLIENT_USER",
+    "POM",
+    "KafkaCluster",
+    "KafkaUnavailable",
+    "SecuredClient",
+    "cache_dir",
+    "kafka_classpath",
+    "kafka_version",
+]
+
 _STOP_TIMEOUT_S = 15.0
-_MVN_TIMEOUT_S = 900.0
 # The admin client that waits for the brokers; kafka-python 3 would otherwise spend 30 s
 # bootstrapping against a port that is not open yet.
 _ADMIN = {
@@ -80,106 +93,6 @@ rootLogger.appenderRef.out.ref = OUT
 logger.raft.name = kafka.server.KafkaRaftServer
 logger.raft.level = INFO
 """
-
-
-class KafkaUnavailable(RuntimeError):
-    """Apache Kafka cannot be run here (no java or mvn, the jars could not be fetched,
-    or a broker would not start). The message is one line and says what to do."""
-
-
-def kafka_version() -> str:
-    """The Kafka version deploy/kafka/pom.xml names (its kafka.version property)."""
-    try:
-        root = ET.parse(POM).getroot()
-    except (OSError, ET.ParseError) as exc:
-        raise KafkaUnavailable(f"cannot read {POM}: {exc}") from None
-    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
-    version = root.findtext("m:properties/m:kafka.version", namespaces=ns)
-    if not version:
-        raise KafkaUnavailable(f"{POM} names no kafka.version property")
-    return version.strip()
-
-
-def cache_dir() -> Path:
-    """Where the jars of this Kafka version are kept: `$FLYT_KAFKA_CACHE/kafka-<version>`,
-    by default under ~/.cache/flyt-xledger."""
-    root = os.environ.get("FLYT_KAFKA_CACHE") or Path.home() / ".cache" / "flyt-xledger"
-    return Path(root).expanduser() / f"kafka-{kafka_version()}"
-
-
-def kafka_classpath() -> str:
-    """The broker's classpath; the first call on a machine downloads the jars (Maven)."""
-    target = cache_dir()
-    digest = hashlib.sha256(POM.read_bytes()).hexdigest()
-    if not _complete(target, digest):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target.parent / f"{target.name}.lock", "wb") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be resolving the same
-            if not _complete(target, digest):
-                _resolve(target, digest)
-    return os.pathsep.join(str(p) for p in sorted(target.glob("*.jar")))
-
-
-def _complete(target: Path, digest: str) -> bool:
-    try:
-        return (target / _MARKER).read_text().strip() == digest
-    except OSError:
-        return False
-
-
-def _resolve(target: Path, digest: str) -> None:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise KafkaUnavailable(
-            "mvn not found: install Maven (apt-get install maven) to fetch Apache Kafka's jars"
-        )
-    for stale in target.parent.glob(f".{target.name}.*"):  # left by a killed resolver
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        cmd = [mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(POM)]
-        cmd.append("dependency:copy-dependencies")
-        cmd.append(f"-DoutputDirectory={tmp}")
-        try:
-            done = subprocess.run(
-                cmd,
-                capture_output=True,
-                text=True,
-                timeout=_MVN_TIMEOUT_S,
-                check=False,
-                preexec_fn=dies_with_parent(),
-            )
-        except subprocess.TimeoutExpired:
-            raise KafkaUnavailable(
-                f"mvn did not fetch Kafka {kafka_version()}'s jars within {_MVN_TIMEOUT_S:.0f} s"
-            ) from None
-        if done.returncode != 0 or not any(tmp.glob("kafka_*.jar")):
-            said = _mvn_said(done.stdout + done.stderr)
-            raise KafkaUnavailable(
-                f"mvn could not fetch Kafka {kafka_version()}'s jars (exit {done.returncode}; "
-                f"is Maven Central reachable?): {said}"
-            )
-        (tmp / _MARKER).write_text(digest + "\n")
-        if target.exists():  # an older or interrupted copy
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _mvn_said(output: str) -> str:
-    """mvn's last lines before its boilerplate advice, as one line."""
-    lines = []
-    for line in re.sub(r"\x1b\[[0-9;]*m", "", output).splitlines():
-        if "To see the full stack trace" in line:
-            break
-        if line.removeprefix("[ERROR]").strip():
-            lines.append(line)
-    return _one_line(lines[-4:]) or "no output"
-
-
-def _one_line(lines: list[str]) -> str:
-    return " | ".join(s for line in lines if (s := " ".join(line.split())[:300]))
 
 
 def _cluster_id() -> str:
@@ -210,7 +123,7 @@ class KafkaCluster:
         self.n = brokers
         self.sasl_ssl = sasl_ssl
         self.client: SecuredClient | None = None  # with sasl_ssl, once started
-        self._secure: _Secrets | None = None
+        self._secure: Secrets | None = None
         self.ports = [port + i for i in range(brokers)] if port else _free_ports(brokers)
         self.controller_ports = _free_ports(brokers, avoid=self.ports)
         self.log_dir = log_dir
@@ -241,7 +154,7 @@ class KafkaCluster:
                 "java not found: install a JDK 17+ (apt-get install openjdk-17-jre-headless)"
             )
         self._classpath = kafka_classpath()
-        self._archive = _archive_path(self._classpath)
+        self._archive = archive_path(self._classpath)
         self._root = Path(tempfile.mkdtemp(prefix=f"flyt-kafka-{self.ports[0]}-"))
         atexit.register(self.stop)
         try:
@@ -249,7 +162,7 @@ class KafkaCluster:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
             (self._root / "log4j2.properties").write_text(_LOG4J2)
             if self.sasl_ssl:
-                self._secure = _make_secrets(self._root / "tls")
+                self._secure = make_secrets(self._root / "tls")
                 self.client = self._secure.client
             for i in self._ids():
                 (self._root / f"broker-{i}").mkdir()
@@ -319,7 +232,7 @@ class KafkaCluster:
                 text = f.read().decode("utf-8", "replace")
         except (OSError, RuntimeError):
             return "no log"
-        return _one_line([s for s in text.splitlines() if s.strip()][-lines:]) or "log empty"
+        return one_line([s for s in text.splitlines() if s.strip()][-lines:]) or "log empty"
 
     def _ids(self) -> range:
         return range(1, self.n + 1)
@@ -426,7 +339,7 @@ class KafkaCluster:
             for i, run in runs.items():
                 out, _ = run.communicate(timeout=120)
                 if run.returncode != 0:
-                    said = _one_line(out.decode("utf-8", "replace").splitlines()[-6:])
+                    said = one_line(out.decode("utf-8", "replace").splitlines()[-6:])
                     raise KafkaUnavailable(f"formatting broker {i}'s storage failed: {said}")
         finally:
             for run in runs.values():
@@ -535,143 +448,6 @@ class KafkaCluster:
 
         security = self.client.security() if self.client is not None else None
         return kafka_clients.connection(bootstrap, security)
-
-
-@dataclass(frozen=True)
-class SecuredClient:
-    """What a client of a `sasl_ssl` cluster needs, as files."""
-
-    ca_file: Path
-    username_file: Path
-    password_file: Path
-    properties: Path  # for `--command-config`: security.protocol, sasl.jaas.config …
-    mechanism: str = "SCRAM-SHA-512"
-
-    def security(self) -> KafkaSecurity:
-        return KafkaSecurity(
-            protocol="SASL_SSL",
-            ssl_ca_file=self.ca_file,
-            sasl_mechanism=self.mechanism,
-            sasl_username_file=self.username_file,
-            sasl_password_file=self.password_file,
-        )
-
-    def env(self) -> dict[str, str]:
-        """The same as FLYT_KAFKA_* variables, for a worker process."""
-        return {
-            "FLYT_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-            "FLYT_KAFKA_SSL_CA_FILE": str(self.ca_file),
-            "FLYT_KAFKA_SASL_MECHANISM": self.mechanism,
-            "FLYT_KAFKA_SASL_USERNAME_FILE": str(self.username_file),
-            "FLYT_KAFKA_SASL_PASSWORD_FILE": str(self.password_file),
-        }
-
-
-CLIENT_USER = "flyt-worker"
-_BROKER_USER = "broker"  # the brokers' own user on their SASL_SSL listener
-_SCRAM_JAAS = "org.apache.kafka.common.security.scram.ScramLoginModule required"
-
-
-@dataclass(frozen=True)
-class _Secrets:
-    folder: Path
-    broker_password: str
-    client_password: str
-    client: SecuredClient
-
-    def broker_config(self, port: int, cport: int) -> dict[str, object]:
-        keystore, ca = self.folder / "broker.pem", self.folder / "ca.pem"
-        return {
-            "listeners": f"SASL_SSL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port}",
-            "inter.broker.listener.name": "SASL_SSL",
-            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
-            "sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
-            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
-            # Each mechanism the listener offers needs its server-side login (the user the
-            # brokers themselves use between them).
-            **{
-                f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config": (
-                    f'{_SCRAM_JAAS} username="{_BROKER_USER}" password="{self.broker_password}";'
-                )
-                for m in ("SCRAM-SHA-512", "SCRAM-SHA-256")
-            },
-            # PEM stores (Kafka 2.7+): the key and certificate in one file, the CA in another.
-            "ssl.keystore.type": "PEM",
-            "ssl.keystore.location": keystore,
-            "ssl.truststore.type": "PEM",
-            "ssl.truststore.location": ca,
-        }
-
-    def add_scram(self) -> list[str]:
-        users = ((_BROKER_USER, self.broker_password), (CLIENT_USER, self.client_password))
-        return [
-            arg
-            for name, password in users
-            for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256")
-            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
-        ]
-
-
-def _make_secrets(folder: Path) -> _Secrets:
-    """A throw-away CA, a broker certificate for 127.0.0.1 and localhost signed by it, and
-    random SCRAM passwords; every file 0600 in a 0700 folder."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        raise KafkaUnavailable(
-            "openssl not found: a SASL_SSL cluster makes its certificates with it"
-        )
-    folder.mkdir(mode=0o700)
-    old = os.umask(0o077)
-    try:
-        (folder / "broker.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        steps = [
-            ["req", "-x509", "-newkey", "rsa:2048", "-noenc", "-keyout", "ca.key", "-out",
-             "ca.pem", "-days", "2", "-subj", "/CN=flyt-kafka-test-ca"],
-            ["req", "-newkey", "rsa:2048", "-noenc", "-keyout", "broker.key", "-out",
-             "broker.csr", "-subj", "/CN=127.0.0.1"],
-            ["x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "broker.crt", "-days", "2", "-extfile", "broker.ext"],
-        ]  # fmt: skip
-        for step in steps:
-            done = subprocess.run(
-                [openssl, *step], cwd=folder, capture_output=True, text=True, timeout=60
-            )
-            if done.returncode != 0:
-                said = _one_line(done.stderr.splitlines()[-3:])
-                raise KafkaUnavailable(f"openssl {step[0]} failed: {said}")
-        pem = (folder / "broker.key").read_text() + (folder / "broker.crt").read_text()
-        (folder / "broker.pem").write_text(pem)
-        client_password = secrets.token_hex(16)
-        (folder / "username").write_text(CLIENT_USER + "\n")
-        (folder / "password").write_text(client_password + "\n")
-        properties = folder / "client.properties"
-        properties.write_text(
-            "security.protocol=SASL_SSL\n"
-            "sasl.mechanism=SCRAM-SHA-512\n"
-            f'sasl.jaas.config={_SCRAM_JAAS} username="{CLIENT_USER}" '
-            f'password="{client_password}";\n'
-            "ssl.truststore.type=PEM\n"
-            f"ssl.truststore.location={folder / 'ca.pem'}\n"
-        )
-    finally:
-        os.umask(old)
-    return _Secrets(
-        folder,
-        secrets.token_hex(16),
-        client_password,
-        SecuredClient(folder / "ca.pem", folder / "username", folder / "password", properties),
-    )
-
-
-def _archive_path(classpath: str) -> Path:
-    """The class-data archive for this classpath and this JVM (an archive from another
-    JVM build or classpath would only be refused, with a warning)."""
-    java = Path(shutil.which("java") or "java").resolve()
-    libjvm = java.parent.parent / "lib" / "server" / "libjvm.so"
-    st = (libjvm if libjvm.exists() else java).stat()
-    key = f"{java}|{st.st_size}|{st.st_mtime_ns}|{classpath}"
-    return cache_dir() / f"classes-{hashlib.sha256(key.encode()).hexdigest()[:12]}.jsa"
 
 
 def _listens(port: int) -> bool:
