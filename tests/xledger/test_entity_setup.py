@@ -313,3 +313,21 @@ async def test_reads_are_paced_per_token_and_never_meet_xledgers_limit(
     assert fake.sleeps and all(s <= 5.1 for s in fake.sleeps)  # waited for room, briefly
     times = sandbox.stats.request_times[TENANT]
     assert all(b - a >= 5.0 for a, b in zip(times, times[3:], strict=False))  # ≤ 3 per 5 s
+
+
+async def test_xledger_s_words_in_a_refused_read_carry_no_token() -> None:
+    """The reader's errors go through the one masking (`logs.mask`) as the client's do:
+    a refusal that echoes the token says `***` instead."""
+
+    def echoes_the_token(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"errors": [{"message": f"Invalid near {TOKEN}"}]})
+
+    async with SetupReader(
+        SecretStore({env_name(TENANT): TOKEN}),
+        policy=UrlPolicy(allow_sandbox=True),
+        endpoint_override="http://127.0.0.1:9/graphql",
+        transport=httpx.MockTransport(echoes_the_token),
+    ) as reader:
+        with pytest.raises(SetupUnreadable) as caught:
+            await reader.read(target())
+    assert TOKEN not in str(caught.value) and "Invalid near ***" in str(caught.value)

@@ -26,7 +26,7 @@ from worker.ops.snapshots_in_force import RegisterHistory
 from worker.ops.topic_reader import Record
 from worker.ops.when import age
 
-CREDITS_PAUSE = timedelta(minutes=20)  # worker/xledger/client.py credits_pause_s
+CREDITS_PAUSE = timedelta(minutes=20)  # worker/xledger/types.py ClientSettings.credits_pause_s
 
 
 class MetricsUnavailable(Exception):

@@ -3,7 +3,7 @@
 A code Xledger refused (`taxRule.code: No value matching owner …, code '25'.`) is refused
 again for the next payment that carries it, until someone adds it in Xledger or changes the
 registers. Asking again costs three requests per batch (the refused mutation, the lookup
-that must follow it, the mutation of the rest: `client.py`) and a share of the tenant's 18
+that must follow it, the mutation of the rest: `never_twice.py`) and a share of the tenant's 18
 per 5 s. So for a while (`keep_s`) a payment's *first* submission that carries a remembered
 code is refused without a request, with Xledger's own message (R14: a rejection
 `XLEDGER_REFUSED`, re-evaluated on a newer snapshot, R16).
