@@ -23,6 +23,15 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+# How far back `worker reconcile`, the month-end proof, must be able to read: the previous
+# calendar month, proven on any day of the current one, began at most 62 days ago (two
+# 31-day months: July and August, December and January), and a day more for the time zone
+# (a month begins at midnight in Oslo, 22:00 or 23:00 UTC the day before, and the broker
+# keeps UTC). Every topic reconcile reads must keep at least this long: the start-up check
+# warns when one does not (worker/topic_check.py), and the worker's own topics keep this
+# long by default (FLYT_RETENTION_DAYS). The nightly run reads 35 days of it.
+RECONCILE_LOOKBACK_DAYS = 63.0
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -91,10 +100,11 @@ class Settings:
     stop_grace_s: float = 25.0
     # Backpressure: an input partition with more undone records is paused.
     max_undone_per_partition: int = 10_000
-    # Retention of the topics the worker creates that hold work not yet done
-    # (submissions, refused payments, dead letters): longer than any pause a tenant may
-    # sit out (its token over a holiday) before its payments are posted.
-    retention_days: float = 30.0
+    # Retention of the topics the worker creates (submissions, receipts, rejections,
+    # refused payments, dead letters): longer than any pause a tenant may sit out (its
+    # token over a holiday) before its payments are posted, and at least reconcile's
+    # look-back, so that a month-end proof finds every outcome (RECONCILE_LOOKBACK_DAYS).
+    retention_days: float = RECONCILE_LOOKBACK_DAYS
     metrics_port: int | None = 9108
     sandbox: bool = False  # R2: only then may a loopback sandbox stand in for Xledger
     xledger_endpoint_override: str | None = None
