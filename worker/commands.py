@@ -49,6 +49,7 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
     from worker.kafka_clients import KafkaSettingsError, KafkaUnreachable
     from worker.pipeline.wiring import SettingsConflict
     from worker.runtime import WorkerCrashed
+    from worker.topic_check import TopicsMismatch
 
     try:
         # Logging first: a warning about the settings (an unknown FLYT_* variable) is a log
@@ -87,9 +88,10 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
         raise click.ClickException(f"the worker stopped: {exc}") from None
     except NotEnoughBrokers as exc:  # the cluster, or a setting, to fix: say which
         raise click.ClickException(str(exc)) from None
-    except (SettingsConflict, KafkaSettingsError) as exc:
-        # A refused certificate or password, a secret file that cannot be read: one line,
-        # exit 78, no retry (a restart cannot cure it).
+    except (SettingsConflict, KafkaSettingsError, TopicsMismatch) as exc:
+        # A refused certificate or password, a secret file that cannot be read, topics
+        # whose partitions do not match: one line, exit 78, no retry (a restart cannot
+        # cure it).
         raise SettingsRefused(str(exc)) from None
     except KafkaUnreachable as exc:  # the broker may be starting: exit 1, restarted
         raise click.ClickException(str(exc)) from None
