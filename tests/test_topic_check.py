@@ -57,7 +57,7 @@ def test_a_flyt_topic_with_more_partitions_refuses_with_the_setting_and_the_comm
     [found] = findings(S, existing, KAFKA)
     assert found.refuse and f"{payments} has 8" in found.text
     # Partitions never shrink: the count they can all have is 8.
-    assert found.fix.startswith("FLYT_PARTITIONS=8 and ")
+    assert found.fix.startswith("set FLYT_PARTITIONS=8 and run: kafka-topics.sh ")
     for name in copartitioned(S):
         grow = f"--bootstrap-server kafka-0:9092 --alter --topic {name} --partitions 8"
         assert (grow in found.fix) == (name != payments)
@@ -70,7 +70,7 @@ def test_a_changelog_with_fewer_partitions_refuses_with_the_command_to_grow_it()
     existing[changelog] = replace(existing[changelog], partitions=2)
     [found] = findings(S, existing, KAFKA)
     assert found.refuse and found.fix.startswith(
-        f"kafka-topics.sh --bootstrap-server kafka-0:9092 --alter --topic {changelog} "
+        f"run: kafka-topics.sh --bootstrap-server kafka-0:9092 --alter --topic {changelog} "
         "--partitions 4"
     )
     assert "FLYT_PARTITIONS=" not in found.fix  # 4 is right: only the changelog is short
@@ -236,7 +236,7 @@ def test_run_refuses_topics_of_another_partition_count_before_making_any(broker:
         f"kafka-topics.sh --bootstrap-server {broker.bootstrap} --alter --topic "
         f"{s.topics.submissions} --partitions 3"
     )
-    assert f"to fix: FLYT_PARTITIONS=3 and {grow}" in errors[0]
+    assert f"to fix: set FLYT_PARTITIONS=3 and run: {grow} (" in errors[0]
     # Refused before anything was made: the worker's own topics come with the new count.
     made = asyncio.run(describe_topics(kafka, [t.name for t in topic_specs(s)]))
     assert set(made) == {s.topics.payments, s.topics.submissions}

@@ -204,7 +204,7 @@ def _port_or_off(value: int) -> int | None:
 
 
 Count = Annotated[int, Field(ge=1)]
-Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # a timeout, a wait
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # a timeout, a wait, days kept
 Window = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # 0: no gathering
 TopicName = Annotated[str, StringConstraints(pattern=_NAME, max_length=249)]
 # ... and room for the suffixes of the worker's own topics (`<app>-outcomes-changelog`).
@@ -259,20 +259,20 @@ class _SettingsEnv(_FromEnvironment):
     post_batch_window_s: Window | None = _var("FLYT_POST_BATCH_WINDOW_S")
     post_batch_max: Count | None = _var("FLYT_POST_BATCH_MAX")
     post_backlog_window_s: Window | None = _var("FLYT_POST_BACKLOG_WINDOW_S")
-    token_recheck_s: Seconds | None = _var("FLYT_TOKEN_RECHECK_S")
-    token_retry_s: Seconds | None = _var("FLYT_TOKEN_RETRY_S")
+    token_recheck_s: Positive | None = _var("FLYT_TOKEN_RECHECK_S")
+    token_retry_s: Positive | None = _var("FLYT_TOKEN_RETRY_S")
     token_dir: Path | None = _var("XLEDGER_TOKEN_DIR")
-    xledger_request_deadline_s: Seconds | None = _var("FLYT_XLEDGER_REQUEST_DEADLINE_S")
-    xledger_settle_s: Seconds | None = _var("FLYT_XLEDGER_SETTLE_S")
-    stop_grace_s: Seconds | None = _var("FLYT_STOP_GRACE_S")
+    xledger_request_deadline_s: Positive | None = _var("FLYT_XLEDGER_REQUEST_DEADLINE_S")
+    xledger_settle_s: Positive | None = _var("FLYT_XLEDGER_SETTLE_S")
+    stop_grace_s: Positive | None = _var("FLYT_STOP_GRACE_S")
     max_undone_per_partition: Count | None = _var("FLYT_MAX_UNDONE_PER_PARTITION")
-    retention_days: Seconds | None = _var("FLYT_RETENTION_DAYS")
+    retention_days: Positive | None = _var("FLYT_RETENTION_DAYS")
     metrics_port: Port | None = _var("FLYT_METRICS_PORT")
     sandbox: bool | None = _var("FLYT_SANDBOX")
     xledger_endpoint_override: str | None = _var("FLYT_XLEDGER_ENDPOINT")  # R2: UrlPolicy
-    session_timeout_s: Seconds | None = _var("FLYT_SESSION_TIMEOUT_S")
-    heartbeat_interval_s: Seconds | None = _var("FLYT_HEARTBEAT_INTERVAL_S")
-    rebalance_timeout_s: Seconds | None = _var("FLYT_REBALANCE_TIMEOUT_S")
+    session_timeout_s: Positive | None = _var("FLYT_SESSION_TIMEOUT_S")
+    heartbeat_interval_s: Positive | None = _var("FLYT_HEARTBEAT_INTERVAL_S")
+    rebalance_timeout_s: Positive | None = _var("FLYT_REBALANCE_TIMEOUT_S")
     broker_kind: BrokerKind | None = _var("FLYT_BROKER_KIND")
     replication_factor: Count | None = _var("FLYT_REPLICATION_FACTOR")
     min_insync_replicas: Count | None = _var("FLYT_MIN_INSYNC_REPLICAS")

@@ -65,16 +65,19 @@ def copartitioned(s: Settings) -> list[str]:
     ]
 
 
-def retention_needed_days(s: Settings) -> dict[str, float]:
-    """The least retention of each topic whose records must outlive something."""
+def retention_needed(s: Settings) -> dict[str, tuple[float, str]]:
+    """The least retention in days of each topic whose records must outlive something,
+    and what."""
     t, lookback, pause = s.topics, RECONCILE_LOOKBACK_DAYS, s.retention_days
+    read = "reconcile's look-back"
+    both = f"{read}, and FLYT_RETENTION_DAYS for the work it holds"
     return {
-        t.payments: lookback,  # reconcile reads them all
-        t.receipts: lookback,
-        t.rejections: lookback,
-        t.submissions: max(lookback, pause),  # ... and these hold work not done yet
-        t.dlq: max(lookback, pause),
-        refused_topic(s): pause,
+        t.payments: (lookback, read),
+        t.receipts: (lookback, read),
+        t.rejections: (lookback, read),
+        t.submissions: (max(lookback, pause), both),
+        t.dlq: (max(lookback, pause), both),
+        refused_topic(s): (pause, "FLYT_RETENTION_DAYS for the work it holds"),
     }
 
 
@@ -87,9 +90,9 @@ def findings(
     for name in [store.changelog for store in stores(s)] + [s.topics.registers]:
         if name in existing:
             out += _kept_for_ever(existing[name], tools, refuse=name != s.topics.registers)
-    for name, days in retention_needed_days(s).items():
+    for name, (days, why) in retention_needed(s).items():
         if name in existing:
-            out += _retention(existing[name], days, tools)
+            out += _retention(existing[name], days, why, tools)
     return out
 
 
@@ -164,8 +167,9 @@ def _partitions(s: Settings, existing: dict[str, ExistingTopic], tools: Tools) -
     # largest; the worker makes the missing ones with FLYT_PARTITIONS.
     target = max(counts.values())
     has = ", ".join(f"{name} has {n}" for name, n in counts.items() if n != s.partitions)
-    steps = [f"FLYT_PARTITIONS={target}"] if target != s.partitions else []
-    steps += [tools.grow(name, target) for name, n in counts.items() if n < target]
+    grow = [tools.grow(name, target) for name, n in counts.items() if n < target]
+    steps = [f"set FLYT_PARTITIONS={target}"] if target != s.partitions else []
+    steps += [f"run: {' && '.join(grow)}"] if grow else []
     return [
         Finding(
             "topic_partitions_mismatch",
@@ -177,7 +181,7 @@ def _partitions(s: Settings, existing: dict[str, ExistingTopic], tools: Tools) -
             + (
                 " (growing a topic that holds records moves keys to other partitions: "
                 "docs/deployment.md)"
-                if any(n < target for n in counts.values())
+                if grow
                 else ""
             ),
             refuse=True,
@@ -213,7 +217,7 @@ def _kept_for_ever(topic: ExistingTopic, tools: Tools, *, refuse: bool) -> list[
     ]
 
 
-def _retention(topic: ExistingTopic, days: float, tools: Tools) -> list[Finding]:
+def _retention(topic: ExistingTopic, days: float, why: str, tools: Tools) -> list[Finding]:
     config = topic.config
     if config is None or "retention.ms" not in config:
         return [_unreported(topic, "retention.ms", tools)]
@@ -229,8 +233,7 @@ def _retention(topic: ExistingTopic, days: float, tools: Tools) -> list[Finding]
                 "topic_retention_short",
                 topic.name,
                 f"{topic.name} keeps records {kept / DAY_MS:g} days (retention.ms={kept}), "
-                f"less than the {days:g} days it must (reconcile's look-back, a tenant's "
-                "pause)",
+                f"less than the {days:g} days it must ({why})",
                 tools.set_config(topic.name, f"retention.ms={needed}"),
             )
         )
