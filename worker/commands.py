@@ -45,7 +45,7 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
     from dataclasses import replace
 
     from worker import config, logs
-    from worker.engine.topics import NotEnoughBrokers
+    from worker.engine.topics import NotEnoughBrokers, TopicsUndescribed
     from worker.kafka_clients import KafkaSettingsError, KafkaUnreachable
     from worker.pipeline.wiring import SettingsConflict
     from worker.runtime import WorkerCrashed
@@ -93,7 +93,7 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
         # whose partitions do not match: one line, exit 78, no retry (a restart cannot
         # cure it).
         raise SettingsRefused(str(exc)) from None
-    except KafkaUnreachable as exc:  # the broker may be starting: exit 1, restarted
+    except (KafkaUnreachable, TopicsUndescribed) as exc:  # the broker may be starting: exit 1
         raise click.ClickException(str(exc)) from None
 
 

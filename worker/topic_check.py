@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from worker import logs
 from worker.config import RECONCILE_LOOKBACK_DAYS, Settings
-from worker.engine.topics import ExistingTopic, TopicSpec, TopicsUndescribed, describe_topics
+from worker.engine.topics import ExistingTopic, TopicSpec, describe_topics
 from worker.kafka_clients import KafkaConnection
 from worker.pipeline.topics import refused_topic, stores
 
@@ -110,16 +110,9 @@ async def check_topics(kafka: KafkaConnection, s: Settings, specs: Sequence[Topi
             message="the topics the worker creates keep less than reconcile's look-back "
             "(a month-end proof of last month, run this month)",
         )
-    try:
-        existing = await describe_topics(kafka, [spec.name for spec in specs])
-    except TopicsUndescribed as exc:
-        log.warning(
-            "topics_unchecked",
-            message=f"the broker did not describe the existing topics ({exc}): their "
-            "partitions and retention are not checked",
-            fix=Tools(kafka).describe_all(),
-        )
-        return
+    # A broker that cannot list or describe topics now (starting, a leader moving) raises
+    # TopicsUndescribed: exit 1 and a restart, never a start with partitions unchecked.
+    existing = await describe_topics(kafka, [spec.name for spec in specs])
     found = findings(s, existing, kafka)
     for f in found:
         if not f.refuse:
@@ -154,9 +147,6 @@ class Tools:
             f"{self._base('kafka-configs.sh')} --describe --all --entity-type topics "
             f"--entity-name {topic}"
         )
-
-    def describe_all(self) -> str:
-        return f"{self._base('kafka-topics.sh')} --describe"
 
 
 def _partitions(s: Settings, existing: dict[str, ExistingTopic], tools: Tools) -> list[Finding]:

@@ -91,7 +91,11 @@ async def describe_topics(bootstrap: Bootstrap, names: Iterable[str]) -> dict[st
             existing = sorted(set(names) & set(await admin.list_topics()))
             described = await admin.describe_topics(existing) if existing else []
         except KafkaError as exc:
-            raise TopicsUndescribed(f"{type(exc).__name__} {exc}".strip()) from None
+            raise TopicsUndescribed(
+                f"the broker at {bootstrap} did not list or describe the topics "
+                f"({type(exc).__name__}: {exc}): they cannot be checked; the worker stops, "
+                "to be started again"
+            ) from None
         partitions = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
         if not partitions:
             return {}
