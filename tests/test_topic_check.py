@@ -190,18 +190,24 @@ async def test_on_a_real_broker_fit_topics_pass_and_short_ones_are_warnings(brok
     assert findings(s, existing, kafka) == []
     # Made by someone else: receipts kept a day, rejections with no config at all.
     day, bare = f"{s.topics.receipts}.day", f"{s.topics.rejections}.bare"
-    short = replace(s, topics=replace(s.topics, receipts=day, rejections=bare))
+    # ... and FLYT_RETENTION_DAYS set below the look-back.
+    short = replace(s, topics=replace(s.topics, receipts=day, rejections=bare), retention_days=30)
     await make(kafka, [TopicSpec(day, 2, {"retention.ms": str(DAY_MS)}), TopicSpec(bare, 2, {})])
     with structlog.testing.capture_logs() as logged:
         await check_topics(kafka, short, topic_specs(short))  # warnings, no refusal
-    warned = {(w["event"], w["topic"]): w for w in logged if w["log_level"] == "warning"}
+    warned = {(w["event"], w.get("topic")): w for w in logged if w["log_level"] == "warning"}
     assert warned["topic_retention_short", day]["fix"].endswith(
         f"--entity-name {day} --add-config retention.ms={LOOKBACK_MS}"
     )
     # Apache Kafka reports its default retention (7 days): short. Tansu reports only the
     # configs a topic was made with: unchecked, and said so, never a failed start.
     expected = "topic_retention_short" if broker.kind == "kafka" else "topic_config_unchecked"
-    assert set(warned) == {("topic_retention_short", day), (expected, bare)}
+    assert set(warned) == {
+        ("retention_setting_short", None),
+        ("topic_retention_short", day),
+        (expected, bare),
+    }
+    assert warned["retention_setting_short", None]["fix"] == "FLYT_RETENTION_DAYS=63"
 
 
 @pytest.mark.integration
