@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def unique_settings(broker: Broker, name: str, **overrides: Any) -> Settings:
     topics = Topics(
         **{
             f: f"{getattr(t, f)}.{run}"
-            for f in ("payments", "registers", "submissions", "receipts", "rejections", "dlq")
+            for f in asdict(t)  # every topic, the audit trail and the pauses by hand too
         }
     )
     return broker.settings(app_id=f"flyt-xledger-test-{run}", topics=topics, **overrides)
@@ -55,8 +56,8 @@ def worker_env(
         "FLYT_PARTITIONS": str(s.partitions),
         "FLYT_POST_BATCH_WINDOW_S": str(s.post_batch_window_s),
     }
-    for field in ("payments", "registers", "submissions", "receipts", "rejections", "dlq"):
-        env[f"FLYT_TOPIC_{field.upper()}"] = getattr(s.topics, field)
+    for field, topic in asdict(s.topics).items():
+        env[f"FLYT_TOPIC_{field.upper()}"] = topic
     return subprocess_env(env)
 
 

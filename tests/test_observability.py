@@ -27,6 +27,7 @@ from tests.factories import snapshot_dict
 from tests.processes import subprocess_env
 from tests.stream_helpers import prepare, scrape, unique_settings, wait_for
 from worker import logs
+from worker.build import build
 from worker.engine.lag import LagMonitor
 from worker.engine.topics import ensure_topics
 from worker.health import HEALTH, Health, Readiness, serve
@@ -194,6 +195,9 @@ async def test_a_running_worker_is_ready_and_reports_lag_parked_and_snapshot_age
                         samples[("flyt_register_snapshot_age_seconds", (("tenant", tenant),))] > 0
                     )
                 assert samples[("flyt_worker_ready", ())] == 1
+                version, commit = build()
+                info = (("commit", commit), ("version", version))
+                assert samples[("flyt_build_info", info)] == 1 and version != "unknown"
             # stopped: not ready any more, still alive
             assert (await http.get(ready_url)).status_code == 503
             assert HEALTH.liveness()[0]

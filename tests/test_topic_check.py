@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 import uuid
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 import structlog
@@ -18,7 +18,7 @@ import structlog
 from tests.brokers import Broker
 from tests.processes import subprocess_env
 from tests.stream_helpers import wait_for
-from worker.config import RECONCILE_LOOKBACK_DAYS, KafkaSecurity, Settings
+from worker.config import RECONCILE_LOOKBACK_DAYS, KafkaSecurity, Settings, Topics
 from worker.engine.topics import ExistingTopic, TopicSpec, describe_topics, ensure_topics
 from worker.kafka_clients import KafkaConnection
 from worker.pipeline.topics import changelog_topic, refused_topic, topic_specs
@@ -174,9 +174,7 @@ def unique_settings(broker: Broker, partitions: int) -> Settings:
     """Topics of this test alone on the session's broker."""
     tag = uuid.uuid4().hex[:8]
     s = broker.settings(app_id=f"check-{tag}", partitions=partitions)
-    topics = {f: f"check-{tag}.{f}" for f in ("payments", "registers", "submissions")}
-    topics |= {f: f"check-{tag}.{f}" for f in ("receipts", "rejections", "dlq", "audit")}
-    return replace(s, topics=replace(s.topics, **topics))
+    return replace(s, topics=Topics(**{f.name: f"check-{tag}.{f.name}" for f in fields(Topics)}))
 
 
 @pytest.mark.integration
@@ -186,7 +184,9 @@ async def test_on_a_real_broker_fit_topics_pass_and_short_ones_are_warnings(brok
     specs = topic_specs(s)
     await make(kafka, [as_flyt_makes_it(s)])
     existing = await make(kafka, specs)  # the rest as the worker makes them
-    assert {t.partitions for t in existing.values()} == {2}
+    assert {t.name: t.partitions for t in existing.values()} == {
+        t.name: t.partitions for t in specs
+    }
     assert findings(s, existing, kafka) == []
     # Made by someone else: receipts kept a day, rejections with no config at all.
     day, bare = f"{s.topics.receipts}.day", f"{s.topics.rejections}.bare"

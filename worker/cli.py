@@ -10,10 +10,36 @@ import click
 from worker import commands
 from worker.demo import commands as demo_commands
 from worker.devenv import commands as devenv_commands
-from worker.ops.commands import dlq, preflight, reconcile, registers, rejections, status, whatif
+from worker.ops.commands import (
+    dlq,
+    preflight,
+    reconcile,
+    registers,
+    rejections,
+    status,
+    tenant,
+    whatif,
+)
+
+
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from worker.build import describe
+
+    click.echo(describe())
+    ctx.exit()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_version,
+    help="The version and the commit it was built from.",
+)
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Flyt → Xledger worker: posts Betalt child-welfare payments to Xledger."""
@@ -44,6 +70,7 @@ main.add_command(devenv_commands.sandbox)
 main.add_command(dlq.dlq)
 main.add_command(rejections.rejections)
 main.add_command(status.status)
+main.add_command(tenant.tenant)
 main.add_command(whatif.whatif)
 main.add_command(preflight.preflight_command, "preflight")
 main.add_command(reconcile.reconcile)

@@ -29,7 +29,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 # (a month begins at midnight in Oslo, 22:00 or 23:00 UTC the day before, and the broker
 # keeps UTC). Every topic reconcile reads must keep at least this long: the start-up check
 # warns when one does not (worker/topic_check.py), and the worker's own topics keep this
-# long by default (FLYT_RETENTION_DAYS). The nightly run reads 35 days of it.
+# long by default (FLYT_RETENTION_DAYS). The CronJob proves the previous month on the 2nd
+# (33 days back at most); the rest lets a person run `reconcile --month previous` again on
+# any day of the month, and have it whole (exit 6 says when the topics no longer hold it).
 RECONCILE_LOOKBACK_DAYS = 63.0
 
 
@@ -43,6 +45,7 @@ class Topics:
     dlq: str = "xledger.dlq.v1"
     # Who replayed or resent what, and what came of it (worker/ops/audit.py).
     audit: str = "flyt.xledger.audit.v1"
+    control: str = "flyt.xledger.tenant-control.v1"  # tenants paused by hand (compacted)
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,7 @@ _TOPIC_ENV = _variables(_TopicsEnv)
 # FLYT_* variables read elsewhere, not settings: known, so never warned about.
 OTHER_VARIABLES = {
     "FLYT_LOG_FORMAT": "worker/logs.py: json or console",
+    "FLYT_BUILD_COMMIT": "worker/build.py: the commit the image was built from",
     "FLYT_KAFKA_CACHE": "worker/devenv/kafka_cluster.py: where Apache Kafka's jars are kept",
     "FLYT_REQUIRE_KAFKA": "the tests: Apache Kafka's tests fail instead of skipping",
     "FLYT_REQUIRE_PROMETHEUS": "the tests: Prometheus's tests fail instead of skipping",

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from worker import logs
@@ -43,7 +43,12 @@ __all__ = [
     "Bootstrap",
     "BrokerError",
     "BrokerFacts",
+    "ConfigResource",
+    "ConfigResourceType",
+    "KafkaAdminClient",
     "KafkaConnection",
+    "KafkaConsumer",
+    "KafkaProducer",
     "KafkaRefused",
     "KafkaSettingsError",
     "KafkaUnreachable",

@@ -69,6 +69,18 @@ DEAD_LETTERS = Counter(
     "Records sent to the dead-letter queue, by stage and reason.",
     ["stage", "reason"],
 )
+DLQ_RECORDS = Gauge(
+    "flyt_dlq_records",
+    "Dead letters the DLQ holds now that no one has replayed, per reason "
+    "(worker/dead_letter_gauges.py; every worker reports the whole topic: take the max).",
+    ["reason"],
+)
+DLQ_OLDEST_AGE_SECONDS = Gauge(
+    "flyt_dlq_oldest_age_seconds",
+    "Age of the oldest dead letter the DLQ holds that no one has replayed, per reason (0 "
+    "when none): retention deletes it at FLYT_RETENTION_DAYS (30 days).",
+    ["reason"],
+)
 REEVALUATIONS = Counter(
     "flyt_reevaluations_total",
     "Rejected payments evaluated again after a newer snapshot (R16), by result.",
@@ -118,6 +130,12 @@ BETALT_TO_RECEIPT_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
 
+BUILD_INFO = Gauge(
+    "flyt_build_info",
+    "Always 1: the worker's version and the commit it was built from (`--version`).",
+    ["version", "commit"],
+)
+
 # --- Xledger ----------------------------------------------------------------------------
 XLEDGER_REQUESTS = Counter(
     "xledger_requests_total",
@@ -155,11 +173,19 @@ XLEDGER_RATE_LIMIT_WAIT_SECONDS = Counter(
 # was refused (a person must renew it). One series per (tenant, reason), 0 or 1.
 PAUSED_CREDITS = "credits"
 PAUSED_TOKEN = "token"
+PAUSED_MANUAL = "manual"  # `worker tenant pause` (the control topic): every worker reports it
 XLEDGER_TENANT_PAUSED = Gauge(
     "xledger_tenant_paused",
     "1 while a tenant's posting is paused, by reason: credits (Xledger reported insufficient "
-    "credits; resumes by itself) or token (Xledger refused the token; needs a new one).",
+    "credits; resumes by itself), token (Xledger refused the token; needs a new one) or "
+    "manual (paused by hand with `worker tenant pause`; until `worker tenant resume`).",
     ["tenant", "reason"],
+)
+TENANT_PAUSED_SINCE = Gauge(
+    "flyt_tenant_paused_since_timestamp_seconds",
+    "When a tenant was paused by hand (`worker tenant pause`), Unix time, from the control "
+    "topic every worker reads; no series once it is resumed.",
+    ["tenant"],
 )
 XLEDGER_BATCH_PAYMENTS = Histogram(
     "xledger_batch_payments",

@@ -15,9 +15,11 @@ import threading
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 
-from worker import health, logs
+from worker import health, logs, metrics
+from worker.build import build
 from worker.config import Settings
 from worker.core.endpoints import UrlPolicy
+from worker.dead_letter_gauges import DeadLetterGauges
 from worker.engine import broker_kind
 from worker.engine.topics import ensure_topics
 from worker.kafka_clients import Bootstrap, connection
@@ -60,6 +62,7 @@ async def running_pipeline(
     certificate or password the broker refuses raises KafkaRefused before anything starts.
     Topics that exist with another partition count raise TopicsMismatch, before anything
     is created (`worker.topic_check`)."""
+    metrics.BUILD_INFO.labels(*build()).set(1)
     kafka = connection(bootstrap, s.kafka)
     s = await broker_kind.resolve(s, kafka)
     log.info("broker_profile", **asdict(s.profile()), **asdict(timings(s)))
@@ -70,6 +73,8 @@ async def running_pipeline(
     await pipeline.start()
     observer = Observer(pipeline, kafka.bootstrap)  # /ready, lag and the other state gauges
     await observer.start()
+    dead_letters = DeadLetterGauges(pipeline.backend, s.topics.dlq, s.topics.audit)
+    await dead_letters.start()
     try:
         yield pipeline
     finally:
@@ -80,6 +85,7 @@ async def running_pipeline(
             async with asyncio.timeout_at(deadline):
                 await pipeline.stop(deadline - 1.0)
                 await observer.stop()
+                await dead_letters.stop()
         except TimeoutError:
             log.error("worker_stop_timed_out", grace_s=s.stop_grace_s)
         await client.aclose()
@@ -133,7 +139,13 @@ async def _serve(s: Settings, bootstrap: str, stop: asyncio.Event) -> None:
     async with running_pipeline(s, bootstrap, make_client(s)) as pipeline:
         # What start-up built lives as long as the process: no collection need walk it.
         gc.freeze()
-        log.info("worker_running", bootstrap=bootstrap, metrics_port=s.metrics_port)
+        log.info(
+            "worker_running",
+            bootstrap=bootstrap,
+            metrics_port=s.metrics_port,
+            version=build()[0],
+            commit=build()[1],
+        )
         await until_stopped(stop, pipeline)
 
 

@@ -14,6 +14,7 @@ from worker.contracts import (
     RegisterSnapshot,
     Rejection,
     Submission,
+    TenantPause,
 )
 
 RECORDS: dict[str, type[BaseModel]] = {
@@ -23,6 +24,7 @@ RECORDS: dict[str, type[BaseModel]] = {
     "receipt": Receipt,
     "rejection": Rejection,
     "dlq-headers": DlqHeaders,
+    "tenant-pause": TenantPause,
 }
 
 

@@ -98,9 +98,11 @@ OVERVIEW: dict[str, list[PanelSpec]] = {
         ),
         PanelSpec(
             "Workers ready and partitions held",
-            "How many workers pass /ready, and does each hold input partitions?",
+            "How many workers pass /ready, does each hold input partitions, and which build "
+            "do they run (a rollout shows two)?",
             (
                 q("sum(flyt_worker_ready)", "ready workers"),
+                q("count by (version, commit) (flyt_build_info)", "build {{version}} {{commit}}"),
                 q("sum by (instance, topic) (flyt_assigned_partitions)", "{{instance}} {{topic}}"),
             ),
         ),
@@ -127,6 +129,19 @@ OVERVIEW: dict[str, list[PanelSpec]] = {
                 q(
                     "sum by (stage, reason) (increase(flyt_dead_letters_total[15m]))",
                     "{{stage}} {{reason}}",
+                ),
+            ),
+        ),
+        PanelSpec(
+            "Dead letters held, and the oldest's age",
+            "How many dead letters does the DLQ hold per reason, and how old is the oldest? "
+            "Retention deletes them at 30 days (FLYT_RETENTION_DAYS): past 15 an alert asks "
+            "for them to be replayed or explained (`worker dlq list --reason R`).",
+            (
+                q("max by (reason) (flyt_dlq_records)", "held: {{reason}}"),
+                q(
+                    "max by (reason) (flyt_dlq_oldest_age_seconds) / 86400",
+                    "oldest (days): {{reason}}",
                 ),
             ),
         ),
@@ -189,7 +204,8 @@ OVERVIEW: dict[str, list[PanelSpec]] = {
         ),
         PanelSpec(
             "Paused tenants",
-            "How many tenants are paused right now (credits used up, or token refused)?",
+            "How many tenants are paused right now (credits used up, token refused, or paused "
+            "by hand: `worker status` says who and why)?",
             (q(f"count({PAUSED} == 1) or vector(0)", "paused"),),
             kind="stat",
             width=6,

@@ -24,9 +24,7 @@ def test_kubernetes_sets_replication_for_a_three_broker_cluster() -> None:
     assert re.search(r"^\s+FLYT_BROKER_KIND: kafka\b", manifest, re.M)
 
 
-def test_the_reconcile_cronjob_runs_nightly_with_the_worker_s_settings_and_serves_its_result() -> (
-    None
-):
+def test_the_reconcile_cronjob_runs_the_previous_month_on_the_2nd_and_serves_its_result() -> None:
     import yaml
     from click.testing import CliRunner
 
@@ -34,6 +32,7 @@ def test_the_reconcile_cronjob_runs_nightly_with_the_worker_s_settings_and_serve
 
     (job,) = yaml.safe_load_all((DEPLOY / "kubernetes/reconcile.yaml").read_text())
     assert job["kind"] == "CronJob" and job["spec"]["concurrencyPolicy"] == "Forbid"
+    assert job["spec"]["schedule"] == "30 2 2 * *" and job["spec"]["timeZone"] == "Europe/Oslo"
     spec = job["spec"]["jobTemplate"]["spec"]
     (rule,) = spec["podFailurePolicy"]["rules"]  # differences (5) are not run again
     assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [5]
@@ -41,6 +40,7 @@ def test_the_reconcile_cronjob_runs_nightly_with_the_worker_s_settings_and_serve
     (container,) = pod["spec"]["containers"]
     args = container["args"]
     assert args[0] == "reconcile" and pod["spec"]["restartPolicy"] == "Never"
+    assert args[args.index("--month") + 1] == "previous"
     port, linger = args[args.index("--metrics-port") + 1], float(args[args.index("--linger") + 1])
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == port
     assert linger >= 120  # several scrapes at the usual interval see the result

@@ -385,8 +385,11 @@ def test_named_profiles() -> None:
         "burst",
         "mixed",
         "staging-cleared",
+        "store-late",
     }
     assert PROFILES["none"] == FaultProfile()
+    # Stored past the worker's 15 s request deadline: only the settle time catches it.
+    assert PROFILES["store-late"] == FaultProfile(store_after_s=16.0)
     assert PROFILES["mixed"] == FaultProfile(
         error_5xx=0.10, commit_then_fail=0.05, burst_error=0.05
     )

@@ -7,7 +7,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,13 +20,21 @@ from worker.core.register_index import RegisterIndex
 from worker.devenv.feed import producer
 from worker.ops.topic_reader import Record, read_topics
 
-TOPICS = ("payments", "registers", "submissions", "receipts", "rejections", "dlq", "audit")
+TOPICS = (
+    "payments",
+    "registers",
+    "submissions",
+    "receipts",
+    "rejections",
+    "dlq",
+    "audit",
+    "control",
+)
 
 
 def ops_settings(broker: Broker, name: str, **overrides: Any) -> Settings:
-    s = unique_settings(broker, name, **overrides)
-    run = s.topics.payments.rsplit(".", 1)[-1]
-    return replace(s, topics=replace(s.topics, audit=f"{s.topics.audit}.{run}"))
+    """Settings with every topic of the test's own (the audit trail and the pauses too)."""
+    return unique_settings(broker, name, **overrides)
 
 
 def env(broker: Broker, s: Settings, **extra: str) -> dict[str, str]:

@@ -72,12 +72,16 @@ UNREADABLE = b"\xff\x1b[2J" + b"x" * 4995  # not UTF-8, a terminal escape, 5000 
 
 @pytest.fixture
 async def letters(broker: Broker) -> tuple[Settings, dict[str, str]]:
-    """Four dead letters: two tenants, both stages, old and new, one unreadable."""
+    """Four dead letters: two tenants, both stages, old and new, one unreadable; written in
+    time order, as the worker writes them (its producer stamps each when it is sent)."""
     s = ops_settings(broker, "dlqtools")
     await ensure_topics(broker.bootstrap, topic_specs(s))
     pos = {
         "P-1": await dead_letter(
             broker, s, body("t-lillevik", "P-1"), reason="invalid", stage="enrich", age_min=180
+        ),
+        "bad": await dead_letter(
+            broker, s, UNREADABLE, reason="invalid", stage="enrich", age_min=120
         ),
         "P-2": await dead_letter(
             broker,
@@ -89,9 +93,6 @@ async def letters(broker: Broker) -> tuple[Settings, dict[str, str]]:
         ),
         "P-3": await dead_letter(
             broker, s, body("t-vestfold-bv", "P-3"), reason="auth", stage="post", age_min=5
-        ),
-        "bad": await dead_letter(
-            broker, s, UNREADABLE, reason="invalid", stage="enrich", age_min=120
         ),
     }
     return s, pos
@@ -141,7 +142,7 @@ async def test_list_is_newest_first_and_limit_keeps_the_newest(
     # Written 10 minutes back; the module's records may have waited a while since.
     assert row["replay_count"] == 0 and row["age"].endswith("m") and int(row["age"][:-1]) >= 9
     table = cli(broker, s, "dlq", "list")
-    assert table.returncode == 0 and "4 of 4 dead letter(s)" in table.stdout
+    assert table.returncode == 0 and "4 of 4 matching dead letter(s)" in table.stdout
     assert "\x1b" not in table.stdout
 
 

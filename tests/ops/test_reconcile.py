@@ -4,12 +4,14 @@ difference planted, found, and only those."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +24,7 @@ from tests.ops.helpers import env as ops_env
 from tests.processes import free_port, stop_process
 from tests.stream_helpers import prepare, wait_for
 from worker.config import Settings
-from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Submission
+from worker.contracts import PaymentStatusEvent, Receipt, RegisterSnapshot, Submission
 from worker.core import Enriched, evaluate
 from worker.core.endpoints import UrlPolicy
 from worker.core.register_book import RegisterBook
@@ -30,6 +32,7 @@ from worker.demo.events import generate_events
 from worker.demo.registers import demo_snapshot_dicts
 from worker.devenv.feed import event_records, publish
 from worker.devenv.sandbox import XledgerSandbox, entity_from_snapshot
+from worker.ops.when import OSLO
 from worker.xledger.client import Target, XledgerClient
 from worker.xledger.secrets import SecretStore, env_name
 
@@ -285,3 +288,137 @@ async def test_the_run_serves_its_result_and_only_it_while_it_lingers(world: Wor
     assert samples[("flyt_reconcile_last_run_exit_code", ())] == 0
     posted = sum(v for (name, labels), v in samples.items() if ("finding", "posted_once") in labels)
     assert posted == len(world.posted)
+
+
+async def test_every_posted_field_is_compared_not_only_amount_account_and_date(
+    world: World,
+) -> None:
+    """A voucher in Xledger with another text, and one with another dimension value (one
+    the entity knows: Xledger would refuse an unknown one)."""
+    keys = sorted(world.posted)
+
+    def other_ansvar(key: Key) -> str | None:
+        mine = world.posted[key].lines[0].glObject1
+        values = {world.posted[k].lines[0].glObject1 for k in keys if k[0] == key[0]}
+        return next(iter(sorted(v for v in values - {mine, None} if v)), None)
+
+    dim_key = next(k for k in keys if other_ansvar(k))
+    text_key = next(k for k in keys if k != dim_key)
+    other = other_ansvar(dim_key)
+    for key, change in ((text_key, {"text": "Endret i Xledger"}), (dim_key, {"glObject1": other})):
+        world.sandbox.delete_voucher(key[0], lines_of(key))
+        sub = world.posted[key]
+        changed = [sub.lines[0].model_copy(update=change), sub.lines[1]]
+        await world.post([sub.model_copy(update={"lines": changed})])
+    code, found = await world.reconcile()
+    assert code == 5, found
+    by_key = {(d["tenant_id"], d["payment_id"]): d for d in found["differences"]}
+    assert set(by_key) == {text_key, dim_key}
+    text = world.posted[text_key].lines[0].text
+    assert by_key[text_key]["details"] == [
+        f"line 1 text: Endret i Xledger in Xledger, {text} submitted"
+    ]
+    ours = world.posted[dim_key].lines[0].glObject1
+    assert by_key[dim_key]["details"] == [f"line 1 glObject1: {other} in Xledger, {ours} submitted"]
+
+
+async def test_a_payment_is_looked_up_at_the_url_and_token_its_receipt_names(
+    world: World,
+) -> None:
+    """Posted with the tenant's previous token, to another entity: the snapshot in force's
+    token does not see it; the receipt's token_ref does."""
+    tenant = sorted(world.posted)[0][0]
+    snap = RegisterSnapshot.model_validate(
+        next(d for d in demo_snapshot_dicts() if d["tenant_id"] == tenant)
+    )
+    old = replace(entity_from_snapshot(snap, 7_000_001), name=f"{tenant}-before-rotation")
+    world.sandbox.add_entity("tok-before-rotation-51aa", old)
+    world.tokens[env_name("ref-before-rotation")] = "tok-before-rotation-51aa"
+    before = world.targets[tenant]
+    world.targets[tenant] = Target(tenant, before.url, "ref-before-rotation", before.test_tenant)
+    key = (tenant, "P-ROTATED-1")
+    sub = await world.betalt(key)
+    [raw] = await world.post([sub])
+    world.targets[tenant] = before
+    receipt = Receipt.model_validate_json(raw)
+    await publish(
+        world.s.bootstrap or "",
+        world.s.topics.submissions,
+        [(tenant.encode(), sub.model_dump_json().encode())],
+    )
+    # An older receipt without them: looked up with the snapshot in force, which misses it.
+    await send(world.broker, world.s.topics.receipts, None, raw)
+    code, found = await world.reconcile("--tenant", tenant)
+    assert code == 5 and [d["finding"] for d in found["differences"]] == ["receipt_not_in_xledger"]
+    named = receipt.model_copy(
+        update={"xledger_url": before.url, "token_ref": "ref-before-rotation"}
+    )
+    await send(world.broker, world.s.topics.receipts, None, named.model_dump_json().encode())
+    code, found = await world.reconcile("--tenant", tenant)
+    assert code == 0, found
+
+
+async def test_a_month_reads_oslo_days_and_finance_gets_a_csv(world: World, tmp_path: Path) -> None:
+    out = tmp_path / "avstemming.csv"
+    month = datetime.now(UTC).astimezone(OSLO).strftime("%Y-%m")
+    code, report = await world.reconcile("--month", month, "--csv", str(out))
+    assert code == 0, report
+    assert report["since"].endswith(("+01:00", "+02:00"))
+    with out.open(encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter=";"))
+    assert len(rows) == len(world.posted) + len(world.rejected)
+    assert {r["finding"] for r in rows} == {"posted_once", "rejected"}
+    last_year = f"{int(month[:4]) - 1}{month[4:]}"
+    code, report = await world.reconcile("--month", last_year)
+    assert code == 0 and report["payments"] == 0
+    both = await acli(world.broker, world.s, "reconcile", "--month", month, "--since", "1d")
+    assert both.returncode == 2 and "not both" in both.stderr
+
+
+@pytest.mark.parametrize("broker", ["kafka"], indirect=True)
+async def test_a_period_the_topics_no_longer_hold_whole_is_incomplete_never_clean(
+    world: World,
+) -> None:
+    """Retention took the first Betalt events (a retention of a minute, and DeleteRecords for
+    what the broker deletes by it in its own time): a period from before them is exit 6 and
+    names what is missing; a period within the retention is still clean."""
+    from kafka import TopicPartition
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from worker.ops import kafka_clients
+
+    code, _ = await world.reconcile("--since", "1d")
+    assert code == 0
+    admin = kafka_clients.admin(world.broker.bootstrap)
+    try:
+        admin.delete_records({TopicPartition(world.s.topics.payments, 0): 1})
+        # Deleted, but by a retention of 30 days: nothing of yesterday can have gone.
+        code, report = await world.reconcile("--since", "1d")
+        assert code == 0 and not report["incomplete"], report
+        admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC, world.s.topics.payments, {"retention.ms": "60000"}
+                )
+            ]
+        )
+    finally:
+        admin.close()
+    code, report = await world.reconcile("--since", "1d")
+    assert code == 6, report
+    [missing] = report["incomplete"]
+    assert f"{world.s.topics.payments} partition 0: offsets before 1 were deleted" in missing
+    assert world.sandbox.url
+    done = await acli(
+        world.broker,
+        world.s,
+        "reconcile",
+        "--since",
+        "1d",
+        FLYT_SANDBOX="1",
+        FLYT_XLEDGER_ENDPOINT=world.sandbox.url,
+        **world.tokens,
+    )
+    assert done.returncode == 6 and "INCOMPLETE" in done.stdout, done.stdout
+    code, report = await world.reconcile("--since", "1s")
+    assert code == 0 and not report["incomplete"]

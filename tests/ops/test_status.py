@@ -4,6 +4,7 @@ waiting, dead letters and the last receipt, on a real broker."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import threading
@@ -119,21 +120,14 @@ async def test_status_per_tenant_from_the_topics(broker: Broker, tenants: Settin
     assert nobody.returncode == 3 and "no tenant t-nobody" in nobody.stderr
 
 
-@pytest.fixture
-def metrics_url() -> Iterator[str]:
-    """A worker's /metrics as the worker serves it: A paused for credits."""
-    text = (
-        "# HELP xledger_tenant_paused 1 while a tenant's posting is paused\n"
-        "# TYPE xledger_tenant_paused gauge\n"
-        f'xledger_tenant_paused{{reason="credits",tenant="{A}"}} 1.0\n'
-        f'xledger_tenant_paused{{reason="token",tenant="{A}"}} 0.0\n'
-        f'xledger_tenant_paused{{reason="credits",tenant="{B}"}} 0.0\n'
-    )
+@contextlib.contextmanager
+def serving(text: str, content_type: str = "text/plain; version=0.0.4") -> Iterator[str]:
+    """An HTTP server on loopback answering every GET with `text`; its base URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Type", content_type)
             self.end_headers()
             self.wfile.write(text.encode())
 
@@ -144,10 +138,31 @@ def metrics_url() -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+        thread.join(5)
+
+
+def worker_metrics(paused: dict[tuple[str, str], float]) -> str:
+    """A worker's /metrics as the worker serves it: xledger_tenant_paused per (tenant, reason)."""
+    lines = [
+        "# HELP xledger_tenant_paused 1 while a tenant's posting is paused",
+        "# TYPE xledger_tenant_paused gauge",
+    ]
+    lines += [
+        f'xledger_tenant_paused{{reason="{r}",tenant="{t}"}} {v}' for (t, r), v in paused.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def metrics_url() -> Iterator[str]:
+    """A worker's /metrics: A paused for credits."""
+    text = worker_metrics({(A, "credits"): 1.0, (A, "token"): 0.0, (B, "credits"): 0.0})
+    with serving(text) as url:
+        yield url + "/metrics"
 
 
 async def test_paused_is_read_from_the_workers_metrics_when_given(
@@ -160,3 +175,59 @@ async def test_paused_is_read_from_the_workers_metrics_when_given(
     assert by[B]["paused"] == "no"
     gone = cli(broker, tenants, "status", "--metrics", "http://127.0.0.1:1/metrics")
     assert gone.returncode == 1 and "cannot read the worker's metrics" in gone.stderr
+
+
+async def test_status_of_two_replicas_shows_a_tenant_paused_on_either_as_paused(
+    broker: Broker, tenants: Settings
+) -> None:
+    """Two replicas: A is paused (credits) only on the first, B (token) only on the second;
+    neither replica alone knows both. Prometheus' answer is read the same way."""
+    first = worker_metrics({(A, "credits"): 1.0, (B, "token"): 0.0})
+    second = worker_metrics({(A, "credits"): 0.0, (B, "token"): 1.0})
+    with serving(first) as one, serving(second) as two:
+        out = cli(
+            broker,
+            tenants,
+            "status",
+            "--json",
+            "--metrics",
+            one + "/metrics",
+            "--metrics",
+            two + "/metrics",
+        )
+        alone = cli(broker, tenants, "status", "--json", "--metrics", one + "/metrics")
+        half = cli(
+            broker,
+            tenants,
+            "status",
+            "--json",
+            "--metrics",
+            one + "/metrics",
+            "--metrics",
+            "http://127.0.0.1:1/metrics",
+        )
+    assert out.returncode == 0, out.stderr
+    by = {x["tenant_id"]: x for x in json_lines(out.stdout)}
+    assert by[A]["paused"] == "yes" and by[A]["paused_on"] == {"credits": [one + "/metrics"]}
+    assert by[B]["paused"] == "yes" and by[B]["paused_on"] == {"token": [two + "/metrics"]}
+    assert "token on " + two in by[B]["paused_why"]
+    only = {x["tenant_id"]: x["paused"] for x in json_lines(alone.stdout)}
+    assert only == {A: "yes", B: "no"}  # one replica alone does not know B
+    # A replica that cannot be read is named, and the status goes on with the others.
+    assert half.returncode == 0 and "127.0.0.1:1" in half.stderr
+    assert {x["tenant_id"]: x["paused"] for x in json_lines(half.stdout)}[A] == "yes"
+
+    answer = {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [
+                {"metric": {"tenant": A, "reason": "credits"}, "value": [0, "1"]},
+                {"metric": {"tenant": B, "reason": "token"}, "value": [0, "1"]},
+            ],
+        },
+    }
+    with serving(json.dumps(answer), "application/json") as prometheus:
+        via = cli(broker, tenants, "status", "--json", "--prometheus", prometheus)
+    assert via.returncode == 0, via.stderr
+    assert {x["tenant_id"]: x["paused"] for x in json_lines(via.stdout)} == {A: "yes", B: "yes"}

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -18,7 +19,8 @@ from worker.engine.memory import MemoryBackend, MemoryBroker
 from worker.engine.records import Record, TopicPartition
 from worker.pipeline.enrich_stage import EnrichStage
 from worker.pipeline.topics import topic_specs
-from worker.pipeline.wiring import engine_settings
+from worker.pipeline.wiring import Pipeline, engine_settings
+from worker.xledger.client import XledgerClient
 
 S = replace(Settings(broker_kind="tansu", app_id="mem"), partitions=2)
 T = S.topics
@@ -88,3 +90,28 @@ async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
 
 def records(broker: MemoryBroker, topic: str) -> list[Record]:
     return broker.read_all(topic)
+
+
+@asynccontextmanager
+async def memory_pipeline(
+    broker: MemoryBroker,
+    s: Settings,
+    client: XledgerClient,
+    snapshots: list[dict[str, Any]] | None = None,
+) -> AsyncIterator[Pipeline]:
+    """The whole worker (register cache, enrich and post stages: enrich → post → refused →
+    enrich) on the memory backend; the registers topic gets the snapshots first if it is
+    empty. Stopped, and its client closed, however the test ends."""
+    for spec in topic_specs(s):  # its own changelogs (another app id has others)
+        broker.create_topic(spec.name, spec.partitions)
+    if not broker.read_all(s.topics.registers):
+        for snap in snapshots or demo_snapshot_dicts():
+            broker.append(s.topics.registers, snap["tenant_id"].encode(), json.dumps(snap).encode())
+    pipeline = Pipeline(s, None, client, backend=MemoryBackend(broker))
+    await pipeline.start()
+    try:
+        await pipeline.wait_ready(10.0)
+        yield pipeline
+    finally:
+        await pipeline.stop(asyncio.get_running_loop().time() + 3.0)
+        await client.aclose()

@@ -460,3 +460,25 @@ async def test_a_burst_is_gathered_for_the_backlog_window_until_the_backlog_is_w
         publish(broker, subs[8:])  # made after the backlog
         await until(lambda: committed(broker) == 9)
         assert box.stats.mutations == 1 and sorted(posted(box)) == twice_each(subs)
+
+
+async def test_a_burst_batch_closes_once_its_partition_has_gone_quiet(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """Issue 29: a burst's batch waits for more while its partition receives submissions,
+    and closes once nothing new has come for BURST_OVER_S: the tenant's whole burst in one
+    lookup and one mutation, not cut by a fixed window (here a minute)."""
+    from worker.pipeline.tenant_poster import BURST_OVER_S
+
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    subs = submissions(b, FAST, 12)
+    s = replace(ONE, post_backlog_window_s=60.0)
+    async with running(broker, b, client_for(box, tokens), s):
+        for i in range(0, 12, 3):  # a steady trickle, never quiet for long
+            publish(broker, subs[i : i + 3], (BACKLOG, b"1"))
+            await asyncio.sleep(BURST_OVER_S / 3)
+        assert box.stats.mutations == 0
+        await until(lambda: committed(broker) == 12, 10.0)  # long before the minute's window
+        assert (box.stats.queries, box.stats.mutations) == (1, 1)
+        assert sorted(posted(box)) == twice_each(subs)

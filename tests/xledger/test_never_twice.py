@@ -584,3 +584,66 @@ def test_an_import_item_and_the_journal_entry_made_of_it_are_one_posting() -> No
     untimed = LookupNode(STAGING, 3, "x")
     assert postings([untimed, entry]) == 1  # no time to tell: never a double made up
     assert Lookup([item, entry, later]).duplicates() == ["x"]
+
+
+# --- issue 26: what may be in Xledger is never failed, across calls; refusals looked up -----
+
+
+async def test_n5_a_payment_whose_mutation_may_be_stored_is_never_failed_in_a_later_call(
+    sandbox: XledgerSandbox,
+) -> None:
+    """Issue 26 N5: the first call's mutation is stored and its answer lost (a 500); the
+    later call cannot look anything up (every lookup refused) and spends its retries. The
+    payments were never found absent since: held, never handed back as failed (on
+    15664b2 the later call failed them: a dead letter for a payment in Xledger)."""
+    subs = subs_of(3)
+
+    async def stored_then_lookups_fail(
+        t: Scripted, kind: str, request: httpx.Request, body: dict[str, Any]
+    ) -> httpx.Response | None:
+        if kind == "post":
+            await t.forward(request)  # stored ...
+            return httpx.Response(500, text="500 Internal Server Error")  # ... answer lost
+        if t.count("post") >= 1:
+            return xledger_error("Something went wrong")  # every later lookup fails
+        return None
+
+    scripted = Scripted(stored_then_lookups_fail)
+    fake = FakeTime()
+    async with client_for(
+        url_of(sandbox), [TENANT], fake=fake, transport=scripted, max_attempts=3
+    ) as c:
+        first = await c.post(target(TENANT), subs)
+        assert not first.failed and first.unknown == {s.payment_id for s in subs}
+        await fake.sleep((first.retry_at or 0) - fake.now)
+        later = await c.post(target(TENANT), first.held)
+    assert not later.failed and len(later.held) == 3
+    assert scripted.kinds == ["lookup", "post", "lookup", "lookup", "lookup"]
+    assert_exactly_once(sandbox, subs)
+
+
+async def test_n10_a_refused_single_payment_is_looked_up_before_it_is_rejected(
+    sandbox: XledgerSandbox,
+) -> None:
+    """Issue 26 N10: Xledger stored one line of a payment's voucher and refused the other.
+    Before the payment becomes a rejection it is looked up: half a voucher is in Xledger,
+    and the rejection says it must be checked by hand (on 15664b2 it was rejected at once,
+    the half voucher left unsaid)."""
+    [sub] = subs_of(1)
+
+    async def stores_one_line_then_refuses(
+        t: Scripted, kind: str, request: httpx.Request, body: dict[str, Any]
+    ) -> httpx.Response | None:
+        if kind == "post":
+            await t.forward(request)
+            sandbox.delete_voucher(TENANT, [sub.lines[1].extIdentifier])  # one line stays
+            return xledger_error("taxRule.code: No value matching owner 42365431, code 'X'.")
+        return None
+
+    scripted = Scripted(stores_one_line_then_refuses)
+    async with client_for(url_of(sandbox), [TENANT], transport=scripted) as c:
+        result = await c.post(target(TENANT), [sub])
+    assert scripted.kinds == ["lookup", "post", "lookup"]
+    [(refused, message)] = result.refused
+    assert refused.payment_id == sub.payment_id
+    assert "kontrolleres manuelt" in message

@@ -16,6 +16,7 @@ from worker.contracts.register_snapshot import (
 )
 from worker.contracts.rejection import Problem, ProblemCode, Rejection
 from worker.contracts.submission import GLLine, Submission
+from worker.contracts.tenant_control import TenantPause
 
 __all__ = [
     "Child",
@@ -37,5 +38,6 @@ __all__ = [
     "Source",
     "Status",
     "Submission",
+    "TenantPause",
     "TenantSettings",
 ]

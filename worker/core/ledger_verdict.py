@@ -10,7 +10,8 @@ Pure: plain data in, findings out; no Kafka, no HTTP, no clock.
   posted nothing); the topics are the truth for the other two.
 - R18: a posting is one voucher of two lines (n = 1 the expense line, n = 2 the counter
   line) that balance, each external identifier `flyt:{tenant}:{payment}:{n}` held once,
-  with the account, amount and date the payment was submitted with.
+  with every field the payment was submitted with (account, amount, date, currency, text,
+  taxRule, glObject1–5, project, bankAccountRef).
 """
 
 from __future__ import annotations
@@ -48,13 +49,27 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    """A GL line: as submitted (expected), or one posting of it in Xledger (held)."""
+    """A GL line: as submitted (expected), or one posting of it in Xledger (held), with
+    every field that was posted (R18), in Xledger's names."""
 
     ext_id: str
     account: str | None = None
     amount: Decimal | None = None
     posted_date: str | None = None  # ISO date
     db_id: int | None = None
+    currency: str | None = None
+    text: str | None = None
+    taxRule: str | None = None
+    glObject1: str | None = None
+    glObject2: str | None = None
+    glObject3: str | None = None
+    glObject4: str | None = None
+    glObject5: str | None = None
+    project: str | None = None
+    bankAccountRef: str | None = None
+    # A held line read with every field (a lookup with details): an empty field there is
+    # Xledger's answer, to be compared; without, only what it carries is compared.
+    detailed: bool = False
 
 
 @dataclass
@@ -229,7 +244,22 @@ def _check_voucher(e: Evidence, findings: list[Finding], details: list[str]) -> 
         details.append(f"unbalanced: the lines sum to {sum(a for a in amounts if a is not None)}")
 
 
-_COMPARED = (("account", "account"), ("amount", "amount"), ("posted_date", "date"))
+# Every posted field (R18): the first three are always asked; the others need `detailed`.
+_COMPARED = (
+    ("account", "account"),
+    ("amount", "amount"),
+    ("posted_date", "date"),
+    ("currency", "currency"),
+    ("text", "text"),
+    ("taxRule", "taxRule"),
+    ("glObject1", "glObject1"),
+    ("glObject2", "glObject2"),
+    ("glObject3", "glObject3"),
+    ("glObject4", "glObject4"),
+    ("glObject5", "glObject5"),
+    ("project", "project"),
+    ("bankAccountRef", "bankAccountRef"),
+)
 
 
 def _compare(e: Evidence, findings: list[Finding], details: list[str]) -> None:
@@ -254,9 +284,15 @@ def _mismatches(submitted: Sequence[Line], held: Mapping[str, Line]) -> list[str
         line = "counter line" if n == "2" else "line 1"
         for attr, word in _COMPARED:
             theirs, ours = getattr(got, attr), getattr(want, attr)
-            if theirs is not None and ours is not None and theirs != ours:
-                out.append(f"{line} {word}: {theirs} in Xledger, {ours} submitted")
+            if theirs == ours:
+                continue
+            if got.detailed or (theirs is not None and ours is not None):
+                out.append(f"{line} {word}: {_shown(theirs)} in Xledger, {_shown(ours)} submitted")
     return out
+
+
+def _shown(value: object) -> str:
+    return "(none)" if value is None else str(value)
 
 
 @dataclass

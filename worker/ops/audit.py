@@ -17,15 +17,19 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from worker import kafka_clients, logs
+from worker import logs
 from worker.kafka_clients import Bootstrap, NewTopic, TopicAlreadyExistsError
 from worker.kafka_clients import BrokerError as KafkaError
-from worker.ops.topic_reader import BrokerUnavailable, Record, send
+from worker.ops import kafka_clients
+from worker.ops.errors import BrokerUnavailable
+from worker.ops.topic_reader import Record, send
 
 log = logs.get("worker.ops")
 
 REPLAY = "dlq.replay"
 RESEND = "rejections.resend"
+PAUSE = "tenant.pause"
+RESUME = "tenant.resume"
 
 
 def fingerprint(topic: str, key: bytes | None, value: bytes | None) -> str:
@@ -66,21 +70,20 @@ class AuditRecord:
         return asdict(self)
 
 
-def ensure_topic(bootstrap: Bootstrap, topic: str) -> None:
-    """The audit topic, made on first use: one partition (a trail reads in order), as many
-    copies as the cluster allows up to three."""
-    try:
-        admin = kafka_clients.admin(bootstrap)
-    except KafkaError as exc:
-        raise BrokerUnavailable(f"cannot reach the broker at {bootstrap}: {exc}") from None
+def ensure_topic(bootstrap: Bootstrap, topic: str, config: dict[str, str] | None = None) -> None:
+    """The audit topic (or another of the tools' own), made on first use: one partition (a
+    trail reads in order), as many copies as the cluster allows up to three."""
+    admin = kafka_clients.admin(bootstrap)
     try:
         if topic in admin.list_topics():
             return
         brokers = len(admin.describe_cluster()["brokers"])
         with contextlib.suppress(TopicAlreadyExistsError):  # another replay made it first
-            admin.create_topics([NewTopic(topic, 1, min(3, max(1, brokers)))])
+            admin.create_topics(
+                [NewTopic(topic, 1, min(3, max(1, brokers)), topic_configs=config or {})]
+            )
     except KafkaError as exc:
-        raise BrokerUnavailable(f"could not make the audit topic {topic}: {exc}") from None
+        raise BrokerUnavailable(f"could not make the topic {topic}: {exc}") from None
     finally:
         admin.close()
 

@@ -19,3 +19,18 @@ def require_okonomi(actor: str | None, roles: list[str]) -> None:
             f"{actor} holds {held}, but a manual transfer to Xledger needs the role "
             f"{ROLE_OKONOMI} (R13)"
         )
+
+
+ROLE_OKONOMIINNSTILLINGER = "Økonomiinnstillinger"
+
+
+def require_okonomiinnstillinger(actor: str | None, roles: list[str], what: str) -> None:
+    """Pausing or resuming a tenant's posting changes how its payments are handled, as its
+    registers do: R13 gives that to Økonomiinnstillinger."""
+    if not actor or not actor.strip():
+        raise Refused(f"{what} must name its actor (--actor USER), R13")
+    if ROLE_OKONOMIINNSTILLINGER not in roles:
+        held = ", ".join(roles) or "no role"
+        raise Refused(
+            f"{actor} holds {held}, but {what} needs the role {ROLE_OKONOMIINNSTILLINGER} (R13)"
+        )

@@ -10,8 +10,9 @@ posting, and the enrich stage treats a second Betalt event as a duplicate (R17).
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from typing import Any
@@ -23,8 +24,16 @@ from worker.contracts import headers as wire
 from worker.kafka_clients import Bootstrap
 from worker.ops import audit
 from worker.ops.safe_text import escape
-from worker.ops.topic_reader import Record, read_topics
-from worker.ops.when import age
+from worker.ops.topic_reader import (
+    DEFAULT_TIMEOUT_S,
+    ReadStats,
+    Record,
+    Say,
+    read_at,
+    read_topics,
+    scan,
+)
+from worker.ops.when import Period, age
 
 
 @dataclass(frozen=True)
@@ -103,28 +112,25 @@ class DeadLetter:
 
 @dataclass(frozen=True)
 class DlqFilter:
-    tenant: str | None = None
+    tenants: tuple[str, ...] = ()  # any of them; empty: every tenant
     payment: str | None = None
     reason: str | None = None
     stage: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    period: Period = field(default_factory=Period)
 
     def matches(self, d: DeadLetter) -> bool:
-        at = d.record.at
         return (
-            (self.tenant is None or d.tenant_id == self.tenant)
+            (not self.tenants or d.tenant_id in self.tenants)
             and (self.payment is None or d.payment_id == self.payment)
             and (self.reason is None or d.reason == self.reason)
             and (self.stage is None or d.stage == self.stage)
-            and (self.since is None or at >= self.since)
-            and (self.until is None or at <= self.until)
+            and self.period.contains_ms(d.record.timestamp_ms)
         )
 
 
 @dataclass(frozen=True)
 class Inventory:
-    """The DLQ as read now, with the replays the audit trail knows of."""
+    """Dead letters as chosen from the DLQ now, with the replays the audit trail knows of."""
 
     letters: list[DeadLetter]
     trail_replays: Counter[str]
@@ -136,29 +142,70 @@ class Inventory:
         fp = d.fingerprint()
         return max(header, self.trail_replays[fp] if fp else 0)
 
-    def select(self, f: DlqFilter, limit: int | None = None) -> list[DeadLetter]:
-        """Newest first."""
-        chosen = sorted(
-            (d for d in self.letters if f.matches(d)),
-            key=lambda d: (d.record.timestamp_ms, d.record.partition, d.record.offset),
-            reverse=True,
-        )
-        return chosen[:limit] if limit else chosen
 
-    def at(self, positions: list[tuple[int, int]]) -> tuple[list[DeadLetter], list[str]]:
-        """The letters at these positions, and the positions that hold none."""
-        by_pos = {(d.record.partition, d.record.offset): d for d in self.letters}
-        found = [by_pos[p] for p in positions if p in by_pos]
-        missing = [f"{p}@{o}" for p, o in positions if (p, o) not in by_pos]
-        return found, missing
+@dataclass
+class Selection:
+    """The newest matches (at most the limit), and how many matched and were read."""
+
+    letters: list[DeadLetter]  # newest first
+    matched: int
+    read: int
 
 
-def read(bootstrap: Bootstrap, dlq_topic: str, audit_topic: str | None = None) -> Inventory:
-    """Every record now in the DLQ; the audit trail too when its topic is named."""
-    optional = [audit_topic] if audit_topic else []
-    got = read_topics(bootstrap, [dlq_topic], optional=optional)
-    trail = audit.replays_by_fingerprint(got[audit_topic]) if audit_topic else Counter()
-    return Inventory([DeadLetter(r) for r in got[dlq_topic]], trail)
+def _newest_key(d: DeadLetter) -> tuple[int, int, int]:
+    return (d.record.timestamp_ms, d.record.partition, d.record.offset)
+
+
+def trail(bootstrap: Bootstrap, audit_topic: str | None) -> Counter[str]:
+    """Replays by fingerprint, from the audit trail (one small record per command run)."""
+    if not audit_topic:
+        return Counter()
+    got = read_topics(bootstrap, [], optional=[audit_topic])
+    return audit.replays_by_fingerprint(got[audit_topic])
+
+
+def select(
+    bootstrap: Bootstrap,
+    dlq_topic: str,
+    f: DlqFilter,
+    limit: int | None = None,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    progress: Say | None = None,
+    stats: ReadStats | None = None,
+) -> Selection:
+    """The dead letters that match, newest first: only the newest `limit` are kept while
+    the DLQ is streamed (the period's offsets only: `topic_reader.scan`)."""
+    kept: list[tuple[tuple[int, int, int], DeadLetter]] = []
+    matched = 0
+    stats = stats if stats is not None else ReadStats()
+    for r in scan(
+        bootstrap, [dlq_topic], period=f.period, timeout_s=timeout_s, progress=progress, stats=stats
+    ):
+        d = DeadLetter(r)
+        if not f.matches(d):
+            continue
+        matched += 1
+        item = (_newest_key(d), d)
+        if limit is None:
+            kept.append(item)
+        elif len(kept) < limit:
+            heapq.heappush(kept, item)
+        elif item[0] > kept[0][0]:
+            heapq.heapreplace(kept, item)
+    chosen = [d for _, d in sorted(kept, key=lambda x: x[0], reverse=True)]
+    return Selection(chosen, matched, stats.total)
+
+
+def at(
+    bootstrap: Bootstrap, dlq_topic: str, positions: list[tuple[int, int]], timeout_s: float
+) -> tuple[list[DeadLetter], list[str]]:
+    """The letters at these positions (each read where it is), and the positions that
+    hold none."""
+    found = read_at(bootstrap, dlq_topic, positions, timeout_s)
+    letters = [DeadLetter(found[p]) for p in positions if p in found]
+    missing = [f"{p}@{o}" for p, o in positions if (p, o) not in found]
+    return letters, missing
 
 
 def parse_position(text: str) -> tuple[int, int]:
@@ -168,24 +215,61 @@ def parse_position(text: str) -> tuple[int, int]:
     return int(p), int(o)
 
 
-def stats(letters: list[DeadLetter]) -> dict[str, Any]:
-    """Counts by reason, tenant and stage; the oldest and newest record."""
-    ordered = sorted(letters, key=lambda d: d.record.timestamp_ms)
+@dataclass
+class Tally:
+    """Counts by reason, tenant and stage, and the oldest and newest, kept as the DLQ is
+    streamed (no record is kept)."""
 
-    def counts(values: list[str | None]) -> dict[str, int]:
-        return dict(Counter(v or "(unknown)" for v in values).most_common())
+    total: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    by_tenant: Counter[str] = field(default_factory=Counter)
+    by_stage: Counter[str] = field(default_factory=Counter)
+    oldest: DeadLetter | None = None
+    newest: DeadLetter | None = None
 
-    def end(d: DeadLetter) -> dict[str, Any]:
-        return {"position": d.position, "at": d.record.at.isoformat(), "reason": d.reason}
+    def add(self, d: DeadLetter) -> None:
+        self.total += 1
+        self.by_reason[d.reason or "(unknown)"] += 1
+        self.by_tenant[d.tenant_id or "(unknown)"] += 1
+        self.by_stage[d.stage or "(unknown)"] += 1
+        if self.oldest is None or _newest_key(d) < _newest_key(self.oldest):
+            self.oldest = d
+        if self.newest is None or _newest_key(d) > _newest_key(self.newest):
+            self.newest = d
 
-    return {
-        "total": len(letters),
-        "by_reason": counts([d.reason for d in letters]),
-        "by_tenant": counts([d.tenant_id for d in letters]),
-        "by_stage": counts([d.stage for d in letters]),
-        "oldest": end(ordered[0]) if ordered else None,
-        "newest": end(ordered[-1]) if ordered else None,
-    }
+    def to_json(self) -> dict[str, Any]:
+        def end(d: DeadLetter | None) -> dict[str, Any] | None:
+            if d is None:
+                return None
+            return {"position": d.position, "at": d.record.at.isoformat(), "reason": d.reason}
+
+        return {
+            "total": self.total,
+            "by_reason": dict(self.by_reason.most_common()),
+            "by_tenant": dict(self.by_tenant.most_common()),
+            "by_stage": dict(self.by_stage.most_common()),
+            "oldest": end(self.oldest),
+            "newest": end(self.newest),
+        }
+
+
+def tally(
+    bootstrap: Bootstrap,
+    dlq_topic: str,
+    f: DlqFilter,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    progress: Say | None = None,
+    stats: ReadStats | None = None,
+) -> Tally:
+    out = Tally()
+    for r in scan(
+        bootstrap, [dlq_topic], period=f.period, timeout_s=timeout_s, progress=progress, stats=stats
+    ):
+        d = DeadLetter(r)
+        if f.matches(d):
+            out.add(d)
+    return out
 
 
 # --- replay ------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 on the topics and its vouchers in Xledger, judged by the one ledger verdict
 (`worker/core/ledger_verdict.py`).
 
-1. read the topics whole (assigned partitions, no consumer group: `topic_reader`): the
-   Betalt events of the period, and every receipt, rejection, dead letter and submission;
-2. per tenant, the snapshot in force (read as the worker reads it) gives Xledger's URL and
-   the token's reference; the payments' lines are looked up in Xledger through the
-   client's read-only lookup (both staging and the journal, paced as posting is, with
-   that tenant's own token);
+1. stream the topics (assigned partitions, no consumer group: `topic_reader.scan`): the
+   Betalt events of the period, and the receipts, rejections, dead letters and
+   submissions from its start on; a topic whose retention has deleted records of the
+   period makes the run `incomplete` (exit 6: what is missing is named);
+2. each payment is looked up where it was posted: the URL and token reference its
+   receipt names, else (no receipt, or an older one without them) the snapshot in force
+   (read as the worker reads it); through the client's read-only lookup with details
+   (both staging and the journal, paced as posting is, each token its own);
 3. the verdict per payment, counted per tenant; a table for people, JSON for machines.
 
 Nothing is written anywhere: Xledger is only read, the topics are only read.
@@ -15,12 +17,10 @@ Nothing is written anywhere: Xledger is only read, the topics are only read.
 
 from __future__ import annotations
 
-import sys
-import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -40,14 +40,18 @@ from worker.core.ledger_verdict import (
 from worker.ops.safe_text import escape
 from worker.ops.snapshots_in_force import read_in_force
 from worker.ops.topic_reader import Record
-from worker.ops.when import age
+from worker.ops.when import Period, age
 from worker.xledger.client import LOOKUP_IDS_PER_REQUEST, Target, XledgerClient
 from worker.xledger.errors import LookupFailed
-from worker.xledger.wire import Lookup, posting_nodes
+from worker.xledger.wire import DETAIL_NAMES, Lookup, posting_nodes
 
 EXIT_CLEAN = 0
 EXIT_UNFINISHED = 1
 EXIT_DIFFERENCES = 5
+EXIT_INCOMPLETE = 6
+# Outcomes and submissions are read from this long before the period's start: a producer's
+# clock may run behind the one that stamped the Betalt event.
+OUTCOME_SLACK = timedelta(hours=1)
 
 Say = Callable[[str], None]
 
@@ -61,31 +65,41 @@ class Gathered:
     oldest_event: datetime | None = None  # the payment-status topic's oldest record
     # tenant → where and as whom to look its payments up, or why that cannot be done
     targets: dict[str, Target | str] = field(default_factory=dict)
+    # payment → (URL, token reference) its newest receipt names: where it was posted
+    posted_at: dict[Key, tuple[str, str]] = field(default_factory=dict)
+    # what the topics no longer hold of the period (retention): the run is incomplete
+    missing: list[str] = field(default_factory=list)
 
 
 def gather(
-    records: Mapping[str, list[Record]],
+    records: Mapping[str, Iterable[Record]],
     topics: Topics,
     *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    tenant: str | None = None,
+    period: Period | None = None,
+    tenants: Collection[str] = (),
 ) -> Gathered:
-    """The evidence per Betalt payment whose event arrived within [since, until] (broker
-    time, as the other operator commands count), of `tenant` or all."""
+    """The evidence per Betalt payment whose event arrived within the period (broker time,
+    as the other operator commands count), of `tenants` or all. The topics may be streamed:
+    the payment-status topic is read first, the others only keep what names its payments."""
+    period = period or Period()
     g = Gathered()
     for r in records.get(topics.payments, []):
         if g.oldest_event is None or r.at < g.oldest_event:
             g.oldest_event = r.at
         key = _betalt(r)
-        if key is None or (tenant and key[0] != tenant):
+        if key is None or (tenants and key[0] not in tenants):
             continue
-        if (since and r.at < since) or (until and r.at > until):
+        if not period.contains(r.at):
             continue
         g.betalt_events += 1
         g.evidence.setdefault(key, Evidence(key))
     for r in records.get(topics.receipts, []):
         _note(g, r, OutcomeKind.RECEIPT, "")
+        body = r.json() or {}
+        key = _key_of(body)
+        url, ref = body.get("xledger_url"), body.get("token_ref")
+        if key in g.evidence and isinstance(url, str) and isinstance(ref, str):
+            g.posted_at[key] = (url, ref)
     for r in records.get(topics.rejections, []):
         body = r.json() or {}
         _note(g, r, OutcomeKind.REJECTION, str(body.get("reason") or "?"))
@@ -97,7 +111,7 @@ def gather(
         e = g.evidence.get(_key_of(body) or ("", ""))
         if e is not None:
             e.submitted.append([_submitted(x) for x in body.get("lines") or []])
-    history = read_in_force(records.get(topics.registers, []))
+    history = read_in_force(list(records.get(topics.registers, [])))
     for t in sorted({k[0] for k in g.evidence}):
         index = history.book.index(t)
         if index is None:
@@ -129,12 +143,24 @@ def _note(g: Gathered, r: Record, kind: OutcomeKind, reason: str) -> None:
 
 
 def _submitted(line: Mapping[str, Any]) -> Line:
-    return Line(
-        str(line.get("extIdentifier")),
-        line.get("account"),
-        _decimal(line.get("amount")),
-        line.get("postedDate"),
+    def text(name: str) -> str | None:
+        value = line.get(name)
+        return None if value is None else str(value)
+
+    return replace(
+        Line(
+            str(line.get("extIdentifier")),
+            line.get("account"),
+            _decimal(line.get("amount")),
+            line.get("postedDate"),
+        ),
+        **_fields({name: text(name) for name in DETAIL_NAMES}),
     )
+
+
+def _fields(values: dict[str, str | None]) -> dict[str, Any]:
+    """The posted fields beyond account, amount and date, by their Xledger names."""
+    return values
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -150,22 +176,39 @@ def held_lines(found: Lookup) -> list[Line]:
     out = []
     for ext_id, nodes in found.by_ext_id().items():
         for n in posting_nodes(nodes):
-            out.append(Line(ext_id, n.account, n.amount, n.posted_date, n.db_id))
+            line = Line(ext_id, n.account, n.amount, n.posted_date, n.db_id)
+            if n.details is not None:
+                line = replace(line, detailed=True, **_fields(dict(n.details)))
+            out.append(line)
     return out
 
 
+def _where(g: Gathered, key: Key) -> Target | str:
+    """Where to look a payment up: its receipt's URL and token, else the snapshot in force."""
+    in_force = g.targets.get(key[0]) or "no register snapshot"
+    posted = g.posted_at.get(key)
+    if posted is None:
+        return in_force
+    test = in_force.test_tenant if isinstance(in_force, Target) else False
+    return Target(key[0], posted[0], posted[1], test)
+
+
 async def look_up(client: XledgerClient, g: Gathered, say: Say) -> dict[str, str]:
-    """Each tenant's payments looked up in Xledger, into their evidence; returns the
-    tenants that could not be checked, and why."""
+    """Each payment looked up in Xledger where it was posted, into its evidence; returns
+    the tenants that could not (all) be checked, and why."""
     not_checked: dict[str, str] = {}
-    by_tenant: dict[str, list[Evidence]] = defaultdict(list)
+    by_target: dict[Target, list[Evidence]] = defaultdict(list)
     for e in g.evidence.values():
-        by_tenant[e.key[0]].append(e)
-    for n, (tenant, payments) in enumerate(sorted(by_tenant.items()), start=1):
-        target = g.targets.get(tenant)
-        if not isinstance(target, Target):
-            not_checked[tenant] = target or "no register snapshot"
-            continue
+        where = _where(g, e.key)
+        if isinstance(where, Target):
+            by_target[where].append(e)
+        else:
+            not_checked[e.key[0]] = where
+    for n, (target, payments) in enumerate(
+        sorted(by_target.items(), key=lambda x: (x[0].tenant_id, x[0].url, x[0].token_ref)),
+        start=1,
+    ):
+        tenant = target.tenant_id
         ids = [f"flyt:{t}:{p}:{i}" for t, p in (e.key for e in payments) for i in (1, 2)]
         found = Lookup()
         try:
@@ -173,9 +216,9 @@ async def look_up(client: XledgerClient, g: Gathered, say: Say) -> dict[str, str
                 chunk = ids[start : start + LOOKUP_IDS_PER_REQUEST]
                 found.nodes += (await client.lookup(target, chunk, details=True)).nodes
                 done = min(len(ids), start + len(chunk)) // 2
-                say(f"tenant {n}/{len(by_tenant)} {tenant}: {done}/{len(payments)} payments")
+                say(f"target {n}/{len(by_target)} {tenant}: {done}/{len(payments)} payments")
         except LookupFailed as exc:
-            not_checked[tenant] = f"Xledger could not be asked: {exc}"
+            not_checked[tenant] = f"Xledger could not be asked at {target.url}: {exc}"
             continue
         held: dict[Key, list[Line]] = defaultdict(list)
         for line in held_lines(found):
@@ -200,9 +243,13 @@ class Report:
 
     @property
     def exit_code(self) -> int:
+        """1 could not finish; 5 differences (even in an incomplete period: what was found
+        is wrong money); 6 incomplete (never 0 for a period the topics do not cover)."""
         if self.not_checked:
             return EXIT_UNFINISHED
-        return EXIT_CLEAN if self.verdict.ok else EXIT_DIFFERENCES
+        if not self.verdict.ok:
+            return EXIT_DIFFERENCES
+        return EXIT_INCOMPLETE if self.gathered.missing else EXIT_CLEAN
 
     def as_json(self) -> dict[str, Any]:
         counts = self.verdict.counts()
@@ -234,6 +281,7 @@ class Report:
                 if v.key[0] not in self.not_checked
             ],
             "not_checked": dict(sorted(self.not_checked.items())),
+            "incomplete": self.gathered.missing,
             "exit_code": self.exit_code,
         }
 
@@ -297,6 +345,9 @@ def render(report: Report) -> str:
         diff = row["payments"] - sum(ok) if row["checked"] else "not checked"
         cells = "".join(f"{n:>15}" for n in ok)
         out.append(f"{escape(tenant)[:21]:<22}{row['payments']:>9}{cells}{diff:>13}")
+    if data["incomplete"]:
+        out += ["", "INCOMPLETE: the topics no longer hold all of the period (retention):"]
+        out += [f"  {escape(m)}" for m in data["incomplete"]]
     if data["not_checked"]:
         out += ["", "Not checked:"]
         out += [f"  {escape(t)}: {escape(why)}" for t, why in data["not_checked"].items()]
@@ -306,30 +357,13 @@ def render(report: Report) -> str:
             words = ", ".join(WORDS[Finding(f)] for f in d["findings"])
             what = f" — {escape('; '.join(d['details']))}" if d["details"] else ""
             out.append(f"  {escape(d['tenant_id'])} {escape(d['payment_id'])}: {words}{what}")
-    elif not data["not_checked"]:
+    elif not data["not_checked"] and not data["incomplete"]:
         out += [
             "",
             "No differences: every Betalt payment has one outcome, and what was posted "
             "is in Xledger once, as submitted.",
         ]
     return "\n".join(out)
-
-
-class Progress:
-    """A line on standard error now and then, once a run has taken a while."""
-
-    def __init__(self, quiet_for_s: float = 2.0, every_s: float = 5.0) -> None:
-        self._start = time.monotonic()
-        self._last = 0.0
-        self._quiet_for_s = quiet_for_s
-        self._every_s = every_s
-
-    def __call__(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._start < self._quiet_for_s or now - self._last < self._every_s:
-            return
-        self._last = now
-        print(f"reconcile: {message}", file=sys.stderr, flush=True)
 
 
 def reconcile_findings(report: Report) -> dict[str, dict[str, int]]:

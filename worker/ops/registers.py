@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from worker import kafka_clients
 from worker.core.endpoints import UrlPolicy
 from worker.core.snapshot_record import refusal_text
 from worker.core.snapshot_rules import check_snapshot
+from worker.kafka_clients import BrokerError as KafkaError
 from worker.offline import SnapshotFileError, read_snapshot_file
+from worker.ops import kafka_clients
+from worker.ops.errors import BrokerUnavailable
 
 
 class SnapshotsInvalid(Exception):
@@ -37,11 +39,17 @@ def load(path: Path, policy: UrlPolicy) -> list[dict[str, Any]]:
 
 def publish(bootstrap: kafka_clients.Bootstrap, topic: str, snapshots: list[dict[str, Any]]) -> int:
     """Keyed by tenant (the topic is compacted); one record per send, each acknowledged."""
-    producer = kafka_clients.producer(bootstrap, acks="all", linger_ms=0)
+    producer = kafka_clients.producer(bootstrap)
     try:
-        for snap in snapshots:
+        for n, snap in enumerate(snapshots):
             value = json.dumps(snap, ensure_ascii=False).encode()
-            producer.send(topic, key=snap["tenant_id"].encode(), value=value).get(30)
+            try:
+                producer.send(topic, key=snap["tenant_id"].encode(), value=value).get(30)
+            except KafkaError as exc:
+                raise BrokerUnavailable(
+                    f"the broker at {bootstrap} did not take snapshot {n + 1} of "
+                    f"{len(snapshots)} ({n} published): {exc}"
+                ) from None
         producer.flush()
     finally:
         producer.close()

@@ -15,8 +15,9 @@ its lines' external identifiers and not posted again (the post stage looks befor
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,8 +26,10 @@ from worker.contracts import PaymentStatusEvent, ProblemCode, Rejection
 from worker.contracts.headers import RESEND_BY
 from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
+from worker.kafka_clients import Bootstrap
 from worker.ops import audit
-from worker.ops.topic_reader import Record
+from worker.ops.topic_reader import DEFAULT_TIMEOUT_S, ReadStats, Record, Say, scan
+from worker.ops.when import Period
 
 Key = tuple[str, str]  # (tenant, payment)
 
@@ -91,11 +94,24 @@ class RejectionBook:
         ]
         return sorted(out, key=lambda p: (p.last_at, p.tenant_id, p.payment_id), reverse=True)
 
+    def note_receipt(self, r: Record) -> None:
+        """A receipt: the rejected payment it names (if any) is posted since."""
+        body = r.json() or {}
+        key = (str(body.get("tenant_id")), str(body.get("payment_id")))
+        entry = self.payments.get(key)
+        if entry is not None and entry.posted_at is None:
+            try:
+                entry.posted_at = datetime.fromisoformat(str(body.get("posted_at")))
+            except ValueError:
+                entry.posted_at = r.at
+
     def waiting(self, tenant: str) -> list[RejectedPayment]:
         return self.select(tenant=tenant, state="waiting")
 
 
-def read_rejections(rejections: list[Record], receipts: list[Record]) -> RejectionBook:
+def read_rejections(rejections: Iterable[Record], receipts: Iterable[Record]) -> RejectionBook:
+    """The rejected payments (kept), and whether each has a receipt since (the receipts
+    are only looked at: they may be streamed)."""
     book = RejectionBook()
     for r in sorted(rejections, key=lambda r: (r.timestamp_ms, r.partition, r.offset)):
         try:
@@ -110,28 +126,25 @@ def read_rejections(rejections: list[Record], receipts: list[Record]) -> Rejecti
         else:
             seen.latest, seen.last_at, seen.rejections = rej, r.at, seen.rejections + 1
     for r in receipts:
-        body = r.json() or {}
-        key = (str(body.get("tenant_id")), str(body.get("payment_id")))
-        entry = book.payments.get(key)
-        if entry is not None and entry.posted_at is None:
-            try:
-                entry.posted_at = datetime.fromisoformat(str(body.get("posted_at")))
-            except ValueError:
-                entry.posted_at = r.at
+        book.note_receipt(r)
     return book
 
 
-def last_receipts(receipts: list[Record]) -> dict[str, Record]:
-    """Each tenant's newest receipt."""
+def last_receipts(receipts: Iterable[Record]) -> dict[str, Record]:
+    """Each tenant's newest receipt (the receipts may be streamed: one kept per tenant)."""
     out: dict[str, Record] = {}
-    for r in sorted(receipts, key=lambda r: r.timestamp_ms):
+    for r in receipts:
         tenant = (r.json() or {}).get("tenant_id")
-        if isinstance(tenant, str):
+        if isinstance(tenant, str) and (
+            tenant not in out or r.timestamp_ms >= out[tenant].timestamp_ms
+        ):
             out[tenant] = r
     return out
 
 
-def betalt_events(payments: list[Record]) -> dict[Key, list[tuple[Record, PaymentStatusEvent]]]:
+def betalt_events(
+    payments: Iterable[Record],
+) -> dict[Key, list[tuple[Record, PaymentStatusEvent]]]:
     """Every readable Betalt event per payment, oldest first (other statuses are R17's)."""
     out: dict[Key, list[tuple[Record, PaymentStatusEvent]]] = {}
     for r in sorted(payments, key=lambda r: (r.timestamp_ms, r.partition, r.offset)):
@@ -142,6 +155,78 @@ def betalt_events(payments: list[Record]) -> dict[Key, list[tuple[Record, Paymen
         if event.status == "Betalt":
             out.setdefault((event.tenant_id, event.payment_id), []).append((r, event))
     return out
+
+
+def newest_betalt(
+    bootstrap: Bootstrap,
+    topic: str,
+    tenants: Collection[str] | None,
+    recent: int,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    progress: Say | None = None,
+) -> dict[str, list[tuple[Record, PaymentStatusEvent]]]:
+    """Each tenant's (or each of `tenants`') `recent` newest Betalt payments (the newest
+    event of each payment), newest first: read from the end of each partition back, the
+    tail doubled until every tenant asked has enough or the topic was read whole."""
+    last = max(recent, 100)
+    while True:
+        stats = ReadStats()
+        found = betalt_events(
+            scan(bootstrap, [topic], timeout_s=timeout_s, progress=progress, stats=stats, last=last)
+        )
+        latest = sorted(
+            (pairs[-1] for pairs in found.values() if pairs),
+            key=lambda pair: pair[0].timestamp_ms,
+            reverse=True,
+        )
+        out: dict[str, list[tuple[Record, PaymentStatusEvent]]] = {}
+        for pair in latest:
+            tenant = pair[1].tenant_id
+            if tenants is not None and tenant not in tenants:
+                continue
+            mine = out.setdefault(tenant, [])
+            if len(mine) < recent:
+                mine.append(pair)
+        asked = tenants if tenants is not None else out
+        if stats.whole or all(len(out.get(t, [])) >= recent for t in asked):
+            return out
+        last *= 4
+
+
+# How far before a payment's first rejection its Betalt event is looked for: the worker
+# rejects as it reads, unless it was behind; then wider, then the whole topic.
+EVENT_LOOKBACK = (timedelta(days=1), timedelta(days=7), None)
+
+
+def events_of(
+    bootstrap: Bootstrap,
+    topic: str,
+    chosen: list[RejectedPayment],
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    progress: Say | None = None,
+) -> dict[Key, list[tuple[Record, PaymentStatusEvent]]]:
+    """The Betalt events of these payments, sought from a little before their first
+    rejection (widened while some are not found); the topic's key is the payment id, so
+    only records keyed for one of them are read as JSON."""
+    wanted = {p.payment_id.encode() for p in chosen}
+    keys = {(p.tenant_id, p.payment_id) for p in chosen}
+    earliest = min((p.first_at for p in chosen), default=None)
+    found: dict[Key, list[tuple[Record, PaymentStatusEvent]]] = {}
+    for back in EVENT_LOOKBACK:
+        start = earliest - back if earliest is not None and back is not None else None
+        records = (
+            r
+            for r in scan(
+                bootstrap, [topic], period=Period(start), timeout_s=timeout_s, progress=progress
+            )
+            if r.key in wanted
+        )
+        found = {k: v for k, v in betalt_events(records).items() if k in keys}
+        if set(found) == keys or start is None:
+            break
+    return found
 
 
 def original_event(

@@ -1,14 +1,17 @@
 """One line of truth per tenant: the snapshot in force, whether posting is paused,
 rejections waiting, dead letters, the last receipt.
 
-Pausing (Xledger reported insufficient credits) lives in the worker's memory, not on a
-topic. From the topics alone the status shows the evidence instead: the tenant's newest
-`insufficient_credits` dead letter and whether it is younger than the pause (20 min by
-default). Given the worker's metrics address, it reads `xledger_tenant_paused` itself.
+A pause by hand is on the control topic: who, when and why. A pause for credits or a
+refused token lives in a worker's memory: given every replica's metrics address (or
+Prometheus, for the whole group), the status reads `xledger_tenant_paused` from each and
+a tenant paused on any replica is paused. Without them it shows the evidence on the
+topics: the tenant's newest `insufficient_credits` or `auth` dead letter.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,8 +19,9 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from worker.contracts import TenantPause
 from worker.ops.dead_letter_queue import DeadLetter
-from worker.ops.rejections import RejectionBook, last_receipts
+from worker.ops.rejections import RejectionBook
 from worker.ops.snapshots_in_force import RegisterHistory
 from worker.ops.topic_reader import Record
 from worker.ops.when import age
@@ -26,12 +30,16 @@ CREDITS_PAUSE = timedelta(minutes=20)  # worker/xledger/client.py credits_pause_
 
 
 class MetricsUnavailable(Exception):
-    """The worker's metrics address did not answer."""
+    """No replica's metrics (or Prometheus) answered."""
+
+
+# tenant → pause reason → where it was seen (a replica's metrics URL, or "prometheus")
+GroupPauses = dict[str, dict[str, list[str]]]
 
 
 def paused_from_metrics(url: str, timeout_s: float = 5.0) -> dict[str, list[str]]:
-    """tenant → why its posting is paused (empty: not paused), from a worker's
-    `xledger_tenant_paused` gauge (labels tenant and reason: credits or token)."""
+    """tenant → why its posting is paused (empty: not paused), from one worker's
+    `xledger_tenant_paused` gauge (labels tenant and reason: credits, token or manual)."""
     try:
         text = httpx.get(url, timeout=timeout_s).raise_for_status().text
     except httpx.HTTPError as exc:
@@ -48,6 +56,93 @@ def paused_from_metrics(url: str, timeout_s: float = 5.0) -> dict[str, list[str]
     return out
 
 
+# The dashboards' own query (deploy/grafana/dashboards.py, PAUSED): the whole group.
+PROMETHEUS_PAUSED = "max by (tenant, reason) (xledger_tenant_paused)"
+
+
+def paused_from_prometheus(url: str, timeout_s: float = 10.0) -> dict[str, list[str]]:
+    """The same, for the whole group, from Prometheus' HTTP API (the query the dashboards
+    use: a tenant paused on any replica is paused)."""
+    api = url.rstrip("/") + "/api/v1/query"
+    try:
+        body = httpx.get(api, params={"query": PROMETHEUS_PAUSED}, timeout=timeout_s)
+        data = body.raise_for_status().json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise MetricsUnavailable(f"cannot query Prometheus at {url}: {exc}") from None
+    if data.get("status") != "success":
+        raise MetricsUnavailable(f"Prometheus at {url} answered: {data.get('error') or data}")
+    out: dict[str, list[str]] = {}
+    for item in data.get("data", {}).get("result", []):
+        labels, value = item.get("metric", {}), item.get("value", [0, "0"])
+        tenant = labels.get("tenant")
+        if tenant:
+            reasons = out.setdefault(tenant, [])
+            if float(value[1]) > 0:
+                reasons.append(labels.get("reason") or "paused")
+    return out
+
+
+@dataclass
+class GroupReading:
+    """What the replicas (or Prometheus) say, and which of them could not be read."""
+
+    pauses: GroupPauses = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)  # source → why
+
+
+def group_paused(metrics_urls: list[str], prometheus_url: str | None) -> GroupReading:
+    """Every replica's pauses together: a tenant paused on any of them is paused. Raises
+    MetricsUnavailable only when none answers; the others are named in `unreadable`."""
+    reading = GroupReading()
+    sources: list[tuple[str, Callable[[str], dict[str, list[str]]], str]] = [
+        (url, paused_from_metrics, url) for url in metrics_urls
+    ]
+    if prometheus_url:
+        sources.append(("prometheus", paused_from_prometheus, prometheus_url))
+    for name, read, url in sources:
+        try:
+            found = read(url)
+        except MetricsUnavailable as exc:
+            reading.unreadable[name] = str(exc)
+            continue
+        reading.sources.append(name)
+        for tenant, reasons in found.items():
+            by_reason = reading.pauses.setdefault(tenant, {})
+            for reason in reasons:
+                by_reason.setdefault(reason, []).append(name)
+    if sources and not reading.sources:
+        raise MetricsUnavailable("; ".join(reading.unreadable.values()))
+    return reading
+
+
+@dataclass
+class LetterSummary:
+    """One tenant's dead letters as the DLQ is streamed: counts, and the newest of the
+    two reasons that pause a tenant by themselves."""
+
+    count: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    newest: dict[str, DeadLetter] = field(default_factory=dict)  # reason → newest letter
+
+    def add(self, d: DeadLetter) -> None:
+        self.count += 1
+        reason = d.reason or "(unknown)"
+        self.by_reason[reason] += 1
+        if reason in ("insufficient_credits", "auth"):
+            seen = self.newest.get(reason)
+            if seen is None or d.record.timestamp_ms >= seen.record.timestamp_ms:
+                self.newest[reason] = d
+
+
+def summarize_letters(letters: Iterable[DeadLetter]) -> dict[str, LetterSummary]:
+    out: dict[str, LetterSummary] = {}
+    for d in letters:
+        if d.tenant_id:
+            out.setdefault(d.tenant_id, LetterSummary()).add(d)
+    return out
+
+
 @dataclass
 class TenantStatus:
     tenant_id: str
@@ -61,6 +156,8 @@ class TenantStatus:
     dead_letters_by_reason: dict[str, int]
     last_receipt: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)
+    paused_by_hand: dict[str, Any] | None = None  # who, when, why (the control topic)
+    paused_on: dict[str, list[str]] | None = None  # reason → the replicas that say so
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -69,19 +166,20 @@ class TenantStatus:
 def statuses(
     history: RegisterHistory,
     rejections: RejectionBook,
-    letters: list[DeadLetter],
-    receipts: list[Record],
-    paused: dict[str, list[str]] | None,
+    letters: dict[str, LetterSummary],
+    last: dict[str, Record],
+    group: GroupReading | None,
+    by_hand: dict[str, TenantPause],
     now: datetime | None = None,
 ) -> list[TenantStatus]:
     now = now or datetime.now(UTC)
-    last = last_receipts(receipts)
     tenants = sorted(
         set(history.book.tenants())
         | set(history.refused)
         | {t for t, _ in rejections.payments}
-        | {d.tenant_id for d in letters if d.tenant_id}
+        | set(letters)
         | set(last)
+        | {t for t, p in by_hand.items() if p.paused}
     )
     out = []
     for tenant in tenants:
@@ -109,11 +207,9 @@ def statuses(
         by_code: dict[str, int] = {}
         for p in waiting:
             by_code[str(p.latest.reason)] = by_code.get(str(p.latest.reason), 0) + 1
-        mine = [d for d in letters if d.tenant_id == tenant]
-        by_reason: dict[str, int] = {}
-        for d in mine:
-            by_reason[d.reason or "(unknown)"] = by_reason.get(d.reason or "(unknown)", 0) + 1
-        state, why = _paused(tenant, mine, paused, now)
+        mine = letters.get(tenant, LetterSummary())
+        hand = by_hand.get(tenant)
+        state, why = _paused(tenant, mine, group, hand, now)
         receipt = last.get(tenant)
         last_receipt = None
         if receipt is not None:
@@ -124,31 +220,40 @@ def statuses(
                 "age": age(receipt.at, now),
                 "position": receipt.position,
             }
-        out.append(
-            TenantStatus(
-                tenant,
-                snapshot,
-                refused_since,
-                state,
-                why,
-                len(waiting),
-                by_code,
-                len(mine),
-                by_reason,
-                last_receipt,
-            )
+        status = TenantStatus(
+            tenant,
+            snapshot,
+            refused_since,
+            state,
+            why,
+            len(waiting),
+            by_code,
+            mine.count,
+            dict(mine.by_reason.most_common()),
+            last_receipt,
         )
+        if hand is not None and hand.paused:
+            status.paused_by_hand = {
+                "by": hand.by,
+                "roles": hand.roles,
+                "at": hand.at.isoformat(),
+                "for": age(hand.at, now),
+                "reason": hand.reason,
+            }
+        if group is not None:
+            status.paused_on = {r: list(where) for r, where in group.pauses.get(tenant, {}).items()}
+        out.append(status)
     return out
 
 
 def _paused(
-    tenant: str, letters: list[DeadLetter], paused: dict[str, list[str]] | None, now: datetime
+    tenant: str,
+    letters: LetterSummary,
+    group: GroupReading | None,
+    hand: TenantPause | None,
+    now: datetime,
 ) -> tuple[str, str]:
-    def newest(reason: str) -> DeadLetter | None:
-        found = [d for d in letters if d.reason == reason]
-        return max(found, key=lambda d: d.record.timestamp_ms) if found else None
-
-    credits, token = newest("insufficient_credits"), newest("auth")
+    credits, token = letters.newest.get("insufficient_credits"), letters.newest.get("auth")
     evidence = (
         "; ".join(
             f"last {name} dead letter {age(d.record.at, now)} ago"
@@ -157,11 +262,18 @@ def _paused(
         )
         or "no insufficient_credits or auth dead letter"
     )
-    if paused is not None:
-        reasons = paused.get(tenant) or []
+    reasons: dict[str, list[str]] = group.pauses.get(tenant, {}) if group is not None else {}
+    if hand is not None and hand.paused:
+        by = f"by hand by {hand.by} {age(hand.at, now)} ago ({hand.at.isoformat()}): {hand.reason}"
+        others = [r for r in reasons if r != "manual"]
+        more = f"; also {', '.join(others)} (xledger_tenant_paused)" if others else ""
+        return "yes", by + more
+    if group is not None:
         if reasons:
-            return "yes", f"xledger_tenant_paused: {', '.join(reasons)} ({evidence})"
-        return "no", "xledger_tenant_paused=0"
+            where = "; ".join(f"{r} on {', '.join(w)}" for r, w in sorted(reasons.items()))
+            return "yes", f"xledger_tenant_paused: {where} ({evidence})"
+        missing = f", {len(group.unreadable)} replica(s) unreadable" if group.unreadable else ""
+        return "no", f"xledger_tenant_paused=0 on {len(group.sources)} source(s){missing}"
     if credits is not None and now - credits.record.at < CREDITS_PAUSE:
         return "likely", f"{evidence}; a credits pause lasts up to 20 min (--metrics URL tells)"
     if token is not None:

@@ -4,11 +4,13 @@ once a payment has an outcome, it gets no other).
 A store of the submissions partition (`outcomes`, compacted: one record per payment, the
 newest kept), written with the outcome's own record (receipt, rejection or dead letter) in
 one `write`, so a submission read again after a crash or a hand-over finds it:
+- the record it answered (or an older one), read again: nothing more;
+- a newer submission a person sent by hand (`dlq replay`, `rejections resend`: R13): looked
+  up and posted as usual (a posted payment is found, and its receipt says so);
 - posted: nothing more, ever (its receipt is on the broker);
-- dead-lettered: nothing more, unless a person sends it again by hand (`dlq replay`,
-  `rejections resend`: R13), which writes a new submission record;
+- dead-lettered: nothing more, but by hand;
 - rejected (Xledger refused its content): a newer submission of it (R16 after a new
-  snapshot, R18, a resend) is posted as usual; the record it answered, read again, is not.
+  snapshot, R18) is posted as usual.
 
 An entry is kept while its submission can be read again: until the submissions topic's
 retention (and a day's margin) has passed, then deleted (a tombstone).
@@ -54,11 +56,11 @@ def answered(outcome: Outcome | None, record: Record) -> bool:
     """True when this submission record needs no work: its payment's outcome stands."""
     if outcome is None:
         return False
-    if outcome.kind == POSTED:
-        return True
     if record.offset <= outcome.offset:  # the record it answered, or an older one, again
         return True
-    return outcome.kind == DEAD_LETTERED and not by_hand(record)
+    if by_hand(record):
+        return False
+    return outcome.kind in (POSTED, DEAD_LETTERED)
 
 
 class PostOutcomes:

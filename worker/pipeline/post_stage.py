@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from worker import logs
 from worker.config import Settings
-from worker.contracts import DlqReason, Submission
+from worker.contracts import DlqReason, Submission, TenantPause
 from worker.contracts.reading import describe
 from worker.core.register_book import RegisterBook
 from worker.engine.engine import StageContext
@@ -32,8 +32,10 @@ from worker.engine.key_loop import KeyLoops
 from worker.engine.offsets import Lane
 from worker.engine.records import Record
 from worker.pipeline.dead_letters import dead_letter
+from worker.pipeline.poster_tools import PosterTools
 from worker.pipeline.posting_lease import Lease, takeover_wait
-from worker.pipeline.tenant_poster import PosterTools, TenantPoster
+from worker.pipeline.tenant_control import TenantControl
+from worker.pipeline.tenant_poster import TenantPoster
 from worker.xledger.client import XledgerClient
 
 log = logs.get("worker.pipeline")
@@ -52,12 +54,33 @@ class PostStage:
     name = "post"
 
     def __init__(
-        self, s: Settings, book: RegisterBook, client: XledgerClient, ctx: StageContext
+        self,
+        s: Settings,
+        book: RegisterBook,
+        client: XledgerClient,
+        ctx: StageContext,
+        control: TenantControl | None = None,
     ) -> None:
         self.s = s
         self.ctx = ctx
         self.topics: tuple[str, ...] = (s.topics.submissions,)
-        self.tools = PosterTools(s, book, client, ctx, self.route, self.stray, {})
+        self._pause_events: dict[str, asyncio.Event] = {}
+        paused = control.paused if control is not None else lambda tenant: None
+        if control is not None:
+            control.listeners.append(self._pause_changed)
+        self._arrived: dict[int, float] = {}  # lane id → when it last received records
+        self.tools = PosterTools(
+            s,
+            book,
+            client,
+            ctx,
+            self.route,
+            self.stray,
+            {},
+            self.quiet_for,
+            paused,
+            self._pause_event,
+        )
         self._loops: KeyLoops[tuple[int, str], tuple[Record, float]] = KeyLoops(ctx.fail)
         self._posters: dict[tuple[int, str], TenantPoster] = {}
         self._leases: dict[int, Lease] = {}  # lane id → its lease
@@ -71,6 +94,7 @@ class PostStage:
         is formed, not while it waits (parsed, one takes ~8.5 KB; its bytes ~1.3 KB: at
         the month start tens of thousands wait). Its key is its tenant (contracts.md); one
         without a usable key is read here for its tenant."""
+        self._arrived[lane.id] = time.monotonic()
         for record in records:
             tenant = _tenant_of(record)
             if tenant is None:
@@ -135,9 +159,23 @@ class PostStage:
     async def handed_over(self, lanes: list[Lane], clean: bool) -> None:
         for lane in lanes:
             self.ready_at.pop(lane.id, None)
+            self._arrived.pop(lane.id, None)
             lease = self._leases.pop(lane.id, None)
             if clean and lease is not None:
                 await lease.release()
+
+    def quiet_for(self, lane: Lane) -> float:
+        """Seconds since `lane` last received records."""
+        return time.monotonic() - self._arrived.get(lane.id, 0.0)
+
+    # --- pauses by hand -------------------------------------------------------------------
+
+    def _pause_event(self, tenant: str) -> asyncio.Event:
+        return self._pause_events.setdefault(tenant, asyncio.Event())
+
+    def _pause_changed(self, tenant: str, pause: TenantPause | None) -> None:
+        """The control topic paused or resumed `tenant`: its loops look again at once."""
+        self._pause_event(tenant).set()
 
     # --- records that are not submissions ------------------------------------------------
 

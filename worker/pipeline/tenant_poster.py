@@ -22,6 +22,11 @@ tenant's request budget has room for it. Then, in order:
      time (or a short wait);
    - abandoned (the fence said no): no outcome; the partition's next holder posts them.
 
+A tenant paused by hand (`worker tenant pause`, Økonomiinnstillinger) posts nothing: its
+payments wait in the loop (never rejected or dead-lettered for the pause) and are posted,
+lookup first, once it is resumed; the fence says no to a mutation of a paused tenant, so
+no mutation begins after the pause is known.
+
 From the fence's yes until its outcomes are written, a mutation may be on its way to
 Xledger: that is the loop's critical step, which a hand-over lets finish.
 """
@@ -29,74 +34,33 @@ Xledger: that is the loop's critical step, which a hand-over lets finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import NamedTuple
 
 from pydantic import ValidationError
 
 from worker import logs, metrics
-from worker.config import Settings
-from worker.contracts import DlqReason, PaymentStatusEvent, Submission
-from worker.contracts.headers import BACKLOG, FIRST_EVALUATION, SOURCE
+from worker.contracts import Submission
+from worker.contracts.headers import BACKLOG, FIRST_EVALUATION
 from worker.contracts.reading import describe
-from worker.core import evaluate
-from worker.core.messages import xledger_refused
-from worker.core.outcome import Rejected
-from worker.core.posting import settings_changed
-from worker.core.register_book import RegisterBook
-from worker.core.register_index import RegisterIndex
-from worker.engine.engine import StageContext
 from worker.engine.key_loop import KeyLoop
 from worker.engine.offsets import Lane
-from worker.engine.records import Output, Record, StateChange
-from worker.pipeline.dead_letters import dead_letter
-from worker.pipeline.decision import decided
-from worker.pipeline.post_outcomes import (
-    DEAD_LETTERED,
-    POSTED,
-    REJECTED,
-    Outcome,
-    PostOutcomes,
-    answered,
-    by_hand,
-)
+from worker.engine.records import Record
+from worker.pipeline.held_payments import UNKNOWN_LIMIT, HeldPayments
+from worker.pipeline.post_outcomes import answered, by_hand
+from worker.pipeline.post_results import ResultWriter
+from worker.pipeline.poster_tools import Item, PosterTools
 from worker.pipeline.posting_lease import Lease
-from worker.pipeline.topics import OUTCOMES
-from worker.xledger.client import HoldReason, PostResult, Target, XledgerClient
+from worker.pipeline.settings_changed import unless_settings_changed
+from worker.xledger.client import HoldReason, PostResult, Target
 from worker.xledger.errors import LookupFailed
 from worker.xledger.wire import MAX_PAYMENTS_PER_REQUEST
 
 log = logs.get("worker.pipeline")
 
-PRUNE_EVERY_S = 3600.0  # outcomes whose submissions are gone leave at most this often
-
-
-class Item(NamedTuple):
-    """A submission, read, with the record it came in and the Betalt event it carries."""
-
-    sub: Submission
-    record: Record
-    event: PaymentStatusEvent
-
-
-@dataclass(frozen=True)
-class PosterTools:
-    """What a tenant's posting loop needs, given by the post stage."""
-
-    s: Settings
-    book: RegisterBook
-    client: XledgerClient
-    ctx: StageContext
-    # A record keyed for another tenant goes to that tenant's loop in the same lane.
-    route: Callable[[str, Lane, Record], None]
-    # A record that is no submission: dead-lettered (by the stage, in the lane's order).
-    stray: Callable[[Lane, Record, str], None]
-    # When the outcomes of a partition were last pruned (partition → monotonic time).
-    pruned: dict[int, float]
+# A partition that has had no new submission for this long is past its burst: a backlog
+# batch need not wait for more.
+BURST_OVER_S = 0.5
 
 
 class TenantPoster:
@@ -109,25 +73,28 @@ class TenantPoster:
         self.ready_at = ready_at  # loop time the first lookup may go (the takeover wait)
         self.tenant = tenant
         self.loop: KeyLoop[tuple[Record, float]] | None = None
-        # Held aside with no outcome yet: (items, not before (monotonic), outcome unknown).
-        self.held: list[tuple[list[Item], float, bool]] = []
+        self.held = HeldPayments(tenant, tools.client.clock)
+        self.results = ResultWriter(tools, lane, tenant)
 
     @property
     def unsettled(self) -> bool:
-        """Holds payments sent with an unknown outcome: a hand-over now is unclean (the
-        next holder waits the settle time before it looks them up)."""
-        return any(unknown for _, _, unknown in self.held)
+        """Holds payments sent with an unknown outcome: a hand-over now is unclean."""
+        return self.held.unsettled
+
+    def forget_held(self) -> None:
+        self.held.forget()
 
     async def run(self, loop: KeyLoop[tuple[Record, float]]) -> None:
         self.loop = loop
         while self.lane.open:
             records = await self._gather(loop)
-            items = self._read(records) + self._due()
+            items = self._read(records) + self.held.due()
             await self._takeover_wait()
             if not self.lane.open:
                 return
             items = await self._without_outcome(items)
             if items:
+                await self._while_paused_by_hand()
                 await self._post(items)
 
     # --- gathering -------------------------------------------------------------------------
@@ -136,14 +103,17 @@ class TenantPoster:
         """The next batch: the tenant's payments gathered for the window from the first
         one's arrival (fewer requests; the window bounds the wait, including a wait behind
         the batch before it), or for the longer backlog window while they come from a
-        backlog (a burst: more are on their way; the first payment made after the backlog
-        ends closes the batch). Sent at once when they fill a mutation (250 payments), but
-        never before the tenant's request budget has room (waiting for the limit with half
-        a batch would only cost more requests later). Empty when held payments are due."""
+        backlog (a burst: more are on their way). A backlog batch closes when the first
+        payment made after the backlog arrives, or when the partition has had nothing new
+        for BURST_OVER_S (the burst is over: every tenant's batch of it is whole, one
+        lookup and one mutation each), or at the longer window. Sent at once when they
+        fill a mutation (250 payments), but never before the tenant's request budget has
+        room (waiting for the limit with half a batch would only cost more requests
+        later). Empty when held payments are due."""
         s = self.t.s
         queue = loop.queue
         try:
-            record, arrived = await asyncio.wait_for(queue.get(), self._next_due_in())
+            record, arrived = await asyncio.wait_for(queue.get(), self.held.next_due_in())
         except TimeoutError:
             return []
         batch = [record]
@@ -157,13 +127,17 @@ class TenantPoster:
                 record, _ = queue.get_nowait()  # what is there already, cheaply
                 batch.append(record)
             now = time.monotonic()
-            deadline = longer if record.header(BACKLOG) is not None else usual
+            backlog = record.header(BACKLOG) is not None
+            deadline = longer if backlog else usual
             if now >= deadline or (len(batch) >= MAX_PAYMENTS_PER_REQUEST and now >= start + hold):
                 break
-            try:
-                record, _ = await asyncio.wait_for(queue.get(), deadline - now)
-            except TimeoutError:
+            if backlog and self.t.quiet_for(self.lane) >= BURST_OVER_S:
                 break
+            wait = min(deadline - now, BURST_OVER_S) if backlog else deadline - now
+            try:
+                record, _ = await asyncio.wait_for(queue.get(), wait)
+            except TimeoutError:
+                continue  # the deadline, or a look at whether the burst is over
             batch.append(record)
         return batch
 
@@ -188,35 +162,6 @@ class TenantPoster:
             items.append(Item(sub, record, sub.event))
         return items
 
-    def _hold(self, items: list[Item], not_before: float, unknown: bool) -> None:
-        if items:
-            self.held.append((items, not_before, unknown))
-            metrics.POST_HELD.labels(self.tenant).inc(len(items))
-
-    def forget_held(self) -> None:
-        """The loop has stopped (a hand-over): what it held is read again by the next holder."""
-        held = sum(len(items) for items, _, _ in self.held)
-        if held:
-            metrics.POST_HELD.labels(self.tenant).dec(held)
-        self.held = []
-
-    def _next_due_in(self) -> float | None:
-        if not self.held:
-            return None
-        return max(0.0, min(at for _, at, _ in self.held) - self._now())
-
-    def _due(self) -> list[Item]:
-        now = self._now()
-        due = [entry for entry in self.held if entry[1] <= now]
-        self.held = [entry for entry in self.held if entry[1] > now]
-        items = [item for batch, _, _ in due for item in batch]
-        if items:
-            metrics.POST_HELD.labels(self.tenant).dec(len(items))
-        return items
-
-    def _now(self) -> float:
-        return self.t.client.clock()
-
     async def _takeover_wait(self) -> None:
         """After an unclean hand-over, a mutation of the last holder may still be stored
         by Xledger: the first lookup here waits until its settle time has passed."""
@@ -226,12 +171,9 @@ class TenantPoster:
 
     # --- 1. an outcome for ever --------------------------------------------------------
 
-    def _outcomes(self) -> PostOutcomes:
-        return PostOutcomes(self.t.ctx.store(OUTCOMES, self.lane.tp.partition))
-
     async def _without_outcome(self, items: list[Item]) -> list[Item]:
         """R14: a payment with an outcome gets no other; its record, read again, is done."""
-        outcomes = self._outcomes()
+        outcomes = self.results.outcomes()
         settled = [
             item
             for item in items
@@ -254,6 +196,8 @@ class TenantPoster:
     async def _fence(self) -> bool:
         """Asked by the client right before a mutation leaves (`Lease.fence`). From its
         yes until the outcomes are written, a hand-over lets this step finish."""
+        if self.t.paused(self.tenant) is not None:  # paused by hand meanwhile: not now
+            return False
         if not await self.lease.fence():
             return False
         assert self.loop is not None
@@ -267,11 +211,12 @@ class TenantPoster:
             if index is None:  # (the cache has caught up: only a snapshot topic wiped)
                 await self._wait_for_snapshot()
                 continue
-            items = await self._evaluate_again_if_settings_changed(items, index)
-            if not items:
-                return
+            items = await unless_settings_changed(items, index, self.results, self.held)
             settings = index.settings
             target = Target(self.tenant, settings.url, settings.token_ref, index.test_tenant)
+            items = await self._without_more_tries(target, items)
+            if not items:
+                return
             first = {
                 item.sub.payment_id
                 for item in items
@@ -281,7 +226,7 @@ class TenantPoster:
                 result = await t.client.post(
                     target, [item.sub for item in items], self._fence, first
                 )
-                await self._record(items, result)
+                self.held.answered(await self.results.write(items, result))
             finally:
                 if self.loop is not None:
                     self.loop.end_critical()
@@ -292,10 +237,12 @@ class TenantPoster:
                     continue
                 return
             if result.abandoned and self.lane.open:
-                # Membership could not be confirmed (the broker did not answer): try again.
+                # Membership could not be confirmed (the broker did not answer), or the
+                # tenant was paused by hand meanwhile: try again (after the pause).
                 abandoned = {id(sub) for sub in result.abandoned}
                 items = [item for item in items if id(item.sub) in abandoned]
                 await asyncio.sleep(1.0)
+                await self._while_paused_by_hand()
                 continue
             return
 
@@ -307,181 +254,44 @@ class TenantPoster:
         kept = [item for item in items if id(item.sub) in held]
         unknown = [item for item in kept if item.sub.payment_id in result.unknown]
         rest = [item for item in kept if item.sub.payment_id not in result.unknown]
-        retry_at = result.retry_at if result.retry_at is not None else self._now()
-        self._hold(unknown, retry_at, unknown=True)
+        retry_at = result.retry_at if result.retry_at is not None else self.held.clock()
+        self.held.hold(unknown, retry_at, unknown=True)
         if result.held_reason is HoldReason.TOKEN:
             return rest
-        self._hold(rest, retry_at, unknown=False)
+        self.held.hold(rest, retry_at, unknown=False)
         if kept:
             log.warning(
                 "xledger_payments_held",
                 tenant_id=self.tenant,
                 payments=len(kept),
                 unknown_outcome=len(unknown),
-                retry_in_s=round(max(0.0, retry_at - self._now()), 1),
+                retry_in_s=round(max(0.0, retry_at - self.held.clock()), 1),
                 why=result.held_why,
             )
         return []
 
-    async def _evaluate_again_if_settings_changed(
-        self, items: list[Item], index: RegisterIndex
-    ) -> list[Item]:
-        """R18 (decided): a voucher decided under another URL, Motkonto or Bankkonti-pkey
-        than the snapshot in force is evaluated again against it before it is posted, but
-        only once a lookup where it was decided for says Xledger lacks it: a payment posted
-        just before a crash is in Xledger, and gets its receipt, not a second voucher or a
-        rejection (R14, decided 12-06)."""
-        changed = [
-            i for i in items if settings_changed(i.sub.lines, i.sub.xledger_url, index.settings)
-        ]
-        if not changed:
+    async def _without_more_tries(self, target: Target, items: list[Item]) -> list[Item]:
+        """Payments whose mutations got no answer UNKNOWN_LIMIT times are looked up only:
+        found, a receipt; absent (known, nothing sent since), a dead letter. The rest."""
+        spent = self.held.spent(items)
+        if not spent:
             return items
-        keep = [i for i in items if i not in changed]
-        by_target: dict[Target, list[Item]] = defaultdict(list)
-        for item in changed:
-            sub = item.sub
-            ref = sub.token_ref or index.settings.token_ref
-            url = sub.xledger_url or index.settings.url
-            by_target[Target(self.tenant, url, ref, index.test_tenant)].append(item)
-        for target, group in by_target.items():
-            try:
-                found = await self.t.client.find(target, [item.sub for item in group])
-            except LookupFailed as exc:
-                log.warning("r18_lookup_failed", tenant_id=self.tenant, error=str(exc))
-                self._hold(group, self._now() + self.t.client.s.unresolved_retry_s, unknown=False)
-                continue
-            await self._record(group, found)
-            absent = {id(sub) for sub in found.absent}
-            await self._evaluate_again(index, [i for i in group if id(i.sub) in absent])
-        return keep
-
-    async def _evaluate_again(self, index: RegisterIndex, items: list[Item]) -> None:
-        if not items:
-            return
-        outputs: list[Output] = []
-        changes: list[StateChange] = []
-        outcomes = self._outcomes()
-        now = datetime.now(UTC)
-        for item in items:
-            sub, record = item.sub, item.record
-            log.info(
-                "submission_evaluated_again",
-                tenant_id=self.tenant,
-                payment_id=sub.payment_id,
-                evaluated_with=sub.snapshot_version,
-                in_force=index.version,
-                why="the snapshot in force has another Xledger URL, Motkonto or Bankkonti-pkey, "
-                "and Xledger lacks the payment where it was evaluated for",
+        try:
+            found = await self.t.client.find(target, [item.sub for item in spent])
+        except LookupFailed as exc:
+            log.warning("xledger_lookup_failed", tenant_id=self.tenant, error=str(exc))
+            retry_at = self.held.clock() + self.t.client.s.unresolved_retry_s
+            self.held.hold(spent, retry_at, unknown=False)
+        else:
+            message = (
+                f"Xledger gave no answer to a mutation of it within the request deadline "
+                f"{UNKNOWN_LIMIT} times; each time, after the settle time, it was not in "
+                "Xledger: send it again by hand (dlq replay) once Xledger answers in time"
             )
-            result = evaluate(item.event, index)
-            written = decided(
-                self.t.s,
-                result,
-                item.event,
-                item.event.model_dump_json().encode(),
-                record,
-                now,
-                states=None,
-                home=(record.header(SOURCE) or b"").decode() or None,
-            )
-            outputs += written.outputs
-            if isinstance(result, Rejected):  # a new submission, if any, gets its own outcome
-                changes.append(
-                    outcomes.change(self.tenant, sub.payment_id, self._outcome(REJECTED, [record]))
-                )
-        await self.t.ctx.write(outputs, changes, [(self.lane, item.record) for item in items])
-
-    # --- 4. outcomes ------------------------------------------------------------------------
-
-    def _outcome(self, kind: str, records: list[Record]) -> Outcome:
-        return Outcome(kind, max(r.offset for r in records), time.time())
-
-    async def _record(self, items: list[Item], result: PostResult) -> None:
-        """Put the outcomes of one post on the broker, with each payment's outcome state;
-        their records are then done."""
-        t = self.t
-        topics = t.s.topics
-        by_payment: dict[str, list[Item]] = defaultdict(list)
-        for item in items:
-            by_payment[item.sub.payment_id].append(item)
-        outcomes = self._outcomes()
-        outputs: list[Output] = []
-        changes: list[StateChange] = []
-        finished: list[Record] = []
-        now = datetime.now(UTC)
-
-        def answer(payment: str, kind: str) -> list[Record]:
-            records = [item.record for item in by_payment[payment]]
-            finished.extend(records)
-            changes.append(outcomes.change(self.tenant, payment, self._outcome(kind, records)))
-            return records
-
-        for receipt in dict((r.payment_id, r) for r in result.receipts).values():
-            source = answer(receipt.payment_id, POSTED)[0]
-            outputs.append(
-                Output(
-                    topics.receipts,
-                    self.tenant.encode(),
-                    receipt.model_dump_json().encode(),
-                    source=source,
-                )
-            )
-        for sub, message in dict((s.payment_id, (s, m)) for s, m in result.refused).values():
-            item = by_payment[sub.payment_id][0]
-            answer(sub.payment_id, REJECTED)
-            refused = Rejected(sub.snapshot_version, (xledger_refused(message),))
-            outputs += decided(
-                t.s,
-                refused,
-                item.event,
-                item.event.model_dump_json().encode(),
-                item.record,
-                now,
-                states=None,
-                home=(item.record.header(SOURCE) or b"").decode() or None,
-            ).outputs
-        for sub, code, message in dict(
-            (s.payment_id, (s, c, m)) for s, c, m in result.failed
-        ).values():
-            record = answer(sub.payment_id, DEAD_LETTERED)[0]
-            outputs.append(
-                dead_letter(
-                    topics.dlq,
-                    record,
-                    reason=DlqReason.for_xledger(code),
-                    error_class=f"Xledger {code}",
-                    error=message,
-                    stage="post",
-                    attempts=t.client.s.max_attempts,
-                )
-            )
-        changes += self._expired(outcomes)
-        await t.ctx.write(outputs, changes, [(self.lane, r) for r in finished])
-        acked = datetime.now(UTC)
-        for receipt in result.receipts:
-            # From the enrich stage reading the Betalt event to the receipt on the broker.
-            created = by_payment[receipt.payment_id][0].sub.created_at
-            metrics.BETALT_TO_RECEIPT_SECONDS.observe((acked - created).total_seconds())
-        log.info(
-            "batch_posted",
-            tenant_id=self.tenant,
-            payments=len(items),
-            receipts=len(result.receipts),
-            refused=len(result.refused),
-            failed=len(result.failed),
-            held=len(result.held),
-            abandoned=len(result.abandoned),
-            requests=result.requests,
-        )
-
-    def _expired(self, outcomes: PostOutcomes) -> list[StateChange]:
-        """Outcomes whose submissions the broker no longer has: at most once an hour."""
-        now = time.monotonic()
-        p = outcomes.partition
-        if now - self.t.pruned.get(p, 0.0) < PRUNE_EVERY_S:
-            return []
-        self.t.pruned[p] = now
-        return outcomes.expired(time.time(), self.t.s.retention_days * 86_400)
+            found.failed = [(sub, "unknown_outcome", message) for sub in found.absent]
+            self.held.answered(await self.results.write(spent, found))
+        ids = {id(item) for item in spent}
+        return [item for item in items if id(item) not in ids]
 
     # --- waits ---------------------------------------------------------------------------
 
@@ -493,6 +303,28 @@ class TenantPoster:
         )
         while self.lane.open and self.t.book.index(self.tenant) is None:
             await asyncio.sleep(self.t.s.token_recheck_s)
+
+    async def _while_paused_by_hand(self) -> None:
+        """Paused by hand (`worker tenant pause`): wait, holding the payments, until it is
+        resumed or the lane is handed over."""
+        pause = self.t.paused(self.tenant)
+        if pause is None:
+            return
+        log.warning(
+            "post_held_paused_by_hand",
+            tenant_id=self.tenant,
+            partition=self.lane.tp.partition,
+            paused_by=pause.by,
+            reason=pause.reason,
+            paused_at=pause.at.isoformat(),
+            action="`worker tenant resume` posts them, each looked up first",
+        )
+        changed = self.t.pause_changed(self.tenant)
+        while self.lane.open and self.t.paused(self.tenant) is not None:
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 5.0)
+        log.info("post_resumed_by_hand", tenant_id=self.tenant, partition=self.lane.tp.partition)
 
     async def _pause_for_token(self, token_ref: str, why: str) -> None:
         """The tenant's token is missing or refused: a fault of the tenant, not of its

@@ -66,6 +66,7 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
         TopicSpec(t.payments, n, isr, rf),
         # Compacted: the newest snapshot per tenant is what matters; every worker reads all.
         TopicSpec(t.registers, n, {"cleanup.policy": "compact", **isr}, rf),
+        TopicSpec(t.control, 1, {"cleanup.policy": "compact", **isr}, rf),  # paused by hand
         TopicSpec(t.submissions, n, {**keep, **isr}, rf),
         # The outcomes keep as long as the work they answer: reconcile reads them together.
         TopicSpec(t.receipts, n, {**keep, **isr}, rf),

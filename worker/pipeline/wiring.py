@@ -32,6 +32,7 @@ from worker.pipeline.enrich_stage import EnrichStage
 from worker.pipeline.payment_state import PaymentStates
 from worker.pipeline.post_stage import PostStage
 from worker.pipeline.register_cache import RegisterCache
+from worker.pipeline.tenant_control import TenantControl
 from worker.pipeline.topics import (
     HANDLED,
     LARGE_RECORD_BYTES,
@@ -154,12 +155,13 @@ class Pipeline:
         self.client = client
         self.backend = backend
         self.cache = RegisterCache(backend.reader(), s.topics.registers, self.book)
+        self.control = TenantControl(backend.reader(), s.topics.control)  # paused by hand
         names = stage_names(s)
         factories: list[StageFactory] = []
         if "enrich" in names:
             factories.append(lambda ctx: EnrichStage(s, self.book, ctx))
         if "post" in names:
-            factories.append(lambda ctx: PostStage(s, self.book, client, ctx))
+            factories.append(lambda ctx: PostStage(s, self.book, client, ctx, self.control))
         self.engine = Engine(
             backend,
             engine_settings(s),
@@ -214,10 +216,12 @@ class Pipeline:
     async def start(self) -> None:
         """Start reading registers; the engine joins the group once they are read."""
         await self.cache.start()
+        await self.control.start()
         self._starting = asyncio.create_task(self._start_engine(), name="pipeline-start")
 
     async def _start_engine(self) -> None:
         await self.cache.ready.wait()  # never evaluate against a half-read register topic
+        await self.control.ready.wait()  # nor post before knowing who is paused by hand
         await self.engine.start()
         while not self.ready:
             await asyncio.sleep(0.05)
@@ -234,6 +238,7 @@ class Pipeline:
         try:
             async with asyncio.timeout(max(0.2, deadline - asyncio.get_running_loop().time())):
                 await self.cache.stop()
+                await self.control.stop()
         except TimeoutError:
             log.warning("register_cache_stop_timed_out")
 

@@ -138,7 +138,7 @@ class PostResult:
 class ClientSettings:
     """The client's knobs; the burst, concurrency and credits ones are read by pacing."""
 
-    timeout_s: float = 10.0  # httpx's, per phase (connect, write, each read)
+    timeout_s: float = 10.0  # httpx's, per phase (connect, write, pool); reads: the deadline
     # The whole request, hard: "in flight" ends here, so a hand-over can wait for it.
     request_deadline_s: float = 15.0
     # A lookup older than this when its mutation is about to leave is asked again.
@@ -203,7 +203,10 @@ class XledgerClient:
         self.s = settings or ClientSettings()
         self._http = httpx.AsyncClient(
             transport=transport,
-            timeout=httpx.Timeout(self.s.timeout_s),
+            # Connecting and sending are quick or failing; an answer may take Xledger up to
+            # the request deadline (which bounds the whole request anyway): waiting less
+            # would make a slow but sure answer an unknown outcome.
+            timeout=httpx.Timeout(self.s.timeout_s, read=self.s.request_deadline_s),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
             follow_redirects=False,  # a redirect must never carry the token elsewhere
         )
@@ -477,7 +480,8 @@ class _Call:
                 "xledger_post_abandoned",
                 tenant_id=self.tenant,
                 payments=len(self.result.abandoned),
-                why="these payments moved to another worker (a rebalance) before posting",
+                why="the caller's fence said no before the mutation: the partition moved to "
+                "another worker, or the tenant was paused by hand",
             )
         except Exception as exc:  # an answer nobody foresaw, or a bug: keep what posted
             log.exception("xledger_post_unexpected_error", tenant_id=self.tenant)
@@ -531,7 +535,7 @@ class _Call:
         if unknown:
             self.result.unknown |= unknown
             self._not_before(self.settle_until or self.clock() + self.s.settle_s)
-        if reason is HoldReason.UNRESOLVED:
+        if reason is HoldReason.UNRESOLVED and len(unknown) < len(subs):
             self._not_before(self.clock() + self.s.unresolved_retry_s)
         self.result.held = [*self.result.held, *subs]
         if self.result.held_reason is not HoldReason.TOKEN:  # the tenant's fault first

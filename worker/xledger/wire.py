@@ -45,8 +45,18 @@ _FIELDS = {
     STAGING: "dbId extIdentifier createdAt",
     JOURNAL: "dbId extIdentifier transactionHeader { importedAt transactionNumber }",
 }
-# What a reconciliation compares with the submission (R18): account, amount, date.
-_DETAIL_FIELDS = " postedDate amount account { code }"
+# What a reconciliation compares with the submission (R18): every field that is posted.
+# The bank account reads back as the import item's `bankAccountRef` and the journal
+# entry's `bankAccount` (inferred from the input's name and the journal's own field).
+_REFS_READ = ("currency", "taxRule", *(f"glObject{n}" for n in range(1, 6)), "project")
+_BANK_READ = {"glImportItems": "bankAccountRef", "journalEntries": "bankAccount"}
+DETAIL_NAMES = ("currency", "text", *_REFS_READ[1:], "bankAccountRef")
+
+
+def _detail_fields(root: str) -> str:
+    refs = " ".join(f"{name} {{ code }}" for name in _REFS_READ)
+    return f" postedDate amount account {{ code }} text {refs} {_BANK_READ[root]} {{ dbId code }}"
+
 
 _REF_FIELDS = (
     "account",
@@ -70,10 +80,10 @@ def lookup_query(roots: Sequence[str] = LOOKUP_ROOTS, details: bool = False) -> 
     `details` adds what a reconciliation compares (account, amount, date).
     """
     variables = ["$ids: [String!]!", "$first: Int!", *(f"${_AFTER[r]}: String" for r in roots)]
-    extra = _DETAIL_FIELDS if details else ""
     fields = "\n".join(
         f"  {root}(first: $first, after: ${_AFTER[root]}, filter: {{ extIdentifier_in: $ids }}) "
-        f"{{\n    edges {{ cursor node {{ {_FIELDS[root]}{extra} }} }}\n"
+        f"{{\n    edges {{ cursor node {{ {_FIELDS[root]}"
+        f"{_detail_fields(root) if details else ''} }} }}\n"
         "    pageInfo { hasNextPage }\n  }"
         for root in roots
     )
@@ -104,6 +114,8 @@ class LookupNode:
     posted_date: str | None = None
     amount: Decimal | None = None
     account: str | None = None
+    # With `details`: the other posted fields (DETAIL_NAMES), each its code or None.
+    details: tuple[tuple[str, str | None], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +166,22 @@ def _lookup_node(root: str, edge: Any) -> LookupNode:
         posted_date=node.get("postedDate") if isinstance(node.get("postedDate"), str) else None,
         amount=_decimal(node.get("amount")),
         account=account.get("code") if isinstance(account, dict) else None,
+        details=_details(root, node) if "currency" in node else None,
     )
+
+
+def _details(root: str, node: dict[str, Any]) -> tuple[tuple[str, str | None], ...]:
+    def code(ref: Any) -> str | None:
+        if not isinstance(ref, dict):
+            return None
+        value = ref.get("code") if ref.get("code") is not None else ref.get("dbId")
+        return None if value is None else str(value)
+
+    text = node.get("text")
+    out: list[tuple[str, str | None]] = [("text", text if isinstance(text, str) else None)]
+    out += [(name, code(node.get(name))) for name in _REFS_READ]
+    out.append(("bankAccountRef", code(node.get(_BANK_READ[root]))))
+    return tuple(out)
 
 
 @dataclass

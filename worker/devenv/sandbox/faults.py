@@ -16,6 +16,10 @@ class FaultProfile:
     commit_then_fail: float = 0.0  # mutations: stored, then HTTP 500, a drop, or a hang+drop
     hang_seconds: float = 5.0
     burst_error: float = 0.0  # a spurious burst-limit error, nothing done
+    # Not a probability: every mutation is stored this long after it arrives, whether or
+    # not its client still waits (a server that goes on with a request its client gave up
+    # on); the answer follows the store. 0: at once.
+    store_after_s: float = 0.0
     # Not a probability: whether Xledger's import job removes the items it has made
     # journal entries of from glImportItems (nothing public says whether it does).
     clear_processed: bool = False
@@ -30,6 +34,9 @@ PROFILES: dict[str, FaultProfile] = {
     "burst": FaultProfile(burst_error=0.2),
     "mixed": FaultProfile(error_5xx=0.10, commit_then_fail=0.05, burst_error=0.05),
     "staging-cleared": FaultProfile(clear_processed=True),
+    # Past the worker's 15 s request deadline: only the settle time keeps it from posting
+    # a payment a second time (R14, decided 12-06).
+    "store-late": FaultProfile(store_after_s=16.0),
 }
 
 

@@ -109,6 +109,7 @@ def _gql_node(line: Line) -> dict[str, Any]:
         "account": ref("account"),
         "currency": ref("currency"),
         "taxRule": ref("taxRule"),
+        **{name: ref(name) for name in (*_GL_OBJECTS, "project", "bankAccountRef")},
         "createdAt": line.created_at,
     }
 
@@ -125,6 +126,7 @@ def _journal_node(line: Line) -> dict[str, Any]:
         "account": _ref(n, "account"),
         "currency": _ref(n, "currency"),
         "taxRule": _ref(n, "taxRule"),
+        **{name: _ref(n, name) for name in (*_GL_OBJECTS, "project")},
         "bankAccount": _ref(n, "bankAccountRef"),
         "createdAt": entry.imported_at,
         "transactionHeader": {

@@ -85,6 +85,14 @@ def _formatted(error: GraphQLError) -> dict[str, Any]:
     return out
 
 
+def _is_mutation(body: bytes) -> bool:
+    try:
+        query = json.loads(body).get("query")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(query, str) and query.lstrip().startswith("mutation")
+
+
 def _drop(request: web.Request) -> web.StreamResponse:
     transport = request.transport
     if transport is not None:
@@ -126,6 +134,7 @@ class XledgerSandbox:
         # Called the moment a batch is stored, before its answer leaves (the answer may
         # then fail: commit-then-fail). The chaos campaign kills the sender here.
         self.on_stored: Callable[[StoredBatch], None] | None = None
+        self._late: set[asyncio.Task[tuple[web.Response, bool]]] = set()  # stores to come
 
     def add_entity(self, token: str, entity: Entity) -> None:
         if not token or any(c.isspace() for c in token):
@@ -151,6 +160,8 @@ class XledgerSandbox:
         return self.url
 
     async def stop(self) -> None:
+        for late in list(self._late):  # a store still to come never comes
+            late.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -267,9 +278,17 @@ class XledgerSandbox:
             if self._rng.random() < faults.slow:
                 self.stats.fault("slow")
                 await asyncio.sleep(faults.slow_seconds)
-            response, committed = self._graphql(entity, body)
-            if committed and self.on_stored is not None:
-                self.on_stored(self._last_batch(request))
+            if faults.store_after_s > 0 and _is_mutation(body):
+                # Its own task: stored even when the client stops waiting (and aiohttp
+                # cancels this handler).
+                late = asyncio.get_running_loop().create_task(
+                    self._store_late(entity, body, request)
+                )
+                self._late.add(late)
+                late.add_done_callback(self._late.discard)
+                response, committed = await asyncio.shield(late)
+            else:
+                response, committed = self._execute(entity, body, request)
         finally:
             tenant.in_flight -= 1
 
@@ -283,6 +302,21 @@ class XledgerSandbox:
                 await asyncio.sleep(faults.hang_seconds)
             return _drop(request)
         return response
+
+    async def _store_late(
+        self, entity: Entity, body: bytes, request: web.Request
+    ) -> tuple[web.Response, bool]:
+        self.stats.fault("store-late")
+        await asyncio.sleep(self.faults.store_after_s)
+        return self._execute(entity, body, request)
+
+    def _execute(
+        self, entity: Entity, body: bytes, request: web.Request
+    ) -> tuple[web.Response, bool]:
+        response, committed = self._graphql(entity, body)
+        if committed and self.on_stored is not None:
+            self.on_stored(self._last_batch(request))
+        return response, committed
 
     def _last_batch(self, request: web.Request) -> StoredBatch:
         # The request's batch is the ledger's last: execute_sync stored it with no await

@@ -14,10 +14,28 @@ import click
 from worker.contracts import DlqReason
 from worker.ops import audit
 from worker.ops import dead_letter_queue as q
-from worker.ops.commands.options import bootstrap_option, settings_for, when
-from worker.ops.commands.output import EXIT_CODES, NothingFound, cell, echo_json, failures
+from worker.ops.commands.options import (
+    bootstrap_option,
+    period,
+    period_options,
+    settings_for,
+    tenant_option,
+    timeout_option,
+    topics_option,
+    with_topics,
+)
+from worker.ops.commands.output import (
+    EXIT_CODES,
+    NothingFound,
+    Table,
+    cell,
+    echo_json,
+    failures,
+)
 from worker.ops.commands.transfer import Plan, Send, Transfer, actor_options, run_transfer
+from worker.ops.progress import Progress
 from worker.ops.safe_text import escape, safe_bytes
+from worker.ops.topic_reader import ReadStats
 from worker.ops.when import age
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,19 +51,10 @@ def dlq() -> None:
     """
 
 
-def _dlq_topic_option(f: F) -> F:
-    return click.option(
-        "--topic",
-        "topic",
-        metavar="NAME",
-        help="The DLQ topic (default: FLYT_TOPIC_DLQ or xledger.dlq.v1).",
-    )(f)
-
-
 def _dlq_filter_options(f: F) -> F:
     for decorator in reversed(
         [
-            click.option("--tenant", help="Only this tenant (read from the record's value)."),
+            tenant_option,
             click.option("--payment", help="Only this payment id (read from the value)."),
             click.option(
                 "--reason",
@@ -57,12 +66,7 @@ def _dlq_filter_options(f: F) -> F:
                 type=click.Choice(["enrich", "post", "replay"]),
                 help="Only records that failed in this stage.",
             ),
-            click.option(
-                "--since",
-                metavar="WHEN",
-                help="Dead-lettered at or after WHEN: 30m, 2h, 7d ago, a date or an ISO time.",
-            ),
-            click.option("--until", metavar="WHEN", help="Dead-lettered at or before WHEN."),
+            period_options("Dead-lettered"),
         ]
     ):
         f = decorator(f)
@@ -70,73 +74,122 @@ def _dlq_filter_options(f: F) -> F:
 
 
 def _dlq_filter(
-    tenant: str | None,
+    tenants: tuple[str, ...],
     payment: str | None,
     reason: str | None,
     stage: str | None,
     since: str | None,
     until: str | None,
+    month: str | None,
 ) -> q.DlqFilter:
-    return q.DlqFilter(
-        tenant, payment, reason, stage, when(since, "--since"), when(until, "--until")
-    )
+    return q.DlqFilter(tenants, payment, reason, stage, period(since, until, month))
+
+
+def _read_said(progress: Progress, stats: ReadStats) -> None:
+    """What the read cost, on standard error: at production size that is worth knowing."""
+    progress.say(stats.describe())
+
+
+LIST_LIMIT = 100
 
 
 @dlq.command("list", epilog=EXIT_CODES)
 @bootstrap_option
-@_dlq_topic_option
+@topics_option
 @_dlq_filter_options
-@click.option("--limit", type=click.IntRange(1), help="At most this many rows (newest first).")
+@click.option(
+    "--limit",
+    default=LIST_LIMIT,
+    show_default=True,
+    type=click.IntRange(0),
+    help="At most this many rows, newest first (0: every match).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, for scripts.")
+@timeout_option
 def dlq_list(
     bootstrap: str | None,
-    topic: str | None,
-    tenant: str | None,
+    topic_overrides: tuple[str, ...],
+    tenants: tuple[str, ...],
     payment: str | None,
     reason: str | None,
     stage: str | None,
     since: str | None,
     until: str | None,
-    limit: int | None,
+    month: str | None,
+    limit: int,
     as_json: bool,
+    timeout_s: float,
 ) -> None:
-    """List dead letters, newest first: where, how old, whose, why, how often replayed."""
+    """List dead letters, newest first: where, how old, whose, why, how often replayed.
+
+    With --since/--until/--month only that period's records are fetched; the DLQ is
+    streamed and only the rows shown are kept."""
     s, server = settings_for(bootstrap)
-    dlq_topic = topic or s.topics.dlq
-    f = _dlq_filter(tenant, payment, reason, stage, since, until)
+    t = with_topics(s, topic_overrides, bare="dlq")
+    f = _dlq_filter(tenants, payment, reason, stage, since, until, month)
+    progress, stats = Progress("dlq list"), ReadStats()
     with failures():
-        inv = q.read(server, dlq_topic, s.topics.audit)
-    now = datetime.now(UTC)
-    chosen = inv.select(f, limit)
-    if not chosen:
-        raise NothingFound(
-            f"no dead letter in {dlq_topic} matches ({len(inv.letters)} record(s) in all)"
+        chosen = q.select(
+            server, t.dlq, f, limit or None, timeout_s=timeout_s, progress=progress, stats=stats
         )
-    rows = [d.row(now, inv.replays(d)) for d in chosen]
+        trail = q.trail(server, t.audit)
+    _read_said(progress, stats)
+    if not chosen.letters:
+        raise NothingFound(
+            f"no dead letter in {t.dlq} matches ({chosen.read} record(s) read, "
+            f"{f.period.describe()})"
+        )
+    inv = q.Inventory(chosen.letters, trail)
+    now = datetime.now(UTC)
+    rows = [d.row(now, inv.replays(d)) for d in chosen.letters]
     if as_json:
         for row in rows:
             echo_json(row)
         return
-    click.echo(
-        f"{'POSITION':<10} {'AGE':>7}  {'TENANT':<16} {'PAYMENT':<20} {'STAGE':<6} "
-        f"{'REASON':<20} {'REPLAYS':>7}  MESSAGE"
+    table = Table(
+        [
+            ("POSITION", 10, "<"),
+            ("AGE", 7, ">"),
+            ("TENANT", 16, "<"),
+            ("PAYMENT", 20, "<"),
+            ("STAGE", 6, "<"),
+            ("REASON", 20, "<"),
+            ("REPLAYS", 7, ">"),
+            ("MESSAGE", 0, "<"),
+        ]
     )
+    click.echo(table.header())
     for r in rows:
         click.echo(
-            f"{r['position']:<10} {r['age']:>7}  {cell(r['tenant_id'], 16):<16} "
-            f"{cell(r['payment_id'], 20):<20} {cell(r['stage'], 6):<6} "
-            f"{cell(r['reason'], 20):<20} {r['replay_count']:>7}  {cell(r['message'], 90)}"
+            table.row(
+                r["position"],
+                r["age"],
+                r["tenant_id"],
+                r["payment_id"],
+                r["stage"],
+                r["reason"],
+                r["replay_count"],
+                r["message"],
+            )
         )
-    click.echo(f"{len(rows)} of {len(inv.letters)} dead letter(s) in {dlq_topic}")
+    more = "; --limit 0 for all" if chosen.matched > len(rows) else ""
+    click.echo(f"{len(rows)} of {chosen.matched} matching dead letter(s) in {t.dlq}{more}")
 
 
 @dlq.command("show", epilog=EXIT_CODES)
 @click.argument("position", metavar="P@O")
 @bootstrap_option
-@_dlq_topic_option
+@topics_option
 @click.option("--json", "as_json", is_flag=True, help="The record as one JSON object.")
-def dlq_show(bootstrap: str | None, position: str, topic: str | None, as_json: bool) -> None:
-    """Show one dead letter whole: its headers, key and value.
+@timeout_option
+def dlq_show(
+    bootstrap: str | None,
+    position: str,
+    topic_overrides: tuple[str, ...],
+    as_json: bool,
+    timeout_s: float,
+) -> None:
+    """Show one dead letter whole: its headers, key and value (read where it is).
 
     A value that parses as JSON is pretty-printed; one that does not is shown escaped
     (control characters and undecodable bytes as \\xNN) and cut with its full length.
@@ -146,13 +199,14 @@ def dlq_show(bootstrap: str | None, position: str, topic: str | None, as_json: b
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="P@O") from None
     s, server = settings_for(bootstrap)
-    dlq_topic = topic or s.topics.dlq
+    t = with_topics(s, topic_overrides, bare="dlq")
     with failures():
-        inv = q.read(server, dlq_topic, s.topics.audit)
-    found, missing = inv.at([where])
+        found, missing = q.at(server, t.dlq, [where], timeout_s)
+        trail = q.trail(server, t.audit)
     if missing:
-        raise NothingFound(f"no dead letter at {position} in {dlq_topic}")
+        raise NothingFound(f"no dead letter at {position} in {t.dlq}")
     d = found[0]
+    inv = q.Inventory(found, trail)
     r = d.record
     body = d.body
     if as_json:
@@ -189,19 +243,37 @@ def dlq_show(bootstrap: str | None, position: str, topic: str | None, as_json: b
 
 @dlq.command("stats", epilog=EXIT_CODES)
 @bootstrap_option
-@_dlq_topic_option
+@topics_option
+@_dlq_filter_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def dlq_stats(bootstrap: str | None, topic: str | None, as_json: bool) -> None:
-    """Count dead letters by reason, tenant and stage; the oldest and the newest."""
+@timeout_option
+def dlq_stats(
+    bootstrap: str | None,
+    topic_overrides: tuple[str, ...],
+    tenants: tuple[str, ...],
+    payment: str | None,
+    reason: str | None,
+    stage: str | None,
+    since: str | None,
+    until: str | None,
+    month: str | None,
+    as_json: bool,
+    timeout_s: float,
+) -> None:
+    """Count dead letters by reason, tenant and stage; the oldest and the newest. The DLQ
+    is streamed: counts are kept, records are not."""
     s, server = settings_for(bootstrap)
-    dlq_topic = topic or s.topics.dlq
+    t = with_topics(s, topic_overrides, bare="dlq")
+    f = _dlq_filter(tenants, payment, reason, stage, since, until, month)
+    progress, stats = Progress("dlq stats"), ReadStats()
     with failures():
-        inv = q.read(server, dlq_topic)
-    st = q.stats(inv.letters)
+        tally = q.tally(server, t.dlq, f, timeout_s=timeout_s, progress=progress, stats=stats)
+    _read_said(progress, stats)
+    st = tally.to_json()
     if as_json:
-        echo_json({"topic": dlq_topic, **st})
+        echo_json({"topic": t.dlq, **st})
     else:
-        click.echo(f"{st['total']} dead letter(s) in {dlq_topic}")
+        click.echo(f"{st['total']} dead letter(s) in {t.dlq}")
         for name in ("by_reason", "by_tenant", "by_stage"):
             counts = ", ".join(f"{escape(k)} {v}" for k, v in st[name].items()) or "-"
             click.echo(f"  {name.replace('_', ' ') + ':':<11} {counts}")
@@ -213,12 +285,12 @@ def dlq_stats(bootstrap: str | None, topic: str | None, as_json: bool) -> None:
                     f"  {end + ':':<11} {e['position']} {e['at']} ({age(at)} ago, {e['reason']})"
                 )
     if not st["total"]:
-        raise NothingFound(f"{dlq_topic} is empty")
+        raise NothingFound(f"no dead letter in {t.dlq} matches")
 
 
 @dlq.command("replay", epilog=EXIT_CODES)
 @bootstrap_option
-@_dlq_topic_option
+@topics_option
 @click.option(
     "--at",
     "positions",
@@ -233,23 +305,24 @@ def dlq_stats(bootstrap: str | None, topic: str | None, as_json: bool) -> None:
 @actor_options
 @click.option("--dry-run", is_flag=True, help="Say exactly what would be sent; send nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask before sending.")
-@click.option("--audit-topic", metavar="NAME", help="Audit topic (default: FLYT_TOPIC_AUDIT).")
+@timeout_option
 def dlq_replay(
     bootstrap: str | None,
-    topic: str | None,
+    topic_overrides: tuple[str, ...],
     positions: tuple[str, ...],
-    tenant: str | None,
+    tenants: tuple[str, ...],
     payment: str | None,
     reason: str | None,
     stage: str | None,
     since: str | None,
     until: str | None,
+    month: str | None,
     replay_all: bool,
     actor: str,
     roles: tuple[str, ...],
     dry_run: bool,
     yes: bool,
-    audit_topic: str | None,
+    timeout_s: float,
 ) -> None:
     """Send dead letters back to the topic they came from, to be processed again.
 
@@ -260,33 +333,35 @@ def dlq_replay(
     in Xledger first). Every replay, and every refused one, is written to the audit
     topic and the log; a dry run writes nothing.
     """
-    filters = (tenant, payment, reason, stage, since, until)
-    if positions and (replay_all or any(v is not None for v in filters)):
+    filters = (payment, reason, stage, since, until, month)
+    filtered = bool(tenants) or any(v is not None for v in filters)
+    if positions and (replay_all or filtered):
         raise click.UsageError("give either --at positions, or --all and/or filters, not both")
-    if not positions and not replay_all and all(v is None for v in filters):
+    if not positions and not replay_all and not filtered:
         raise click.UsageError("choose what to replay: --at P@O, filters (--tenant …) or --all")
     try:
         wanted = [q.parse_position(p) for p in positions]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--at") from None
-    f = _dlq_filter(*filters)
+    f = _dlq_filter(tenants, *filters)
     s, server = settings_for(bootstrap)
-    dlq_topic = topic or s.topics.dlq
-    trail = audit_topic or s.topics.audit
-    replay = Transfer(audit.REPLAY, s, server, trail, actor, list(roles), dry_run, yes)
+    t = with_topics(s, topic_overrides, bare="dlq")
+    replay = Transfer(audit.REPLAY, s, server, t.audit, actor, list(roles), dry_run, yes)
     replay.authorize()
+    progress, stats = Progress("dlq replay"), ReadStats()
     with failures():
-        inv = q.read(server, dlq_topic, trail)
-    if wanted:
-        letters, missing = inv.at(wanted)
-        if missing:
-            raise NothingFound(
-                f"no dead letter at {', '.join(missing)} in {dlq_topic}; nothing was sent"
-            )
-    else:
-        letters = sorted(inv.select(f), key=lambda d: (d.record.partition, d.record.offset))
+        if wanted:
+            letters, missing = q.at(server, t.dlq, wanted, timeout_s)
+            if missing:
+                raise NothingFound(
+                    f"no dead letter at {', '.join(missing)} in {t.dlq}; nothing was sent"
+                )
+        else:
+            chosen = q.select(server, t.dlq, f, timeout_s=timeout_s, progress=progress, stats=stats)
+            letters = sorted(chosen.letters, key=lambda d: (d.record.partition, d.record.offset))
+        inv = q.Inventory(letters, q.trail(server, t.audit))
     if not letters:
-        raise NothingFound(f"no dead letter in {dlq_topic} matches; nothing to replay")
+        raise NothingFound(f"no dead letter in {t.dlq} matches; nothing to replay")
     items = q.plan_replay(inv, letters, actor, s.dlq_max_replays)
     allowed = [i for i in items if i.allowed]
     verb = "would be sent" if dry_run else "to be sent"

@@ -1,5 +1,7 @@
-"""What every operator command takes the same way: the broker, topic names (`--topic
-KIND=NAME`), the settings, and times as operators type them."""
+"""What every operator command takes the same way: the broker (`--bootstrap HOST:PORT`),
+topic names (`--topic KIND=NAME`), tenants (`--tenant T`, repeatable wherever it filters),
+a period (`--since`/`--until` or `--month`, Oslo days), how long a read may wait
+(`--timeout`), and the settings."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import click
 
 from worker import config
 from worker.kafka_clients import KafkaConnection, KafkaSettingsError, from_properties
-from worker.ops.when import parse_when
+from worker.ops.topic_reader import DEFAULT_TIMEOUT_S
+from worker.ops.when import Period, parse_when, period_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,9 +81,63 @@ def topics_option(f: F) -> F:
         "topic_overrides",
         multiple=True,
         metavar="KIND=NAME",
-        help="Use topic NAME for KIND (payments, registers, receipts, rejections, dlq, "
-        "audit) instead of its FLYT_TOPIC_* setting; repeatable. A demo run on an external "
-        "broker names its topics in its summary, under 'topics'.",
+        help="Use topic NAME for KIND (payments, registers, submissions, receipts, "
+        "rejections, dlq, audit, control) instead of its FLYT_TOPIC_* setting; repeatable. "
+        "A demo run on an external broker names its topics in its summary, under 'topics'.",
+    )(f)
+
+
+def tenant_option(f: F) -> F:
+    return click.option(
+        "--tenant",
+        "tenants",
+        multiple=True,
+        metavar="T",
+        help="Only this tenant; repeatable (any of them).",
+    )(f)
+
+
+def period_options(what: str) -> Callable[[F], F]:
+    """--since, --until and --month; `what` says which time is judged."""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--month",
+            metavar="YYYY-MM",
+            help=f"{what} in this Oslo month (2026-11), or 'previous'; instead of --since/--until.",
+        )(f)
+        f = click.option(
+            "--until",
+            metavar="WHEN",
+            help=f"{what} before WHEN (a date: to the end of that Oslo day).",
+        )(f)
+        return click.option(
+            "--since",
+            metavar="WHEN",
+            help=f"{what} at or after WHEN: 30m, 2h, 7d ago, a date (an Oslo day) or an "
+            "ISO time (Oslo time without an offset).",
+        )(f)
+
+    return decorate
+
+
+def period(since: str | None, until: str | None, month: str | None) -> Period:
+    try:
+        return period_of(since, until, month)
+    except ValueError as exc:
+        hint = "--month" if month is not None else "--since/--until"
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+
+
+def timeout_option(f: F) -> F:
+    return click.option(
+        "--timeout",
+        "timeout_s",
+        default=DEFAULT_TIMEOUT_S,
+        show_default=True,
+        type=click.FloatRange(1),
+        metavar="SECONDS",
+        help="How long a read may wait for the broker without receiving anything.",
     )(f)
 
 
@@ -97,11 +154,17 @@ def settings_for(bootstrap: str | None) -> tuple[config.Settings, KafkaConnectio
     return s, connection_for(s, server)
 
 
-def with_topics(s: config.Settings, overrides: tuple[str, ...]) -> config.Topics:
+def with_topics(
+    s: config.Settings, overrides: tuple[str, ...], bare: str | None = None
+) -> config.Topics:
+    """The topics, with --topic KIND=NAME applied. Where a command reads one topic above
+    all (`dlq …`), `bare` names its kind, and --topic NAME alone means that one."""
     kinds = {f for f in asdict(s.topics)}
     changes: dict[str, str] = {}
     for item in overrides:
         kind, sep, name = item.partition("=")
+        if not sep and bare is not None and kind:
+            kind, sep, name = bare, "=", kind
         if not sep or kind not in kinds or not name:
             raise click.BadParameter(
                 f"{item!r} is not KIND=NAME with KIND one of {', '.join(sorted(kinds))}",
@@ -115,6 +178,6 @@ def when(text: str | None, option: str) -> datetime | None:
     if text is None:
         return None
     try:
-        return parse_when(text)
+        return parse_when(text, end=option == "--until")
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint=option) from None

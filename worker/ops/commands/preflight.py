@@ -162,13 +162,12 @@ def _read_topics(
 ) -> tuple[dict[str, RegisterSnapshot | None], dict[str, list[PaymentStatusEvent]]]:
     """The snapshot in force per tenant, and each tenant's `recent` newest Betalt events
     (the newest event of each payment), newest first."""
-    from worker.ops.rejections import betalt_events
+    from worker.ops.rejections import newest_betalt
     from worker.ops.snapshots_in_force import read_in_force
     from worker.ops.topic_reader import read_topics
 
     t = s.topics
-    wanted = [t.registers] + ([t.payments] if recent else [])
-    got = read_topics(server, wanted)
+    got = read_topics(server, [t.registers])
     history = read_in_force(got[t.registers])
     in_force: dict[str, RegisterSnapshot | None] = {}
     for tenant in history.book.tenants():
@@ -176,12 +175,8 @@ def _read_topics(
         in_force[tenant] = index.snapshot if index is not None else None
     events: dict[str, list[PaymentStatusEvent]] = {}
     if recent:
-        latest = [found[-1] for found in betalt_events(got[t.payments]).values() if found]
-        latest.sort(key=lambda pair: pair[0].timestamp_ms, reverse=True)
-        for _, event in latest:
-            mine = events.setdefault(event.tenant_id, [])
-            if len(mine) < recent:
-                mine.append(event)
+        for tenant, pairs in newest_betalt(server, t.payments, None, recent).items():
+            events[tenant] = [event for _, event in pairs]
     return in_force, events
 
 

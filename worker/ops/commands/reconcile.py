@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import logging
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import cast
 
 import click
@@ -17,16 +20,20 @@ from worker import logs, metrics
 from worker.core.endpoints import UrlPolicy
 from worker.ops.commands.options import (
     bootstrap_option,
+    period,
+    period_options,
     settings_for,
+    tenant_option,
+    timeout_option,
     topics_option,
-    when,
     with_topics,
 )
 from worker.ops.errors import BrokerUnavailable, TopicMissing
+from worker.ops.progress import Progress
 from worker.ops.reconcile import (
     EXIT_UNFINISHED,
+    OUTCOME_SLACK,
     Gathered,
-    Progress,
     Report,
     gather,
     look_up,
@@ -34,25 +41,34 @@ from worker.ops.reconcile import (
     render,
     report_of,
 )
-from worker.ops.topic_reader import read_topics
+from worker.ops.topic_reader import ReadStats, Record, read_topics, scan
+from worker.ops.when import Period
 from worker.xledger.client import ClientSettings, XledgerClient
 from worker.xledger.secrets import SecretStore
 
 EPILOG = """\b
-Exit codes: 0 clean (every Betalt payment has one outcome, and what was posted is in
-Xledger once, as submitted); 5 differences found; 1 could not finish (broker, topic, a
-tenant whose Xledger could not be asked: the output says which); 2 bad usage."""
+Exit codes: 0 clean (every Betalt payment of the period has one outcome, and what was
+posted is in Xledger once, as submitted, every field); 5 differences found; 6 incomplete
+(the topics no longer hold all of the period: retention; the output says what is
+missing); 1 could not finish (broker, topic, a tenant whose Xledger could not be asked:
+the output says which); 2 bad usage."""
+
+CSV_COLUMNS = ("tenant_id", "payment_id", "outcome", "finding", "findings", "details")
 
 
 @click.command(epilog=EPILOG)
 @bootstrap_option
 @topics_option
-@click.option("--tenant", help="Only this tenant.")
-@click.option(
-    "--since", metavar="WHEN", help="Betalt events that arrived at or after WHEN (30m, 7d, a date)."
-)
-@click.option("--until", metavar="WHEN", help="... and at or before WHEN (default: now).")
+@tenant_option
+@period_options("Betalt events that arrived")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the table.")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write every payment's verdict to this CSV file (for finance staff: "
+    "semicolon-separated, UTF-8 with BOM, as a Norwegian spreadsheet opens it).",
+)
 @click.option(
     "--metrics-port",
     type=click.IntRange(1, 65535),
@@ -66,28 +82,36 @@ tenant whose Xledger could not be asked: the output says which); 2 bad usage."""
     type=click.FloatRange(0),
     help="Seconds to keep serving /metrics after the run (with --metrics-port).",
 )
+@timeout_option
 def reconcile(
     bootstrap: str | None,
     topic_overrides: tuple[str, ...],
-    tenant: str | None,
+    tenants: tuple[str, ...],
     since: str | None,
     until: str | None,
+    month: str | None,
     as_json: bool,
+    csv_path: Path | None,
     metrics_port: int | None,
     linger: float,
+    timeout_s: float,
 ) -> None:
     """For every Betalt payment of the period: its outcome on the topics and its vouchers
-    in Xledger. Posted once as submitted; no outcome; a receipt but not in Xledger; in
-    Xledger twice; account, amount, date or counter line differ; rejected or dead-lettered
-    but in Xledger. Reads only: topics without joining a consumer group, Xledger through
-    read-only lookups (paced as the worker paces, each tenant with its own token)."""
+    in Xledger, looked up where and with the token it was posted with (its receipt's),
+    else the snapshot in force. Posted once as submitted (account, amount, date,
+    currency, text, taxRule, glObject1–5, project, bankAccountRef); no outcome; a receipt
+    but not in Xledger; in Xledger twice; a field differs; rejected or dead-lettered but
+    in Xledger. Reads only: topics without joining a consumer group, Xledger through
+    read-only lookups (paced as the worker paces, each token its own). Dates are Oslo
+    days; --month 2026-11 (or previous) takes an Oslo month."""
     s, server = settings_for(bootstrap)
     topics = with_topics(s, topic_overrides)
-    start = when(since, "--since")
-    end = when(until, "--until") or datetime.now(UTC)
+    window = period(since, until, month)
+    end = window.end or datetime.now(UTC)
+    window = Period(window.start, end)
     logs.configure("WARNING")  # the client's warnings as JSON lines on standard error
     logging.getLogger("kafka").setLevel(logging.ERROR)
-    progress = Progress()
+    progress = Progress("reconcile")
     try:
         policy = UrlPolicy(allow_sandbox=s.sandbox)
         client = XledgerClient(
@@ -100,26 +124,59 @@ def reconcile(
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    wanted = [
-        topics.payments,
-        topics.registers,
-        topics.submissions,
-        topics.receipts,
-        topics.rejections,
-        topics.dlq,
-    ]
+    outcomes = Period(window.start - OUTCOME_SLACK if window.start else None, None)
+    stats = ReadStats()
+
+    def stream(topic: str, within: Period) -> Iterator[Record]:
+        return scan(
+            server, [topic], period=within, timeout_s=timeout_s, progress=progress, stats=stats
+        )
+
     try:
-        progress(f"reading {', '.join(wanted)}")
-        records = read_topics(server, wanted, timeout_s=300.0)
+        registers = read_topics(server, [topics.registers], timeout_s=timeout_s)
+        records = {
+            topics.registers: registers[topics.registers],
+            topics.payments: stream(topics.payments, window),
+            topics.receipts: stream(topics.receipts, outcomes),
+            topics.rejections: stream(topics.rejections, outcomes),
+            topics.dlq: stream(topics.dlq, outcomes),
+            topics.submissions: stream(topics.submissions, outcomes),
+        }
+        g = gather(records, topics, period=window, tenants=tenants)
     except (BrokerUnavailable, TopicMissing) as exc:
         _publish(None, EXIT_UNFINISHED, metrics_port, linger)
         raise click.ClickException(str(exc)) from None
-    g = gather(records, topics, since=start, until=end, tenant=tenant)
+    if window.start is not None:
+        g.missing = [gap.describe() for gap in stats.gaps]
+    progress(stats.describe())
     not_checked = asyncio.run(_look_up(client, g, progress))
-    report = report_of(g, not_checked, start, end)
+    report = report_of(g, not_checked, window.start, end)
     click.echo(json.dumps(report.as_json(), ensure_ascii=False) if as_json else render(report))
+    if csv_path is not None:
+        _write_csv(report, csv_path)
     _publish(report, report.exit_code, metrics_port, linger)
     raise SystemExit(report.exit_code)
+
+
+def _write_csv(report: Report, path: Path) -> None:
+    """Every payment of the period, its outcome and verdict: one row each."""
+    try:
+        with path.open("w", encoding="utf-8-sig", newline="") as f:
+            out = csv.writer(f, delimiter=";")
+            out.writerow(CSV_COLUMNS)
+            for key, v in sorted(report.verdict.payments.items()):
+                out.writerow(
+                    [
+                        key[0],
+                        key[1],
+                        v.outcome,
+                        str(v.finding),
+                        ", ".join(str(x) for x in v.findings),
+                        "; ".join(v.details),
+                    ]
+                )
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from None
 
 
 async def _look_up(client: XledgerClient, g: Gathered, progress: Progress) -> dict[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,8 @@ from worker.core.endpoints import UrlPolicy
 from worker.kafka_clients import Bootstrap
 from worker.kafka_clients import BrokerError as KafkaError
 from worker.ops import audit
-from worker.ops.commands.options import bootstrap_option, settings_for
-from worker.ops.commands.output import RefusedExit, audit_logging
+from worker.ops.commands.options import bootstrap_option, settings_for, topics_option, with_topics
+from worker.ops.commands.output import RefusedExit, audit_logging, failures
 from worker.ops.commands.preflight import print_report
 from worker.ops.errors import BrokerUnavailable, TopicMissing
 from worker.ops.preflight import Environment, preflight
@@ -39,6 +39,7 @@ class DemoSnapshots:
 
 @click.command("publish-registers")
 @bootstrap_option
+@topics_option
 @click.option(
     "--file",
     "path",
@@ -64,6 +65,7 @@ class DemoSnapshots:
 def publish_registers(
     ctx: click.Context,
     bootstrap: str | None,
+    topic_overrides: tuple[str, ...],
     path: Path | None,
     demo: bool,
     allow_sandbox_url: bool,
@@ -83,6 +85,7 @@ def publish_registers(
     if force and not (run_preflight and actor):
         raise click.UsageError("--force goes with --preflight and --actor USER (it is audited)")
     s, server = settings_for(bootstrap)
+    s = replace(s, topics=with_topics(s, topic_overrides))
     if demo:
         source = ctx.find_object(DemoSnapshots)
         if source is None:  # run outside `worker/cli.py`: no demo to take them from
@@ -99,7 +102,8 @@ def publish_registers(
     if run_preflight:
         n = publish_after_preflight(server, s, snapshots, force=force, actor=actor, roles=roles)
     else:
-        n = publish(server, s.topics.registers, snapshots)
+        with failures():
+            n = publish(server, s.topics.registers, snapshots)
     click.echo(f"published {n} snapshot(s) to {s.topics.registers}")
 
 
@@ -127,7 +131,8 @@ def publish_after_preflight(
         print_report(r)
     blocked = {r.tenant_id: r.xledger_problems() for r in reports if r.xledger_problems()}
     if not blocked:
-        return publish(server, s.topics.registers, snapshots)
+        with failures():
+            return publish(server, s.topics.registers, snapshots)
     names = ", ".join(blocked)
     if not force:
         raise RefusedExit(
@@ -140,7 +145,7 @@ def publish_after_preflight(
     failure: str | None = None
     try:
         publish(server, s.topics.registers, snapshots)
-    except KafkaError as exc:
+    except (KafkaError, BrokerUnavailable) as exc:
         failure = f"publishing failed: {exc}"
     items = [
         audit.AuditItem(

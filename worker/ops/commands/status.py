@@ -1,63 +1,126 @@
-"""`python -m worker status`: per tenant, what the people on call ask first. Gathered by
-`worker/ops/tenant_status.py`."""
+"""`python -m worker status`: per tenant, what the people on call ask first, for the whole
+group of workers. Gathered by `worker/ops/tenant_status.py`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import click
 
-from worker.ops.commands.options import bootstrap_option, settings_for, topics_option, with_topics
+from worker.ops.commands.options import (
+    bootstrap_option,
+    period,
+    settings_for,
+    tenant_option,
+    timeout_option,
+    topics_option,
+    with_topics,
+)
 from worker.ops.commands.output import EXIT_CODES, NothingFound, echo_json, failures
 from worker.ops.dead_letter_queue import DeadLetter
-from worker.ops.rejections import read_rejections
+from worker.ops.progress import Progress
+from worker.ops.rejections import RejectionBook, read_rejections
 from worker.ops.safe_text import escape
 from worker.ops.snapshots_in_force import read_in_force
-from worker.ops.tenant_status import MetricsUnavailable, paused_from_metrics, statuses
-from worker.ops.topic_reader import read_topics
+from worker.ops.tenant_control import read_states
+from worker.ops.tenant_status import (
+    GroupReading,
+    MetricsUnavailable,
+    group_paused,
+    statuses,
+    summarize_letters,
+)
+from worker.ops.topic_reader import ReadStats, Record, read_topics, scan
 
 
 @click.command(epilog=EXIT_CODES)
 @bootstrap_option
 @topics_option
-@click.option("--tenant", help="Only this tenant.")
+@tenant_option
 @click.option(
     "--metrics",
-    "metrics_url",
+    "metrics_urls",
+    multiple=True,
     metavar="URL",
-    help="A worker's metrics address (http://HOST:9108/metrics): whether a tenant is "
-    "paused is known only to the worker; without it the status shows the evidence on the topics.",
+    help="A worker replica's metrics address (http://HOST:9108/metrics); repeatable, one "
+    "per replica: a tenant paused on any of them is paused. Pauses for credits or a refused "
+    "token live in the workers' memory; without this (or --prometheus) the status shows the "
+    "evidence on the topics.",
+)
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    metavar="URL",
+    help="Prometheus (http://prometheus:9090): the whole group's pauses, by the dashboards' "
+    "own query, instead of each replica's --metrics.",
+)
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="Read rejections, dead letters and receipts from WHEN on (30m, 7d, an Oslo date); "
+    "default: all the topics hold.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per tenant.")
+@timeout_option
 def status(
     bootstrap: str | None,
     topic_overrides: tuple[str, ...],
-    tenant: str | None,
-    metrics_url: str | None,
+    tenants: tuple[str, ...],
+    metrics_urls: tuple[str, ...],
+    prometheus_url: str | None,
+    since: str | None,
     as_json: bool,
+    timeout_s: float,
 ) -> None:
     """Per tenant: the register snapshot in force (version, age, who published it),
-    snapshots refused since, whether posting is paused and why, rejections waiting,
-    dead letters, and the last receipt."""
+    snapshots refused since, whether posting is paused (by hand: who, when, why; or for
+    credits or a token, on which replica), rejections waiting, dead letters, and the last
+    receipt."""
     s, server = settings_for(bootstrap)
     t = with_topics(s, topic_overrides)
-    paused = None
-    if metrics_url:
+    window = period(since, None, None)
+    group: GroupReading | None = None
+    if metrics_urls or prometheus_url:
         try:
-            paused = paused_from_metrics(metrics_url)
+            group = group_paused(list(metrics_urls), prometheus_url)
         except MetricsUnavailable as exc:
             raise click.ClickException(str(exc)) from None
+        for source, why in group.unreadable.items():
+            click.echo(f"status: {source} could not be read: {why}", err=True)
+    progress, stats = Progress("status"), ReadStats()
+    wanted = set(tenants)
+
+    def chosen(r: Record) -> bool:
+        tenant = (r.json() or {}).get("tenant_id")
+        return not wanted or tenant in wanted
+
+    def stream(topic: str) -> Iterator[Record]:
+        return scan(
+            server, [topic], period=window, timeout_s=timeout_s, progress=progress, stats=stats
+        )
+
     with failures():
-        got = read_topics(server, [t.registers, t.rejections, t.receipts, t.dlq])
-    found = statuses(
-        read_in_force(got[t.registers]),
-        read_rejections(got[t.rejections], got[t.receipts]),
-        [DeadLetter(r) for r in got[t.dlq]],
-        got[t.receipts],
-        paused,
-    )
-    found = [x for x in found if tenant is None or x.tenant_id == tenant]
+        registers = read_topics(server, [t.registers], timeout_s=timeout_s)[t.registers]
+        by_hand = read_states(server, t.control, timeout_s)
+        kept = [r for r in stream(t.rejections) if chosen(r)]
+        book: RejectionBook = read_rejections(kept, [])
+        last: dict[str, Record] = {}
+        for r in stream(t.receipts):
+            book.note_receipt(r)
+            tenant = (r.json() or {}).get("tenant_id")
+            newer = tenant not in last or r.timestamp_ms >= last[tenant].timestamp_ms
+            if isinstance(tenant, str) and (not wanted or tenant in wanted) and newer:
+                last[tenant] = r
+        letters = summarize_letters(DeadLetter(r) for r in stream(t.dlq))
+    if progress.elapsed_s > 2:
+        progress.say(stats.describe())
+    found = statuses(read_in_force(registers), book, letters, last, group, by_hand)
+    found = [x for x in found if not wanted or x.tenant_id in wanted]
     if not found:
         raise NothingFound(
-            f"no tenant {tenant} on the topics" if tenant else "no tenant on the topics"
+            f"no tenant {', '.join(tenants)} on the topics"
+            if tenants
+            else "no tenant on the topics"
         )
     for x in found:
         if as_json:
@@ -73,11 +136,10 @@ def status(
             )
         else:
             click.echo("  snapshot  none in force: every payment is rejected UNKNOWN_TENANT")
-        for r in x.refused_since:
-            click.echo(
-                f"  refused   v{r['version']} at {r['at']}: {escape('; '.join(r['reasons']))[:200]}"
-            )
-        click.echo(f"  paused    {x.paused}: {x.paused_why}")
+        for refused in x.refused_since:
+            words = escape("; ".join(refused["reasons"]))[:200]
+            click.echo(f"  refused   v{refused['version']} at {refused['at']}: {words}")
+        click.echo(f"  paused    {x.paused}: {escape(x.paused_why)}")
         codes = ", ".join(f"{k} {v}" for k, v in x.waiting_by_code.items())
         click.echo(f"  waiting   {x.waiting} rejected payment(s){': ' + codes if codes else ''}")
         reasons = ", ".join(f"{k} {v}" for k, v in x.dead_letters_by_reason.items())

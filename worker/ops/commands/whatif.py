@@ -11,13 +11,21 @@ import click
 
 from worker.core.endpoints import UrlPolicy
 from worker.offline import SnapshotFileError, read_snapshot_file
-from worker.ops.commands.options import bootstrap_option, settings_for, topics_option, with_topics
+from worker.ops.commands.options import (
+    bootstrap_option,
+    settings_for,
+    timeout_option,
+    topics_option,
+    with_topics,
+)
 from worker.ops.commands.output import EXIT_CODES, RefusedExit, cell, echo_json, failures
-from worker.ops.rejections import betalt_events, read_rejections
+from worker.ops.progress import Progress
+from worker.ops.rejections import events_of, newest_betalt, read_rejections
 from worker.ops.safe_text import escape
 from worker.ops.snapshots_in_force import read_in_force
-from worker.ops.topic_reader import read_topics
+from worker.ops.topic_reader import Record, read_topics, scan
 from worker.ops.whatif import Outcome, WhatIf, what_if
+from worker.ops.when import Period
 
 
 @click.command(epilog=EXIT_CODES)
@@ -42,6 +50,7 @@ from worker.ops.whatif import Outcome, WhatIf, what_if
     "--show", default=20, show_default=True, type=click.IntRange(0), help="Rows shown per list."
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per draft.")
+@timeout_option
 def whatif(
     draft_path: Path,
     bootstrap: str | None,
@@ -49,6 +58,7 @@ def whatif(
     recent: int,
     show: int,
     as_json: bool,
+    timeout_s: float,
 ) -> None:
     """What would this register change do? Before publishing a draft snapshot: which of
     the tenant's waiting rejections would now post, which would still fail and why, and
@@ -67,11 +77,38 @@ def whatif(
         raise click.ClickException(f"{draft_path} holds no snapshot")
     s, server = settings_for(bootstrap)
     t = with_topics(s, topic_overrides)
+    tenants = {d.tenant_id for _, d in drafts}
+    progress = Progress("whatif")
+
+    def theirs(r: Record) -> bool:
+        return (r.json() or {}).get("tenant_id") in tenants
+
     with failures():
-        got = read_topics(server, [t.registers, t.rejections, t.receipts, t.payments])
-    history = read_in_force(got[t.registers])
-    book = read_rejections(got[t.rejections], got[t.receipts])
-    events = betalt_events(got[t.payments])
+        registers = read_topics(server, [t.registers], timeout_s=timeout_s)[t.registers]
+        rejected = [
+            r
+            for r in scan(server, [t.rejections], timeout_s=timeout_s, progress=progress)
+            if theirs(r)
+        ]
+        first = min((r.at for r in rejected), default=None)
+        receipts = scan(
+            server, [t.receipts], period=Period(first), timeout_s=timeout_s, progress=progress
+        )
+        book = read_rejections(rejected, receipts if first is not None else [])
+        waiting = [p for tenant in sorted(tenants) for p in book.waiting(tenant)]
+        events = events_of(server, t.payments, waiting, timeout_s=timeout_s, progress=progress)
+        newest = newest_betalt(
+            server,
+            t.payments,
+            tenants,
+            recent + len(waiting),
+            timeout_s=timeout_s,
+            progress=progress,
+        )
+    for pairs in newest.values():
+        for record, event in pairs:
+            events.setdefault((event.tenant_id, event.payment_id), []).append((record, event))
+    history = read_in_force(registers)
     refused = 0
     for _, draft in drafts:
         report = what_if(
