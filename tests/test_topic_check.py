@@ -119,13 +119,15 @@ def test_kept_for_ever_needs_no_retention_and_a_size_limit_is_named() -> None:
     assert found.event == "topic_retention_bytes" and "retention.bytes=-1" in found.fix
 
 
-def test_a_changelog_that_ages_out_refuses_and_a_registers_topic_that_does_warns() -> None:
+def test_a_changelog_or_control_topic_that_ages_out_refuses_and_a_registers_one_warns() -> None:
     existing = made_as_the_worker_makes_them(S)
-    changelog, registers = changelog_topic(S, "outcomes"), S.topics.registers
-    for name in (changelog, registers):
+    changelog, control = changelog_topic(S, "outcomes"), S.topics.control
+    registers = S.topics.registers
+    for name in (changelog, control, registers):
         existing[name] = replace(existing[name], config=KAFKA_DEFAULTS)
     by_topic = {f.topic: f for f in findings(S, existing, KAFKA)}
-    assert by_topic[changelog].refuse and not by_topic[registers].refuse
+    assert by_topic[changelog].refuse and by_topic[control].refuse
+    assert not by_topic[registers].refuse
     compact = f"--entity-name {changelog} --add-config cleanup.policy=compact"
     assert by_topic[changelog].fix.endswith(compact)
 

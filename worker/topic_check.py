@@ -9,9 +9,10 @@ make the rest, and a topic made earlier with other settings stays as it was made
   to start (exit 78) with the command that fixes it. The outputs (receipts, rejections,
   dead letters) are written by key and the registers are read whole: any count works.
 - State kept for ever. A changelog that is not compacted (or kept for ever) loses a
-  payment's outcome after its retention (R17): refused too. A registers topic that is
-  not is a warning (a tenant whose snapshot aged out is held until it is published
-  again, nothing is lost).
+  payment's outcome after its retention (R17), and a control topic that is not would
+  resume a tenant paused by hand: refused too. A registers topic that is not is a
+  warning (a tenant whose snapshot aged out is held until it is published again,
+  nothing is lost).
 - Retention. Every topic reconcile reads must keep at least its look-back
   (RECONCILE_LOOKBACK_DAYS), and the topics holding work not done yet at least
   FLYT_RETENTION_DAYS (a tenant's pause): a shorter one is a warning with the command.
@@ -87,9 +88,20 @@ def findings(
     """What is wrong with the topics that exist, for these settings."""
     tools = Tools(kafka)
     out = _partitions(s, existing, tools)
-    for name in [store.changelog for store in stores(s)] + [s.topics.registers]:
+    outcome = "a payment's state (its outcome, R17) would be deleted after the retention"
+    forever = {store.changelog: (outcome, True) for store in stores(s)}
+    forever[s.topics.control] = (
+        "a tenant paused by hand would resume when its pause is deleted by the retention",
+        True,
+    )
+    forever[s.topics.registers] = (
+        "a tenant's snapshot would be deleted after the retention (its payments then wait "
+        "for the next snapshot)",
+        False,
+    )
+    for name, (cost, refuse) in forever.items():
         if name in existing:
-            out += _kept_for_ever(existing[name], tools, refuse=name != s.topics.registers)
+            out += _kept_for_ever(existing[name], tools, cost, refuse=refuse)
     for name, (days, why) in retention_needed(s).items():
         if name in existing:
             out += _retention(existing[name], days, why, tools)
@@ -179,7 +191,7 @@ def _partitions(s: Settings, existing: dict[str, ExistingTopic], tools: Tools) -
     ]
 
 
-def _kept_for_ever(topic: ExistingTopic, tools: Tools, *, refuse: bool) -> list[Finding]:
+def _kept_for_ever(topic: ExistingTopic, tools: Tools, cost: str, *, refuse: bool) -> list[Finding]:
     config = topic.config
     if config is None or "cleanup.policy" not in config:
         return [_unreported(topic, "cleanup.policy", tools)]
@@ -190,12 +202,6 @@ def _kept_for_ever(topic: ExistingTopic, tools: Tools, *, refuse: bool) -> list[
     )
     if for_ever:
         return []
-    cost = (
-        "a payment's state (its outcome, R17) would be deleted after the retention"
-        if refuse
-        else "a tenant's snapshot would be deleted after the retention (its payments then "
-        "wait for the next snapshot)"
-    )
     return [
         Finding(
             "topic_not_compacted",
