@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from tests.brokers import Broker
-from worker.config import Settings, from_env
+from worker.config import RECONCILE_LOOKBACK_DAYS, Settings, from_env
 from worker.engine.broker_kind import probe
 from worker.pipeline.topics import OUTCOMES, refused_topic, stores, topic_specs
 from worker.pipeline.wiring import SettingsConflict, kafka_backend, timings
@@ -64,10 +64,12 @@ def test_topics_holding_work_not_done_outlive_a_long_pause() -> None:
     purpose; its submissions must not be deleted by retention meanwhile."""
     s = Settings(broker_kind="kafka", app_id="flyt-x")
     by_name = {t.name: t for t in topic_specs(s)}
-    month = str(30 * 24 * 3600 * 1000)
+    # At least a month, and as long as reconcile reads back (a month-end proof, issue 27).
+    kept = int(RECONCILE_LOOKBACK_DAYS * 24 * 3600 * 1000)
+    assert kept >= 30 * 24 * 3600 * 1000
     t = s.topics  # the outcomes keep as long as the work they answer (reconcile)
     for name in (t.submissions, t.dlq, refused_topic(s), t.receipts, t.rejections):
-        assert by_name[name].config["retention.ms"] == month
+        assert by_name[name].config["retention.ms"] == str(kept)
     longer = {t.name: t for t in topic_specs(replace(s, retention_days=60))}
     assert longer[s.topics.submissions].config["retention.ms"] == str(60 * 24 * 3600 * 1000)
 

@@ -314,5 +314,5 @@ def test_the_log_format_can_be_chosen_and_a_wrong_one_is_refused(
     logs.configure("INFO", stream=stream)
     logs.get().info("worker_running", bootstrap="b:9092")
     assert "bootstrap=b:9092" in stream.getvalue()
-    with pytest.raises(ValueError, match="log format must be one of json, console"):
+    with pytest.raises(ValueError, match=r"\(FLYT_LOG_FORMAT\) must be one of json, console"):
         logs.configure("INFO", fmt="xml")

@@ -33,7 +33,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from worker import logs
-from worker.config import KafkaSecurity
+from worker.config import MECHANISMS, PROTOCOLS, KafkaSecurity
 
 if TYPE_CHECKING:
     from aiokafka.conn import AIOKafkaConnection
@@ -63,8 +63,6 @@ __all__ = [
     "producer",
 ]
 
-PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT")
-MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 PLAINTEXT = KafkaSecurity()
 
 # kafka-python's names, for the operator tools (only this module imports the library).

@@ -60,7 +60,9 @@ def configure(level: str = "INFO", stream: Any = None, fmt: str | None = None) -
     stream = stream or sys.stderr
     fmt = fmt or os.environ.get("FLYT_LOG_FORMAT") or ("console" if _isatty(stream) else "json")
     if fmt not in FORMATS:
-        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        raise ValueError(
+            f"log format {fmt!r} (FLYT_LOG_FORMAT) must be one of {', '.join(FORMATS)}"
+        )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,

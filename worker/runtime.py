@@ -26,6 +26,7 @@ from worker.kafka_clients import Bootstrap, connection
 from worker.pipeline.observer import Observer
 from worker.pipeline.topics import topic_specs
 from worker.pipeline.wiring import Pipeline, timings
+from worker.topic_check import check_topics
 from worker.xledger.client import ClientSettings, XledgerClient
 from worker.xledger.secrets import SecretStore
 
@@ -58,12 +59,16 @@ async def running_pipeline(
 ) -> AsyncIterator[Pipeline]:
     """The pipeline on the broker at `bootstrap`, every client reached with the settings'
     TLS and SASL (`s.kafka`); the connection is checked first (`broker_kind.resolve`): a
-    certificate or password the broker refuses raises KafkaRefused before anything starts."""
+    certificate or password the broker refuses raises KafkaRefused before anything starts.
+    Topics that exist with another partition count raise TopicsMismatch, before anything
+    is created (`worker.topic_check`)."""
     metrics.BUILD_INFO.labels(*build()).set(1)
     kafka = connection(bootstrap, s.kafka)
     s = await broker_kind.resolve(s, kafka)
     log.info("broker_profile", **asdict(s.profile()), **asdict(timings(s)))
-    await ensure_topics(kafka, topic_specs(s))
+    specs = topic_specs(s)
+    await check_topics(kafka, s, specs)  # those that exist: TopicsMismatch, or warnings
+    await ensure_topics(kafka, specs)
     pipeline = Pipeline(s, kafka.bootstrap, client)
     await pipeline.start()
     observer = Observer(pipeline, kafka.bootstrap)  # /ready, lag and the other state gauges

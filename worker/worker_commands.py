@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from worker.core.endpoints import UrlPolicy
+
+if TYPE_CHECKING:
+    from worker.config import UnknownVariable
 
 
 @click.command()
@@ -42,14 +45,19 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
     from dataclasses import replace
 
     from worker import config, logs
-    from worker.engine.topics import NotEnoughBrokers
+    from worker.engine.topics import NotEnoughBrokers, TopicsUndescribed
     from worker.kafka_clients import KafkaSettingsError, KafkaUnreachable
     from worker.pipeline.wiring import SettingsConflict
     from worker.runtime import WorkerCrashed
+    from worker.topic_check import TopicsMismatch
 
     try:
-        s = config.from_env()
-    except ValueError as exc:
+        # Logging first: a warning about the settings (an unknown FLYT_* variable) is a log
+        # line like any other; the level the settings ask for follows.
+        logs.configure("INFO")
+        s = config.from_env(warn=_unknown_variable)
+        logs.configure(s.log_level)
+    except ValueError as exc:  # FLYT_* values, FLYT_LOG_FORMAT: one line, exit 78
         raise SettingsRefused(str(exc)) from None
     server = bootstrap or s.bootstrap
     if embedded and server:
@@ -62,7 +70,6 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
         )
     if metrics_port is not None:
         s = replace(s, metrics_port=metrics_port or None)
-    logs.configure(s.log_level)
     try:
         if server:
             from worker.runtime import run as run_worker
@@ -81,12 +88,22 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
         raise click.ClickException(f"the worker stopped: {exc}") from None
     except NotEnoughBrokers as exc:  # the cluster, or a setting, to fix: say which
         raise click.ClickException(str(exc)) from None
-    except (SettingsConflict, KafkaSettingsError) as exc:
-        # A refused certificate or password, a secret file that cannot be read: one line,
-        # exit 78, no retry (a restart cannot cure it).
+    except (SettingsConflict, KafkaSettingsError, TopicsMismatch) as exc:
+        # A refused certificate or password, a secret file that cannot be read, topics
+        # whose partitions do not match: one line, exit 78, no retry (a restart cannot
+        # cure it).
         raise SettingsRefused(str(exc)) from None
-    except KafkaUnreachable as exc:  # the broker may be starting: exit 1, restarted
+    except (KafkaUnreachable, TopicsUndescribed) as exc:  # the broker may be starting: exit 1
         raise click.ClickException(str(exc)) from None
+
+
+def _unknown_variable(unknown: UnknownVariable) -> None:
+    from worker import logs
+
+    # The name alone: the value may be anything (a password set under a wrong name).
+    logs.get("worker.config").warning(
+        "setting_unknown", variable=unknown.name, did_you_mean=unknown.closest
+    )
 
 
 class SettingsRefused(click.ClickException):

@@ -1,10 +1,14 @@
-"""Creating topics explicitly, with their partition counts and configs."""
+"""Creating topics explicitly, with their partition counts and configs; describing the
+ones that exist already."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 
 from worker.kafka_clients import Bootstrap, client_args
 
@@ -17,6 +21,10 @@ class TopicSpec:
     partitions: int
     config: dict[str, str]
     replication_factor: int = 1
+
+
+class TopicsUndescribed(RuntimeError):
+    """The broker would not say which topics exist or how many partitions they have."""
 
 
 class NotEnoughBrokers(RuntimeError):
@@ -56,5 +64,71 @@ async def ensure_topics(bootstrap: Bootstrap, specs: list[TopicSpec]) -> list[st
             if code not in (0, TOPIC_ALREADY_EXISTS):
                 raise RuntimeError(f"could not create topic {name}: error code {code}")
         return [s.name for s in missing]
+    finally:
+        await admin.close()
+
+
+@dataclass(frozen=True)
+class ExistingTopic:
+    name: str
+    partitions: int
+    # The configs the broker reported (DescribeConfigs): Apache Kafka reports every one,
+    # its defaults too; Tansu only those given when the topic was made. None: the broker
+    # did not answer (`config_error` says why: an old broker, an ACL without
+    # DescribeConfigs).
+    config: dict[str, str] | None
+    config_error: str | None = None
+
+
+async def describe_topics(bootstrap: Bootstrap, names: Iterable[str]) -> dict[str, ExistingTopic]:
+    """The topics among `names` that exist: their partition counts and configs. Topics
+    that do not exist are left out (never asked for by name: a broker that creates topics
+    on a metadata request would make them)."""
+    admin = AIOKafkaAdminClient(**client_args(bootstrap))
+    await admin.start()
+    try:
+        try:
+            existing = sorted(set(names) & set(await admin.list_topics()))
+            described = await admin.describe_topics(existing) if existing else []
+        except KafkaError as exc:
+            raise TopicsUndescribed(
+                f"the broker at {bootstrap} did not list or describe the topics "
+                f"({type(exc).__name__}: {exc}): they cannot be checked; the worker stops, "
+                "to be started again"
+            ) from None
+        partitions = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+        if not partitions:
+            return {}
+        configs: dict[str, dict[str, str] | str] = {}
+        try:
+            responses = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name) for name in partitions]
+            )
+        except (KafkaError, OSError, TimeoutError) as exc:
+            why = f"DescribeConfigs failed: {type(exc).__name__} {exc}".strip()
+            configs = dict.fromkeys(partitions, why)
+        else:
+            for response in responses:
+                for resource in response.to_object()["resources"]:
+                    name, code = resource["resource_name"], resource["error_code"]
+                    configs[name] = (
+                        {
+                            e["config_names"]: e["config_value"]
+                            for e in resource["config_entries"]
+                            if e["config_value"] is not None  # sensitive, or no value
+                        }
+                        if code == 0
+                        else f"DescribeConfigs answered error {code} "
+                        f"({resource['error_message'] or 'no message'})"
+                    )
+        found = {}
+        for name, count in partitions.items():
+            config = configs.get(name, "DescribeConfigs said nothing of it")
+            found[name] = (
+                ExistingTopic(name, count, config)
+                if isinstance(config, dict)
+                else ExistingTopic(name, count, None, config)
+            )
+        return found
     finally:
         await admin.close()
