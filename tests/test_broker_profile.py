@@ -68,7 +68,7 @@ def test_topics_holding_work_not_done_outlive_a_long_pause() -> None:
     kept = int(RECONCILE_LOOKBACK_DAYS * 24 * 3600 * 1000)
     assert kept >= 30 * 24 * 3600 * 1000
     t = s.topics  # the outcomes keep as long as the work they answer (reconcile)
-    for name in (t.submissions, t.dlq, refused_topic(s), t.receipts, t.rejections):
+    for name in (t.payments, t.submissions, t.dlq, refused_topic(s), t.receipts, t.rejections):
         assert by_name[name].config["retention.ms"] == str(kept)
     longer = {t.name: t for t in topic_specs(replace(s, retention_days=60))}
     assert longer[s.topics.submissions].config["retention.ms"] == str(60 * 24 * 3600 * 1000)

@@ -4,9 +4,12 @@ and configs (contracts.md).
 Every topic gets the broker profile's replication factor and `min.insync.replicas`: with
 3 copies, 2 in sync and producers on `acks=all`, a lost broker loses no payment. The
 topics that hold work not done yet (submissions, refused payments on their way back to
-their state's owner, dead letters) keep it for `retention_days` (30 by default): longer
-than any pause a tenant may sit out before its payments are posted. State changelogs
-are compacted (the newest record per key is kept for ever).
+their state's owner, dead letters) and those reconcile reads (payment status, receipts,
+rejections) keep it for `retention_days` (63 by default): longer than any pause a tenant
+may sit out before its payments are posted, and than reconcile's look-back
+(`worker/topic_check.py`). State changelogs and the pauses by hand are compacted (the
+newest record per key is kept for ever). In production the payment-status topic is
+Flyt's: the start-up check says when its retention is shorter.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def topic_specs(s: Settings) -> list[TopicSpec]:
     keep = retention_config(s)
     compacted = {"cleanup.policy": "compact", **_LARGE, **isr}
     return [
-        TopicSpec(t.payments, n, isr, rf),
+        TopicSpec(t.payments, n, {**keep, **isr}, rf),
         # Compacted: the newest snapshot per tenant is what matters; every worker reads all.
         TopicSpec(t.registers, n, {"cleanup.policy": "compact", **isr}, rf),
         TopicSpec(t.control, 1, {"cleanup.policy": "compact", **isr}, rf),  # paused by hand
