@@ -55,6 +55,10 @@ def worker_env(
         "FLYT_METRICS_PORT": str(metrics_port),
         "FLYT_PARTITIONS": str(s.partitions),
         "FLYT_POST_BATCH_WINDOW_S": str(s.post_batch_window_s),
+        # The test's sandbox stores a request before it answers (or a test's fault says
+        # when): a settle time of one request deadline is enough, and keeps the takeover
+        # after a kill short. Tests of the settle time itself set their own.
+        "FLYT_XLEDGER_SETTLE_S": "15",
     }
     for field, topic in asdict(s.topics).items():
         env[f"FLYT_TOPIC_{field.upper()}"] = topic

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from tests.brokers import Broker
 from tests.factories import filling_the_gap, with_register_gap
 from tests.ledger import assert_ledger_exactly_once
-from tests.processes import free_port, stop_process
+from tests.processes import free_port, stop_process, subprocess_env
 from tests.stream_helpers import (
     expected_outcomes,
     metric,
@@ -69,8 +69,16 @@ def test_demo_3000_events_accounted_posted_once_few_requests(
         "--timeout",
         "240",
     ]
+    # The sandbox stores a mutation before it fails the answer, and hangs 5 s at most: a
+    # 5 s request deadline and as much settle time keep every guarantee, and the test
+    # short (the defaults, 15 s and 60 s, would only slow it down).
+    env = subprocess_env({"FLYT_XLEDGER_REQUEST_DEADLINE_S": "6", "FLYT_XLEDGER_SETTLE_S": "6"})
     proc = subprocess.run(
-        args + (["--faults"] if faults else []), capture_output=True, text=True, timeout=400
+        args + (["--faults"] if faults else []),
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
