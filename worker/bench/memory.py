@@ -1,10 +1,10 @@
 """What a tenant's registers cost the worker in memory, measured (issue 29).
 
-    python -m worker.bench.memory [--tenants 356] [--top 12]
+    python -m worker.bench.memory [--tenants 356] [--top 12] [--distinct]
 
 Loads the bench's tenants' register snapshots (a municipality's size, `data.PADDING`)
-into a `RegisterBook`, as the register cache does (read from JSON, offered, the parsed
-snapshot dropped), under tracemalloc, and prints one JSON line:
+into a `RegisterBook` as the register cache does (`apply_snapshot_record`: read from JSON,
+offered, the parsed snapshot dropped), under tracemalloc, and prints one JSON line:
 - `book_kb_per_tenant`: what the book holds per tenant once loaded;
 - `by_site_kb_per_tenant`: that, by the worker's line that allocated it (the innermost
   frame in the worker's code: pydantic's and zlib's work is counted at our call);
@@ -14,6 +14,11 @@ snapshot dropped), under tracemalloc, and prints one JSON line:
   before the index is built from it);
 - `parsed_snapshot_kb`: what a tenant would cost more if its parsed snapshot were kept
   (`RegisterIndex.snapshot`, read back for R13 and the tools).
+The bench's tenants are clones: their padded children and groups have the same ids in
+every tenant, and pydantic's JSON reader shares equal short strings, so the book's
+traced bytes undercount a real municipality's; `--distinct` gives every tenant children
+and groups of its own (ids and values), as real registers have. `by_attribute` counts each
+tenant's strings as its own either way.
 The book is only part of a worker's memory per tenant: `bench --month-start
 --tracemalloc` shows what a running worker holds per active tenant.
 """
@@ -32,16 +37,18 @@ from typing import Any
 
 from worker.bench import data
 from worker.bench.diagnostics import site_of
-from worker.contracts import RegisterSnapshot
 from worker.core.register_book import RegisterBook
 from worker.core.register_index import RegisterIndex
+from worker.core.snapshot_record import Applied, apply_snapshot_record
 
 FRAMES = 25  # deep enough to reach our frame under pydantic's validation
 _SHARED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, enum.Enum)
 
 
-def register_book_memory(tenants: int = data.MUNICIPALITIES, top: int = 12) -> dict[str, Any]:
-    raw = [data.snapshot_bytes(t) for t in data.tenant_ids(tenants)]
+def register_book_memory(
+    tenants: int = data.MUNICIPALITIES, top: int = 12, distinct: bool = False
+) -> dict[str, Any]:
+    raw = [_snapshot(t, distinct) for t in data.tenant_ids(tenants)]
     gc.collect()
     tracemalloc.start(FRAMES)
     try:
@@ -52,7 +59,8 @@ def register_book_memory(tenants: int = data.MUNICIPALITIES, top: int = 12) -> d
         for r in raw:
             tracemalloc.reset_peak()
             at, _ = tracemalloc.get_traced_memory()
-            if not book.offer(RegisterSnapshot.model_validate_json(r)).accepted:
+            # The register cache's own path: read, offer, the parsed snapshot dropped.
+            if apply_snapshot_record(book, r).kind is not Applied.ACCEPTED:
                 raise RuntimeError("a bench snapshot was refused")  # data.py is wrong
             offer_peak = max(offer_peak, tracemalloc.get_traced_memory()[1] - at)
         gc.collect()
@@ -66,6 +74,7 @@ def register_book_memory(tenants: int = data.MUNICIPALITIES, top: int = 12) -> d
     indexes = [i for t in book.tenants() if (i := book.index(t)) is not None]
     return {
         "tenants": tenants,
+        "distinct": distinct,
         "snapshot_json_kb_per_tenant": round(sum(map(len, raw)) / tenants / 1e3, 1),
         "book_mb": round(held / 1e6, 2),
         "book_kb_per_tenant": round(held / tenants / 1e3, 1),
@@ -76,6 +85,19 @@ def register_book_memory(tenants: int = data.MUNICIPALITIES, top: int = 12) -> d
         "offer_peak_kb": round(offer_peak / 1e3, 1),
         "parsed_snapshot_kb": round(parsed / 1e3, 1),
     }
+
+
+def _snapshot(tenant: str, distinct: bool) -> bytes:
+    snap = data.snapshot_dict(tenant)
+    if distinct:  # the clone's own children and groups, as a real municipality has
+        reg = snap["registers"]
+        for b in reg["barn"]:
+            b["child_id"] = f"{b['child_id']}-{tenant}"
+            b["value"] = f"{b['value']}-{tenant}"
+        for g in reg["grupper"]:
+            g["group_id"] = f"{g['group_id']}-{tenant}"
+            g["value"] = f"{g['value']}-{tenant}"
+    return json.dumps(snap, ensure_ascii=False).encode()
 
 
 def _parsed_snapshot_bytes(book: RegisterBook, n: int) -> float:
@@ -129,8 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tenants", type=int, default=data.MUNICIPALITIES)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument(
+        "--distinct", action="store_true", help="every tenant its own children and groups"
+    )
     args = parser.parse_args(argv)
-    print(json.dumps(register_book_memory(args.tenants, args.top), ensure_ascii=False))
+    figures = register_book_memory(args.tenants, args.top, args.distinct)
+    print(json.dumps(figures, ensure_ascii=False))
 
 
 if __name__ == "__main__":
