@@ -184,6 +184,11 @@ def _month_start(directory: Path, summary: dict[str, Any]) -> Path:
             axes[1][col].plot(
                 xs, [_times(r.get(beside), scale) for r in along_tenants], style, color="C0"
             )
+        for r in rows:  # a point measured as it stood at its deadline says so
+            if r.get("incomplete") and r.get(key) is not None:
+                axes[0][col].annotate("incomplete", (r["events"], r[key]), fontsize=7)
+                if r["events"] == most_events:
+                    axes[1][col].annotate("incomplete", (r["tenants"], r[key]), fontsize=7)
         axes[0][col].set_xlabel("events (all Betalt, at once)")
         axes[1][col].set_xlabel(f"tenants ({most_events:,} events)")
         for row in (0, 1):
@@ -193,8 +198,12 @@ def _month_start(directory: Path, summary: dict[str, Any]) -> Path:
                 ax.axhline(limit, color="grey", linewidth=0.8, label="issue 29's limit")
             ax.set_ylim(bottom=0)
         axes[0][col].legend(fontsize=7)
+    setup = summary.get("setup", {})
+    profiled = [name for name in ("py_spy", "tracemalloc") if setup.get(name)]
+    note = f" — profiled ({', '.join(profiled)}): not the worker's own figures" if profiled else ""
     fig.suptitle(
-        f"Month start, {most_tenants} tenants' registers loaded — {_title(summary)}", fontsize=10
+        f"Month start, {most_tenants} tenants' registers loaded — {_title(summary)}{note}",
+        fontsize=10,
     )
     return _save(fig, directory / "month_start.png")
 
