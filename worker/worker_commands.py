@@ -178,16 +178,39 @@ def enrich(snapshot_path: Path, events_path: Path, allow_sandbox_url: bool) -> N
     type=click.Path(file_okay=False, path_type=Path),
     help="Write the summary, its series and PNGs into this folder (matplotlib, .[dev]).",
 )
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep every worker's log (and py-spy's, tracemalloc's files) in this folder.",
+)
+@click.option(
+    "--py-spy",
+    "py_spy",
+    is_flag=True,
+    help="--month-start: py-spy samples the largest point's worker; its top frames go into "
+    "the summary (pip install py-spy). That point's figures are then not the worker's own.",
+)
+@click.option(
+    "--tracemalloc",
+    "traced",
+    is_flag=True,
+    help="--month-start: every worker under tracemalloc; what holds its memory at its peak, "
+    "and per added tenant. A diagnostic run: its speed and RSS are not the worker's.",
+)
 def bench(
     quick: bool,
     broker_kind: str | None,
     month_start: bool,
     scaling: bool,
     report_dir: Path | None,
+    log_dir: Path | None,
+    py_spy: bool,
+    traced: bool,
 ) -> None:
     """Throughput, latency and Xledger requests on one broker, beside plain aiokafka;
     progress on stderr, the last line a JSON summary."""
     from worker import logs
+    from worker.bench.diagnostics import Diagnostics, py_spy_command
     from worker.bench.month_start import MONTH_START, MONTH_START_QUICK, run_month_start
     from worker.bench.runner import FULL, QUICK, run
     from worker.bench.scaling import SCALING, SCALING_QUICK, run_scaling
@@ -197,6 +220,11 @@ def bench(
         raise click.UsageError("--month-start and --scaling are separate runs: choose one")
     if scaling and broker_kind == "tansu":
         raise click.UsageError("--scaling runs on Apache Kafka with 3 brokers")
+    if (py_spy or traced) and not month_start:
+        raise click.UsageError("--py-spy and --tracemalloc go with --month-start")
+    if py_spy and py_spy_command() is None:
+        raise click.UsageError("--py-spy needs py-spy: pip install py-spy")
+    diagnostics = Diagnostics(log_dir=log_dir, py_spy=py_spy, tracemalloc=traced)
     if report_dir is not None:
         try:
             import matplotlib  # noqa: F401 - only asked whether it is there
@@ -207,11 +235,15 @@ def bench(
     try:
         if month_start:
             plan = MONTH_START_QUICK if quick else MONTH_START
-            summary = run_month_start(plan, broker_kind or "tansu", series=series)
+            summary = run_month_start(
+                plan, broker_kind or "tansu", series=series, diagnostics=diagnostics
+            )
         elif scaling:
-            summary = run_scaling(SCALING_QUICK if quick else SCALING, "kafka", series=series)
+            plan_s = SCALING_QUICK if quick else SCALING
+            summary = run_scaling(plan_s, "kafka", series=series, diagnostics=diagnostics)
         else:
-            summary = run(QUICK if quick else FULL, broker_kind or "tansu", series=series)
+            plan_r = QUICK if quick else FULL
+            summary = run(plan_r, broker_kind or "tansu", series=series, diagnostics=diagnostics)
     except (KafkaUnavailable, TimeoutError, RuntimeError) as exc:
         raise click.ClickException(f"bench failed: {exc}") from None
     except KeyboardInterrupt:

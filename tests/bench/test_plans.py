@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from tests.processes import children
-from worker.bench.month_start import MONTH_START_TINY, fees, growth, run_month_start
+from worker.bench.diagnostics import Diagnostics, py_spy_command
+from worker.bench.month_start import (
+    MONTH_START_TINY,
+    MonthStartPlan,
+    fees,
+    growth,
+    run_month_start,
+)
 from worker.bench.report import write_report
 from worker.bench.scaling import SCALING_TINY, run_scaling
 
@@ -88,10 +95,56 @@ def test_a_tiny_month_start_on_tansu_has_every_figure_and_a_report(tmp_path: Pat
     for r in rows:
         assert r["to_last_outcome_s"] > 0 and r["worker_rss_mb"] > 0
         assert r["posted"] + r["rejected"] > 0 and r["requests_per_payment"] > 0
+        # Issue 29: the floor and the two-hop anchor beside each point, in the same run.
+        assert r["requests_floor_per_payment"] == round(2 * r["tenants"] / r["posted"], 4)
+        assert 0 < r["lookups"] + r["mutations"] <= r["requests"]
+        assert 0 <= r["last_outcome_after_last_event_s"] <= r["to_last_outcome_s"]
+        assert r["two_hop_anchor_cpu_us_per_event"] > 0 and r["two_hop_anchor_events_per_s"] > 0
+        assert r["cpu_ratio_two_hop"] > 0
+        assert "diagnostics" not in r  # none asked for
     assert set(summary["growth"]) == {"events", "tenants"}
+    assert isinstance(summary["growth"]["tenants"]["rss_flat_within_10pct"], bool)
+    enrich = summary["enrich_anchor"]  # the stricter anchor, at the largest point
+    assert enrich["ratio_engine_batches"] > 0 and enrich["cpu_ratio_engine_batches"] > 0
+    t = summary["targets"]
+    assert t["at"] == {"events": 400, "tenants": 4}
+    for key in ("requests_per_payment", "worker_rss_mb", "cpu_ratio_two_hop"):
+        figure, limit, met = t[key]
+        assert figure > 0 and limit > 0 and isinstance(met, bool)
     json.dumps(summary)
     paths = write_report(tmp_path, summary, series)
     assert _pngs(paths) == {"month_start.png", "month_start_receipts.png"}
+
+
+@pytest.mark.integration
+def test_a_traced_month_start_keeps_its_logs_and_says_what_holds_memory(tmp_path: Path) -> None:
+    before = children()
+    logs = tmp_path / "logs"
+    plan = MonthStartPlan(points=((200, 2), (200, 3)), registered_tenants=4, enrich_anchor=False)
+    spy = py_spy_command() is not None  # py-spy is not a dependency: sampled where installed
+    series: dict[str, Any] = {}
+    summary = run_month_start(
+        plan,
+        "tansu",
+        say=lambda line: None,
+        series=series,
+        diagnostics=Diagnostics(log_dir=logs, py_spy=spy, tracemalloc=True),
+    )
+    assert children() <= before  # py-spy stopped too
+    assert {p.name for p in logs.glob("worker-*.log")} == {
+        "worker-month-200-2-0.log",
+        "worker-month-200-3-0.log",
+    }
+    small, large = summary["month_start"]
+    [traced] = large["diagnostics"]["tracemalloc"]
+    assert traced["traced_mb"] > 0 and traced["by_worker_frame_mb"]
+    assert "sites_bytes" not in traced  # in the series, not the summary line
+    assert set(series["tracemalloc_sites_bytes"]) == {"200-2", "200-3"}
+    assert summary["tracemalloc_per_tenant_kb"]["to_tenants"] == 3
+    if spy:  # the largest point only
+        assert large["diagnostics"]["py_spy"]["samples"] > 0
+        assert "py_spy" not in small.get("diagnostics", {})
+    json.dumps(summary)
 
 
 @pytest.mark.integration

@@ -3,8 +3,10 @@
 - the standard run: `latency.png` (Betalt → receipt, steady and burst), `throughput.png`
   (events/s over time: the anchor, the enrich stage alone, the whole worker) and
   `window.png` (Xledger requests per payment, and p99, against the post batch window);
-- `--month-start`: `month_start.png` (time to the last outcome, requests per payment and
-  peak RSS as events and tenants grow) and `month_start_receipts.png`;
+- `--month-start`: `month_start.png` (the last outcome after the last and the first
+  event, requests per payment beside the floor, peak RSS, CPU per event beside the
+  two-hop anchor's double, as events and tenants grow; issue 29's limits as grey lines)
+  and `month_start_receipts.png`;
 - `--scaling`: `scaling.png` (events/s and CPU µs per event per worker, 1 → N workers).
 
 matplotlib is a development dependency (`.[dev]`), imported only here.
@@ -130,35 +132,84 @@ def _window(directory: Path, summary: dict[str, Any]) -> Path:
 
 
 def _month_start(directory: Path, summary: dict[str, Any]) -> Path:
+    """Four figures, each along the events (top: a line per tenant count) and along the
+    tenants (bottom, at the most events), with issue 29's limit or floor beside each."""
     import matplotlib.pyplot as plt
 
     rows = summary["month_start"]
-    figures = (
-        ("to_last_outcome_s", "time to the last outcome (s)"),
-        ("requests_per_payment", "Xledger requests per payment"),
-        ("worker_rss_mb", "worker peak RSS (MB)"),
+    # (key, label, a second key drawn dashed beside it, a limit drawn as a grey line)
+    figures: tuple[tuple[str, str, str | None, float | None], ...] = (
+        (
+            "last_outcome_after_last_event_s",
+            "last outcome after the last event (s)\n(dotted: after the first)",
+            "to_last_outcome_s",
+            20.0,
+        ),
+        (
+            "requests_per_payment",
+            "Xledger requests per payment\n(dashed: the floor, 2 × tenants / payments)",
+            "requests_floor_per_payment",
+            0.02,
+        ),
+        ("worker_rss_mb", "worker peak RSS (MB)", None, 250.0),
+        (
+            "worker_cpu_us_per_event",
+            "worker CPU µs per event\n(dashed: the two-hop anchor's × 2)",
+            "two_hop_anchor_cpu_us_per_event",
+            None,
+        ),
     )
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+    fig, axes = plt.subplots(2, len(figures), figsize=(4.2 * len(figures), 7))
     most_events = max(r["events"] for r in rows)
     most_tenants = max(r["tenants"] for r in rows)
-    for col, (key, label) in enumerate(figures):
-        for tenants in sorted({r["tenants"] for r in rows}):
+    along_tenants = sorted(
+        (r for r in rows if r["events"] == most_events), key=lambda r: r["tenants"]
+    )
+    for col, (key, label, beside, limit) in enumerate(figures):
+        scale = 2 if beside == "two_hop_anchor_cpu_us_per_event" else 1
+        style = ":" if beside == "to_last_outcome_s" else "--"
+        for i, tenants in enumerate(sorted({r["tenants"] for r in rows})):
             line = sorted((r for r in rows if r["tenants"] == tenants), key=lambda r: r["events"])
+            xs = [r["events"] for r in line]
             axes[0][col].plot(
-                [r["events"] for r in line], [r[key] for r in line], "o-", label=f"{tenants} ten."
+                xs, [r.get(key) for r in line], "o-", color=f"C{i}", label=f"{tenants} ten."
             )
-        line = sorted((r for r in rows if r["events"] == most_events), key=lambda r: r["tenants"])
-        axes[1][col].plot([r["tenants"] for r in line], [r[key] for r in line], "o-")
+            if beside:
+                axes[0][col].plot(
+                    xs, [_times(r.get(beside), scale) for r in line], style, color=f"C{i}"
+                )
+        xs = [r["tenants"] for r in along_tenants]
+        axes[1][col].plot(xs, [r.get(key) for r in along_tenants], "o-", color="C0")
+        if beside:
+            axes[1][col].plot(
+                xs, [_times(r.get(beside), scale) for r in along_tenants], style, color="C0"
+            )
+        for r in rows:  # a point measured as it stood at its deadline says so
+            if r.get("incomplete") and r.get(key) is not None:
+                axes[0][col].annotate("incomplete", (r["events"], r[key]), fontsize=7)
+                if r["events"] == most_events:
+                    axes[1][col].annotate("incomplete", (r["tenants"], r[key]), fontsize=7)
         axes[0][col].set_xlabel("events (all Betalt, at once)")
         axes[1][col].set_xlabel(f"tenants ({most_events:,} events)")
         for row in (0, 1):
-            axes[row][col].set_ylabel(label)
-            axes[row][col].set_ylim(bottom=0)
-        axes[0][col].legend()
+            ax = axes[row][col]
+            ax.set_ylabel(label, fontsize=8)
+            if limit is not None:
+                ax.axhline(limit, color="grey", linewidth=0.8, label="issue 29's limit")
+            ax.set_ylim(bottom=0)
+        axes[0][col].legend(fontsize=7)
+    setup = summary.get("setup", {})
+    profiled = [name for name in ("py_spy", "tracemalloc") if setup.get(name)]
+    note = f" — profiled ({', '.join(profiled)}): not the worker's own figures" if profiled else ""
     fig.suptitle(
-        f"Month start, {most_tenants} tenants' registers loaded — {_title(summary)}", fontsize=10
+        f"Month start, {most_tenants} tenants' registers loaded — {_title(summary)}{note}",
+        fontsize=10,
     )
     return _save(fig, directory / "month_start.png")
+
+
+def _times(value: float | None, scale: int) -> float | None:
+    return value * scale if value is not None else None
 
 
 def _month_start_receipts(directory: Path, series: dict[str, Any]) -> Path:

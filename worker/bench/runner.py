@@ -27,6 +27,7 @@ from typing import Any
 
 from worker.bench import data
 from worker.bench.core import core_figures
+from worker.bench.diagnostics import NONE, Diagnostics
 from worker.bench.watch import per_second
 from worker.bench.world import (
     DEFAULT_WINDOW_S,
@@ -72,7 +73,11 @@ TINY = Plan(  # the test's: every key, in seconds, figures meaningless
 
 
 def run(
-    plan: Plan, broker_kind: str, say: Say = say_stderr, series: dict[str, Any] | None = None
+    plan: Plan,
+    broker_kind: str,
+    say: Say = say_stderr,
+    series: dict[str, Any] | None = None,
+    diagnostics: Diagnostics = NONE,
 ) -> dict[str, Any]:
     """Start the broker (from this thread: its processes die with it), run every phase,
     stop everything; returns the summary. `series`, when given, receives what the report
@@ -80,7 +85,8 @@ def run(
     load_start = load()
     started = time.monotonic()
     with interrupts_as_keyboard(), broker(broker_kind, say) as bootstrap:
-        summary = asyncio.run(_phases(plan, bootstrap, say, series if series is not None else {}))
+        out = series if series is not None else {}
+        summary = asyncio.run(_phases(plan, bootstrap, say, out, diagnostics))
     summary = {"broker": broker_kind, **summary}
     summary["elapsed_s"] = round(time.monotonic() - started, 1)
     summary["loadavg_start"] = load_start
@@ -88,7 +94,9 @@ def run(
     return summary
 
 
-async def _phases(plan: Plan, bootstrap: str, say: Say, series: dict[str, Any]) -> dict[str, Any]:
+async def _phases(
+    plan: Plan, bootstrap: str, say: Say, series: dict[str, Any], diagnostics: Diagnostics
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     core = core_figures(plan.core_events)
     out["core_us_per_event"] = core["core_us_per_event"]
@@ -103,7 +111,9 @@ async def _phases(plan: Plan, bootstrap: str, say: Say, series: dict[str, Any]) 
     rates: dict[str, list[float]] = {}
     latencies: dict[str, list[int]] = {}
     series.update({"rate_bin_s": RATE_BIN_S, "events_per_s": rates, "latency_ms": latencies})
-    async with world(bootstrap, plan.registered_tenants, plan.sandbox_latency_s, say) as bench:
+    async with world(
+        bootstrap, plan.registered_tenants, plan.sandbox_latency_s, say, diagnostics=diagnostics
+    ) as bench:
         pt, pt_cpu, pt_times = await bench.passthrough(event_records(burst))
         out["passthrough_events_per_s"] = round(pt)
         out["passthrough_cpu_us_per_event"] = round(pt_cpu)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.bench import data
+from worker.bench.diagnostics import NONE, Diagnostics
 from worker.bench.watch import per_second
 from worker.bench.world import (
     DEFAULT_WINDOW_S,
@@ -60,13 +61,14 @@ def run_scaling(
     broker_kind: str = "kafka",
     say: Say = say_stderr,
     series: dict[str, Any] | None = None,
+    diagnostics: Diagnostics = NONE,
 ) -> dict[str, Any]:
     load_start = load()
     started = time.monotonic()
     out = series if series is not None else {}
     replication = min(3, plan.brokers)
     with interrupts_as_keyboard(), broker(broker_kind, say, plan.brokers) as bootstrap:
-        rows = asyncio.run(_runs(plan, bootstrap, say, out, replication))
+        rows = asyncio.run(_runs(plan, bootstrap, say, out, replication, diagnostics))
     return {
         "plan": "scaling",
         "broker": broker_kind,
@@ -89,13 +91,18 @@ def run_scaling(
 
 
 async def _runs(
-    plan: ScalingPlan, bootstrap: str, say: Say, series: dict[str, Any], replication: int
+    plan: ScalingPlan,
+    bootstrap: str,
+    say: Say,
+    series: dict[str, Any],
+    replication: int,
+    diagnostics: Diagnostics,
 ) -> list[dict[str, Any]]:
     rows = []
     series.update({"rate_bin_s": RATE_BIN_S, "enrich_per_s": {}})
     events = data.events_for(data.tenant_ids(plan.tenants), plan.events, seed=401)
     async with world(
-        bootstrap, plan.registered_tenants, plan.sandbox_latency_s, say, replication
+        bootstrap, plan.registered_tenants, plan.sandbox_latency_s, say, replication, diagnostics
     ) as bench:
         for n in plan.workers:
             load_before = load()[0]

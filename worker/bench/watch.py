@@ -29,6 +29,7 @@ class Watch:
         self.partitions = partitions
         self.reader = KafkaReader(bootstrap)
         self.betalt_ms: dict[Key, int] = {}
+        self.last_event_ms: int | None = None  # the last payment-status event's broker time
         self.receipt_ms: dict[Key, int] = {}
         self.rejected: set[Key] = set()
         self.rejected_ms: dict[Key, int] = {}
@@ -72,6 +73,8 @@ class Watch:
             for r in records:
                 if tp.topic == t.payments:
                     self.payments_per_partition[tp.partition] += 1
+                    if self.last_event_ms is None or r.timestamp_ms > self.last_event_ms:
+                        self.last_event_ms = r.timestamp_ms
                     body = json.loads(r.value or b"{}")
                     if body.get("status") == "Betalt":
                         self.betalt_ms.setdefault(
@@ -149,6 +152,16 @@ def to_last_outcome_s(watch: Watch, keys: set[Key]) -> float | None:
     if not starts or not ends:
         return None
     return round((max(ends) - min(starts)) / 1000, 2)
+
+
+def after_last_event_s(watch: Watch, keys: set[Key]) -> float | None:
+    """From the last payment-status event (of the whole run: every event was published by
+    then) to the last of these payments' outcomes, by broker times: how long the worker
+    still worked once the events stopped coming (issue 29's target)."""
+    ends = [t for k in keys for t in (watch.receipt_ms.get(k), watch.rejected_ms.get(k)) if t]
+    if watch.last_event_ms is None or not ends:
+        return None
+    return round((max(ends) - watch.last_event_ms) / 1000, 2)
 
 
 def quantile(xs: list[int], q: float) -> int | None:

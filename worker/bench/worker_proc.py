@@ -30,8 +30,10 @@ class WorkerProcess:
         tokens: dict[str, str],
         log_path: Path,
         extra_env: dict[str, str] | None = None,
+        module: str = "worker",
     ) -> None:
         self.bootstrap = bootstrap
+        self.module = module  # `worker.bench.traced_worker`: the same, under tracemalloc
         self.log_path = log_path
         self.metrics_port = free_port()  # for /ready (worker/health.py), at any log level
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYT_", "XLEDGER_"))}
@@ -60,7 +62,7 @@ class WorkerProcess:
                 [
                     sys.executable,
                     "-m",
-                    "worker",
+                    self.module,
                     "run",
                     "--bootstrap",
                     self.bootstrap,

@@ -2,6 +2,7 @@
 tenant's entity, the registers topic, and the runs (the anchor, the enrich stage alone,
 whole workers) over topics of their own. Everything started here is stopped however a
 run ends: the broker and sandbox by their context managers, each worker by `finally`.
+`diagnostics.py` keeps the workers' logs and looks into a worker (py-spy, tracemalloc).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from worker.bench import data
-from worker.bench.anchor import passthrough
+from worker.bench.anchor import passthrough, two_hop
+from worker.bench.diagnostics import NONE, Diagnostics, PySpy, held_by
 from worker.bench.watch import (
     Watch,
+    after_last_event_s,
     cpu_between,
     quantile,
     sample_cpu,
@@ -98,6 +101,7 @@ class Run:
     latencies_ms: list[int] = field(default_factory=list)  # Betalt → receipt, sorted
     enrich_ms: list[int] = field(default_factory=list)  # broker times of enrich outputs
     receipt_ms: list[int] = field(default_factory=list)  # broker times of receipts
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # py-spy's, tracemalloc's
 
 
 @contextlib.asynccontextmanager
@@ -107,13 +111,15 @@ async def world(
     sandbox_latency_s: float,
     say: Say,
     replication: int = 1,
+    diagnostics: Diagnostics = NONE,
 ) -> AsyncIterator[Bench]:
     """A token per tenant, their registers published, and the sandbox (a fresh one per
-    run: `Bench.fresh_sandbox`); stopped and cleaned up on the way out."""
+    run: `Bench.fresh_sandbox`); stopped and cleaned up on the way out (the scratch
+    folder too: the workers' logs stay only in `diagnostics.log_dir`)."""
     all_tenants = data.tenant_ids(registered_tenants)
     scratch = Path(tempfile.mkdtemp(prefix="flyt-bench-"))
     tokens = {tenant: secrets.token_urlsafe(24) for tenant in all_tenants}
-    bench = Bench(bootstrap, tokens, sandbox_latency_s, scratch, say, replication)
+    bench = Bench(bootstrap, tokens, sandbox_latency_s, scratch, say, replication, diagnostics)
     try:
         await bench.publish_registers(all_tenants)
         yield bench
@@ -131,6 +137,7 @@ class Bench:
         scratch: Path,
         say: Say,
         replication: int = 1,
+        diagnostics: Diagnostics = NONE,
     ) -> None:
         self.bootstrap = bootstrap
         self.sandbox_latency_s = sandbox_latency_s
@@ -139,6 +146,9 @@ class Bench:
         self.scratch = scratch
         self.say = say
         self.replication = replication
+        self.diagnostics = diagnostics
+        self.logs = diagnostics.log_dir or scratch  # the workers' logs, py-spy's output
+        self.logs.mkdir(parents=True, exist_ok=True)
         self.run_id = secrets.token_hex(3)
         self.registers = f"bench.registers.{self.run_id}"
         self._sandbox: XledgerSandbox | None = None
@@ -190,21 +200,39 @@ class Bench:
         )
         return await broker_kind.resolve(s, self.bootstrap)
 
-    def worker(self, s: Settings, name: str, extra_env: dict[str, str]) -> WorkerProcess:
+    def worker(
+        self, s: Settings, name: str, extra_env: dict[str, str], traced: bool = False
+    ) -> WorkerProcess:
+        """A worker process (not started); `traced`: under tracemalloc (`traced_worker`),
+        its snapshot written to `tracemalloc_path(name)`."""
         env = {
             "FLYT_PARTITIONS": str(s.partitions),
             "FLYT_REPLICATION_FACTOR": str(s.replication_factor),
             "FLYT_MIN_INSYNC_REPLICAS": str(s.min_insync_replicas),
             **extra_env,
         }
+        if traced:
+            env["BENCH_TRACEMALLOC_OUT"] = str(self.tracemalloc_path(name))
         return WorkerProcess(
             self.bootstrap,
             app_id=s.app_id,
             topics=s.topics,
             sandbox_url=self.sandbox.url or "",
             tokens=self.tokens,
-            log_path=self.scratch / f"worker-{name}.log",
+            log_path=self.logs / f"worker-{name}.log",
             extra_env=env,
+            module="worker.bench.traced_worker" if traced else "worker",
+        )
+
+    def tracemalloc_path(self, name: str) -> Path:
+        return self.logs / f"tracemalloc-{name}.snapshot"
+
+    def announce(self, worker: WorkerProcess, name: str) -> None:
+        """The worker's pid and log, and the py-spy command to look into it meanwhile."""
+        kept = "" if self.diagnostics.log_dir else ", deleted at the end (--log-dir keeps it)"
+        self.say(
+            f"worker {name}: pid {worker.pid}, log {worker.log_path}{kept}; "
+            f"look into it meanwhile: py-spy dump --pid {worker.pid}"
         )
 
     async def publish_registers(self, tenants: list[str]) -> None:
@@ -214,11 +242,15 @@ class Bench:
         await publish(self.bootstrap, self.registers, records)  # one-record batches (Tansu)
 
     async def passthrough(
-        self, records: list[tuple[bytes | None, bytes]], engine_batches: bool = False
+        self,
+        records: list[tuple[bytes | None, bytes]],
+        engine_batches: bool = False,
+        tag: str = "",
     ) -> tuple[float, float, list[int]]:
         """The anchor over `records`: events/s, CPU µs per event, its outputs' broker times
-        (`engine_batches`: its producer with the engine's batch size)."""
-        tag = f"{'engine-batches.' if engine_batches else ''}{self.run_id}"
+        (`engine_batches`: its producer with the engine's batch size; `tag`: topics of
+        its own, for a plan that runs it more than once)."""
+        tag = f"{tag}{'engine-batches.' if engine_batches else ''}{self.run_id}"
         src, dst = f"bench.passthrough-in.{tag}", f"bench.passthrough-out.{tag}"
         specs = [TopicSpec(src, PARTITIONS, {}), TopicSpec(dst, PARTITIONS, {})]
         await ensure_topics(self.bootstrap, specs)
@@ -227,6 +259,16 @@ class Bench:
             self.bootstrap, src, dst, PARTITIONS, len(records), engine_batches
         )
         return rate, cpu, await topic_times(self.bootstrap, dst, PARTITIONS)
+
+    async def two_hop(self, tag: str, records: list[tuple[bytes | None, bytes]]) -> dict[str, Any]:
+        """The two-hop anchor (`anchor.two_hop`) over `records`, on topics of its own:
+        its events/s and CPU µs per event (both hops' CPU, per event)."""
+        src, mid, dst = (f"bench.two-hop-{hop}.{tag}.{self.run_id}" for hop in ("in", "mid", "out"))
+        await ensure_topics(self.bootstrap, [TopicSpec(t, PARTITIONS, {}) for t in (src, mid, dst)])
+        await publish(self.bootstrap, src, records, one_record_batches=False)
+        async with asyncio.timeout(120 + len(records) / 500):
+            rate, cpu = await two_hop(self.bootstrap, src, mid, dst, PARTITIONS, len(records))
+        return {"events_per_s": round(rate), "cpu_us_per_event": round(cpu)}
 
     async def enrich_run(self, tag: str, events: list[dict[str, Any]]) -> Run:
         """A worker running the enrich stage alone over the burst, like for like with the
@@ -242,6 +284,7 @@ class Bench:
         worker = self.worker(s, tag, {"FLYT_STAGES": "enrich"})
         samples: list[tuple[float, float]] = []  # (epoch ms, CPU s)
         worker.start()
+        self.announce(worker, tag)
         sampling = asyncio.create_task(sample_cpu(worker, samples))
         try:
             deadline = time.monotonic() + 180 + len(events) / 100
@@ -283,38 +326,65 @@ class Bench:
         window_s: float,
         workers: int = 1,
         partitions: int = PARTITIONS,
+        profile: bool = False,
+        incomplete_ok: bool = False,
     ) -> Run:
         """`workers` whole workers in one group (both stages, posting to the sandbox): the
         events published at once (`rate` None) or at `rate` per second, until every Betalt
-        payment has an outcome."""
+        payment has an outcome. `profile`: py-spy samples them from ready to done, if the
+        diagnostics ask for it; with `diagnostics.tracemalloc` they run traced.
+        `incomplete_ok`: a run still without every outcome at its deadline is measured as
+        it stands (`incomplete` says how many are missing) instead of failing the bench."""
         s = await self.settings(tag, partitions)
         await ensure_topics(self.bootstrap, topic_specs(s))
         await self.fresh_sandbox()
         env = {"FLYT_POST_BATCH_WINDOW_S": str(window_s)}
-        procs = [self.worker(s, f"{tag}-{i}", env) for i in range(workers)]
+        traced = self.diagnostics.tracemalloc
+        names = [f"{tag}-{i}" for i in range(workers)]
+        procs = [self.worker(s, name, env, traced) for name in names]
         watch = Watch(self.bootstrap, s.topics, s.partitions)
         expected = data.betalt_keys(events)
+        spies: list[PySpy] = []
+        incomplete: str | None = None
         try:
-            for w in procs:
+            for w, name in zip(procs, names, strict=True):
                 w.start()
+                self.announce(w, name)
             for w in procs:
                 await w.ready()
+            if profile and self.diagnostics.py_spy:  # from ready on: the run, not the start
+                for w, name in zip(procs, names, strict=True):
+                    spies.append(PySpy(w.pid, self.logs / f"py-spy-{name}.txt"))
             if workers > 1:
                 await _balanced(procs, s.topics.payments, s.partitions)
             await watch.start()
-            requests_before = self.sandbox.stats.requests
+            stats = self.sandbox.stats
+            before = (stats.requests, stats.queries, stats.mutations, stats.burst_errors_sent)
             cpu_before = [w.cpu_s() for w in procs]
             records = event_records(events)
             feed = asyncio.create_task(_feed(self.bootstrap, s.topics.payments, records, rate))
             try:
                 timeout = 120 + (len(events) / rate if rate else len(events) / 100)
-                await watch.until_done(expected, timeout)
+                try:
+                    await watch.until_done(expected, timeout)
+                except TimeoutError as exc:
+                    if not incomplete_ok:
+                        raise
+                    incomplete = str(exc)
+                    self.say(f"{tag}: {incomplete}; measured as it stands")
                 await feed
             finally:
                 feed.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await feed
-            requests = self.sandbox.stats.requests - requests_before
+            requests, lookups, mutations, burst_errors = (
+                after - b
+                for after, b in zip(
+                    (stats.requests, stats.queries, stats.mutations, stats.burst_errors_sent),
+                    before,
+                    strict=True,
+                )
+            )
             cpu = [w.cpu_s() - c for w, c in zip(procs, cpu_before, strict=True)]
             rss = [w.peak_rss_mb() for w in procs]
             shares = [_assigned(w, s.topics.payments) for w in procs]
@@ -323,9 +393,21 @@ class Bench:
                 self.say(f"worker log ({tag}): {w.tail(10)}")
             raise
         finally:
+            for spy in spies:  # before the worker stops: its samples are the run's
+                spy.stop()
             for w in procs:
                 w.stop()
             await watch.stop()
+        diagnostics: dict[str, Any] = {}
+        if spies:
+            diagnostics["py_spy"] = spies[0].top() if workers == 1 else [x.top() for x in spies]
+        if traced:
+            diagnostics["tracemalloc"] = [
+                held_by(self.tracemalloc_path(name))
+                if self.tracemalloc_path(name).exists()
+                else {"error": "no snapshot written"}
+                for name in names
+            ]
         lat = watch.latencies_ms(expected)
         posted = len(expected & watch.receipt_ms.keys())
         first, last = watch.enrich_first_ms, watch.enrich_last_ms
@@ -338,12 +420,18 @@ class Bench:
             "p99_ms": quantile(lat, 0.99),
             "max_ms": lat[-1] if lat else None,
             "to_last_outcome_s": to_last_outcome_s(watch, expected),
+            "last_outcome_after_last_event_s": after_last_event_s(watch, expected),
             "requests": requests,
+            "lookups": lookups,  # queries: what the post side looked up before posting
+            "mutations": mutations,
+            "burst_errors": burst_errors,  # the sandbox's per-token burst limit hit
             "requests_per_payment": round(requests / posted, 4) if posted else None,
             "enrich_events_per_s": round(enrich) if enrich else None,
             "worker_cpu_us_per_event": round(sum(cpu) / len(events) * 1e6),
             "worker_rss_mb": max(rss),
         }
+        if incomplete is not None:
+            figures["incomplete"] = incomplete
         if workers > 1:
             per_partition = watch.payments_per_partition
             figures["per_worker"] = [
@@ -363,6 +451,7 @@ class Bench:
             latencies_ms=lat,
             enrich_ms=sorted(watch.enrich_ms),
             receipt_ms=sorted(watch.receipt_ms[k] for k in expected if k in watch.receipt_ms),
+            diagnostics=diagnostics,
         )
 
 
