@@ -121,7 +121,8 @@ class XledgerClient:
             result.held_reason = HoldReason.TOKEN
             return result
         call = self._call(target, token, result, fence)
-        await call.post_all(unique, set(first))
+        async with self._http.call():
+            await call.post_all(unique, set(first))
         # Duplicates of a payment within the call share its outcome.
         if len(unique) != len(submissions):
             _share_outcomes(result, submissions, posted)
@@ -134,7 +135,8 @@ class XledgerClient:
         only after a lookup says it is absent). Raises LookupFailed when Xledger cannot
         be asked."""
         call = self._reading_call(target)
-        call.result.absent = await _asked(lambda: call.drop_present(list(submissions)))
+        async with self._http.call():
+            call.result.absent = await _asked(lambda: call.drop_present(list(submissions)))
         call.result.requests = call.session.requests
         return call.result
 
@@ -145,9 +147,10 @@ class XledgerClient:
         read only, paced and retried as posting is. `details` adds account, amount and
         date (for a reconciliation). Raises LookupFailed when Xledger cannot be asked."""
         call = self._reading_call(target)
-        return await _asked(
-            lambda: call.retrying(LOOKUP, lambda: call.lookup(list(ext_ids), details))
-        )
+        async with self._http.call():
+            return await _asked(
+                lambda: call.retrying(LOOKUP, lambda: call.lookup(list(ext_ids), details))
+            )
 
     def token_fingerprint(self, token_ref: str) -> str | None:
         """A digest of the token now in force for `token_ref` (None: none is), to tell

@@ -47,6 +47,14 @@ SETUP = "setup"
 
 T = TypeVar("T")
 
+# At most this many calls (a tenant's lookup and mutations, `client.py`) talk to Xledger at
+# once, each one request at a time on a connection of its own. A call never queues for a
+# connection between its lookup and its mutation (at 356 tenants at once the pool's queue
+# made every lookup stale before its mutation left: seven lookups a mutation), and
+# httpcore's pool never holds a queue (a request cancelled while queued there can leave
+# its slot taken for good: encode/httpcore#1093, seen as PoolTimeout for every request).
+CONCURRENT_CALLS = 64
+
 
 class SessionSettings(PacingSettings, Protocol):
     """What the session reads of the client's settings (`ClientSettings` has all of it)."""
@@ -84,10 +92,17 @@ class XledgerHttp:
             # the request deadline (which bounds the whole request anyway): waiting less
             # would make a slow but sure answer an unknown outcome.
             timeout=httpx.Timeout(settings.timeout_s, read=settings.request_deadline_s),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            limits=httpx.Limits(
+                max_connections=CONCURRENT_CALLS, max_keepalive_connections=CONCURRENT_CALLS
+            ),
             follow_redirects=False,  # a redirect must never carry the token elsewhere
         )
         self._pacer = Pacer(settings, clock=clock, sleep=sleep)
+        self._calls = asyncio.Semaphore(CONCURRENT_CALLS)
+
+    def call(self) -> asyncio.Semaphore:
+        """Held for the whole of a call (`async with http.call():`): see CONCURRENT_CALLS."""
+        return self._calls
 
     async def aclose(self) -> None:
         await self._http.aclose()
