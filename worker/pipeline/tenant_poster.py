@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 
 from pydantic import ValidationError
 
@@ -57,6 +58,8 @@ from worker.xledger.errors import LookupFailed
 from worker.xledger.wire import MAX_PAYMENTS_PER_REQUEST
 
 log = logs.get("worker.pipeline")
+
+Wait = Callable[[], Awaitable[None]]
 
 # A partition that has had no new submission for this long is past its burst: a backlog
 # batch need not wait for more.
@@ -86,16 +89,21 @@ class TenantPoster:
 
     async def run(self, loop: KeyLoop[tuple[Record, float]]) -> None:
         self.loop = loop
+        again: list[Item] = []  # to post once a wait is over (the token, a snapshot)
         while self.lane.open:
-            records = await self._gather(loop)
-            items = self._read(records) + self.held.due()
+            records = [] if again else await self._gather(loop)
             await self._takeover_wait()
-            if not self.lane.open:
-                return
-            items = await self._without_outcome(items)
-            if items:
-                await self._while_paused_by_hand()
-                await self._post(items)
+            await self._while_paused_by_hand()
+            # One of the few places to talk to Xledger, taken before the batch is read (at
+            # the month start hundreds of tenants wait, as bytes, not as read batches), and
+            # given back for any wait.
+            async with self.t.client.call():
+                if not self.lane.open:
+                    return
+                items = again or await self._without_outcome(self._read(records) + self.held.due())
+                again, wait = await self._post(items) if items else ([], None)
+            if wait is not None:
+                await wait()
 
     # --- gathering -------------------------------------------------------------------------
 
@@ -204,19 +212,20 @@ class TenantPoster:
         self.loop.begin_critical()
         return True
 
-    async def _post(self, items: list[Item]) -> None:
+    async def _post(self, items: list[Item]) -> tuple[list[Item], Wait | None]:
+        """Post a batch and write its results; returns what is to be posted again after a
+        wait, and the wait (the loop waits without its place to talk to Xledger)."""
         t = self.t
-        while items and self.lane.open:
+        if items and self.lane.open:
             index = t.book.index(self.tenant)
             if index is None:  # (the cache has caught up: only a snapshot topic wiped)
-                await self._wait_for_snapshot()
-                continue
+                return items, self._wait_for_snapshot
             items = await unless_settings_changed(items, index, self.results, self.held)
             settings = index.settings
             target = Target(self.tenant, settings.url, settings.token_ref, index.test_tenant)
             items = await self._without_more_tries(target, items)
             if not items:
-                return
+                return [], None
             first = {
                 item.sub.payment_id
                 for item in items
@@ -233,18 +242,16 @@ class TenantPoster:
             if result.held:
                 items = self._after_hold(items, result)
                 if items and result.held_reason is HoldReason.TOKEN:
-                    await self._pause_for_token(target.token_ref, result.held_why)
-                    continue
-                return
+                    ref, why = target.token_ref, result.held_why
+                    return items, lambda: self._pause_for_token(ref, why)
+                return [], None
             if result.abandoned and self.lane.open:
                 # Membership could not be confirmed (the broker did not answer), or the
                 # tenant was paused by hand meanwhile: try again (after the pause).
                 abandoned = {id(sub) for sub in result.abandoned}
                 items = [item for item in items if id(item.sub) in abandoned]
-                await asyncio.sleep(1.0)
-                await self._while_paused_by_hand()
-                continue
-            return
+                return items, lambda: asyncio.sleep(1.0)
+        return [], None
 
     def _after_hold(self, items: list[Item], result: PostResult) -> list[Item]:
         """Held payments: those whose outcome is unknown, or that Xledger could not be

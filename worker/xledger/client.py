@@ -10,6 +10,7 @@ importable from here too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -127,6 +128,12 @@ class XledgerClient:
         if len(unique) != len(submissions):
             _share_outcomes(result, submissions, posted)
         return result
+
+    def call(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """One of the few places to talk to Xledger (`session.CONCURRENT_CALLS`), for a
+        caller that does more than one call, or reads before it calls: `post`, `find` and
+        `lookup` within it take no second one."""
+        return self._http.call()
 
     async def find(self, target: Target, submissions: Sequence[Submission]) -> PostResult:
         """What Xledger holds of these payments, asked and nothing posted: receipts

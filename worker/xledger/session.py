@@ -12,8 +12,10 @@ masking: every token is registered with it when the secret store reads it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -53,7 +55,14 @@ T = TypeVar("T")
 # made every lookup stale before its mutation left: seven lookups a mutation), and
 # httpcore's pool never holds a queue (a request cancelled while queued there can leave
 # its slot taken for good: encode/httpcore#1093, seen as PoolTimeout for every request).
-CONCURRENT_CALLS = 64
+# The posting loop takes its slot before it reads a batch: at most this many batches are
+# held read (a read submission takes ~8.5 KB, its bytes ~1.3 KB). 16 keep Xledger's answers
+# (50 ms and more) overlapping, and httpcore's per-request walk over its pool short.
+CONCURRENT_CALLS = 16
+
+# The slot the running task holds, if any: a call within a call (the posting loop holds
+# one from reading a batch to writing its results) takes no second one.
+_HOLDING: contextvars.ContextVar[bool] = contextvars.ContextVar("xledger_call", default=False)
 
 
 class SessionSettings(PacingSettings, Protocol):
@@ -100,9 +109,19 @@ class XledgerHttp:
         self._pacer = Pacer(settings, clock=clock, sleep=sleep)
         self._calls = asyncio.Semaphore(CONCURRENT_CALLS)
 
-    def call(self) -> asyncio.Semaphore:
-        """Held for the whole of a call (`async with http.call():`): see CONCURRENT_CALLS."""
-        return self._calls
+    @contextlib.asynccontextmanager
+    async def call(self) -> AsyncIterator[None]:
+        """Held for the whole of a call (`async with http.call():`), once per task: see
+        CONCURRENT_CALLS."""
+        if _HOLDING.get():
+            yield
+            return
+        async with self._calls:
+            token = _HOLDING.set(True)
+            try:
+                yield
+            finally:
+                _HOLDING.reset(token)
 
     async def aclose(self) -> None:
         await self._http.aclose()
