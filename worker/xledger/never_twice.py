@@ -123,15 +123,20 @@ class PostingCall:
         self.fence = fence
         self.session = session
         self.gate = session.gate
-        self.sleep = sleep
+        self._sleep = sleep
+        # Seconds this call has waited (Xledger's limits, backoff, the budget): a lookup is
+        # stale after waits, not after a slow process (a CPU-starved worker would look up
+        # again and again, and never post).
+        self.waited = 0.0
         self.retries = Patient(
-            target.tenant_id, session.gate, settings, sleep=sleep, clock=clock, backoff=backoff
+            target.tenant_id, session.gate, settings, sleep=self.sleep, clock=clock, backoff=backoff
         )
         self.target = target
         self.tenant = target.tenant_id
         self.result = result
         self.all: list[Submission] = []
-        # Payment id → when a lookup of this call last answered that Xledger lacks it.
+        # Payment id → `waited` when a lookup of this call last answered that Xledger
+        # lacks it.
         self.looked_at: dict[str, float] = {}
         # Sent in a mutation whose outcome is unknown, and not looked up since: they may
         # be in Xledger, so they are never handed back as failed.
@@ -239,7 +244,7 @@ class PostingCall:
         """Receipts for the payments Xledger already holds; returns the ones it does not."""
         ids = [line.extIdentifier for s in subs for line in s.lines]
         found: Lookup = await self.retrying(LOOKUP, lambda: self.lookup(ids))
-        answered = self.clock()
+        answered = self.waited
         nodes = found.by_ext_id()
         absent = []
         for sub in subs:
@@ -347,6 +352,10 @@ class PostingCall:
             self.refusals.accepted(self.tenant, subs)
             return
 
+    async def sleep(self, seconds: float) -> None:
+        self.waited += seconds
+        await self._sleep(seconds)
+
     async def _room_for(self, requests: int) -> None:
         wait = self.gate.ready_in(requests)
         if wait > 0:
@@ -398,7 +407,7 @@ class PostingCall:
                 # posting them here too, after our lookup, could post them twice.
                 raise _Fenced
             since = min(self.looked_at.get(s.payment_id, float("-inf")) for s in subs)
-            if self.clock() - since > self.s.relookup_after_s:
+            if self.waited - since > self.s.relookup_after_s:
                 raise _Stale
             metrics.XLEDGER_BATCH_PAYMENTS.observe(len(subs))
             # From here on they may be in Xledger, until an answer or a lookup says.
@@ -468,4 +477,4 @@ class _Fenced(NotSent):
 
 
 class _Stale(NotSent):
-    """The lookup is older than `relookup_after_s` at the moment of sending: ask again."""
+    """The call has waited longer than `relookup_after_s` since the lookup: ask again."""

@@ -65,7 +65,8 @@ class ClientSettings:
     timeout_s: float = 10.0  # httpx's, per phase (connect, write, pool); reads: the deadline
     # The whole request, hard: "in flight" ends here, so a hand-over can wait for it.
     request_deadline_s: float = 15.0
-    # A lookup older than this when its mutation is about to leave is asked again.
+    # A lookup after which the call has waited longer than this (Xledger's limits, backoff,
+    # the budget) when its mutation is about to leave is asked again.
     relookup_after_s: float = 1.0
     # After an unknown outcome, the lookup that decides a resend waits this long: Xledger
     # may still be storing the first request (R14, decided 12-06). It has no idempotency
