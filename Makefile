@@ -58,7 +58,7 @@ FUZZ_RECORDS ?= 20000
 FUZZ_K ?= running_worker
 fuzz: install
 	FUZZ_RECORDS=$(FUZZ_RECORDS) FUZZ_SEED=$${FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
-		$(BIN)/python -m pytest -q -s tests/test_fuzz_stream.py -k "$(FUZZ_K)"
+		$(BIN)/python -m pytest -q -s tests/e2e/test_fuzz_stream.py -k "$(FUZZ_K)"
 
 lint: install
 	$(BIN)/ruff check worker tests

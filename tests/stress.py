@@ -40,7 +40,7 @@ def one_run(i: int, out: Path, expr: str, tree: Path) -> tuple[int, bool, float]
                 "-x",
                 "-p",
                 "no:cacheprovider",
-                "tests/test_stream_integration.py",
+                "tests/e2e/test_stream_integration.py",
                 "-k",
                 expr,
                 "--basetemp",
