@@ -1,6 +1,6 @@
 """Bad input through the running pipeline (issue 10, item 2; R14, R17).
 
-Hypothesis draws a batch of bad records up front (tests/bad_records.py: random bytes,
+Hypothesis draws a batch of bad records up front (tests/e2e/bad_records.py: random bytes,
 invalid UTF-8, 50,000-deep nesting, values near the broker's maximum message size,
 NaN/Infinity/1e309/-0 amounts, impossible dates, wrong types, unknown fields, empty
 values, tombstones, null keys, near-JSON), interleaves them with good demo events and
@@ -34,8 +34,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from tests.bad_records import BadRecord, draw_batch, draw_batch_isolated, interleave
 from tests.brokers import Broker
+from tests.e2e.bad_records import BadRecord, draw_batch, draw_batch_isolated, interleave
 from tests.processes import free_port, stop_process
 from tests.stream_helpers import (
     metric,
