@@ -15,7 +15,8 @@ from tests.brokers import Broker
 from tests.deploy.queries import all_queries, metric_names
 from tests.factories import snapshot_dict
 from tests.processes import subprocess_env
-from tests.stream_helpers import prepare, scrape, unique_settings, wait_for
+from tests.stream_helpers import prepare, scrape, unique_settings
+from tests.waiting import until_async
 from worker.build import build
 from worker.health import HEALTH, serve
 from worker.runtime import make_client, running_pipeline
@@ -39,7 +40,7 @@ async def test_a_running_worker_is_ready_and_reports_lag_parked_and_snapshot_age
                 async def ready() -> bool:
                     return (await http.get(ready_url)).status_code == 200
 
-                await wait_for(ready, 90, "/ready to answer 200")
+                await until_async(ready, 90, "/ready to answer 200")
                 assert "input partitions assigned" in (await http.get(ready_url)).text
 
                 async def gauges() -> bool:
@@ -49,7 +50,7 @@ async def test_a_running_worker_is_ready_and_reports_lag_parked_and_snapshot_age
                         for name, lbls in samples
                     )
 
-                await wait_for(gauges, 30, "the lag gauges of the worker's topics")
+                await until_async(gauges, 30, "the lag gauges of the worker's topics")
                 samples = await scrape(served.port)
                 tenants = {d["tenant_id"] for d in snapshots}
                 for tenant in tenants:

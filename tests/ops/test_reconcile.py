@@ -22,7 +22,8 @@ from tests.brokers import Broker
 from tests.ops.helpers import acli, ops_settings, send
 from tests.ops.helpers import env as ops_env
 from tests.processes import free_port, stop_process
-from tests.stream_helpers import prepare, wait_for
+from tests.stream_helpers import prepare
+from tests.waiting import until_async
 from worker.config import Settings
 from worker.contracts import PaymentStatusEvent, Receipt, RegisterSnapshot, Submission
 from worker.core import Enriched, evaluate
@@ -271,7 +272,7 @@ async def test_the_run_serves_its_result_and_only_it_while_it_lingers(world: Wor
                 except httpx.TransportError:
                     return False
 
-            await wait_for(served, 60, "the reconcile run's /metrics")
+            await until_async(served, 60, "the reconcile run's /metrics")
             text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
     finally:
         stop_process(proc)

@@ -15,7 +15,8 @@ import pytest
 from tests.brokers import Broker
 from tests.factories import GAP_CATEGORY, filling_the_gap, with_register_gap
 from tests.ops.helpers import acli, cli, json_lines, ops_settings, records, rejection_of, send
-from tests.stream_helpers import prepare, wait_for
+from tests.stream_helpers import prepare
+from tests.waiting import until, until_async
 from worker.contracts import RegisterSnapshot
 from worker.contracts.headers import RESEND_BY
 from worker.demo.events import generate_events
@@ -51,7 +52,6 @@ async def test_a_resend_marked_event_is_evaluated_again_an_unmarked_one_is_a_dup
         committed_all,
         enrich_engine,
         memory_broker,
-        until,
     )
 
     b, broker = book(), memory_broker()
@@ -178,12 +178,12 @@ async def test_resend_reevaluates_posts_what_now_posts_and_never_posts_twice(
         ]
         return mine[0], mine[1]
 
-    async def until(payment: str, receipts: int, rejections: int) -> None:
+    async def until_outcomes(payment: str, receipts: int, rejections: int) -> None:
         async def check() -> bool:
             got = await asyncio.to_thread(outcomes, payment)
             return (len(got[0]), len(got[1])) == (receipts, rejections)
 
-        await wait_for(check, 60, f"{payment}: {receipts} receipt(s), {rejections} rejection(s)")
+        await until_async(check, 60, f"{payment}: {receipts} receipt(s), {rejections} rejection(s)")
 
     def ledger(payment: str) -> list[dict]:
         return [x for x in sandbox.ledger() if f":{payment}:" in x["extIdentifier"]]
@@ -192,8 +192,8 @@ async def test_resend_reevaluates_posts_what_now_posts_and_never_posts_twice(
     try:
         await pipeline.start()
         await publish(broker.bootstrap, t.payments, event_records([refused, gap]))
-        await until(refused["payment_id"], 0, 1)
-        await until(gap["payment_id"], 0, 1)
+        await until_outcomes(refused["payment_id"], 0, 1)
+        await until_outcomes(gap["payment_id"], 0, 1)
 
         denied = await acli(broker, s, *resend, "--all-waiting", "--role", "Innstillinger", "--yes")
         assert denied.returncode == 4 and "Økonomi" in denied.stderr
@@ -206,14 +206,15 @@ async def test_resend_reevaluates_posts_what_now_posts_and_never_posts_twice(
         assert "rejected again (v1): MISSING_ACCOUNT" in dry.stdout
         out = await acli(broker, s, *resend, "--all-waiting", "--role", "Økonomi", "--yes")
         assert out.returncode == 0, out.stderr
-        await until(refused["payment_id"], 1, 1)  # posted now
-        await until(gap["payment_id"], 0, 2)  # evaluated again: still the gap, a fresh rejection
+        await until_outcomes(refused["payment_id"], 1, 1)  # posted now
+        # Evaluated again: still the gap, a fresh rejection.
+        await until_outcomes(gap["payment_id"], 0, 2)
         assert len(ledger(refused["payment_id"])) == 2 and not ledger(gap["payment_id"])
 
         # Again: the posted payment is skipped; the waiting one is evaluated once more.
         again = await acli(broker, s, *resend, "--all-waiting", "--role", "Økonomi", "--yes")
         assert again.returncode == 0, again.stderr
-        await until(gap["payment_id"], 0, 3)
+        await until_outcomes(gap["payment_id"], 0, 3)
         only_posted = await acli(
             broker, s, *resend, "--payment", refused["payment_id"], "--role", "Økonomi", "--yes"
         )
@@ -228,7 +229,7 @@ async def test_resend_reevaluates_posts_what_now_posts_and_never_posts_twice(
             json.dumps(refused).encode(),
             [(RESEND_BY, b"u-17")],
         )
-        await until(refused["payment_id"], 2, 1)
+        await until_outcomes(refused["payment_id"], 2, 1)
         receipts, _ = outcomes(refused["payment_id"])
         assert receipts[-1]["already_present"] and len(ledger(refused["payment_id"])) == 2
 

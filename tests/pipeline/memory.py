@@ -82,12 +82,6 @@ def committed_all(broker: MemoryBroker, s: Settings, topic: str) -> bool:
     )
 
 
-async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.01)
-
-
 def records(broker: MemoryBroker, topic: str) -> list[Record]:
     return broker.read_all(topic)
 

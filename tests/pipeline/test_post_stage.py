@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline.memory import bodies, book, memory_broker, records, until
+from tests.pipeline.memory import bodies, book, memory_broker, records
 from tests.pipeline.posting import (
     FAST,
     ONE,
@@ -31,6 +31,7 @@ from tests.pipeline.posting import (
     submissions,
     twice_each,
 )
+from tests.waiting import until
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Submission
 from worker.contracts.headers import BACKLOG, FIRST_EVALUATION, SOURCE
 from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots

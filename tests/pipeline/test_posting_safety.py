@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from tests.pipeline.memory import bodies, book, memory_broker, memory_pipeline, records, until
+from tests.pipeline.memory import bodies, book, memory_broker, memory_pipeline, records
 from tests.pipeline.posting import (
     ONE,
     client_for,
@@ -33,6 +33,7 @@ from tests.pipeline.posting import (
     submissions,
     twice_each,
 )
+from tests.waiting import until
 from tests.xledger.helpers import Forwarding
 from worker.config import Settings
 from worker.contracts import RegisterSnapshot
