@@ -7,10 +7,11 @@ from collections import defaultdict
 
 import pytest
 
+from tests.engine.memory import memory_engine
 from tests.waiting import until
 from worker.engine.backend import GroupSettings
 from worker.engine.engine import Engine, EngineSettings, StageContext
-from worker.engine.memory import MemoryBackend, MemoryBroker
+from worker.engine.memory import MemoryBroker
 from worker.engine.offsets import Lane
 from worker.engine.records import Output, Record, StateChange, TopicPartition
 from worker.engine.state import StoreSpec
@@ -82,7 +83,7 @@ def engine_for(broker: MemoryBroker, stage: EchoStage) -> Engine:
         commit_interval_s=0.05,
         hand_over_s=1.0,
     )
-    return Engine(MemoryBackend(broker), settings, [stage.built])
+    return memory_engine(broker, settings, stage.built)
 
 
 def broker_with(n: int, partitions: int = 2) -> MemoryBroker:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from tests.engine.memory import memory_engine
 from worker.config import Settings
 from worker.contracts import RegisterSnapshot
 from worker.core.register_book import RegisterBook
@@ -48,7 +49,7 @@ def stage_engine(
 ) -> tuple[Engine, StageT]:
     """One stage alone on an engine of the memory backend (the other is not subscribed):
     the one way the tests build one."""
-    engine = Engine(MemoryBackend(broker), engine_settings(s), [make])
+    engine = memory_engine(broker, engine_settings(s), make)
     [stage] = engine.stages
     return engine, stage  # type: ignore[return-value]
 
