@@ -26,6 +26,7 @@ from tests.brokers import Broker
 from tests.factories import filling_the_gap, with_register_gap
 from tests.ledger import assert_ledger_exactly_once
 from tests.processes import free_port, stop_process
+from tests.sandboxes import entity_of, sandbox_for
 from tests.stream_helpers import (
     expected_outcomes,
     metric,
@@ -43,10 +44,9 @@ from worker.demo.events import generate_events
 from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records, publish, snapshot_records
-from worker.devenv.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot
+from worker.devenv.sandbox import FaultProfile, XledgerSandbox
 from worker.devenv.sockets import sender_of
 from worker.ops.topic_reader import read_topics
-from worker.xledger.secrets import env_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -67,14 +67,11 @@ async def late_xledger(
     faults = FaultProfile(
         slow=1.0, slow_seconds=late_s, store_after_s=options.pop("store_after_s", 0.0)
     )
-    box = XledgerSandbox(faults=faults, **options)
-    tokens = {}
-    for i, snap in enumerate(demo_snapshots()):
-        token = f"handover-test-token-{i}-0123456789"
-        entity = entity_from_snapshot(snap, 70_000_000 + i)
-        entity.credits = credits.get(snap.tenant_id)
-        box.add_entity(token, entity)
-        tokens[env_name(snap.settings.token_ref)] = token
+    box, tokens = sandbox_for(
+        demo_snapshots(), "handover-test", 70_000_000, faults=faults, **options
+    )
+    for tenant, n in credits.items():
+        entity_of(box, tenant).credits = n
     await box.start()
     try:
         yield box, tokens

@@ -17,6 +17,7 @@ from tests.brokers import Broker
 from tests.factories import filling_the_gap, with_register_gap
 from tests.ledger import assert_ledger_exactly_once
 from tests.processes import free_port, stop_process, subprocess_env
+from tests.sandboxes import entity_of, sandbox_for
 from tests.stream_helpers import (
     expected_outcomes,
     metric,
@@ -34,7 +35,7 @@ from worker.demo.harness import start_demo_sandbox
 from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records, publish, snapshot_records
-from worker.devenv.sandbox import XledgerSandbox, entity_from_snapshot, held_lines, lines_by_payment
+from worker.devenv.sandbox import XledgerSandbox, held_lines, lines_by_payment
 from worker.engine.kafka import KafkaReader
 from worker.engine.lag import group_positions
 from worker.pipeline.register_cache import RegisterCache
@@ -296,15 +297,8 @@ async def test_a_tenant_out_of_xledger_credits_holds_up_no_other_tenant(broker: 
     s = unique_settings(broker, "credits")
     snapshots = demo_snapshot_dicts()
     await prepare(s, snapshots)
-    sandbox = XledgerSandbox(seed=3)
-    tokens: dict[str, str] = {}
-    for i, snap in enumerate(demo_snapshots()):
-        token = f"credits-test-token-{snap.tenant_id}"
-        poor = snap.tenant_id == "t-lillevik"
-        sandbox.add_entity(
-            token, replace(entity_from_snapshot(snap, 42_000_000 + i), credits=1 if poor else None)
-        )
-        tokens[env_name(snap.settings.token_ref)] = token
+    sandbox, tokens = sandbox_for(demo_snapshots(), "credits-test", 42_000_000, seed=3)
+    entity_of(sandbox, "t-lillevik").credits = 1
     await sandbox.start()
     s = replace(s, sandbox=True, xledger_endpoint_override=sandbox.url, post_batch_window_s=0.05)
     pipeline = Pipeline(s, broker.bootstrap, make_client(s, tokens))
@@ -344,13 +338,10 @@ async def test_a_tenant_whose_token_is_missing_or_refused_waits_and_resumes_with
     s = unique_settings(broker, "token")
     snapshots = demo_snapshot_dicts()
     await prepare(s, snapshots)
-    sandbox = XledgerSandbox(seed=4)
-    real: dict[str, str] = {}
-    for i, snap in enumerate(demo_snapshots()):
-        real[snap.settings.token_ref] = token = f"token-test-{snap.tenant_id}-0123456789"
-        sandbox.add_entity(token, entity_from_snapshot(snap, 43_000_000 + i))
+    sandbox, tokens = sandbox_for(demo_snapshots(), "token-test", 43_000_000, seed=4)
     await sandbox.start()
     refs = {snap.tenant_id: snap.settings.token_ref for snap in demo_snapshots()}
+    real = {ref: tokens[env_name(ref)] for ref in refs.values()}  # each tenant's valid token
     (tmp_path / refs["t-vestfold-bv"]).write_text(real[refs["t-vestfold-bv"]])
     (tmp_path / refs["t-fjordby-test"]).write_text("revoked-token-0123456789")  # refused
     # t-lillevik: no token at all yet

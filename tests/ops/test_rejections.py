@@ -15,6 +15,7 @@ import pytest
 from tests.brokers import Broker
 from tests.factories import GAP_CATEGORY, filling_the_gap, with_register_gap
 from tests.ops.helpers import acli, cli, json_lines, ops_settings, records, rejection_of, send
+from tests.sandboxes import entity_of, sandbox_for
 from tests.stream_helpers import prepare
 from tests.waiting import until, until_async
 from worker.contracts import RegisterSnapshot
@@ -22,13 +23,11 @@ from worker.contracts.headers import RESEND_BY
 from worker.demo.events import generate_events
 from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.devenv.feed import event_records, publish
-from worker.devenv.sandbox import XledgerSandbox, entity_from_snapshot
 from worker.engine.topics import ensure_topics
 from worker.pipeline.payment_state import REJECTED, PaymentStates
 from worker.pipeline.topics import HANDLED, PENDING, topic_specs
 from worker.pipeline.wiring import Pipeline
 from worker.runtime import make_client
-from worker.xledger.secrets import env_name
 
 
 def betalt(seed: int, tenant: str = "t-lillevik") -> dict[str, Any]:
@@ -152,15 +151,9 @@ async def test_resend_reevaluates_posts_what_now_posts_and_never_posts_twice(
     await prepare(s, snapshots)
     await ensure_topics(broker.bootstrap, topic_specs(s))
     # Lillevik's Xledger does not know VAT code 25 at first: Xledger refuses the posting.
-    sandbox = XledgerSandbox(seed=5)
-    tokens: dict[str, str] = {}
-    entities = {}
-    for i, snap in enumerate(demo_snapshots()):
-        token = f"resend-test-token-{snap.tenant_id}"
-        entities[snap.tenant_id] = entity_from_snapshot(snap, 43_000_000 + i)
-        sandbox.add_entity(token, entities[snap.tenant_id])
-        tokens[env_name(snap.settings.token_ref)] = token
-    entities["t-lillevik"].tax_rules.discard("25")
+    sandbox, tokens = sandbox_for(demo_snapshots(), "resend-test", 43_000_000, seed=5)
+    lillevik = entity_of(sandbox, "t-lillevik")
+    lillevik.tax_rules.discard("25")
     await sandbox.start()
     s = replace(s, sandbox=True, xledger_endpoint_override=sandbox.url, post_batch_window_s=0.05)
     pipeline = Pipeline(s, broker.bootstrap, make_client(s, tokens))
@@ -199,7 +192,7 @@ async def test_resend_reevaluates_posts_what_now_posts_and_never_posts_twice(
         assert denied.returncode == 4 and "Økonomi" in denied.stderr
 
         # Finance adds the VAT code in Xledger, then resends every waiting payment.
-        entities["t-lillevik"].tax_rules.add("25")
+        lillevik.tax_rules.add("25")
         dry = await acli(broker, s, *resend, "--all-waiting", "--role", "Økonomi", "--dry-run")
         assert dry.returncode == 0, dry.stderr
         assert "2 of 2 payment(s) of t-lillevik would be resent" in dry.stdout
