@@ -49,7 +49,7 @@ kafka-jars: install
 # The restart and two-worker tests many times under CPU load (issue 14); logs kept per run.
 RUNS ?= 50
 stress: install
-	$(BIN)/python tests/stress.py --runs $(RUNS) --parallel 2 --load 2 \
+	$(BIN)/python tests/e2e/stress.py --runs $(RUNS) --parallel 2 --load 2 \
 		-k "(restart or two_workers) and tansu" --out stress-runs/$$(date +%Y%m%d-%H%M%S)
 
 # Bad records through a running worker on each broker (issue 10): FUZZ_RECORDS of them,
@@ -58,7 +58,7 @@ FUZZ_RECORDS ?= 20000
 FUZZ_K ?= running_worker
 fuzz: install
 	FUZZ_RECORDS=$(FUZZ_RECORDS) FUZZ_SEED=$${FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
-		$(BIN)/python -m pytest -q -s tests/test_fuzz_stream.py -k "$(FUZZ_K)"
+		$(BIN)/python -m pytest -q -s tests/e2e/test_fuzz_stream.py -k "$(FUZZ_K)"
 
 lint: install
 	$(BIN)/ruff check worker tests

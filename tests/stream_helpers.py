@@ -7,7 +7,6 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -92,22 +91,6 @@ def metric(
         for (n, lbls), v in samples.items()
         if n == name and all(dict(lbls).get(k) == val for k, val in labels.items())
     )
-
-
-async def wait_for(
-    check: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.25
-) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = await check()
-            if last:
-                return last
-        except (httpx.HTTPError, OSError):
-            pass
-        await asyncio.sleep(interval_s)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 async def watch_until(

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from tests.brokers import Broker
 from tests.ops.helpers import ops_settings, send
-from tests.stream_helpers import wait_for
+from tests.waiting import until_async
 from worker.dead_letter_gauges import DeadLetterGauges
 from worker.engine.memory import MemoryBackend, MemoryBroker
 from worker.engine.topics import ensure_topics
@@ -49,7 +49,7 @@ async def test_depth_and_age_follow_the_topic_and_its_retention() -> None:
             await gauges.refresh(now_s=1000.0)
             return depth("unknown") == 1
 
-        await wait_for(followed, 5, "the new dead letter counted")
+        await until_async(followed, 5, "the new dead letter counted")
         broker.delete_before("dlq-mem", 0, 2)  # retention: both auth-mem letters of p0
         broker.delete_before("dlq-mem", 1, 1)  # and the invalid-mem one
         await gauges.refresh(now_s=1000.0)
@@ -68,7 +68,7 @@ async def test_depth_and_age_follow_the_topic_and_its_retention() -> None:
             await gauges.refresh(now_s=1000.0)
             return depth("auth-mem") == 0
 
-        await wait_for(replayed, 5, "the replayed dead letter no longer counted")
+        await until_async(replayed, 5, "the replayed dead letter no longer counted")
         assert depth("unknown") == 0  # the same bytes: the same fingerprint
     finally:
         await gauges.stop()
@@ -93,7 +93,7 @@ async def test_gauges_read_a_real_dlq_whole_then_follow_it(broker: Broker) -> No
     gauges = DeadLetterGauges(kafka_backend(s, s.bootstrap), s.topics.dlq, s.topics.audit, 3600)
     await gauges.start()
     try:
-        await wait_for(gauges.ready.wait, 30, "the DLQ read once")
+        await until_async(gauges.ready.wait, 30, "the DLQ read once")
         await gauges.refresh(now_s=now_ms / 1000)
         assert depth(reason) == 2 and oldest(reason) == 20 * 3600
         await send(broker, s.topics.dlq, b"k", b"v", [("dlq.reason", reason.encode())], now_ms)
@@ -102,6 +102,6 @@ async def test_gauges_read_a_real_dlq_whole_then_follow_it(broker: Broker) -> No
             await gauges.refresh(now_s=now_ms / 1000)
             return depth(reason) == 3
 
-        await wait_for(three, 20, "the third dead letter followed")
+        await until_async(three, 20, "the third dead letter followed")
     finally:
         await gauges.stop()

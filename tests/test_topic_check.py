@@ -17,7 +17,7 @@ import structlog
 
 from tests.brokers import Broker
 from tests.processes import subprocess_env
-from tests.stream_helpers import wait_for
+from tests.waiting import until_async
 from worker.config import RECONCILE_LOOKBACK_DAYS, KafkaSecurity, Settings, Topics
 from worker.engine.topics import ExistingTopic, TopicSpec, describe_topics, ensure_topics
 from worker.kafka_clients import KafkaConnection
@@ -168,7 +168,7 @@ async def make(kafka: KafkaConnection, specs: list[TopicSpec]) -> dict[str, Exis
         found = await describe_topics(kafka, names)
         return found if set(found) == names else None
 
-    result: dict[str, ExistingTopic] = await wait_for(listed, 30, f"topics {sorted(names)}")
+    result: dict[str, ExistingTopic] = await until_async(listed, 30, f"topics {sorted(names)}")
     return result
 
 

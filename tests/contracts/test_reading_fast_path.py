@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tests.bad_records import any_json, encode, paths, put, remove
+from tests.e2e.bad_records import any_json, encode, paths, put, remove
 from worker.contracts import PaymentStatusEvent
 from worker.contracts.reading import Unreadable, read_event
 from worker.demo.events import generate_events

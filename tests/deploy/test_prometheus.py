@@ -20,7 +20,7 @@ import pytest
 from tests.deploy.queries import ALERTS, alert_queries, alert_rules, dashboards, panels
 from tests.deploy.tools import prometheus_tool
 from tests.processes import free_port, stop_process, subprocess_env
-from tests.stream_helpers import wait_for
+from tests.waiting import until_async
 from worker.devenv.children import dies_with_parent
 
 pytestmark = [pytest.mark.integration, pytest.mark.prometheus]
@@ -133,14 +133,14 @@ async def test_dashboards_and_alerts_evaluate_in_prometheus_scraping_a_running_w
                 r = await http.get(f"http://127.0.0.1:{metrics_port}/ready")
                 return r.status_code == 200
 
-            await wait_for(worker_ready, 120, "the embedded worker's /ready", interval_s=0.5)
+            await until_async(worker_ready, 120, "the embedded worker's /ready", interval_s=0.5)
             with prometheus(tmp_path, f"127.0.0.1:{metrics_port}") as api:
 
                 async def scraped() -> bool:
                     answer = await instant(http, api, 'up{job="flyt-xledger-worker"} == 1')
                     return bool(answer.get("data", {}).get("result"))
 
-                await wait_for(scraped, 60, "Prometheus to scrape the worker", interval_s=0.5)
+                await until_async(scraped, 60, "Prometheus to scrape the worker", interval_s=0.5)
 
                 # The tenant variable's values, as Grafana asks for them.
                 labels = await http.get(
@@ -155,7 +155,7 @@ async def test_dashboards_and_alerts_evaluate_in_prometheus_scraping_a_running_w
                     result = (await instant(http, api, top))["data"]["result"]
                     return result[0]["metric"]["tenant"] if result else None
 
-                tenant = await wait_for(posting_tenant, 90, "a tenant with posted payments")
+                tenant = await until_async(posting_tenant, 90, "a tenant with posted payments")
                 assert tenant in tenants
 
                 # Every expression parses and evaluates.
@@ -188,7 +188,7 @@ async def test_dashboards_and_alerts_evaluate_in_prometheus_scraping_a_running_w
                     return not empty
 
                 try:
-                    await wait_for(all_have_data, 120, "data in every main panel", interval_s=2)
+                    await until_async(all_have_data, 120, "data in every main panel", interval_s=2)
                 except AssertionError:
                     raise AssertionError(f"main panels without data: {empty}") from None
 
@@ -198,7 +198,7 @@ async def test_dashboards_and_alerts_evaluate_in_prometheus_scraping_a_running_w
                     rules = [r for g in groups for r in g["rules"]]
                     return rules if rules and all(r["health"] != "unknown" for r in rules) else None
 
-                rules = await wait_for(rules_evaluated, 60, "every rule to be evaluated")
+                rules = await until_async(rules_evaluated, 60, "every rule to be evaluated")
                 assert {r["name"] for r in rules} == {r["alert"] for r in alert_rules()}
                 broken = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
                 assert not broken, broken

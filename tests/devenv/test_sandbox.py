@@ -32,6 +32,7 @@ from tests.devenv.helpers import (
     make_entity,
     voucher,
 )
+from tests.sandboxes import sandbox_for
 from worker.contracts import PaymentStatusEvent
 from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
@@ -42,8 +43,8 @@ from worker.devenv.sandbox import (
     PROFILES,
     FaultProfile,
     XledgerSandbox,
-    entity_from_snapshot,
 )
+from worker.xledger.secrets import env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -492,13 +493,12 @@ def as_input(tr: int, voucher_line: Any) -> dict[str, Any]:
 
 async def test_demo_postings_are_accepted(client: httpx.AsyncClient, gql: Gql) -> None:
     snapshots = demo_snapshots()
-    sandbox = XledgerSandbox()
+    sandbox, tokens = sandbox_for(snapshots, "demo", OWNER)
     book = RegisterBook()
-    entities = {}
-    for i, snap in enumerate(snapshots):
+    for snap in snapshots:
         assert book.offer(snap).accepted
-        entities[snap.tenant_id] = entity_from_snapshot(snap, OWNER + i)
-        sandbox.add_entity(f"demo-token-{i}", entities[snap.tenant_id])
+    entities = {entity.name: entity for entity in sandbox.entities()}
+    token_of = {snap.tenant_id: tokens[env_name(snap.settings.token_ref)] for snap in snapshots}
     vestfold = entities["t-vestfold-bv"]
     assert {"1920", "10890"} <= vestfold.accounts and vestfold.bank_accounts == {884412}
     assert {"3100", "252", "PR-44", "P-REFUSJON-7"} <= vestfold.gl_objects & vestfold.projects
@@ -519,9 +519,9 @@ async def test_demo_postings_are_accepted(client: httpx.AsyncClient, gql: Gql) -
     assert unknown_vat <= {"25"}
     await sandbox.start()
     try:
-        for i, (tenant, items) in enumerate(inputs.items()):
+        for tenant, items in inputs.items():
             assert len(items) >= 20
-            r = await gql(sandbox, MUTATION, {"inputs": items}, token=f"demo-token-{i}")
+            r = await gql(sandbox, MUTATION, {"inputs": items}, token=token_of[tenant])
             body = r.json()
             assert "errors" not in body, body["errors"][:3]
             assert len(body["data"]["addGLImportItems"]["edges"]) == len(items), tenant

@@ -15,6 +15,7 @@ import pytest
 
 from tests.clock import FakeTime
 from tests.devenv.helpers import MUTATION, OTHER_TOKEN, TOKEN, Gql, make_entity, voucher
+from tests.sandboxes import sandbox_serving
 from worker.devenv.sandbox import PROFILES, XledgerSandbox
 from worker.devenv.sandbox.server import StoredBatch
 
@@ -182,8 +183,7 @@ async def test_a_ledger_dump_is_served_again_with_its_db_ids(
     await gql(first, MUTATION, {"inputs": voucher("P-2", "101.50", tr=18)})
     dump = tmp_path / "ledger.jsonl"
     first.dump_ledger(dump)
-    second = XledgerSandbox(import_delay_s=None)
-    second.add_entity(OTHER_TOKEN, make_entity())
+    second = sandbox_serving({OTHER_TOKEN: make_entity()}, import_delay_s=None)
     assert second.load_ledger(dump) == 4
     keep = ("dbId", "batch", "extIdentifier", "amount", "account", "postedDate", "bankAccountRef")
     assert [{k: x.get(k) for k in keep} for x in second.ledger()] == [
@@ -195,7 +195,6 @@ async def test_a_ledger_dump_is_served_again_with_its_db_ids(
         assert again.json()["data"]["addGLImportItems"]["edges"][0]["node"]["dbId"] == 1_000_005
     finally:
         await second.stop()
-    stranger = XledgerSandbox()
-    stranger.add_entity(OTHER_TOKEN, make_entity("t-else"))
+    stranger = sandbox_serving({OTHER_TOKEN: make_entity("t-else")})
     with pytest.raises(ValueError, match="t-test"):
         stranger.load_ledger(dump)

@@ -7,9 +7,11 @@ from collections import defaultdict
 
 import pytest
 
+from tests.engine.memory import memory_engine
+from tests.waiting import until
 from worker.engine.backend import GroupSettings
 from worker.engine.engine import Engine, EngineSettings, StageContext
-from worker.engine.memory import MemoryBackend, MemoryBroker
+from worker.engine.memory import MemoryBroker
 from worker.engine.offsets import Lane
 from worker.engine.records import Output, Record, StateChange, TopicPartition
 from worker.engine.state import StoreSpec
@@ -81,7 +83,7 @@ def engine_for(broker: MemoryBroker, stage: EchoStage) -> Engine:
         commit_interval_s=0.05,
         hand_over_s=1.0,
     )
-    return Engine(MemoryBackend(broker), settings, [stage.built])
+    return memory_engine(broker, settings, stage.built)
 
 
 def broker_with(n: int, partitions: int = 2) -> MemoryBroker:
@@ -91,12 +93,6 @@ def broker_with(n: int, partitions: int = 2) -> MemoryBroker:
     for i in range(n):
         broker.append(IN, f"k{i % 5}".encode(), f"v{i}".encode())
     return broker
-
-
-async def until(check, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 def committed(broker: MemoryBroker, p: int) -> int | None:
@@ -110,7 +106,7 @@ async def test_every_record_is_written_and_committed_with_its_state() -> None:
     await engine.start()
     try:
         ends = {p: len(broker.read(IN, p)) for p in range(2)}
-        await until(lambda: all(committed(broker, p) == ends[p] for p in range(2)))
+        await until(lambda: all(committed(broker, p) == ends[p] for p in range(2)), 5.0)
         assert sorted(r.value for r in broker.read_all(OUT)) == sorted(
             r.value for r in broker.read_all(IN)
         )
@@ -128,13 +124,13 @@ async def test_a_record_in_flight_holds_the_commit_of_everything_after_it() -> N
     await engine.start()
     try:
         broker.append(IN, b"a", b"1")
-        await until(lambda: committed(broker, 0) == 1)
+        await until(lambda: committed(broker, 0) == 1, 5.0)
         broker.append(IN, b"slow", b"2")
         broker.append(IN, b"b", b"3")
         await asyncio.sleep(0.3)
         assert committed(broker, 0) == 1  # the held record stops the run
         stage.release.set()
-        await until(lambda: committed(broker, 0) == 3)
+        await until(lambda: committed(broker, 0) == 3, 5.0)
     finally:
         await engine.stop(2.0)
 
@@ -144,18 +140,18 @@ async def test_state_is_restored_by_the_next_holder_and_duplicates_are_not_count
     first = EchoStage()
     e1 = engine_for(broker, first)
     await e1.start()
-    await until(lambda: committed(broker, 0) == 40)
+    await until(lambda: committed(broker, 0) == 40, 5.0)
     await e1.stop(2.0)
     assert first.notes and first.notes[-1][1] is True  # a clean hand-over
     second = EchoStage()
     e2 = engine_for(broker, second)
     await e2.start()
     try:
-        await until(lambda: e2.held_store("counts", 0) is not None and e2.assignments > 0)
+        await until(lambda: e2.held_store("counts", 0) is not None and e2.assignments > 0, 5.0)
         store = e2.store("counts", 0)
         assert sum(v for _, v in store.items()) == 40  # restored from the changelog
         broker.append(IN, b"k0", b"new")
-        await until(lambda: committed(broker, 0) == 41)
+        await until(lambda: committed(broker, 0) == 41, 5.0)
         assert store.get("k0") == 9
     finally:
         await e2.stop(2.0)
@@ -166,13 +162,13 @@ async def test_a_zombie_cannot_commit_and_cannot_confirm_its_membership() -> Non
     a, b = EchoStage(), EchoStage()
     ea, eb = engine_for(broker, a), engine_for(broker, b)
     await ea.start()
-    await until(lambda: ea.assignments > 0 and len(ea.lanes) == 2)
+    await until(lambda: ea.assignments > 0 and len(ea.lanes) == 2, 5.0)
     lane = next(iter(ea.lanes.values()))
     assert await ea.confirm(lane)
     ea.consumer.expel()  # type: ignore[attr-defined]  (the memory backend's stall)
     await eb.start()
     try:
-        await until(lambda: len(eb.lanes) == 2)
+        await until(lambda: len(eb.lanes) == 2, 5.0)
         # The zombie still believes it holds its lanes; the broker refuses its commit.
         assert not await ea.commit_point.commit(list(ea.lanes.values()), force=True)
         assert not await ea.confirm(lane)
@@ -193,7 +189,7 @@ async def test_a_partition_whose_commit_fell_below_the_log_start_names_the_lost_
     engine = engine_for(broker, stage)
     await engine.start()
     try:
-        await until(lambda: committed(broker, 0) == 10)
+        await until(lambda: committed(broker, 0) == 10, 5.0)
         assert [r.value for r in broker.read_all(OUT)] == [b"6", b"7", b"8", b"9"]
     finally:
         await engine.stop(2.0)
@@ -208,7 +204,7 @@ async def test_a_zombie_s_hand_over_is_never_clean_even_with_nothing_new_to_comm
     stage = EchoStage()
     engine = engine_for(broker, stage)
     await engine.start()
-    await until(lambda: committed(broker, 0) == 4)
+    await until(lambda: committed(broker, 0) == 4, 5.0)
     engine.consumer.expel()  # type: ignore[attr-defined]  (the memory backend's stall)
     try:
         await engine.on_revoked({TopicPartition(IN, 0)})
@@ -227,20 +223,22 @@ async def test_a_zombie_reads_its_state_again_when_its_partition_comes_back() ->
     ea, eb = engine_for(broker, a), engine_for(broker, b)
     await ea.start()
     try:
-        await until(lambda: committed(broker, 0) == 4)
+        await until(lambda: committed(broker, 0) == 4, 5.0)
         ea.consumer.expel()  # type: ignore[attr-defined]  (the memory backend's stall)
         await eb.start()
-        await until(lambda: len(eb.lanes) == 1)
+        await until(lambda: len(eb.lanes) == 1, 5.0)
         for i in range(6):
             broker.append(IN, b"k0", f"b{i}".encode())
-        await until(lambda: committed(broker, 0) == 10)  # the other holder's state: k0 = 7
+        await until(lambda: committed(broker, 0) == 10, 5.0)  # the other holder's state: k0 = 7
         await eb.stop(2.0)
         assignments = ea.assignments
         ea.consumer.wake()  # type: ignore[attr-defined]
-        await until(lambda: ea.assignments > assignments and ea.held_store("counts", 0) is not None)
+        await until(
+            lambda: ea.assignments > assignments and ea.held_store("counts", 0) is not None, 5.0
+        )
         assert a.notes[-1] == ([0], False)  # its hand-over was not clean
         broker.append(IN, b"k0", b"a-again")
-        await until(lambda: committed(broker, 0) == 11)
+        await until(lambda: committed(broker, 0) == 11, 5.0)
         assert ea.store("counts", 0).get("k0") == 8
     finally:
         await ea.stop(2.0)
@@ -265,14 +263,14 @@ async def test_a_paused_partition_whose_position_fell_below_the_log_start_is_nev
     await engine.start()
     try:
         broker.append(IN, b"k", b"0")
-        await until(lambda: committed(broker, 0) == 1)
+        await until(lambda: committed(broker, 0) == 1, 5.0)
         tp = TopicPartition(IN, 0)
         engine.consumer.pause({tp})
         for i in range(1, 8):
             broker.append(IN, b"k", str(i).encode())
         broker.delete_before(IN, 0, 5)  # 1..4 gone before anyone read them
         engine.consumer.resume({tp})
-        await until(lambda: committed(broker, 0) == 8)
+        await until(lambda: committed(broker, 0) == 8, 5.0)
         assert [r.value for r in broker.read_all(OUT)] == [b"0", b"5", b"6", b"7"]
     finally:
         await engine.stop(2.0)

@@ -16,6 +16,7 @@ from aiokafka.structs import TopicPartition as AioTP
 from prometheus_client import REGISTRY
 
 from tests.brokers import Broker
+from tests.waiting import until
 from worker.engine.backend import GroupSettings
 from worker.engine.engine import Engine, EngineSettings, StageContext
 from worker.engine.kafka import KafkaBackend, KafkaReader
@@ -93,7 +94,11 @@ async def test_records_deleted_while_their_partition_is_paused_are_named_never_s
     await engine.start()
     try:
         await producer.send_many([Output(inp, b"k", b"0", partition=0)])
-        await _until(lambda: engine.lanes.get(tp) is not None and engine.lanes[tp].committed == 1)
+        await until(
+            lambda: engine.lanes.get(tp) is not None and engine.lanes[tp].committed == 1,
+            30.0,
+            0.05,
+        )
         engine.consumer.pause({tp})
         await producer.send_many(
             [Output(inp, b"k", str(i).encode(), partition=0) for i in range(1, 8)]
@@ -107,7 +112,7 @@ async def test_records_deleted_while_their_partition_is_paused_are_named_never_s
         finally:
             await admin.close()
         engine.consumer.resume({tp})
-        await _until(lambda: engine.lanes[tp].committed == 8)
+        await until(lambda: engine.lanes[tp].committed == 8, 30.0, 0.05)
     finally:
         await engine.stop(5.0)
         await producer.stop()
@@ -116,12 +121,6 @@ async def test_records_deleted_while_their_partition_is_paused_are_named_never_s
     assert lost(inp) - before == 4
     printed = capsys.readouterr()
     assert "input_offsets_lost" in printed.out + printed.err
-
-
-async def _until(check, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.05)
 
 
 async def _read(broker: Broker, topic: str, n: int) -> list[bytes]:

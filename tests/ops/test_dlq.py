@@ -13,7 +13,8 @@ import pytest
 
 from tests.brokers import Broker
 from tests.ops.helpers import acli, cli, json_lines, ops_settings, records, send
-from tests.stream_helpers import prepare, wait_for
+from tests.stream_helpers import prepare
+from tests.waiting import until_async
 from worker.config import Settings
 from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
@@ -354,7 +355,7 @@ async def test_replays_through_the_worker_post_nothing_twice_and_stop_a_poison_r
     try:
         await pipeline.start()
         await publish(broker.bootstrap, t.payments, event_records([event]))
-        await wait_for(lambda: asyncio.to_thread(receipts), 60, "the payment's receipt")
+        await until_async(lambda: asyncio.to_thread(receipts), 60, "the payment's receipt")
         assert len([x for x in sandbox.ledger() if x["extIdentifier"].startswith(ext)]) == 2
 
         # Xledger posted it, but the post stage never heard (commit-then-fail): it gave up
@@ -383,7 +384,7 @@ async def test_replays_through_the_worker_post_nothing_twice_and_stop_a_poison_r
             got = await asyncio.to_thread(receipts)
             return got if len(got) == 2 else []
 
-        first, second = await wait_for(second_receipt, 60, "the replayed submission's outcome")
+        first, second = await until_async(second_receipt, 60, "the replayed submission's outcome")
         assert not first["already_present"] and second["already_present"]  # found, not posted
         assert [x["dbId"] for x in second["lines"]] == [x["dbId"] for x in first["lines"]]
         assert len([x for x in sandbox.ledger() if x["extIdentifier"].startswith(ext)]) == 2
@@ -400,12 +401,12 @@ async def test_replays_through_the_worker_post_nothing_twice_and_stop_a_poison_r
             return got if len(got) == n else []
 
         for n in (1, 2):
-            found = await wait_for(
+            found = await until_async(
                 lambda n=n: poison_letters(n), 60, f"dead letter number {n} of the poison record"
             )
             out = await acli(broker, s, *replay, found[-1], FLYT_DLQ_MAX_REPLAYS="2")
             assert out.returncode == 0, out.stderr
-        third = await wait_for(lambda: poison_letters(3), 60, "the poison record's third letter")
+        third = await until_async(lambda: poison_letters(3), 60, "the poison record's third letter")
         refused = await acli(broker, s, *replay, third[-1], FLYT_DLQ_MAX_REPLAYS="2")
         assert refused.returncode == 4 and "already replayed 2 time(s)" in refused.stdout
     finally:

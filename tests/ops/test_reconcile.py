@@ -22,7 +22,9 @@ from tests.brokers import Broker
 from tests.ops.helpers import acli, ops_settings, send
 from tests.ops.helpers import env as ops_env
 from tests.processes import free_port, stop_process
-from tests.stream_helpers import prepare, wait_for
+from tests.sandboxes import sandbox_for
+from tests.stream_helpers import prepare
+from tests.waiting import until_async
 from worker.config import Settings
 from worker.contracts import PaymentStatusEvent, Receipt, RegisterSnapshot, Submission
 from worker.core import Enriched, evaluate
@@ -107,16 +109,13 @@ async def world(broker: Broker) -> AsyncIterator[World]:
     s = ops_settings(broker, "reconcile")
     snapshots = demo_snapshot_dicts()
     await prepare(s, snapshots)
-    sandbox = XledgerSandbox(import_delay_s=0.0)  # imported at once: staging and journal
+    snaps = [RegisterSnapshot.model_validate(raw) for raw in snapshots]
+    # Imported at once: staging and journal.
+    sandbox, tokens = sandbox_for(snaps, "reconcile", 42_365_431, import_delay_s=0.0)
     book = RegisterBook()
-    tokens: dict[str, str] = {}
     w = World(broker, s, sandbox, tokens, book)
-    for i, raw in enumerate(snapshots):
-        snap = RegisterSnapshot.model_validate(raw)
+    for snap in snaps:
         assert book.offer(snap).accepted
-        token = f"tok-reconcile-{snap.tenant_id}-8c1f"
-        sandbox.add_entity(token, entity_from_snapshot(snap, 42_365_431 + i))
-        tokens[env_name(snap.settings.token_ref)] = token
         w.targets[snap.tenant_id] = Target(
             snap.tenant_id, snap.settings.url, snap.settings.token_ref, snap.test_tenant
         )
@@ -271,7 +270,7 @@ async def test_the_run_serves_its_result_and_only_it_while_it_lingers(world: Wor
                 except httpx.TransportError:
                     return False
 
-            await wait_for(served, 60, "the reconcile run's /metrics")
+            await until_async(served, 60, "the reconcile run's /metrics")
             text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
     finally:
         stop_process(proc)

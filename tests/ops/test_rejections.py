@@ -15,19 +15,19 @@ import pytest
 from tests.brokers import Broker
 from tests.factories import GAP_CATEGORY, filling_the_gap, with_register_gap
 from tests.ops.helpers import acli, cli, json_lines, ops_settings, records, rejection_of, send
-from tests.stream_helpers import prepare, wait_for
+from tests.sandboxes import entity_of, sandbox_for
+from tests.stream_helpers import prepare
+from tests.waiting import until, until_async
 from worker.contracts import RegisterSnapshot
 from worker.contracts.headers import RESEND_BY
 from worker.demo.events import generate_events
 from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.devenv.feed import event_records, publish
-from worker.devenv.sandbox import XledgerSandbox, entity_from_snapshot
 from worker.engine.topics import ensure_topics
 from worker.pipeline.payment_state import REJECTED, PaymentStates
 from worker.pipeline.topics import HANDLED, PENDING, topic_specs
 from worker.pipeline.wiring import Pipeline
 from worker.runtime import make_client
-from worker.xledger.secrets import env_name
 
 
 def betalt(seed: int, tenant: str = "t-lillevik") -> dict[str, Any]:
@@ -51,7 +51,6 @@ async def test_a_resend_marked_event_is_evaluated_again_an_unmarked_one_is_a_dup
         committed_all,
         enrich_engine,
         memory_broker,
-        until,
     )
 
     b, broker = book(), memory_broker()
@@ -152,15 +151,9 @@ async def test_resend_reevaluates_posts_what_now_posts_and_never_posts_twice(
     await prepare(s, snapshots)
     await ensure_topics(broker.bootstrap, topic_specs(s))
     # Lillevik's Xledger does not know VAT code 25 at first: Xledger refuses the posting.
-    sandbox = XledgerSandbox(seed=5)
-    tokens: dict[str, str] = {}
-    entities = {}
-    for i, snap in enumerate(demo_snapshots()):
-        token = f"resend-test-token-{snap.tenant_id}"
-        entities[snap.tenant_id] = entity_from_snapshot(snap, 43_000_000 + i)
-        sandbox.add_entity(token, entities[snap.tenant_id])
-        tokens[env_name(snap.settings.token_ref)] = token
-    entities["t-lillevik"].tax_rules.discard("25")
+    sandbox, tokens = sandbox_for(demo_snapshots(), "resend-test", 43_000_000, seed=5)
+    lillevik = entity_of(sandbox, "t-lillevik")
+    lillevik.tax_rules.discard("25")
     await sandbox.start()
     s = replace(s, sandbox=True, xledger_endpoint_override=sandbox.url, post_batch_window_s=0.05)
     pipeline = Pipeline(s, broker.bootstrap, make_client(s, tokens))
@@ -178,12 +171,12 @@ async def test_resend_reevaluates_posts_what_now_posts_and_never_posts_twice(
         ]
         return mine[0], mine[1]
 
-    async def until(payment: str, receipts: int, rejections: int) -> None:
+    async def until_outcomes(payment: str, receipts: int, rejections: int) -> None:
         async def check() -> bool:
             got = await asyncio.to_thread(outcomes, payment)
             return (len(got[0]), len(got[1])) == (receipts, rejections)
 
-        await wait_for(check, 60, f"{payment}: {receipts} receipt(s), {rejections} rejection(s)")
+        await until_async(check, 60, f"{payment}: {receipts} receipt(s), {rejections} rejection(s)")
 
     def ledger(payment: str) -> list[dict]:
         return [x for x in sandbox.ledger() if f":{payment}:" in x["extIdentifier"]]
@@ -192,28 +185,29 @@ async def test_resend_reevaluates_posts_what_now_posts_and_never_posts_twice(
     try:
         await pipeline.start()
         await publish(broker.bootstrap, t.payments, event_records([refused, gap]))
-        await until(refused["payment_id"], 0, 1)
-        await until(gap["payment_id"], 0, 1)
+        await until_outcomes(refused["payment_id"], 0, 1)
+        await until_outcomes(gap["payment_id"], 0, 1)
 
         denied = await acli(broker, s, *resend, "--all-waiting", "--role", "Innstillinger", "--yes")
         assert denied.returncode == 4 and "Økonomi" in denied.stderr
 
         # Finance adds the VAT code in Xledger, then resends every waiting payment.
-        entities["t-lillevik"].tax_rules.add("25")
+        lillevik.tax_rules.add("25")
         dry = await acli(broker, s, *resend, "--all-waiting", "--role", "Økonomi", "--dry-run")
         assert dry.returncode == 0, dry.stderr
         assert "2 of 2 payment(s) of t-lillevik would be resent" in dry.stdout
         assert "rejected again (v1): MISSING_ACCOUNT" in dry.stdout
         out = await acli(broker, s, *resend, "--all-waiting", "--role", "Økonomi", "--yes")
         assert out.returncode == 0, out.stderr
-        await until(refused["payment_id"], 1, 1)  # posted now
-        await until(gap["payment_id"], 0, 2)  # evaluated again: still the gap, a fresh rejection
+        await until_outcomes(refused["payment_id"], 1, 1)  # posted now
+        # Evaluated again: still the gap, a fresh rejection.
+        await until_outcomes(gap["payment_id"], 0, 2)
         assert len(ledger(refused["payment_id"])) == 2 and not ledger(gap["payment_id"])
 
         # Again: the posted payment is skipped; the waiting one is evaluated once more.
         again = await acli(broker, s, *resend, "--all-waiting", "--role", "Økonomi", "--yes")
         assert again.returncode == 0, again.stderr
-        await until(gap["payment_id"], 0, 3)
+        await until_outcomes(gap["payment_id"], 0, 3)
         only_posted = await acli(
             broker, s, *resend, "--payment", refused["payment_id"], "--role", "Økonomi", "--yes"
         )
@@ -228,7 +222,7 @@ async def test_resend_reevaluates_posts_what_now_posts_and_never_posts_twice(
             json.dumps(refused).encode(),
             [(RESEND_BY, b"u-17")],
         )
-        await until(refused["payment_id"], 2, 1)
+        await until_outcomes(refused["payment_id"], 2, 1)
         receipts, _ = outcomes(refused["payment_id"])
         assert receipts[-1]["already_present"] and len(ledger(refused["payment_id"])) == 2
 

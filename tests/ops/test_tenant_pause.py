@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from tests.brokers import Broker
 from tests.factories import snapshot_dict
 from tests.ops.helpers import acli, json_lines, ops_settings, records, send
-from tests.stream_helpers import wait_for
+from tests.waiting import until_async
 from worker.config import Settings
 from worker.contracts import TenantPause
 from worker.devenv.feed import snapshot_records
@@ -81,7 +81,7 @@ async def test_pause_and_resume_reach_every_worker_with_who_when_and_why(
     async def seen() -> TenantPause | None:
         return cache.paused(A)
 
-    pause = await wait_for(seen, 10, "the pause in the worker's control cache")
+    pause = await until_async(seen, 10, "the pause in the worker's control cache")
     assert (pause.by, pause.reason, pause.roles) == ("u-okinn", WHY, ["Økonomiinnstillinger"])
     assert cache.paused(B) is None and changes == [(A, True)]
     assert gauge("xledger_tenant_paused", tenant=A, reason="manual") == 1
@@ -112,7 +112,7 @@ async def test_pause_and_resume_reach_every_worker_with_who_when_and_why(
     async def resumed() -> bool:
         return cache.paused(A) is None
 
-    await wait_for(resumed, 10, "the resume in the worker's control cache")
+    await until_async(resumed, 10, "the resume in the worker's control cache")
     assert changes == [(A, True), (A, False)]
     assert gauge("xledger_tenant_paused", tenant=A, reason="manual") == 0
     assert gauge("flyt_tenant_paused_since_timestamp_seconds", tenant=A) is None
@@ -141,5 +141,5 @@ async def test_an_unreadable_control_record_changes_nothing(
     async def paused_a() -> bool:
         return cache.paused(A) is not None
 
-    await wait_for(paused_a, 10, "A paused after the unreadable records")
+    await until_async(paused_a, 10, "A paused after the unreadable records")
     assert cache.paused(B) is not None and changes == [(B, True), (A, True)]

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from tests.engine.memory import memory_engine
 from worker.config import Settings
 from worker.contracts import RegisterSnapshot
 from worker.core.register_book import RegisterBook
@@ -48,7 +49,7 @@ def stage_engine(
 ) -> tuple[Engine, StageT]:
     """One stage alone on an engine of the memory backend (the other is not subscribed):
     the one way the tests build one."""
-    engine = Engine(MemoryBackend(broker), engine_settings(s), [make])
+    engine = memory_engine(broker, engine_settings(s), make)
     [stage] = engine.stages
     return engine, stage  # type: ignore[return-value]
 
@@ -80,12 +81,6 @@ def committed_all(broker: MemoryBroker, s: Settings, topic: str) -> bool:
         (group.committed.get(TopicPartition(topic, p)) or 0) == len(broker.read(topic, p))
         for p in range(broker.partitions(topic))
     )
-
-
-async def until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 def records(broker: MemoryBroker, topic: str) -> list[Record]:

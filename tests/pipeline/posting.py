@@ -14,12 +14,12 @@ from typing import Any
 
 from tests.pipeline.memory import S, records, stage_engine
 from worker.config import Settings
-from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Submission
+from worker.contracts import PaymentStatusEvent, Submission
 from worker.contracts.headers import SOURCE
 from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
-from worker.devenv.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot
+from worker.devenv.sandbox import XledgerSandbox
 from worker.engine.engine import Engine
 from worker.engine.memory import MemoryBroker
 from worker.engine.records import TopicPartition
@@ -28,7 +28,6 @@ from worker.pipeline.posting_lease import HOLDER
 from worker.pipeline.topics import POSTING, changelog_topic
 from worker.runtime import make_client
 from worker.xledger.client import PostResult, Target, XledgerClient
-from worker.xledger.secrets import env_name
 
 SLOW, FAST = "t-lillevik", "t-vestfold-bv"
 ONE = replace(
@@ -124,20 +123,6 @@ def note(broker: MemoryBroker, value: dict[str, Any]) -> None:
 
 def notes(broker: MemoryBroker) -> list[dict[str, Any]]:
     return [json.loads(r.value or b"") for r in records(broker, changelog_topic(ONE, POSTING))]
-
-
-async def sandbox_with(
-    snapshots: list[RegisterSnapshot], faults: FaultProfile | None = None
-) -> tuple[XledgerSandbox, dict[str, str]]:
-    """A sandbox whose entities know these snapshots' codes; the tokens as env variables."""
-    box = XledgerSandbox(faults=faults or FaultProfile())
-    tokens = {}
-    for i, snap in enumerate(snapshots):
-        token = f"post-stage-token-{i}-0123456789"
-        box.add_entity(token, entity_from_snapshot(snap, 60_000_000 + i))
-        tokens[env_name(snap.settings.token_ref)] = token
-    await box.start()
-    return box, tokens
 
 
 def client_for(box: XledgerSandbox, tokens: dict[str, str], s: Settings = ONE) -> XledgerClient:

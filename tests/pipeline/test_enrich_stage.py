@@ -20,8 +20,8 @@ from tests.pipeline.memory import (
     memory_broker,
     publish,
     records,
-    until,
 )
+from tests.waiting import until
 from worker.contracts import RegisterSnapshot
 from worker.contracts.headers import BACKLOG, FIRST_EVALUATION
 from worker.demo.events import generate_events

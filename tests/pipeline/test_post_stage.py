@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline.memory import bodies, book, memory_broker, records, until
+from tests.pipeline.memory import bodies, book, memory_broker, records
 from tests.pipeline.posting import (
     FAST,
     ONE,
@@ -27,10 +27,11 @@ from tests.pipeline.posting import (
     posted,
     publish,
     running,
-    sandbox_with,
     submissions,
     twice_each,
 )
+from tests.sandboxes import sandbox_for
+from tests.waiting import until
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Submission
 from worker.contracts.headers import BACKLOG, FIRST_EVALUATION, SOURCE
 from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
@@ -62,7 +63,10 @@ async def test_a_revoke_lets_the_mutation_in_flight_finish_and_commits_its_outco
     """engine.md, hand-over: on revoke the mutation on the wire finishes, its receipts are
     written, the partition is committed, and only then does the revoke return; the
     hand-over was clean, so the partition's note says `released`."""
-    box, tokens = await sandbox_with(demo_snapshots(), FaultProfile(slow=1.0, slow_seconds=0.5))
+    box, tokens = sandbox_for(
+        demo_snapshots(), "post-stage", 60_000_000, faults=FaultProfile(slow=1.0, slow_seconds=0.5)
+    )
+    await box.start()
     b, broker = book(), memory_broker(ONE)
     slow = submissions(b, SLOW, 3)
     try:
@@ -214,7 +218,8 @@ async def test_r18_a_payment_decided_under_another_motkonto_is_evaluated_again_f
     moved["settings"]["counter_account"] = "1921"
     snapshot = RegisterSnapshot.model_validate(moved)
     assert b.offer(snapshot).accepted
-    box, tokens = await sandbox_with([snapshot])
+    box, tokens = sandbox_for([snapshot], "post-stage", 60_000_000)
+    await box.start()
     broker = memory_broker(ONE)
     publish(broker, [stale])
     try:

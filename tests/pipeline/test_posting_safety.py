@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from tests.pipeline.memory import bodies, book, memory_broker, memory_pipeline, records, until
+from tests.pipeline.memory import bodies, book, memory_broker, memory_pipeline, records
 from tests.pipeline.posting import (
     ONE,
     client_for,
@@ -33,19 +33,21 @@ from tests.pipeline.posting import (
     submissions,
     twice_each,
 )
+from tests.sandboxes import sandbox_for
+from tests.waiting import until
 from tests.xledger.helpers import Forwarding
 from worker.config import Settings
 from worker.contracts import RegisterSnapshot
 from worker.core.endpoints import UrlPolicy
 from worker.demo.events import generate_events
 from worker.demo.snapshots import demo_snapshot_dicts
-from worker.devenv.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot
+from worker.devenv.sandbox import FaultProfile, XledgerSandbox
 from worker.engine.records import StateChange, TopicPartition
 from worker.pipeline.posting_lease import takeover_wait
 from worker.pipeline.topics import POSTING, changelog_topic
 from worker.runtime import client_settings
 from worker.xledger.client import Target, XledgerClient
-from worker.xledger.secrets import SecretStore, env_name
+from worker.xledger.secrets import SecretStore
 
 FAST = "t-vestfold-bv"
 T = ONE.topics
@@ -273,17 +275,10 @@ async def test_n7_r18_looks_the_payment_up_where_it_was_evaluated_before_evaluat
         url="https://xledger.net/graphql", token_ref="t-vestfold-b", counter_account="1921"
     )
     moved = RegisterSnapshot.model_validate(moved_dict)
-    box = XledgerSandbox()
-    a_token, b_token = "entity-a-token-0123456789", "entity-b-token-0123456789"
-    entity_b = entity_from_snapshot(moved, 60_000_002)
+    box, tokens = sandbox_for([old, moved], "entity", 60_000_001)  # A, then B
+    _, entity_b = box.entities()
     entity_b.name = "entity-b"  # another entity: its own ledger and its own lookups
-    box.add_entity(a_token, entity_from_snapshot(old, 60_000_001))
-    box.add_entity(b_token, entity_b)
     await box.start()
-    tokens = {
-        env_name(old.settings.token_ref): a_token,
-        env_name(moved.settings.token_ref): b_token,
-    }
     try:
         b = book(snapshots)
         [sub] = submissions(b, FAST, 1)

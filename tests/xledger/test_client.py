@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 
 from tests.clock import FakeTime
 from tests.factories import submission
+from tests.sandboxes import sandbox_serving
 from tests.xledger.helpers import (
     Forwarding,
     client_for,
@@ -72,9 +73,8 @@ async def started(
     client's own pacing then pass as soon as someone waits for them."""
     if fake is not None:
         kw["clock"] = fake.clock  # type: ignore[assignment]
-    sandbox = XledgerSandbox(faults=faults, seed=11, **kw)  # type: ignore[arg-type]
-    for i, t in enumerate(tenants):
-        sandbox.add_entity(token_for(t), entity(t, owner=42365431 + i))
+    entities = {token_for(t): entity(t, owner=42365431 + i) for i, t in enumerate(tenants)}
+    sandbox = sandbox_serving(entities, faults=faults, seed=11, **kw)
     await sandbox.start()
     return sandbox
 
@@ -462,10 +462,8 @@ async def test_burst_limit_error_is_waited_out(running_time: FakeTime) -> None:
 
 
 async def test_insufficient_credits_pause_that_tenant_only() -> None:
-    sb = XledgerSandbox(seed=1)
     poor = entity("t-poor", credits=1)
-    sb.add_entity(token_for("t-poor"), poor)
-    sb.add_entity(token_for("t-rich"), entity("t-rich"))
+    sb = sandbox_serving({token_for("t-poor"): poor, token_for("t-rich"): entity("t-rich")}, seed=1)
     await sb.start()
     fake = FakeTime(hold=True)  # the pause lasts until the test moves the clock
     try:

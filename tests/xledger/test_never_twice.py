@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 
 from tests.clock import FakeTime
 from tests.factories import submission
+from tests.sandboxes import sandbox_serving
 from tests.xledger.helpers import client_for, entity, target, token_for
 from worker import logs
 from worker.contracts import Submission
@@ -101,8 +102,7 @@ def assert_exactly_once(sandbox: XledgerSandbox, subs: list[Submission]) -> None
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[XledgerSandbox]:
-    sb = XledgerSandbox(seed=11)
-    sb.add_entity(token_for(TENANT), entity(TENANT))
+    sb = sandbox_serving({token_for(TENANT): entity(TENANT)}, seed=11)
     await sb.start()
     yield sb
     await sb.stop()
@@ -496,8 +496,12 @@ async def test_the_lookup_asks_staging_and_journal_in_one_request_and_either_is_
 
 
 async def test_items_that_leave_staging_once_imported_are_found_in_the_journal() -> None:
-    sb = XledgerSandbox(faults=PROFILES["staging-cleared"], seed=3, import_delay_s=None)
-    sb.add_entity(token_for(TENANT), entity(TENANT))
+    sb = sandbox_serving(
+        {token_for(TENANT): entity(TENANT)},
+        faults=PROFILES["staging-cleared"],
+        seed=3,
+        import_delay_s=None,
+    )
     await sb.start()
     try:
         subs = subs_of(5)

@@ -1,6 +1,6 @@
 """Bad input through the running pipeline (issue 10, item 2; R14, R17).
 
-Hypothesis draws a batch of bad records up front (tests/bad_records.py: random bytes,
+Hypothesis draws a batch of bad records up front (tests/e2e/bad_records.py: random bytes,
 invalid UTF-8, 50,000-deep nesting, values near the broker's maximum message size,
 NaN/Infinity/1e309/-0 amounts, impossible dates, wrong types, unknown fields, empty
 values, tombstones, null keys, near-JSON), interleaves them with good demo events and
@@ -34,8 +34,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from tests.bad_records import BadRecord, draw_batch, draw_batch_isolated, interleave
 from tests.brokers import Broker
+from tests.e2e.bad_records import BadRecord, draw_batch, draw_batch_isolated, interleave
 from tests.processes import free_port, stop_process
 from tests.stream_helpers import (
     metric,
@@ -43,9 +43,9 @@ from tests.stream_helpers import (
     scrape,
     start_worker,
     unique_settings,
-    wait_for,
     worker_env,
 )
+from tests.waiting import until_async
 from worker.config import Settings
 from worker.contracts import PaymentStatusEvent
 from worker.contracts.reading import Unreadable, read_event
@@ -259,7 +259,7 @@ async def test_bad_records_through_the_running_worker(broker: Broker, tmp_path: 
             )
 
         try:
-            await wait_for(all_accounted_for, WAIT_S, f"{accepted} records accounted for")
+            await until_async(all_accounted_for, WAIT_S, f"{accepted} records accounted for")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{await watcher.explain(outcomes)}") from None
         # Anything the worker writes after the count (a second dead letter?) is caught too.
@@ -420,7 +420,7 @@ async def test_an_input_larger_than_the_dlq_takes_does_not_stop_the_stream(
                 want.rejected
             ) <= watcher.posted | watcher.rejected
 
-        await wait_for(all_accounted_for, WAIT_S, "the huge record and the events behind it")
+        await until_async(all_accounted_for, WAIT_S, "the huge record and the events behind it")
     finally:
         stop_process(proc)
         await dlq.stop()

@@ -24,10 +24,10 @@ from tests.stream_helpers import (
     prepare,
     start_worker,
     unique_settings,
-    wait_for,
     watch_until,
     worker_env,
 )
+from tests.waiting import until_async
 from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
 from worker.demo.snapshots import demo_snapshot_dicts
@@ -118,13 +118,13 @@ async def test_a_broker_killed_mid_flow_loses_nothing_and_posts_nothing_twice(
             await watcher.poll()
             return len(watcher.posted) >= n
 
-        await wait_for(lambda: receipts(300), 120, "the first receipts")
+        await until_async(lambda: receipts(300), 120, "the first receipts")
         t = s.topics
         victim = busiest_leader(cluster.bootstrap, [t.payments, t.submissions, t.receipts])
         kafka.kill(victim)
         killed_at, seen = time.monotonic(), len(watcher.posted)
         assert seen < len(submitted), "the flow ended before the broker was killed"
-        await wait_for(lambda: receipts(seen + 300), 120, "receipts with a broker down")
+        await until_async(lambda: receipts(seen + 300), 120, "receipts with a broker down")
         print(f"\nbroker {victim} killed after {seen} receipts; flow went on")
         kafka.restart(victim)
         print(f"broker {victim} back after {time.monotonic() - killed_at:.1f} s")
@@ -140,7 +140,7 @@ async def test_a_broker_killed_mid_flow_loses_nothing_and_posts_nothing_twice(
         async def rejoined() -> bool:  # the restarted broker is back in every ISR
             return all(isr == 3 for _, _, isr in replication_of(cluster.bootstrap, topics).values())
 
-        await wait_for(rejoined, 120, f"broker {victim} back in sync", interval_s=1.0)
+        await until_async(rejoined, 120, f"broker {victim} back in sync", interval_s=1.0)
         for topic, (replicas, min_isr, _) in replication_of(cluster.bootstrap, topics).items():
             assert (replicas, min_isr) == (3, "2"), topic
     finally:

@@ -17,6 +17,7 @@ from tests.brokers import Broker
 from tests.factories import filling_the_gap, with_register_gap
 from tests.ledger import assert_ledger_exactly_once
 from tests.processes import free_port, stop_process, subprocess_env
+from tests.sandboxes import entity_of, sandbox_for
 from tests.stream_helpers import (
     expected_outcomes,
     metric,
@@ -24,17 +25,17 @@ from tests.stream_helpers import (
     scrape,
     start_worker,
     unique_settings,
-    wait_for,
     watch_until,
     worker_env,
 )
+from tests.waiting import until_async
 from worker.core.register_book import RegisterBook
 from worker.demo.events import generate_events
 from worker.demo.harness import start_demo_sandbox
 from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records, publish, snapshot_records
-from worker.devenv.sandbox import XledgerSandbox, entity_from_snapshot, held_lines, lines_by_payment
+from worker.devenv.sandbox import XledgerSandbox, held_lines, lines_by_payment
 from worker.engine.kafka import KafkaReader
 from worker.engine.lag import group_positions
 from worker.pipeline.register_cache import RegisterCache
@@ -120,7 +121,7 @@ async def test_every_cache_holds_every_tenant_and_refuses_bad_snapshots(broker: 
         async def both_follow() -> bool:
             return all(c.book.version("t-lillevik") == 2 for c in caches)
 
-        await wait_for(both_follow, 20, "both caches to follow the topic")
+        await until_async(both_follow, 20, "both caches to follow the topic")
     finally:
         for cache in caches:
             await cache.stop()
@@ -138,7 +139,7 @@ async def posted_accounts(
         await watcher.poll()
         return key in watcher.posted
 
-    await wait_for(posted, 60, what)
+    await until_async(posted, 60, what)
     prefix = f"flyt:{key[0]}:{key[1]}:"
     return [x["account"] for x in sandbox.ledger() if x["extIdentifier"].startswith(prefix)]
 
@@ -215,7 +216,7 @@ async def test_r14_a_payment_xledger_refuses_is_one_rejection_and_posts_after_a_
         async def parked() -> bool:
             return (pipeline.waiting_entry(*key) or {}).get("version") == 2
 
-        await wait_for(parked, 30, "the refused payment to wait for a newer snapshot")
+        await until_async(parked, 30, "the refused payment to wait for a newer snapshot")
 
         fixed = copy.deepcopy(unknown)
         fixed["version"] = 3
@@ -265,7 +266,7 @@ async def test_r16_gap_filled_while_the_worker_was_down_is_caught_up_on_restart(
             positions = await group_positions(broker.bootstrap, s.app_id, [s.topics.payments])
             return all(p.lag == 0 for p in positions)
 
-        await wait_for(committed, 30, "the rejected event's offset to be committed")
+        await until_async(committed, 30, "the rejected event's offset to be committed")
     finally:
         await first.stop()
         await first.client.aclose()
@@ -281,7 +282,7 @@ async def test_r16_gap_filled_while_the_worker_was_down_is_caught_up_on_restart(
             await watcher.poll()
             return key in watcher.posted
 
-        await wait_for(posted, 60, "the payment rejected before the downtime to be posted")
+        await until_async(posted, 60, "the payment rejected before the downtime to be posted")
     finally:
         await watcher.stop()
         await second.stop()
@@ -296,15 +297,8 @@ async def test_a_tenant_out_of_xledger_credits_holds_up_no_other_tenant(broker: 
     s = unique_settings(broker, "credits")
     snapshots = demo_snapshot_dicts()
     await prepare(s, snapshots)
-    sandbox = XledgerSandbox(seed=3)
-    tokens: dict[str, str] = {}
-    for i, snap in enumerate(demo_snapshots()):
-        token = f"credits-test-token-{snap.tenant_id}"
-        poor = snap.tenant_id == "t-lillevik"
-        sandbox.add_entity(
-            token, replace(entity_from_snapshot(snap, 42_000_000 + i), credits=1 if poor else None)
-        )
-        tokens[env_name(snap.settings.token_ref)] = token
+    sandbox, tokens = sandbox_for(demo_snapshots(), "credits-test", 42_000_000, seed=3)
+    entity_of(sandbox, "t-lillevik").credits = 1
     await sandbox.start()
     s = replace(s, sandbox=True, xledger_endpoint_override=sandbox.url, post_batch_window_s=0.05)
     pipeline = Pipeline(s, broker.bootstrap, make_client(s, tokens))
@@ -323,7 +317,7 @@ async def test_a_tenant_out_of_xledger_credits_holds_up_no_other_tenant(broker: 
             await watcher.poll()
             return others <= watcher.posted
 
-        await wait_for(others_posted, 60, "the other tenants' payments to be posted")
+        await until_async(others_posted, 60, "the other tenants' payments to be posted")
         assert not {k for k in watcher.posted if k[0] == "t-lillevik"}  # paused, not lost
         paused = "xledger_tenant_paused"
         credits = {"reason": "credits"}
@@ -344,13 +338,10 @@ async def test_a_tenant_whose_token_is_missing_or_refused_waits_and_resumes_with
     s = unique_settings(broker, "token")
     snapshots = demo_snapshot_dicts()
     await prepare(s, snapshots)
-    sandbox = XledgerSandbox(seed=4)
-    real: dict[str, str] = {}
-    for i, snap in enumerate(demo_snapshots()):
-        real[snap.settings.token_ref] = token = f"token-test-{snap.tenant_id}-0123456789"
-        sandbox.add_entity(token, entity_from_snapshot(snap, 43_000_000 + i))
+    sandbox, tokens = sandbox_for(demo_snapshots(), "token-test", 43_000_000, seed=4)
     await sandbox.start()
     refs = {snap.tenant_id: snap.settings.token_ref for snap in demo_snapshots()}
+    real = {ref: tokens[env_name(ref)] for ref in refs.values()}  # each tenant's valid token
     (tmp_path / refs["t-vestfold-bv"]).write_text(real[refs["t-vestfold-bv"]])
     (tmp_path / refs["t-fjordby-test"]).write_text("revoked-token-0123456789")  # refused
     # t-lillevik: no token at all yet
@@ -386,12 +377,12 @@ async def test_a_tenant_whose_token_is_missing_or_refused_waits_and_resumes_with
             await watcher.poll()
             return {k for k in submitted if k[0] not in held} <= done()
 
-        await wait_for(others_posted, 60, "the tenant with a valid token to be posted")
+        await until_async(others_posted, 60, "the tenant with a valid token to be posted")
 
         async def both_paused() -> bool:
             return all(paused_now(t) == 1 for t in held)
 
-        await wait_for(both_paused, 30, "both tenants paused for their token")
+        await until_async(both_paused, 30, "both tenants paused for their token")
         await watcher.poll()
         assert not {k for k in watcher.posted if k[0] in held}  # held, not lost ...
         assert watcher.dead_letters == []  # ... and not dead-lettered
@@ -403,7 +394,7 @@ async def test_a_tenant_whose_token_is_missing_or_refused_waits_and_resumes_with
             await watcher.poll()
             return submitted <= done()
 
-        await wait_for(all_posted, 90, "the held tenants to resume by themselves")
+        await until_async(all_posted, 90, "the held tenants to resume by themselves")
         assert {k for k in watcher.posted if k[0] in held}
         assert watcher.dead_letters == []
         assert all(paused_now(t) == 0 for t in held)
@@ -441,7 +432,7 @@ async def test_two_workers_both_hold_every_snapshot_and_split_the_payments(
             ]
             return all(n > 0 for n in shares) and sum(shares) == s.partitions
 
-        await wait_for(settled, 90, "both workers to own payment partitions")
+        await until_async(settled, 90, "both workers to own payment partitions")
         for port in ports:  # every worker holds every tenant's snapshot
             samples = await scrape(port)
             for snap in snapshots:
@@ -531,7 +522,7 @@ async def test_worker_killed_mid_stream_loses_nothing_and_posts_nothing_twice(
             await watcher.poll()
             return len(watcher.posted) >= 200
 
-        await wait_for(some_posted, 90, "the first receipts")
+        await until_async(some_posted, 90, "the first receipts")
         proc.kill()  # no goodbye: uncommitted offsets, unflushed state
         proc.wait()
         seen = len(watcher.posted)

@@ -26,6 +26,7 @@ from tests.brokers import Broker
 from tests.factories import filling_the_gap, with_register_gap
 from tests.ledger import assert_ledger_exactly_once
 from tests.processes import free_port, stop_process
+from tests.sandboxes import entity_of, sandbox_for
 from tests.stream_helpers import (
     expected_outcomes,
     metric,
@@ -33,20 +34,19 @@ from tests.stream_helpers import (
     scrape,
     start_worker,
     unique_settings,
-    wait_for,
     watch_until,
     worker_env,
 )
+from tests.waiting import until_async
 from worker.config import Settings
 from worker.demo.chaos import CampaignWatcher
 from worker.demo.events import generate_events
 from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import event_records, publish, snapshot_records
-from worker.devenv.sandbox import FaultProfile, XledgerSandbox, entity_from_snapshot
+from worker.devenv.sandbox import FaultProfile, XledgerSandbox
 from worker.devenv.sockets import sender_of
 from worker.ops.topic_reader import read_topics
-from worker.xledger.secrets import env_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
 
@@ -67,14 +67,11 @@ async def late_xledger(
     faults = FaultProfile(
         slow=1.0, slow_seconds=late_s, store_after_s=options.pop("store_after_s", 0.0)
     )
-    box = XledgerSandbox(faults=faults, **options)
-    tokens = {}
-    for i, snap in enumerate(demo_snapshots()):
-        token = f"handover-test-token-{i}-0123456789"
-        entity = entity_from_snapshot(snap, 70_000_000 + i)
-        entity.credits = credits.get(snap.tenant_id)
-        box.add_entity(token, entity)
-        tokens[env_name(snap.settings.token_ref)] = token
+    box, tokens = sandbox_for(
+        demo_snapshots(), "handover-test", 70_000_000, faults=faults, **options
+    )
+    for tenant, n in credits.items():
+        entity_of(box, tenant).credits = n
     await box.start()
     try:
         yield box, tokens
@@ -120,7 +117,7 @@ class Workers:
                 and sum(held.values()) == self.s.partitions
             )
 
-        await wait_for(check, 120, f"{workers} workers to share the partitions")
+        await until_async(check, 120, f"{workers} workers to share the partitions")
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -176,7 +173,7 @@ async def receipts_at_least(watcher: OutcomeWatcher, n: int) -> None:
         await watcher.poll()
         return len(watcher.posted) >= n
 
-    await wait_for(check, 120, f"{n} receipts")
+    await until_async(check, 120, f"{n} receipts")
 
 
 def one_outcome_each(
@@ -277,7 +274,7 @@ async def test_r16_with_three_workers_gives_each_waiting_payment_exactly_one_new
             await watcher.poll()
             return all(new_outcomes(k) >= 1 for k in waiting)
 
-        await wait_for(each_once, 120, "a new outcome for each waiting payment")
+        await until_async(each_once, 120, "a new outcome for each waiting payment")
         await asyncio.sleep(3 * LATE_S)  # a second outcome, if any, would arrive meanwhile
         await watcher.poll()
         assert {k: new_outcomes(k) for k in waiting} == dict.fromkeys(waiting, 1)
@@ -393,7 +390,7 @@ async def test_credits_running_out_while_a_third_worker_joins_post_nothing_twice
         return False
 
     async with flowing(kafka3.bootstrap, s, events, 50) as feed:
-        await wait_for(paused_for_credits, 60, "t-lillevik paused for its credits")
+        await until_async(paused_for_credits, 60, "t-lillevik paused for its credits")
         workers.start(3)  # joins while the tenant waits for Xledger's reset
         await workers.settled(3)
         for entity in box.entities():  # Xledger's credits are topped up
@@ -476,7 +473,7 @@ async def test_acceptance_a_a_new_consumer_group_reading_from_the_start_posts_no
             await again.poll()
             return all(again.receipts[key] >= 2 for key in posted)  # group A's and B's
 
-        await wait_for(found_again, 120, "the new group's receipt for each posted payment")
+        await until_async(found_again, 120, "the new group's receipt for each posted payment")
         await asyncio.sleep(2.0)  # a mutation of the new group, if any, would land now
     finally:
         await again.stop()
@@ -504,7 +501,7 @@ async def test_acceptance_b_sigterm_while_xledger_takes_12_s_to_store_posts_noth
     async def storing() -> bool:  # a batch is on its way into Xledger
         return box.stats.faults.get("store-late", 0) > len(stored)
 
-    await wait_for(storing, 60, "a mutation on its way")
+    await until_async(storing, 60, "a mutation on its way")
     workers.procs[1].send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(workers.procs[1].wait, 40) == 0  # the sandbox answers meanwhile
     await watch_until(watcher, submitted | rejected, 240)
@@ -568,7 +565,7 @@ async def test_a_tenant_paused_by_hand_stops_posting_on_both_workers_and_resume_
         async def posting() -> bool:
             return any(t == paused for _, t in stored)
 
-        await wait_for(posting, 60, f"a batch of {paused} posted")
+        await until_async(posting, 60, f"a batch of {paused} posted")
         done = await tenant_command(kafka3, s, "pause", paused, "--reason", "sak 4711", *who)
         assert done.returncode == 0, done.stderr
         at = time.time()

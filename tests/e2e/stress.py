@@ -6,7 +6,7 @@ clone of the last commit (OUT/tree), so editing the checkout meanwhile changes n
 Stops at the first failure unless --keep-going. Prints one line per run and a summary;
 exits 1 if any run failed.
 
-    python tests/stress.py --runs 50 --parallel 2 --load 2 -k "restart or two_workers"
+    python tests/e2e/stress.py --runs 50 --parallel 2 --load 2 -k "restart or two_workers"
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def one_run(i: int, out: Path, expr: str, tree: Path) -> tuple[int, bool, float]
                 "-x",
                 "-p",
                 "no:cacheprovider",
-                "tests/test_stream_integration.py",
+                "tests/e2e/test_stream_integration.py",
                 "-k",
                 expr,
                 "--basetemp",
@@ -65,7 +65,7 @@ def main() -> int:
     args.out = args.out.resolve()
     tree = args.out / "tree"
     if not tree.exists():
-        repo = Path(__file__).resolve().parent.parent
+        repo = Path(__file__).resolve().parents[2]
         subprocess.check_call(["git", "clone", "-q", str(repo), str(tree)])
     head = subprocess.check_output(["git", "-C", str(tree), "log", "-1", "--oneline"], text=True)
     print(f"testing {head.strip()}", flush=True)

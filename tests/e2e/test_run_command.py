@@ -12,7 +12,8 @@ import pytest
 
 from tests.brokers import Broker
 from tests.processes import free_port, subprocess_env
-from tests.stream_helpers import metric, scrape, wait_for
+from tests.stream_helpers import metric, scrape
+from tests.waiting import until_async
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ async def test_embedded_run_shows_payments_flowing_within_a_minute(tmp_path: Pat
         async def posted() -> float:
             return metric(await scrape(port), "xledger_payments_total", result="posted")
 
-        await wait_for(posted, 60, "the first payments posted to the sandbox")
+        await until_async(posted, 60, "the first payments posted to the sandbox")
         print(f"\nfirst payments posted {time.monotonic() - t0:.1f} s after start")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0  # a clean stop on SIGTERM
