@@ -29,8 +29,10 @@ lock:
 policy:
 	deploy/policy/run
 
+# Two processes; the tests on three Kafka brokers share one (tests/conftest.py). The 25
+# slowest tests are listed, so that a slow one is seen when it comes.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not integration"

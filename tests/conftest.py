@@ -34,6 +34,14 @@ def kafka3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     yield from kafka_brokers(3, tmp_path_factory)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test`: two processes), the tests on three Kafka brokers
+    all go to one process, so one cluster of three JVMs starts, not one per process."""
+    for item in items:
+        if "kafka3" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("kafka3"))
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     why = kafka_missing()
     kafka = (
@@ -43,7 +51,23 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if USED:
-        terminalreporter.write_line(f"integration tests ran against: {', '.join(USED)}")
-    for why in sorted(SKIPPED):
+    # Under pytest-xdist the fixtures ran in other processes: what they used and skipped
+    # is read from the reports that came back (a test id names its broker).
+    ran = {
+        kind
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        for kind in ("tansu", "kafka")
+        if f"[{kind}" in getattr(report, "nodeid", "")
+        or f"-{kind}]" in getattr(report, "nodeid", "")
+    }
+    used = USED or sorted(ran)
+    if used:
+        terminalreporter.write_line(f"integration tests ran against: {', '.join(used)}")
+    skipped = set(SKIPPED)
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = getattr(report, "longrepr", None)
+        if isinstance(longrepr, tuple) and "Apache Kafka tests skipped" in str(longrepr[-1]):
+            skipped.add(str(longrepr[-1]).split("Apache Kafka tests skipped: ", 1)[-1])
+    for why in sorted(skipped):
         terminalreporter.write_line(f"APACHE KAFKA TESTS SKIPPED: {why}", yellow=True, bold=True)
