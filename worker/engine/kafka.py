@@ -184,6 +184,8 @@ class KafkaGroupConsumer(_Consumer):
             rebalance_timeout_ms=int(s.rebalance_timeout_s * 1000),
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             max_poll_records=s.max_poll_records,
+            fetch_max_bytes=s.fetch_max_bytes,
+            max_partition_fetch_bytes=s.max_partition_fetch_bytes,
             partition_assignment_strategy=(copartitioned_assignor(s.copartitioned),),
         )
         await self._consumer.start()
