@@ -60,7 +60,7 @@ async def enrich_run(bench: Bench, tag: str, events: list[dict[str, Any]]) -> Ru
     sampling = asyncio.create_task(sample_cpu(worker, samples))
     try:
         deadline = time.monotonic() + 180 + len(events) / 100
-        while not await all_committed(bench.bootstrap, s.app_id, s.topics.payments):
+        while not await _all_committed(bench.bootstrap, s.app_id, s.topics.payments):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the enrich stage did not finish {len(events)} events")
             if worker.exited():
@@ -258,7 +258,7 @@ async def _balanced(procs: list[WorkerProcess], topic: str, partitions: int) -> 
         await asyncio.sleep(0.2)
 
 
-async def all_committed(bootstrap: str, group: str, topic: str) -> bool:
+async def _all_committed(bootstrap: str, group: str, topic: str) -> bool:
     positions = await group_positions(bootstrap, group, [topic])
     return bool(positions) and all((p.committed or 0) >= p.end for p in positions if p.end)
 

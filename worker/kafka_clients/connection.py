@@ -8,8 +8,6 @@ from dataclasses import dataclass, field, replace
 from worker.config import MECHANISMS, PROTOCOLS, KafkaSecurity
 from worker.kafka_clients.errors import KafkaSettingsError
 
-PLAINTEXT = KafkaSecurity()
-
 
 @dataclass(frozen=True)
 class KafkaConnection:
@@ -38,7 +36,7 @@ Bootstrap = KafkaConnection | str
 def connection(bootstrap: Bootstrap, security: KafkaSecurity | None = None) -> KafkaConnection:
     if isinstance(bootstrap, KafkaConnection):
         return bootstrap if security is None else replace(bootstrap, security=security)
-    return KafkaConnection(bootstrap, security or PLAINTEXT)
+    return KafkaConnection(bootstrap, security or KafkaSecurity())
 
 
 def check(security: KafkaSecurity) -> None:
