@@ -20,7 +20,7 @@ from tests.processes import subprocess_env
 from tests.waiting import until_async
 from worker.config import RECONCILE_LOOKBACK_DAYS, KafkaSecurity, Settings, Topics
 from worker.engine.topics import ExistingTopic, TopicSpec, describe_topics, ensure_topics
-from worker.kafka_clients import KafkaConnection
+from worker.kafka_clients.connection import KafkaConnection
 from worker.pipeline.topics import changelog_topic, refused_topic, topic_specs
 from worker.topic_check import DAY_MS, check_topics, copartitioned, findings
 

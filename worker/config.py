@@ -50,7 +50,7 @@ class Topics:
 
 @dataclass(frozen=True)
 class KafkaSecurity:
-    """How every Kafka client of this process authenticates (`worker/kafka_clients.py`
+    """How every Kafka client of this process authenticates (`worker/kafka_clients/`
     turns it into client settings). Secrets are never values here, only the files that hold
     them: they are read when a client is built, so a rotated secret is picked up."""
 
@@ -220,7 +220,7 @@ LogLevel = Annotated[
 BrokerKind = Annotated[Literal["auto", "kafka", "tansu"], BeforeValidator(_lower)]
 ProtocolName = Literal["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"]
 MechanismName = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
-PROTOCOLS: tuple[str, ...] = get_args(ProtocolName)  # worker/kafka_clients.py checks too
+PROTOCOLS: tuple[str, ...] = get_args(ProtocolName)  # worker/kafka_clients/connection.py checks too
 MECHANISMS: tuple[str, ...] = get_args(MechanismName)
 Protocol = Annotated[ProtocolName, BeforeValidator(_upper)]
 Mechanism = Annotated[MechanismName, BeforeValidator(_upper)]
@@ -302,7 +302,8 @@ class _SettingsEnv(_FromEnvironment):
 
 
 class _KafkaEnv(_FromEnvironment):
-    """`KafkaSecurity`'s variables (`worker/kafka_clients.py` checks how they combine)."""
+    """`KafkaSecurity`'s variables (`worker/kafka_clients/connection.py` checks how they
+    combine)."""
 
     protocol: Protocol | None = _var("FLYT_KAFKA_SECURITY_PROTOCOL")
     ssl_ca_file: Path | None = _var("FLYT_KAFKA_SSL_CA_FILE")

@@ -22,7 +22,7 @@ from worker.core.endpoints import UrlPolicy
 from worker.dead_letter_gauges import DeadLetterGauges
 from worker.engine import broker_kind
 from worker.engine.topics import ensure_topics
-from worker.kafka_clients import Bootstrap, connection
+from worker.kafka_clients.connection import Bootstrap, connection
 from worker.pipeline.observer import Observer
 from worker.pipeline.topics import topic_specs
 from worker.pipeline.wiring import Pipeline, timings

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from worker import logs
 from worker.config import RECONCILE_LOOKBACK_DAYS, Settings
 from worker.engine.topics import ExistingTopic, TopicSpec, describe_topics
-from worker.kafka_clients import KafkaConnection
+from worker.kafka_clients.connection import KafkaConnection
 from worker.pipeline.topics import refused_topic, stores
 
 log = logs.get("worker.topic_check")

@@ -46,7 +46,7 @@ def run(bootstrap: str | None, embedded: bool, metrics_port: int | None, demo_ra
 
     from worker import config, logs
     from worker.engine.topics import NotEnoughBrokers, TopicsUndescribed
-    from worker.kafka_clients import KafkaSettingsError, KafkaUnreachable
+    from worker.kafka_clients.errors import KafkaSettingsError, KafkaUnreachable
     from worker.pipeline.wiring import SettingsConflict
     from worker.runtime import WorkerCrashed
     from worker.topic_check import TopicsMismatch

@@ -53,7 +53,7 @@ def test_unknown_tenant_is_rejected_without_snapshot() -> None:
     assert isinstance(r, Rejected)
     assert codes(r) == [(ProblemCode.UNKNOWN_TENANT, None)]
     assert r.snapshot_version is None
-    assert r.retryable  # R16: a snapshot arriving later cures it
+    assert r.rejection(event(), None).retryable  # R16: a snapshot arriving later cures it
 
 
 # --- R7 Betalingstyper --------------------------------------------------------------------
@@ -421,7 +421,8 @@ def test_r15_rejection_lists_every_problem_in_position_order_vat_last() -> None:
 
 
 def test_r16_register_problems_are_retryable() -> None:
-    assert rejected(event(category="REISEUTGIFTER")).retryable
+    ev = event(category="REISEUTGIFTER")
+    assert rejected(ev).rejection(ev, None).retryable
 
 
 # --- R18 the voucher -------------------------------------------------------------------

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from worker.engine.producer import BATCH_BYTES
-from worker.kafka_clients import Bootstrap, client_args
+from worker.kafka_clients.client_args import client_args
+from worker.kafka_clients.connection import Bootstrap
 
 
 @dataclass

@@ -28,6 +28,7 @@ from typing import Any
 from worker.bench import data
 from worker.bench.diagnostics import NONE, Diagnostics, per_tenant
 from worker.bench.watch import per_second
+from worker.bench.worker_runs import enrich_run, worker_run
 from worker.bench.world import (
     DEFAULT_WINDOW_S,
     Bench,
@@ -150,7 +151,8 @@ async def _points(
             # The anchor first, over the same events, while no worker runs.
             hop = await bench.two_hop(f"month-{n}-{t}", event_records(events))
             say(f"two-hop anchor, {n} events: {hop}")
-            r = await bench.worker_run(
+            r = await worker_run(
+                bench,
                 f"month-{n}-{t}",
                 events,
                 None,
@@ -213,7 +215,7 @@ async def _enrich_anchor(
     rate, cpu, _ = await bench.passthrough(
         event_records(events), engine_batches=True, tag=f"month-{tag}."
     )
-    e = (await bench.enrich_run(f"month-enrich-{tag}", events)).figures
+    e = (await enrich_run(bench, f"month-enrich-{tag}", events)).figures
     out = {
         "events": len(events),
         "passthrough_engine_batches_events_per_s": round(rate),

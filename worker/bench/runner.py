@@ -29,6 +29,7 @@ from worker.bench import data
 from worker.bench.core import core_figures
 from worker.bench.diagnostics import NONE, Diagnostics
 from worker.bench.watch import per_second
+from worker.bench.worker_runs import enrich_run, worker_run
 from worker.bench.world import (
     DEFAULT_WINDOW_S,
     PARTITIONS,
@@ -128,7 +129,7 @@ async def _phases(
 
         # Like for like with the anchor: the enrich stage alone (a worker running only it,
         # FLYT_STAGES=enrich) over the same events: consume, read, evaluate, produce.
-        e = await bench.enrich_run("enrich", burst)
+        e = await enrich_run(bench, "enrich", burst)
         rate, cpu = e.figures["events_per_s"], e.figures["cpu_us_per_event"]
         out["enrich_events_per_s"] = rate
         out["enrich_cpu_us_per_event"] = cpu
@@ -140,7 +141,7 @@ async def _phases(
         say(f"enrich stage alone: {e.figures}")
 
         # The whole worker (both stages, posting to the sandbox) over the same burst.
-        run_b = await bench.worker_run("burst", burst, rate=None, window_s=DEFAULT_WINDOW_S)
+        run_b = await worker_run(bench, "burst", burst, rate=None, window_s=DEFAULT_WINDOW_S)
         b = run_b.figures
         out["worker_enrich_events_per_s"] = b["enrich_events_per_s"]
         out["burst_p50_ms"] = b["p50_ms"]
@@ -157,7 +158,7 @@ async def _phases(
         table = []
         for i, window in enumerate(windows):
             events = data.events_for(steady_tenants, int(plan.rate * plan.steady_s), seed=201 + i)
-            run_s = await bench.worker_run(f"steady-w{window}", events, plan.rate, window)
+            run_s = await worker_run(bench, f"steady-w{window}", events, plan.rate, window)
             r = run_s.figures
             say(f"steady {plan.rate:.0f}/s, window {window} s: {r}")
             table.append(

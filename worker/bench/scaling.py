@@ -25,6 +25,7 @@ from typing import Any
 from worker.bench import data
 from worker.bench.diagnostics import NONE, Diagnostics
 from worker.bench.watch import per_second
+from worker.bench.worker_runs import worker_run
 from worker.bench.world import (
     DEFAULT_WINDOW_S,
     Say,
@@ -106,8 +107,14 @@ async def _runs(
     ) as bench:
         for n in plan.workers:
             load_before = load()[0]
-            r = await bench.worker_run(
-                f"scale-{n}", events, None, DEFAULT_WINDOW_S, workers=n, partitions=plan.partitions
+            r = await worker_run(
+                bench,
+                f"scale-{n}",
+                events,
+                None,
+                DEFAULT_WINDOW_S,
+                workers=n,
+                partitions=plan.partitions,
             )
             f = r.figures
             per_worker = f.get("per_worker") or [

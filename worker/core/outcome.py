@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from worker.contracts.payment_event import PaymentStatusEvent
 from worker.contracts.rejection import Problem, ProblemCode, Rejection
@@ -78,13 +78,6 @@ class Rejected:
     def reason(self) -> ProblemCode:
         return self.problems[0].code
 
-    # R16: a newer register snapshot can cure every rejection the core makes. Each of its
-    # problems is a register gap or a register conflict; so is Xledger's refusal of an
-    # account, dimension value or tax code it does not know (R14, decided): a register
-    # change can map it to one it knows. A rejection that cannot wait for one is made not
-    # retryable where that is known (the post stage, for a refused payment).
-    retryable: ClassVar[bool] = True
-
     def rejection(self, event: PaymentIds, created_at: datetime | None) -> Rejection:
         return Rejection.model_construct(
             schema_version=1,
@@ -94,6 +87,12 @@ class Rejected:
             snapshot_version=self.snapshot_version,
             reason=self.reason,
             problems=list(self.problems),
-            retryable=self.retryable,
+            # R16: a newer register snapshot can cure every rejection the core makes. Each
+            # of its problems is a register gap or a register conflict; so is Xledger's
+            # refusal of an account, dimension value or tax code it does not know (R14,
+            # decided): a register change can map it to one it knows. A rejection that
+            # cannot wait for one is made not retryable where that is known (the post
+            # stage, for a refused payment: `pipeline/decision.py`).
+            retryable=True,
             created_at=created_at,
         )

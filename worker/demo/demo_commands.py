@@ -48,7 +48,8 @@ def demo(
 
     from worker import logs
     from worker.demo.harness import demo as run_demo
-    from worker.kafka_clients import KafkaSettingsError, KafkaUnreachable, from_properties
+    from worker.kafka_clients.command_config import from_properties
+    from worker.kafka_clients.errors import KafkaSettingsError, KafkaUnreachable
 
     if command_config is not None and bootstrap is None:
         raise click.UsageError(

@@ -27,7 +27,7 @@ from worker.devenv.sandbox import PROFILES, XledgerSandbox, entity_from_snapshot
 from worker.devenv.tansu import EmbeddedBroker
 from worker.engine import broker_kind
 from worker.engine.topics import ensure_topics
-from worker.kafka_clients import Bootstrap, connection
+from worker.kafka_clients.connection import Bootstrap, connection
 from worker.pipeline.topics import topic_specs
 from worker.runtime import make_client, running_pipeline, stop_on_signals, until_stopped
 from worker.xledger.secrets import env_name

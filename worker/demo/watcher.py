@@ -11,7 +11,7 @@ from worker.contracts import DlqReason
 from worker.contracts.headers import DLQ_REASON
 from worker.engine.kafka import KafkaReader
 from worker.engine.records import Record, TopicPartition
-from worker.kafka_clients import Bootstrap
+from worker.kafka_clients.connection import Bootstrap
 
 Key = tuple[str, str]  # (tenant_id, payment_id)
 

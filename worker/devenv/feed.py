@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from worker.engine.producer import KafkaProducer
-from worker.kafka_clients import Bootstrap
+from worker.kafka_clients.connection import Bootstrap
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024  # tests publish records larger than a broker takes
 

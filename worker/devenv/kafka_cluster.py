@@ -53,7 +53,7 @@ from worker.devenv.kafka_jars import (
 from worker.devenv.kafka_sasl import CLIENT_USER, Secrets, SecuredClient, make_secrets
 
 if TYPE_CHECKING:
-    from worker.kafka_clients import KafkaConnection
+    from worker.kafka_clients.connection import KafkaConnection
 
 # Importable from here too: what a caller of the cluster names.
 __all__ = [
@@ -403,12 +403,12 @@ class KafkaCluster:
 
     def _await(self, nodes: set[int], timeout_s: float) -> None:
         """Until the cluster's metadata lists every one of `nodes`, unfenced."""
-        from worker import kafka_clients
-        from worker.kafka_clients import BrokerError as KafkaError
+        from worker.kafka_clients import sync_clients
+        from worker.kafka_clients.sync_clients import BrokerError as KafkaError
 
         deadline = time.monotonic() + timeout_s
         bootstrap = ",".join(f"127.0.0.1:{self.ports[i - 1]}" for i in sorted(nodes))
-        admin: kafka_clients.KafkaAdminClient | None = None
+        admin: sync_clients.KafkaAdminClient | None = None
         seen: set[int] = set()
         try:
             while True:
@@ -420,7 +420,7 @@ class KafkaCluster:
                         )
                 try:
                     if admin is None and any(_listens(self.ports[i - 1]) for i in nodes):
-                        admin = kafka_clients.admin(self._connection(bootstrap), **_ADMIN)
+                        admin = sync_clients.admin(self._connection(bootstrap), **_ADMIN)
                     if admin is not None:
                         info = admin.describe_cluster()
                         seen = {int(b["broker_id"]) for b in info["brokers"] if not b["is_fenced"]}
@@ -444,10 +444,10 @@ class KafkaCluster:
                     admin.close()
 
     def _connection(self, bootstrap: str) -> KafkaConnection:
-        from worker import kafka_clients
+        from worker.kafka_clients.connection import connection
 
         security = self.client.security() if self.client is not None else None
-        return kafka_clients.connection(bootstrap, security)
+        return connection(bootstrap, security)
 
 
 def _listens(port: int) -> bool:

@@ -16,7 +16,8 @@ One piece per file:
 - `backend`      — the small interfaces the engine needs of a broker;
 - `kafka`, `producer` — them on aiokafka: the group consumer, the reader, the producer;
 - `memory`       — them in process, for fast tests beside the real-broker tests;
-- `follower`     — following whole topics outside the group (the register cache);
+- `follower`     — following whole topics outside the group, and every worker's copy of one
+                   (`FollowedTopic`: the register cache, the tenant control);
 - `topics`, `lag` — creating topics, the group's lag;
 - `broker_kind`  — which broker answers (Apache Kafka or Tansu), asked through
                    `worker.kafka_clients.probe` as the connection is checked.

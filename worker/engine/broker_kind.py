@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from worker.config import Settings
-from worker.kafka_clients import Bootstrap, connection
-from worker.kafka_clients import probe as connect_and_ask
+from worker.kafka_clients.connection import Bootstrap, connection
+from worker.kafka_clients.probe import probe as connect_and_ask
 
 OFFSET_FOR_LEADER_EPOCH = 23
 

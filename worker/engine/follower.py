@@ -1,11 +1,13 @@
 """Following whole topics from their first offset, outside any consumer group: every
-worker reads every partition (the register snapshots), and reading never moves a
-partition of the group."""
+worker reads every partition (the register snapshots, the tenants paused by hand), and
+reading never moves a partition of the group. `FollowedTopic` is what every worker keeps
+of such a topic: ready once it has read what the topic held at start."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from worker import logs
@@ -78,3 +80,33 @@ class TopicFollower:
     def _caught_up(self) -> None:
         self.caught_up.set()
         self.on_caught_up()
+
+
+class FollowedTopic(ABC):
+    """Every worker's copy of a whole topic, kept by following it (`TopicFollower`): a
+    subclass says what a record does to the copy (`_apply`) and what to say once it is
+    ready (`_caught_up`), which is before any stage may rely on the copy."""
+
+    def __init__(self, reader: Reader, topic: str) -> None:
+        self.topic = topic
+        self._follower = TopicFollower(reader, topic, self._apply, self._caught_up)
+
+    @property
+    def ready(self) -> asyncio.Event:
+        """Set once every partition is read up to where it ended at start."""
+        return self._follower.caught_up
+
+    async def start(self) -> None:
+        await self._follower.start()
+
+    async def stop(self) -> None:
+        await self._follower.stop()
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        await asyncio.wait_for(self.ready.wait(), timeout_s)
+
+    @abstractmethod
+    def _apply(self, record: Record) -> None: ...
+
+    @abstractmethod
+    def _caught_up(self) -> None: ...

@@ -29,7 +29,8 @@ from worker.engine import assignment
 from worker.engine.backend import Fenced, GroupSettings, PositionLost, RebalanceListener
 from worker.engine.producer import KafkaProducer
 from worker.engine.records import Record, TopicPartition
-from worker.kafka_clients import Bootstrap, client_args
+from worker.kafka_clients.client_args import client_args
+from worker.kafka_clients.connection import Bootstrap
 
 ASSIGNOR_NAME = "flyt-copartitioned"
 BrokerError = KafkaError  # what a caller outside the engine may catch

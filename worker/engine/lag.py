@@ -16,7 +16,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from worker.engine.kafka import topic_partitions
-from worker.kafka_clients import Bootstrap, client_args
+from worker.kafka_clients.client_args import client_args
+from worker.kafka_clients.connection import Bootstrap
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from worker import logs
 from worker.engine.records import Output
-from worker.kafka_clients import Bootstrap, client_args
+from worker.kafka_clients.client_args import client_args
+from worker.kafka_clients.connection import Bootstrap
 
 log = logs.get("worker.engine")
 

@@ -10,7 +10,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from worker.kafka_clients import Bootstrap, client_args
+from worker.kafka_clients.client_args import client_args
+from worker.kafka_clients.connection import Bootstrap
 
 TOPIC_ALREADY_EXISTS = 36
 

@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker import logs
-from worker.kafka_clients import Bootstrap, NewTopic, TopicAlreadyExistsError
-from worker.kafka_clients import BrokerError as KafkaError
+from worker.kafka_clients.connection import Bootstrap
+from worker.kafka_clients.sync_clients import BrokerError as KafkaError
+from worker.kafka_clients.sync_clients import NewTopic, TopicAlreadyExistsError
 from worker.ops import kafka_clients
 from worker.ops.errors import BrokerUnavailable
 from worker.ops.topic_reader import Record, send

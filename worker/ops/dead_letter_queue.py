@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from worker.contracts import DlqHeaders
 from worker.contracts import headers as wire
-from worker.kafka_clients import Bootstrap
+from worker.kafka_clients.connection import Bootstrap
 from worker.ops import audit
 from worker.ops.safe_text import escape
 from worker.ops.topic_reader import (

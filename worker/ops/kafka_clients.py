@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker import kafka_clients as connections
-from worker.kafka_clients import (
-    Bootstrap,
+from worker.kafka_clients import sync_clients
+from worker.kafka_clients.connection import Bootstrap
+from worker.kafka_clients.sync_clients import (
     BrokerError,
     KafkaAdminClient,
     KafkaConsumer,
@@ -26,7 +26,7 @@ def consumer(bootstrap: Bootstrap, timeout_s: float = 30.0, **extra: Any) -> Kaf
     """A consumer outside any group (no group id, no commits): reading never moves the
     worker's group."""
     try:
-        return connections.consumer(
+        return sync_clients.consumer(
             bootstrap,
             group_id=None,
             enable_auto_commit=False,
@@ -40,13 +40,13 @@ def consumer(bootstrap: Bootstrap, timeout_s: float = 30.0, **extra: Any) -> Kaf
 def producer(bootstrap: Bootstrap, **extra: Any) -> KafkaProducer:
     """Every record acknowledged by all in-sync copies before it counts as sent."""
     try:
-        return connections.producer(bootstrap, acks="all", linger_ms=0, **extra)
+        return sync_clients.producer(bootstrap, acks="all", linger_ms=0, **extra)
     except (BrokerError, ValueError) as exc:
         raise BrokerUnavailable(f"cannot reach the broker at {_where(bootstrap)}: {exc}") from None
 
 
 def admin(bootstrap: Bootstrap) -> KafkaAdminClient:
     try:
-        return connections.admin(bootstrap)
+        return sync_clients.admin(bootstrap)
     except (BrokerError, ValueError) as exc:
         raise BrokerUnavailable(f"cannot reach the broker at {_where(bootstrap)}: {exc}") from None

@@ -26,7 +26,7 @@ from worker.contracts import PaymentStatusEvent, ProblemCode, Rejection
 from worker.contracts.headers import RESEND_BY
 from worker.core import Enriched, evaluate
 from worker.core.register_book import RegisterBook
-from worker.kafka_clients import Bootstrap
+from worker.kafka_clients.connection import Bootstrap
 from worker.ops import audit
 from worker.ops.topic_reader import DEFAULT_TIMEOUT_S, ReadStats, Record, Say, scan
 from worker.ops.when import Period

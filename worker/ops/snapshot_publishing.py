@@ -9,7 +9,7 @@ from typing import Any
 from worker.core.endpoints import UrlPolicy
 from worker.core.snapshot_record import refusal_text
 from worker.core.snapshot_rules import check_snapshot
-from worker.kafka_clients import BrokerError as KafkaError
+from worker.kafka_clients.sync_clients import BrokerError as KafkaError
 from worker.offline import SnapshotFileError, read_snapshot_file
 from worker.ops import kafka_clients
 from worker.ops.errors import BrokerUnavailable

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from worker.contracts import TenantPause
-from worker.kafka_clients import Bootstrap
+from worker.kafka_clients.connection import Bootstrap
 from worker.ops import audit
 from worker.ops.topic_reader import Record, read_topics, send
 

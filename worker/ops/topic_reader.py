@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from worker.kafka_clients import (
-    Bootstrap,
+from worker.kafka_clients.connection import Bootstrap
+from worker.kafka_clients.sync_clients import BrokerError as KafkaError
+from worker.kafka_clients.sync_clients import (
     ConfigResource,
     ConfigResourceType,
     KafkaConsumer,
     TopicPartition,
 )
-from worker.kafka_clients import BrokerError as KafkaError
 from worker.ops import kafka_clients
 from worker.ops.errors import BrokerUnavailable, TopicMissing
 from worker.ops.when import Period

@@ -8,9 +8,9 @@ submission evaluated again before it is posted; R14: Xledger refused its content
 - Enriched: a submission, keyed by tenant; where the payment's state is held here, it is
   `submitted` (R17) and waits for R16 no longer.
 - Rejected: a rejection for the Økonomi tab (R15); where the payment's state is held
-  here, it is `rejected` and, when a register change can cure it, waits for a newer
-  snapshot (R16). The post stage does not hold it (engine.md, Ownership): it sends the
-  payment back to the partition its Betalt event came from (`RefusedPayment`), whose
+  here, it is `rejected` and waits for a newer snapshot, which can cure every rejection
+  the core makes (R16). The post stage does not hold it (engine.md, Ownership): it sends
+  the payment back to the partition its Betalt event came from (`RefusedPayment`), whose
   holder keeps it waiting; without its event or that place it cannot wait, and the
   rejection says so (not retryable: resend it by hand, R13).
 """
@@ -76,12 +76,12 @@ def decided(
     where = home or source.position()
     if states is not None:
         out.changes.append(states.set_handled(key, REJECTED, source))
-        if result.retryable:  # R16: waits for a snapshot that fills the gap
-            entry = pending_entry(event_json.decode(), result.snapshot_version, where)
-            out.changes.append(states.set_pending(key, entry, source))
+        # R16: every rejection the core makes waits for a snapshot that fills the gap.
+        entry = pending_entry(event_json.decode(), result.snapshot_version, where)
+        out.changes.append(states.set_pending(key, entry, source))
     else:
         position = parse_position(where)
-        if result.retryable and position is not None:
+        if position is not None:
             refused = RefusedPayment(
                 tenant_id=event.tenant_id,
                 payment_id=event.payment_id,

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from worker import logs, metrics
 from worker.engine.lag import LagMonitor
 from worker.health import HEALTH, Health, Readiness
-from worker.kafka_clients import connection
+from worker.kafka_clients.connection import connection
 from worker.pipeline.payment_state import split_key
 from worker.pipeline.topics import PENDING
 from worker.pipeline.wiring import Pipeline

@@ -10,7 +10,6 @@ block: R16's re-evaluation runs in the enrich stage's own tasks, never in here.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from worker import logs, metrics
@@ -18,7 +17,7 @@ from worker.contracts import RegisterSnapshot
 from worker.core.register_book import RegisterBook
 from worker.core.snapshot_record import Applied, apply_snapshot_record
 from worker.engine.backend import Reader
-from worker.engine.follower import TopicFollower
+from worker.engine.follower import FollowedTopic
 from worker.engine.records import Record
 
 log = logs.get("worker.registers")
@@ -26,25 +25,11 @@ log = logs.get("worker.registers")
 Listener = Callable[[RegisterSnapshot], None]
 
 
-class RegisterCache:
+class RegisterCache(FollowedTopic):
     def __init__(self, reader: Reader, topic: str, book: RegisterBook) -> None:
-        self.topic = topic
+        super().__init__(reader, topic)
         self.book = book
         self.listeners: list[Listener] = []
-        self._follower = TopicFollower(reader, topic, self._apply, self._caught_up)
-
-    @property
-    def ready(self) -> asyncio.Event:
-        return self._follower.caught_up
-
-    async def start(self) -> None:
-        await self._follower.start()
-
-    async def stop(self) -> None:
-        await self._follower.stop()
-
-    async def wait_ready(self, timeout_s: float = 60.0) -> None:
-        await asyncio.wait_for(self.ready.wait(), timeout_s)
 
     def _caught_up(self) -> None:
         log.info("register_cache_ready", tenants=len(self.book), topic=self.topic)

@@ -14,7 +14,6 @@ they must not block. The gauges `xledger_tenant_paused{reason="manual"}` and
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable
 
@@ -23,7 +22,7 @@ from pydantic import ValidationError
 from worker import logs, metrics
 from worker.contracts import TenantPause
 from worker.engine.backend import Reader
-from worker.engine.follower import TopicFollower
+from worker.engine.follower import FollowedTopic
 from worker.engine.records import Record
 
 log = logs.get("worker.tenant_control")
@@ -32,25 +31,11 @@ log = logs.get("worker.tenant_control")
 Listener = Callable[[str, TenantPause | None], None]
 
 
-class TenantControl:
+class TenantControl(FollowedTopic):
     def __init__(self, reader: Reader, topic: str) -> None:
-        self.topic = topic
+        super().__init__(reader, topic)
         self.listeners: list[Listener] = []
         self._paused: dict[str, TenantPause] = {}
-        self._follower = TopicFollower(reader, topic, self._apply, self._caught_up)
-
-    @property
-    def ready(self) -> asyncio.Event:
-        return self._follower.caught_up
-
-    async def start(self) -> None:
-        await self._follower.start()
-
-    async def stop(self) -> None:
-        await self._follower.stop()
-
-    async def wait_ready(self, timeout_s: float = 60.0) -> None:
-        await asyncio.wait_for(self.ready.wait(), timeout_s)
 
     def paused(self, tenant: str) -> TenantPause | None:
         """Who paused this tenant's posting, when and why; None while it is not paused."""

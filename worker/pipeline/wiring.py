@@ -26,7 +26,7 @@ from worker.engine.backend import Backend, GroupSettings
 from worker.engine.engine import Engine, EngineSettings, StageFactory
 from worker.engine.kafka import KafkaBackend
 from worker.engine.records import Output
-from worker.kafka_clients import connection
+from worker.kafka_clients.connection import connection
 from worker.pipeline.dead_letters import dead_letter
 from worker.pipeline.enrich_stage import EnrichStage
 from worker.pipeline.payment_state import PaymentStates

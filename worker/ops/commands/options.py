@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 import click
 
 from worker import config
-from worker.kafka_clients import KafkaConnection, KafkaSettingsError, from_properties
+from worker.kafka_clients.command_config import from_properties
+from worker.kafka_clients.connection import KafkaConnection
+from worker.kafka_clients.errors import KafkaSettingsError
 from worker.ops.topic_reader import DEFAULT_TIMEOUT_S
 from worker.ops.when import Period, parse_when, period_of
 

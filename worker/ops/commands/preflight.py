@@ -14,7 +14,7 @@ import click
 
 from worker import config
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot
-from worker.kafka_clients import Bootstrap
+from worker.kafka_clients.connection import Bootstrap
 from worker.ops.commands.options import command_config_option, connection_for
 from worker.ops.errors import BrokerUnavailable, TopicMissing
 from worker.ops.preflight import (

@@ -16,8 +16,8 @@ import click
 from worker.config import Settings
 from worker.contracts import RegisterSnapshot
 from worker.core.endpoints import UrlPolicy
-from worker.kafka_clients import Bootstrap
-from worker.kafka_clients import BrokerError as KafkaError
+from worker.kafka_clients.connection import Bootstrap
+from worker.kafka_clients.sync_clients import BrokerError as KafkaError
 from worker.ops import audit
 from worker.ops.commands.options import bootstrap_option, settings_for, topics_option, with_topics
 from worker.ops.commands.output import RefusedExit, audit_logging, failures

@@ -8,7 +8,7 @@ import click
 
 from worker import config
 from worker.contracts import ProblemCode
-from worker.kafka_clients import Bootstrap
+from worker.kafka_clients.connection import Bootstrap
 from worker.ops import audit
 from worker.ops import rejections as r
 from worker.ops.commands.options import (

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 import click
 
 from worker import config
-from worker.kafka_clients import Bootstrap
+from worker.kafka_clients.connection import Bootstrap
 from worker.ops import audit
 from worker.ops.authority import Refused, require_okonomi
 from worker.ops.commands import options
