@@ -246,6 +246,7 @@ class KafkaReader(_Consumer):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self.fetch_max_wait_ms,
+            fetch_max_bytes=GroupSettings.fetch_max_bytes,  # bounded as the group's
         )
         await self._consumer.start()
 

@@ -100,10 +100,19 @@ class TenantPoster:
             async with self.t.client.call():
                 if not self.lane.open:
                     return
-                items = again or await self._without_outcome(self._read(records) + self.held.due())
-                again, wait = await self._post(items) if items else ([], None)
+                again, wait = await self._round(records, again)
+            del records  # a loop's last batch is not kept while it waits for the next one
             if wait is not None:
                 await wait()
+
+    async def _round(
+        self, records: list[Record], again: list[Item]
+    ) -> tuple[list[Item], Wait | None]:
+        """One batch read and posted. Its read submissions live only here: kept by the
+        loop while it gathered the next batch, 356 tenants' last batches held ~64 MB at the
+        month start (tracemalloc)."""
+        items = again or await self._without_outcome(self._read(records) + self.held.due())
+        return await self._post(items) if items else ([], None)
 
     # --- gathering -------------------------------------------------------------------------
 
