@@ -110,7 +110,7 @@ class EngineSettings:
     hand_over_s: float = 20.0
     # A mutation starts only if membership was confirmed this recently (engine.md, "Zombies").
     membership_window_s: float = 0.0
-    max_undone_per_partition: int = 10_000
+    max_undone_per_partition: int = 20_000
 
 
 StageFactory = Callable[[StageContext], Stage]

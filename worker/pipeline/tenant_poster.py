@@ -120,10 +120,12 @@ class TenantPoster:
         """The next batch: the tenant's payments gathered for the window from the first
         one's arrival (fewer requests; the window bounds the wait, including a wait behind
         the batch before it), or for the longer backlog window while they come from a
-        backlog (a burst: more are on their way). A backlog batch closes when the first
-        payment made after the backlog arrives, or when the partition has had nothing new
-        for BURST_OVER_S (the burst is over: every tenant's batch of it is whole, one
-        lookup and one mutation each), or at the longer window. Sent at once when they
+        backlog (a burst: more are on their way). A backlog batch closes the usual window
+        after the first payment made after the backlog arrives (the burst's tail, made as
+        the enrich stage catches up, joins it: otherwise one more lookup and mutation for
+        most tenants), or when the partition has had nothing new for BURST_OVER_S (the
+        burst is over: every tenant's batch of it is whole, one lookup and one mutation
+        each), or at the longer window. Sent at once when they
         fill a mutation (250 payments), but never before the tenant's request budget has
         room (waiting for the limit with half a batch would only cost more requests
         later). Empty when held payments are due."""
@@ -139,23 +141,33 @@ class TenantPoster:
         hold = self.t.client.ready_in(index.settings.token_ref) if index else 0.0
         usual = max(arrived + s.post_batch_window_s, start + hold)
         longer = max(arrived + s.post_backlog_window_s, usual)
+        fresh_at = None if record.header(BACKLOG) is not None else arrived
+
+        def take(record: Record, at: float) -> None:
+            nonlocal fresh_at
+            batch.append(record)
+            if record.header(BACKLOG) is not None:
+                fresh_at = None  # a backlog again: more are on their way
+            elif fresh_at is None:
+                fresh_at = at  # the first payment made after the backlog
+
         while len(batch) < s.post_batch_max:
             while not queue.empty() and len(batch) < s.post_batch_max:
-                record, _ = queue.get_nowait()  # what is there already, cheaply
-                batch.append(record)
+                take(*queue.get_nowait())  # what is there already, cheaply
             now = time.monotonic()
-            backlog = record.header(BACKLOG) is not None
-            deadline = longer if backlog else usual
+            backlog = fresh_at is None
+            deadline = longer
+            if fresh_at is not None:
+                deadline = min(longer, max(usual, fresh_at + s.post_batch_window_s))
             if now >= deadline or (len(batch) >= MAX_PAYMENTS_PER_REQUEST and now >= start + hold):
                 break
             if backlog and self.t.quiet_for(self.lane) >= BURST_OVER_S:
                 break
             wait = min(deadline - now, BURST_OVER_S) if backlog else deadline - now
             try:
-                record, _ = await asyncio.wait_for(queue.get(), wait)
+                take(*await asyncio.wait_for(queue.get(), wait))
             except TimeoutError:
                 continue  # the deadline, or a look at whether the burst is over
-            batch.append(record)
         return batch
 
     def _read(self, records: list[Record]) -> list[Item]:
