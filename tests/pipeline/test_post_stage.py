@@ -356,6 +356,25 @@ async def test_a_bursts_tail_made_after_the_backlog_joins_its_batch(
         assert sorted(posted(box)) == twice_each(subs)
 
 
+async def test_a_backlog_batch_past_one_mutation_shares_one_lookup(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """Issue 29: a tenant's backlog of more than one mutation (250) is not sent as soon as
+    250 are in: more are on their way, and up to post_batch_max share one lookup (the
+    burst of 10,000 over 20 tenants: ~465 each, a lookup per 250 before)."""
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    subs = submissions(b, FAST, 300)
+    s = replace(ONE, post_backlog_window_s=60.0)
+    async with running(broker, b, client_for(box, tokens), s):
+        publish(broker, subs[:260], (BACKLOG, b"1"))  # a full mutation in ...
+        await asyncio.sleep(ONE.post_batch_window_s)
+        publish(broker, subs[260:], (BACKLOG, b"1"))  # ... and more of the backlog after
+        await until(lambda: committed(broker) == 300, 20.0)
+        assert (box.stats.queries, box.stats.mutations) == (1, 2)
+        assert sorted(posted(box)) == twice_each(subs)
+
+
 async def test_a_burst_batch_closes_once_its_partition_has_gone_quiet(
     sandbox: tuple[XledgerSandbox, dict[str, str]],
 ) -> None:

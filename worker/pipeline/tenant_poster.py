@@ -125,7 +125,8 @@ class TenantPoster:
         the enrich stage catches up, joins it: otherwise one more lookup and mutation for
         most tenants), or when the partition has had nothing new for BURST_OVER_S (the
         burst is over: every tenant's batch of it is whole, one lookup and one mutation
-        each), or at the longer window. Sent at once when they
+        each), or at the longer window. A backlog batch takes up to post_batch_max
+        (1,000: one lookup, four mutations); any other is sent at once when they
         fill a mutation (250 payments), but never before the tenant's request budget has
         room (waiting for the limit with half a batch would only cost more requests
         later). Empty when held payments are due."""
@@ -159,7 +160,10 @@ class TenantPoster:
             deadline = longer
             if fresh_at is not None:
                 deadline = min(longer, max(usual, fresh_at + s.post_batch_window_s))
-            if now >= deadline or (len(batch) >= MAX_PAYMENTS_PER_REQUEST and now >= start + hold):
+            # A full mutation goes at once, unless more of a backlog is on its way: then
+            # up to post_batch_max (four mutations) share one lookup.
+            full = len(batch) >= (s.post_batch_max if backlog else MAX_PAYMENTS_PER_REQUEST)
+            if now >= deadline or (full and now >= start + hold):
                 break
             if backlog and self.t.quiet_for(self.lane) >= BURST_OVER_S:
                 break
