@@ -230,3 +230,19 @@ def test_run_warns_about_an_unknown_variable_in_a_log_line_naming_it() -> None:
     assert set(unknown) == {"FLYT_PARTITONS", "FLYT_KAFKA_SASL_PASSWORD"}
     assert "hunter2" not in proc.stderr and "a-token" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_operator_command_with_a_setting_that_cannot_work_exits_78_as_run_does() -> None:
+    # A CronJob (reconcile) or a script tells a refused setting (78) from a broker away (1).
+    for command in (["dlq", "list"], ["status"], ["preflight", "--snapshot", "none.json"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "worker", *command],
+            env=subprocess_env({"FLYT_BOOTSTRAP_SERVERS": "127.0.0.1:1", "FLYT_PARTITIONS": "x"}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 78, (command, proc.stderr)
+        assert proc.stderr.strip().splitlines() == [
+            "Error: FLYT_PARTITIONS='x' must be a whole number"
+        ], command

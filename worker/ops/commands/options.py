@@ -56,8 +56,9 @@ def command_config_option(f: F) -> F:
     )(f)
 
 
-class KafkaSettingsRefused(click.ClickException):
-    """A connection setting that cannot work: exit 78 (EX_CONFIG), as `worker run`."""
+class SettingsRefused(click.ClickException):
+    """A setting that cannot work (a FLYT_* value, a connection setting): exit 78
+    (EX_CONFIG), as `worker run`, so that a CronJob tells it from a broker away (1)."""
 
     exit_code = 78
 
@@ -73,7 +74,7 @@ def connection_for(s: config.Settings, server: str) -> KafkaConnection:
             else s.kafka
         )
     except KafkaSettingsError as exc:
-        raise KafkaSettingsRefused(str(exc)) from None
+        raise SettingsRefused(str(exc)) from None
     return KafkaConnection(server, security)
 
 
@@ -149,7 +150,7 @@ def settings_for(bootstrap: str | None) -> tuple[config.Settings, KafkaConnectio
     try:
         s = config.from_env()
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise SettingsRefused(str(exc)) from None
     server = bootstrap or s.bootstrap
     if not server:
         raise click.UsageError("name the broker: --bootstrap HOST:PORT or FLYT_BOOTSTRAP_SERVERS")

@@ -15,7 +15,7 @@ import click
 from worker import config
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot
 from worker.kafka_clients.connection import Bootstrap
-from worker.ops.commands.options import command_config_option, connection_for
+from worker.ops.commands.options import SettingsRefused, command_config_option, connection_for
 from worker.ops.errors import BrokerUnavailable, TopicMissing
 from worker.ops.preflight import (
     EXIT_FAILED,
@@ -81,7 +81,7 @@ def preflight_command(
     try:
         s = config.from_env()
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise SettingsRefused(str(exc)) from None
     server = bootstrap or s.bootstrap
     if snapshot_path is None and not (tenant and server):
         raise click.UsageError(
