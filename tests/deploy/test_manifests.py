@@ -34,8 +34,9 @@ def test_the_reconcile_cronjob_runs_the_previous_month_on_the_2nd_and_serves_its
     assert job["kind"] == "CronJob" and job["spec"]["concurrencyPolicy"] == "Forbid"
     assert job["spec"]["schedule"] == "30 2 2 * *" and job["spec"]["timeZone"] == "Europe/Oslo"
     spec = job["spec"]["jobTemplate"]["spec"]
-    (rule,) = spec["podFailurePolicy"]["rules"]  # differences (5) are not run again
-    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [5]
+    # Differences (5), incomplete (6), a setting that cannot work (78): not run again.
+    (rule,) = spec["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [5, 6, 78]
     pod = spec["template"]
     (container,) = pod["spec"]["containers"]
     args = container["args"]
