@@ -64,6 +64,10 @@ Wait = Callable[[], Awaitable[None]]
 # A partition that has had no new submission for this long is past its burst: a backlog
 # batch need not wait for more.
 BURST_OVER_S = 0.5
+# A backlog batch: two mutations' worth share one lookup. Not more: a batch is read
+# (~8.5 KB a submission) while it is posted, and 16 calls at once with 1,000 each held
+# 606 MB at the month start's 50,000 over 20 tenants (Apache Kafka).
+BACKLOG_BATCH = 2 * MAX_PAYMENTS_PER_REQUEST
 
 
 class TenantPoster:
@@ -125,8 +129,8 @@ class TenantPoster:
         the enrich stage catches up, joins it: otherwise one more lookup and mutation for
         most tenants), or when the partition has had nothing new for BURST_OVER_S (the
         burst is over: every tenant's batch of it is whole, one lookup and one mutation
-        each), or at the longer window. A backlog batch takes up to post_batch_max
-        (1,000: one lookup, four mutations); any other is sent at once when they
+        each), or at the longer window. A backlog batch takes up to BACKLOG_BATCH (two
+        mutations for one lookup); any other is sent at once when they
         fill a mutation (250 payments), but never before the tenant's request budget has
         room (waiting for the limit with half a batch would only cost more requests
         later). Empty when held payments are due."""
@@ -161,8 +165,8 @@ class TenantPoster:
             if fresh_at is not None:
                 deadline = min(longer, max(usual, fresh_at + s.post_batch_window_s))
             # A full mutation goes at once, unless more of a backlog is on its way: then
-            # up to post_batch_max (four mutations) share one lookup.
-            full = len(batch) >= (s.post_batch_max if backlog else MAX_PAYMENTS_PER_REQUEST)
+            # two share one lookup.
+            full = len(batch) >= (BACKLOG_BATCH if backlog else MAX_PAYMENTS_PER_REQUEST)
             if now >= deadline or (full and now >= start + hold):
                 break
             if backlog and self.t.quiet_for(self.lane) >= BURST_OVER_S:
