@@ -125,8 +125,8 @@ class TenantPoster:
         one's arrival (fewer requests; the window bounds the wait, including a wait behind
         the batch before it), or for the longer backlog window while they come from a
         backlog (a burst: more are on their way). A backlog batch closes the usual window
-        after the first payment made after the backlog arrives (the burst's tail, made as
-        the enrich stage catches up, joins it: otherwise one more lookup and mutation for
+        after the last payment made after the backlog (the burst's tail, made as the
+        enrich stage catches up, joins it: otherwise one more lookup and mutation for
         most tenants), or when the partition has had nothing new for BURST_OVER_S (the
         burst is over: every tenant's batch of it is whole, one lookup and one mutation
         each), or at the longer window. A backlog batch takes up to BACKLOG_BATCH (two
@@ -146,23 +146,29 @@ class TenantPoster:
         hold = self.t.client.ready_in(index.settings.token_ref) if index else 0.0
         usual = max(arrived + s.post_batch_window_s, start + hold)
         longer = max(arrived + s.post_backlog_window_s, usual)
+        # The arrival of the latest payment made after the backlog, while the batch's
+        # latest payment is one (None while it comes from the backlog).
         fresh_at = None if record.header(BACKLOG) is not None else arrived
+        tail = False  # the batch has had backlog payments and now gets the burst's tail
 
         def take(record: Record, at: float) -> None:
-            nonlocal fresh_at
+            nonlocal fresh_at, tail
             batch.append(record)
             if record.header(BACKLOG) is not None:
                 fresh_at = None  # a backlog again: more are on their way
-            elif fresh_at is None:
-                fresh_at = at  # the first payment made after the backlog
+            else:
+                tail = tail or fresh_at is None
+                fresh_at = at
 
         while len(batch) < s.post_batch_max:
             while not queue.empty() and len(batch) < s.post_batch_max:
                 take(*queue.get_nowait())  # what is there already, cheaply
             now = time.monotonic()
             backlog = fresh_at is None
-            deadline = longer
-            if fresh_at is not None:
+            deadline = usual
+            if fresh_at is None:
+                deadline = longer
+            elif tail:  # the tail comes for as long as the enrich stage catches up
                 deadline = min(longer, max(usual, fresh_at + s.post_batch_window_s))
             # A full mutation goes at once, unless more of a backlog is on its way: then
             # two share one lookup.
