@@ -376,6 +376,28 @@ async def test_a_backlog_batch_past_one_mutation_shares_one_lookup(
         assert sorted(posted(box)) == twice_each(subs)
 
 
+async def test_a_tail_after_a_backlog_batch_past_one_mutation_does_not_cut_it(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """Issue 29: a backlog batch already past one mutation (250) is not cut by the first
+    payment of the burst's tail: the tail joins it, one lookup for both mutations (the
+    quick bench's burst cut every tenant's batch so, 0.0136 → 0.0104 requests per
+    payment)."""
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    subs = submissions(b, FAST, 290)
+    s = replace(ONE, post_backlog_window_s=60.0)
+    async with running(broker, b, client_for(box, tokens), s):
+        publish(broker, subs[:260], (BACKLOG, b"1"))
+        await asyncio.sleep(ONE.post_batch_window_s)
+        publish(broker, subs[260:275])  # the tail, made after the backlog ...
+        await asyncio.sleep(ONE.post_batch_window_s / 2)
+        publish(broker, subs[275:])  # ... for a while
+        await until(lambda: committed(broker) == 290, 20.0)
+        assert (box.stats.queries, box.stats.mutations) == (1, 2)
+        assert sorted(posted(box)) == twice_each(subs)
+
+
 async def test_a_burst_batch_closes_once_its_partition_has_gone_quiet(
     sandbox: tuple[XledgerSandbox, dict[str, str]],
 ) -> None:

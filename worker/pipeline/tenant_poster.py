@@ -172,7 +172,7 @@ class TenantPoster:
                 deadline = min(longer, max(usual, fresh_at + s.post_batch_window_s))
             # A full mutation goes at once, unless more of a backlog is on its way: then
             # two share one lookup.
-            full = len(batch) >= (BACKLOG_BATCH if backlog else MAX_PAYMENTS_PER_REQUEST)
+            full = len(batch) >= (BACKLOG_BATCH if backlog or tail else MAX_PAYMENTS_PER_REQUEST)
             if now >= deadline or (full and now >= start + hold):
                 break
             if backlog and self.t.quiet_for(self.lane) >= BURST_OVER_S:
