@@ -97,3 +97,11 @@ def test_production_commands_run_without_the_development_packages() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     embedded = _worker_without_dev("run", "--embedded")
     assert embedded.returncode == 2 and "pip install -e '.[dev]'" in embedded.stderr
+
+
+def test_the_image_carries_the_commit_it_was_built_from() -> None:
+    # worker/build.py reads FLYT_BUILD_COMMIT for flyt_build_info and --version; without
+    # it an image cannot say which code it runs (no .git inside).
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert "ARG FLYT_BUILD_COMMIT" in dockerfile
+    assert "ENV FLYT_BUILD_COMMIT=${FLYT_BUILD_COMMIT}" in dockerfile
