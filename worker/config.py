@@ -329,6 +329,11 @@ _TOPIC_FIELDS: dict[str, Any] = {
 _TopicsEnv = create_model("_TopicsEnv", __base__=_FromEnvironment, **_TOPIC_FIELDS)
 
 
+def topic_variables(topics: Topics) -> dict[str, str]:
+    """`topics` as the FLYT_TOPIC_* variables a worker process or command reads them from."""
+    return {f"FLYT_TOPIC_{f.name.upper()}": getattr(topics, f.name) for f in fields(Topics)}
+
+
 def _variables(model: type[BaseModel]) -> dict[str, str]:
     return {name: str(f.validation_alias) for name, f in model.model_fields.items()}
 

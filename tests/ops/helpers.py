@@ -13,23 +13,12 @@ from typing import Any
 from tests.brokers import Broker
 from tests.processes import subprocess_env
 from tests.stream_helpers import unique_settings
-from worker.config import Settings
+from worker.config import Settings, topic_variables
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot
 from worker.core import Rejected, evaluate
 from worker.core.register_index import RegisterIndex
 from worker.devenv.feed import producer
 from worker.ops.topic_reader import Record, read_topics
-
-TOPICS = (
-    "payments",
-    "registers",
-    "submissions",
-    "receipts",
-    "rejections",
-    "dlq",
-    "audit",
-    "control",
-)
 
 
 def ops_settings(broker: Broker, name: str, **overrides: Any) -> Settings:
@@ -38,10 +27,9 @@ def ops_settings(broker: Broker, name: str, **overrides: Any) -> Settings:
 
 
 def env(broker: Broker, s: Settings, **extra: str) -> dict[str, str]:
-    out = {"FLYT_BOOTSTRAP_SERVERS": broker.bootstrap, **extra}
-    for kind in TOPICS:
-        out[f"FLYT_TOPIC_{kind.upper()}"] = getattr(s.topics, kind)
-    return subprocess_env(out)
+    return subprocess_env(
+        {"FLYT_BOOTSTRAP_SERVERS": broker.bootstrap, **topic_variables(s.topics), **extra}
+    )
 
 
 def cli(

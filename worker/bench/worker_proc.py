@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from worker.config import Topics
+from worker.config import Topics, topic_variables
 from worker.devenv.children import dies_with_parent
 from worker.devenv.tansu import free_port
 
@@ -49,7 +49,7 @@ class WorkerProcess:
                 "FLYT_LOG_LEVEL": "INFO",  # production's level: its log lines are a real cost
             }
         )
-        env.update({f"FLYT_TOPIC_{name.upper()}": getattr(topics, name) for name in _TOPIC_NAMES})
+        env.update(topic_variables(topics))
         env.update(extra_env or {})
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
@@ -132,6 +132,3 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-_TOPIC_NAMES = ("payments", "registers", "submissions", "receipts", "rejections", "dlq")
