@@ -11,7 +11,7 @@ import secrets
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -266,18 +266,7 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
 
 
 def _suffixed(s: Settings, run_id: str) -> Topics:
+    """Every topic of the run its own, the tenant pauses too: a pause left on the broker by
+    an earlier run must not hold this one's payments."""
     t = s.topics
-    return Topics(
-        **{
-            name: f"{getattr(t, name)}.demo-{run_id}"
-            for name in (
-                "payments",
-                "registers",
-                "submissions",
-                "receipts",
-                "rejections",
-                "dlq",
-                "audit",
-            )
-        }
-    )
+    return Topics(**{f.name: f"{getattr(t, f.name)}.demo-{run_id}" for f in fields(Topics)})
