@@ -130,10 +130,10 @@ class TenantPoster:
         most tenants), or when the partition has had nothing new for BURST_OVER_S (the
         burst is over: every tenant's batch of it is whole, one lookup and one mutation
         each), or at the longer window. A backlog batch takes up to BACKLOG_BATCH (two
-        mutations for one lookup); any other is sent at once when they
-        fill a mutation (250 payments), but never before the tenant's request budget has
-        room (waiting for the limit with half a batch would only cost more requests
-        later). Empty when held payments are due."""
+        mutations for one lookup); any other is sent at once when it fills a mutation (250
+        payments), but never before the tenant's request budget has room (waiting for the
+        limit with half a batch would only cost more requests later). Empty when held
+        payments are due."""
         s = self.t.s
         queue = loop.queue
         try:
@@ -146,18 +146,17 @@ class TenantPoster:
         hold = self.t.client.ready_in(index.settings.token_ref) if index else 0.0
         usual = max(arrived + s.post_batch_window_s, start + hold)
         longer = max(arrived + s.post_backlog_window_s, usual)
-        # The arrival of the latest payment made after the backlog, while the batch's
-        # latest payment is one (None while it comes from the backlog).
+        # The arrival of the batch's latest payment while it is one made after the backlog
+        # (None while the latest comes from the backlog).
         fresh_at = None if record.header(BACKLOG) is not None else arrived
-        tail = False  # the batch has had backlog payments and now gets the burst's tail
+        from_backlog = fresh_at is None  # the batch has had a payment from a backlog
 
         def take(record: Record, at: float) -> None:
-            nonlocal fresh_at, tail
+            nonlocal fresh_at, from_backlog
             batch.append(record)
             if record.header(BACKLOG) is not None:
-                fresh_at = None  # a backlog again: more are on their way
+                fresh_at, from_backlog = None, True  # more are on their way
             else:
-                tail = tail or fresh_at is None
                 fresh_at = at
 
         while len(batch) < s.post_batch_max:
@@ -168,11 +167,11 @@ class TenantPoster:
             deadline = usual
             if fresh_at is None:
                 deadline = longer
-            elif tail:  # the tail comes for as long as the enrich stage catches up
+            elif from_backlog:  # the burst's tail, for as long as the enrich stage catches up
                 deadline = min(longer, max(usual, fresh_at + s.post_batch_window_s))
-            # A full mutation goes at once, unless more of a backlog is on its way: then
-            # two share one lookup.
-            full = len(batch) >= (BACKLOG_BATCH if backlog or tail else MAX_PAYMENTS_PER_REQUEST)
+            # A full mutation goes at once, unless the batch is a backlog's (more are on
+            # their way): then two share one lookup.
+            full = len(batch) >= (BACKLOG_BATCH if from_backlog else MAX_PAYMENTS_PER_REQUEST)
             if now >= deadline or (full and now >= start + hold):
                 break
             if backlog and self.t.quiet_for(self.lane) >= BURST_OVER_S:
