@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from worker.core.endpoints import UrlPolicy
+from worker.exit_status import SettingsRefused
 
 if TYPE_CHECKING:
     from worker.config import UnknownVariable
@@ -104,13 +105,6 @@ def _unknown_variable(unknown: UnknownVariable) -> None:
     logs.get("worker.config").warning(
         "setting_unknown", variable=unknown.name, did_you_mean=unknown.closest
     )
-
-
-class SettingsRefused(click.ClickException):
-    """The settings cannot work (a value or a combination): restarting cannot help, so the
-    exit status says so (78, EX_CONFIG), apart from a crash (1) that a restart may cure."""
-
-    exit_code = 78
 
 
 @click.command()

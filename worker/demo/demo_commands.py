@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from worker.exit_status import SettingsRefused
+
 
 @click.command()
 @click.option("--events", "n_events", default=3000, show_default=True, type=click.IntRange(0))
@@ -250,9 +252,3 @@ def chaos(
         click.echo("chaos interrupted; every process it started is stopped", err=True)
         raise SystemExit(130) from None
     raise SystemExit(code)
-
-
-class SettingsRefused(click.ClickException):
-    """A connection setting that cannot work: exit 78 (EX_CONFIG), as `worker run`."""
-
-    exit_code = 78

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from worker import config
+from worker.exit_status import SettingsRefused
 from worker.kafka_clients.command_config import from_properties
 from worker.kafka_clients.connection import KafkaConnection
 from worker.kafka_clients.errors import KafkaSettingsError
@@ -54,13 +55,6 @@ def command_config_option(f: F) -> F:
         "ssl.truststore.location, sasl.mechanism, sasl.jaas.config …; see the README); "
         "default: the FLYT_KAFKA_* settings.",
     )(f)
-
-
-class SettingsRefused(click.ClickException):
-    """A setting that cannot work (a FLYT_* value, a connection setting): exit 78
-    (EX_CONFIG), as `worker run`, so that a CronJob tells it from a broker away (1)."""
-
-    exit_code = 78
 
 
 def connection_for(s: config.Settings, server: str) -> KafkaConnection:

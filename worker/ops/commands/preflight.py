@@ -14,8 +14,9 @@ import click
 
 from worker import config
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot
+from worker.exit_status import SettingsRefused
 from worker.kafka_clients.connection import Bootstrap
-from worker.ops.commands.options import SettingsRefused, command_config_option, connection_for
+from worker.ops.commands.options import command_config_option, connection_for
 from worker.ops.errors import BrokerUnavailable, TopicMissing
 from worker.ops.preflight import (
     EXIT_FAILED,
