@@ -28,6 +28,13 @@ class PositionLost(Exception):
         self.positions = positions
 
 
+# What one fetch may bring, for every consumer of the engine (Kafka's default is 50 MiB):
+# fetched bytes wait in the client until a stage takes their records, so a month start's
+# backlog would sit in memory as whole fetch responses (160 MB of them at 356 tenants,
+# tracemalloc).
+FETCH_MAX_BYTES = 4 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class GroupSettings:
     group: str
@@ -38,10 +45,7 @@ class GroupSettings:
     copartitioned: tuple[tuple[str, ...], ...] = ()
     fetch_max_wait_ms: int = 100  # a floor under each hop's latency where nothing waits
     max_poll_records: int = 2000
-    # What one fetch may bring (Kafka's default is 50 MiB): fetched bytes wait in the
-    # client until the stage takes their records, so a month start's backlog would sit in
-    # memory as whole fetch responses (160 MB of them at 356 tenants, tracemalloc).
-    fetch_max_bytes: int = 4 * 1024 * 1024
+    fetch_max_bytes: int = FETCH_MAX_BYTES
     max_partition_fetch_bytes: int = 1024 * 1024
 
 

@@ -26,7 +26,13 @@ from aiokafka.errors import (
 )
 
 from worker.engine import assignment
-from worker.engine.backend import Fenced, GroupSettings, PositionLost, RebalanceListener
+from worker.engine.backend import (
+    FETCH_MAX_BYTES,
+    Fenced,
+    GroupSettings,
+    PositionLost,
+    RebalanceListener,
+)
 from worker.engine.producer import KafkaProducer
 from worker.engine.records import Record, TopicPartition
 from worker.kafka_clients.client_args import client_args
@@ -246,7 +252,7 @@ class KafkaReader(_Consumer):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self.fetch_max_wait_ms,
-            fetch_max_bytes=GroupSettings.fetch_max_bytes,  # bounded as the group's
+            fetch_max_bytes=FETCH_MAX_BYTES,
         )
         await self._consumer.start()
 
