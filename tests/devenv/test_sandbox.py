@@ -175,6 +175,24 @@ async def test_unknown_field_is_a_validation_error(sandbox: XledgerSandbox, gql:
     assert sandbox.ledger() == [] and sandbox.stats.rejected_validation == 1
 
 
+async def test_a_query_parsed_and_validated_once_answers_every_request_alike(
+    sandbox: XledgerSandbox, gql: Gql
+) -> None:
+    """The sandbox keeps what it parsed and validated of a query text (server.py
+    `_checked`): an invalid query is refused every time it is sent, and a valid one runs
+    with each request's own variables."""
+    query = MUTATION.replace("extIdentifier amount", "extIdentifier konto")
+    for _ in range(2):
+        (error,) = (await gql(sandbox, query, {"inputs": voucher("P-1")})).json()["errors"]
+        assert "konto" in error["message"]
+    assert sandbox.stats.rejected_validation == 2
+    for payment in ("P-1", "P-2"):
+        await gql(sandbox, MUTATION, {"inputs": voucher(payment)})
+    found = await gql(sandbox, LOOKUP, {"ids": ["flyt:t-test:P-2:1", "flyt:t-test:P-1:1"]})
+    edges = found.json()["data"]["glImportItems"]["edges"]
+    assert [e["node"]["extIdentifier"] for e in edges] == ["flyt:t-test:P-1:1", "flyt:t-test:P-2:1"]
+
+
 async def test_unknown_input_field_is_refused(sandbox: XledgerSandbox, gql: Gql) -> None:
     inputs = voucher("P-1")
     inputs[0]["node"]["konto"] = "10890"

@@ -76,6 +76,23 @@ async def test_the_import_job_makes_journal_entries_and_staging_keeps_the_items(
     assert [x["journalEntry"]["transactionNumber"] for x in sandbox.ledger()] == [1, 1, 2, 2]
 
 
+async def test_the_import_job_takes_the_items_old_enough_and_leaves_the_younger_for_later(
+    make_sandbox: Callable[..., Awaitable[XledgerSandbox]], gql: Gql
+) -> None:
+    fake = FakeTime()
+    sandbox = await make_sandbox(clock=fake.clock, import_delay_s=60.0)
+    await gql(sandbox, MUTATION, {"inputs": voucher("P-1")})
+    fake.advance(30)
+    await gql(sandbox, MUTATION, {"inputs": voucher("P-2", tr=18)})
+    fake.advance(31)  # P-1 is 61 s old, P-2 31 s
+    await both(gql, sandbox, P1)
+    assert [x["journalEntry"] is not None for x in sandbox.ledger()] == [True, True, False, False]
+    fake.advance(30)
+    await both(gql, sandbox, P1)
+    assert [x["journalEntry"]["transactionNumber"] for x in sandbox.ledger()] == [1, 1, 2, 2]
+    assert sandbox.stats.imported_lines == 4
+
+
 async def test_under_staging_cleared_processed_items_leave_staging_but_not_the_ledger(
     make_sandbox: Callable[..., Awaitable[XledgerSandbox]], gql: Gql
 ) -> None:

@@ -138,8 +138,9 @@ class Bench:
     async def fresh_sandbox(self) -> XledgerSandbox:
         """A new sandbox for the next run, every tenant's entity in it, answering every
         request `sandbox_latency_s` late. New per run because the sandbox looks a batch's
-        identifiers up by scanning every line it holds: a ledger kept across runs (a
-        month-start run leaves 100,000 lines) would slow each later run's lookups."""
+        identifiers up by scanning every line of its entity: a ledger kept across runs (a
+        month-start run leaves 100,000 lines) would slow each later run's lookups, on the
+        cores the worker is measured on."""
         await self.stop_sandbox()
         sandbox = XledgerSandbox(
             faults=FaultProfile(slow=1.0, slow_seconds=self.sandbox_latency_s), burst_limit=20
