@@ -207,6 +207,55 @@ async def test_a_refused_payment_is_one_rejection_sent_back_to_its_state_owner(
         assert PaymentStatusEvent.model_validate_json(refused.event) == sub.event
 
 
+async def test_a_refused_payment_whose_betalt_event_cannot_be_read_is_dead_lettered(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """The poster reads a submission's Betalt event only for whose it is (SubmissionToPost);
+    in full only when it is needed. Refused (R14) with an event that cannot be read, the
+    payment cannot be evaluated again (R16): a dead letter with Xledger's words, never a
+    rejection or nothing."""
+    box, tokens = sandbox
+    snapshots = demo_snapshot_dicts()
+    unknown = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == FAST))
+    unknown["version"] = 2  # maps every category to an account Xledger does not have
+    for entry in unknown["registers"]["betalingstype"]:
+        entry["value"] = "14799"
+    b = book(snapshots)
+    assert b.offer(RegisterSnapshot.model_validate(unknown)).accepted
+    broker = memory_broker(ONE)
+    [sub] = submissions(b, FAST, 1)
+    body = json.loads(sub.model_dump_json())
+    body["event"]["payment"]["amount"] = "not an amount"
+    where = [(SOURCE, f"{T.payments}/0@0".encode())]
+    broker.append(T.submissions, FAST.encode(), json.dumps(body).encode(), where, 0)
+    async with running(broker, b, client_for(box, tokens)):
+        await until(lambda: committed(broker) == 1)
+        [dead] = records(broker, T.dlq)
+        assert dead.header("dlq.reason") == b"invalid" and dead.header("dlq.stage") == b"post"
+        error = (dead.header("dlq.error_message") or b"").decode()
+        assert "refused by Xledger" in error and "amount" in error
+        assert records(broker, T.rejections) == [] and posted(box) == []
+        assert records(broker, refused_topic(ONE)) == []
+
+
+async def test_a_submission_carrying_another_payments_betalt_event_is_dead_lettered(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    mine, other = submissions(b, FAST, 2)
+    body = json.loads(mine.model_dump_json())
+    body["event"] = json.loads(other.model_dump_json())["event"]
+    where = [(SOURCE, f"{T.payments}/0@0".encode())]
+    broker.append(T.submissions, FAST.encode(), json.dumps(body).encode(), where, 0)
+    async with running(broker, b, client_for(box, tokens)):
+        await until(lambda: committed(broker) == 1)
+        [dead] = records(broker, T.dlq)
+        assert dead.header("dlq.reason") == b"invalid"
+        assert b"another payment" in (dead.header("dlq.error_message") or b"")
+        assert posted(box) == []
+
+
 async def test_r18_a_payment_decided_under_another_motkonto_is_evaluated_again_first() -> None:
     """R18 (decided): the snapshot in force moved the tenant's Motkonto after the payment
     was evaluated: it is evaluated again, and posted with the counter line in force."""
@@ -233,6 +282,35 @@ async def test_r18_a_payment_decided_under_another_motkonto_is_evaluated_again_f
             assert again.lines[1].account == "1921" and again.snapshot_version == snapshot.version
             counter = [x for x in box.ledger() if x["extIdentifier"].endswith(":2")]
             assert [x["account"] for x in counter] == ["1921"]  # not the stale 1920
+    finally:
+        await box.stop()
+
+
+async def test_r18_a_payment_whose_betalt_event_cannot_be_read_is_dead_lettered() -> None:
+    """R18 with an event that cannot be read: looked up where it was decided for, absent,
+    and it cannot be evaluated again: a dead letter, never posted under either snapshot."""
+    snapshots = demo_snapshot_dicts()
+    b = book(snapshots)
+    [stale] = submissions(b, FAST, 1)
+    moved = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == FAST))
+    moved["version"] += 1
+    moved["settings"]["counter_account"] = "1921"
+    snapshot = RegisterSnapshot.model_validate(moved)
+    assert b.offer(snapshot).accepted
+    box, tokens = sandbox_for([snapshot], "post-stage-r18", 62_000_000)
+    await box.start()
+    broker = memory_broker(ONE)
+    body = json.loads(stale.model_dump_json())
+    body["event"]["occurred_at"] = "yesterday"
+    where = [(SOURCE, f"{T.payments}/0@0".encode())]
+    broker.append(T.submissions, FAST.encode(), json.dumps(body).encode(), where, 0)
+    try:
+        async with running(broker, b, client_for(box, tokens)):
+            await until(lambda: committed(broker) == 1)
+            [dead] = records(broker, T.dlq)
+            error = (dead.header("dlq.error_message") or b"").decode()
+            assert "R18" in error and "occurred_at" in error
+            assert box.ledger() == [] and len(records(broker, T.submissions)) == 1
     finally:
         await box.stop()
 

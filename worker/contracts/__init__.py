@@ -15,10 +15,17 @@ from worker.contracts.register_snapshot import (
     TenantSettings,
 )
 from worker.contracts.rejection import Problem, ProblemCode, Rejection
-from worker.contracts.submission import GLLine, Submission
+from worker.contracts.submission import (
+    CarriedEvent,
+    GLLine,
+    Submission,
+    SubmissionFields,
+    SubmissionToPost,
+)
 from worker.contracts.tenant_control import TenantPause
 
 __all__ = [
+    "CarriedEvent",
     "Child",
     "Dimension",
     "DlqHeaders",
@@ -38,6 +45,8 @@ __all__ = [
     "Source",
     "Status",
     "Submission",
+    "SubmissionFields",
+    "SubmissionToPost",
     "TenantPause",
     "TenantSettings",
 ]

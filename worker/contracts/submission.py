@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from pydantic_core import to_json
 
-from worker.contracts.payment_event import PaymentStatusEvent
+from worker.contracts.payment_event import PaymentStatusEvent, Status
 from worker.contracts.types import Code, Id, IsoDate, Record, SchemaVersion, SignedAmount, Timestamp
 
 
@@ -55,7 +55,11 @@ class GLLine(Record):
     bankAccountRef: Code | None = None  # Bankkonti-pkey (R4), a dbId in Xledger
 
 
-class Submission(Record):
+class SubmissionFields(Record):
+    """A submission's fields, its Betalt event as each reader of it needs it: `Submission`
+    (the contract: the event in full) or `SubmissionToPost` (the poster's). What posting
+    reads (the Xledger client) takes either."""
+
     schema_version: SchemaVersion = 1
     tenant_id: Id
     payment_id: Id
@@ -67,11 +71,7 @@ class Submission(Record):
     vat_code: Code
     lines: list[GLLine] = Field(min_length=2, max_length=2)
     created_at: Timestamp
-    event: PaymentStatusEvent | None = Field(
-        default=None,
-        description="The Betalt event it was made from: if Xledger refuses the payment, "
-        "a newer register snapshot evaluates this again (R14, R16)",
-    )
+    event: Record | None = None
     xledger_url: str | None = Field(
         default=None,
         description="The Xledger URL of the register snapshot it was evaluated with: if the "
@@ -83,6 +83,35 @@ class Submission(Record):
         description="The token reference (R5: never the token) of the register snapshot it was "
         "evaluated with: R18 looks the payment up there before evaluating it again",
     )
+
+
+class Submission(SubmissionFields):
+    event: PaymentStatusEvent | None = Field(
+        default=None,
+        description="The Betalt event it was made from: if Xledger refuses the payment, "
+        "a newer register snapshot evaluates this again (R14, R16)",
+    )
+
+
+class CarriedEvent(Record):
+    """The Betalt event a submission carries, as the poster reads it: whose it is. The rest
+    (the payment, the child) is read only when it is needed, on a refusal or R18
+    (`Submission`): read for every submission, it was half the poster's reading cost and
+    half of each read submission's memory (~8.5 KB → ~4.5 KB) at the month start."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: Id
+    tenant_id: Id
+    payment_id: Id
+    status: Status
+
+
+class SubmissionToPost(SubmissionFields):
+    """A submission as the poster reads it: every field checked as the contract says,
+    except its event's contents (`CarriedEvent`)."""
+
+    event: CarriedEvent | None = None
 
 
 def submission_json(

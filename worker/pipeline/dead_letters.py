@@ -83,3 +83,16 @@ def dead_letter(
         attempts=attempts,
     )
     return Output(dlq_topic, record.key, record.value, headers)
+
+
+def invalid_submission(dlq_topic: str, record: Record, error: str) -> Output:
+    """The DLQ record for a record on the submissions topic that is no submission of this
+    worker's (what is wrong with it: `error`)."""
+    return dead_letter(
+        dlq_topic,
+        record,
+        reason=DlqReason.INVALID,
+        error_class="ValidationError",
+        error=error,
+        stage="post",
+    )

@@ -17,7 +17,7 @@ from worker.core.messages import xledger_refused
 from worker.core.outcome import Rejected
 from worker.engine.offsets import Lane
 from worker.engine.records import Output, Record, StateChange
-from worker.pipeline.dead_letters import dead_letter
+from worker.pipeline.dead_letters import dead_letter, invalid_submission
 from worker.pipeline.decision import decided
 from worker.pipeline.post_outcomes import DEAD_LETTERED, POSTED, REJECTED, Outcome, PostOutcomes
 from worker.pipeline.poster_tools import Item, PosterTools
@@ -72,13 +72,19 @@ class ResultWriter:
             outputs.append(Output(topics.receipts, self.tenant.encode(), value, source=source))
         for sub, message in dict((s.payment_id, (s, m)) for s, m in result.refused).values():
             item = by_payment[sub.payment_id][0]
+            event = item.event()
+            if isinstance(event, str):  # not posted, and cannot be evaluated again: by hand
+                record = answer(sub.payment_id, DEAD_LETTERED)[0]
+                why = f"refused by Xledger ({message}); its Betalt event cannot be read: {event}"
+                outputs.append(invalid_submission(topics.dlq, record, why))
+                continue
             answer(sub.payment_id, REJECTED)
             refused = Rejected(sub.snapshot_version, (xledger_refused(message),))
             outputs += decided(
                 t.s,
                 refused,
-                item.event,
-                item.event.model_dump_json().encode(),
+                event,
+                event.model_dump_json().encode(),
                 item.record,
                 now,
                 states=None,

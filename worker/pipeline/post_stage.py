@@ -24,14 +24,14 @@ from pydantic import ValidationError
 
 from worker import logs
 from worker.config import Settings
-from worker.contracts import DlqReason, Submission, TenantPause
+from worker.contracts import Submission, TenantPause
 from worker.contracts.reading import describe
 from worker.core.register_book import RegisterBook
 from worker.engine.engine import StageContext
 from worker.engine.key_loop import KeyLoops
 from worker.engine.offsets import Lane
 from worker.engine.records import Record
-from worker.pipeline.dead_letters import dead_letter
+from worker.pipeline.dead_letters import invalid_submission
 from worker.pipeline.poster_tools import PosterTools
 from worker.pipeline.posting_lease import Lease, takeover_wait
 from worker.pipeline.tenant_control import TenantControl
@@ -181,14 +181,7 @@ class PostStage:
 
     def stray(self, lane: Lane, record: Record, error: str) -> None:
         """A record on the submissions topic that is not a submission: dead-lettered."""
-        dead = dead_letter(
-            self.s.topics.dlq,
-            record,
-            reason=DlqReason.INVALID,
-            error_class="ValidationError",
-            error=error,
-            stage="post",
-        )
+        dead = invalid_submission(self.s.topics.dlq, record, error)
 
         async def write() -> None:
             await self.ctx.write([dead], (), [(lane, record)])

@@ -1,5 +1,5 @@
-"""What a tenant's posting loop works with: its items (a submission read, with its record
-and its Betalt event) and its tools (what the post stage gives it when it is made)."""
+"""What a tenant's posting loop works with: its items (a submission read, with its record)
+and its tools (what the post stage gives it when it is made)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from pydantic import ValidationError
+
 from worker.config import Settings
-from worker.contracts import PaymentStatusEvent, Submission, TenantPause
+from worker.contracts import PaymentStatusEvent, Submission, SubmissionToPost, TenantPause
+from worker.contracts.reading import describe
 from worker.core.register_book import RegisterBook
 from worker.engine.engine import StageContext
 from worker.engine.offsets import Lane
@@ -18,11 +21,20 @@ from worker.xledger.client import XledgerClient
 
 
 class Item(NamedTuple):
-    """A submission, read, with the record it came in and the Betalt event it carries."""
+    """A submission read for posting, with the record it came in."""
 
-    sub: Submission
+    sub: SubmissionToPost
     record: Record
-    event: PaymentStatusEvent
+
+    def event(self) -> PaymentStatusEvent | str:
+        """Its Betalt event, read in full now: on a refusal or for R18 (`SubmissionToPost`
+        reads only whose it is). What is wrong with it when it cannot be read: the record
+        is then no submission of this worker's (dead-lettered, `invalid_submission`)."""
+        try:
+            event = Submission.model_validate_json(self.record.value or b"").event
+        except ValidationError as exc:
+            return describe(exc)
+        return event if event is not None else "a submission must carry its Betalt event"
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ from worker.core.outcome import Rejected
 from worker.core.posting import settings_changed
 from worker.core.register_index import RegisterIndex
 from worker.engine.records import Output, StateChange
+from worker.pipeline.dead_letters import invalid_submission
 from worker.pipeline.decision import decided
 from worker.pipeline.held_payments import HeldPayments
-from worker.pipeline.post_outcomes import REJECTED
+from worker.pipeline.post_outcomes import DEAD_LETTERED, REJECTED
 from worker.pipeline.post_results import ResultWriter, outcome_of
 from worker.pipeline.poster_tools import Item
 from worker.xledger.client import Target
@@ -76,12 +77,19 @@ async def _evaluate_again(writer: ResultWriter, index: RegisterIndex, items: lis
             why="the snapshot in force has another Xledger URL, Motkonto or Bankkonti-pkey, "
             "and Xledger lacks the payment where it was evaluated for",
         )
-        result = evaluate(item.event, index)
+        event = item.event()
+        if isinstance(event, str):  # not in Xledger, and cannot be evaluated again: by hand
+            why = f"to be evaluated again (R18), but its Betalt event cannot be read: {event}"
+            outputs.append(invalid_submission(t.s.topics.dlq, record, why))
+            dead = outcome_of(DEAD_LETTERED, [record])
+            changes.append(outcomes.change(tenant, sub.payment_id, dead))
+            continue
+        result = evaluate(event, index)
         written = decided(
             t.s,
             result,
-            item.event,
-            item.event.model_dump_json().encode(),
+            event,
+            event.model_dump_json().encode(),
             record,
             now,
             states=None,

@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from pydantic import ValidationError
 
 from worker import logs, metrics
-from worker.contracts import Submission
+from worker.contracts import SubmissionToPost
 from worker.contracts.headers import BACKLOG, FIRST_EVALUATION
 from worker.contracts.reading import describe
 from worker.engine.key_loop import KeyLoop
@@ -184,13 +184,15 @@ class TenantPoster:
         return batch
 
     def _read(self, records: list[Record]) -> list[Item]:
-        """The batch's submissions, read now (they waited as bytes). One that is not a
-        submission of this worker's (with its Betalt event and Xledger URL) is
-        dead-lettered; one keyed for another tenant goes to its loop."""
+        """The batch's submissions, read now (they waited as bytes), their Betalt events
+        only for whose they are (`SubmissionToPost`: read in full on a refusal or for
+        R18). One that is not a submission of this worker's (with its Betalt event, the
+        same payment's, and its Xledger URL) is dead-lettered; one keyed for another
+        tenant goes to its loop."""
         items: list[Item] = []
         for record in records:
             try:
-                sub = Submission.model_validate_json(record.value or b"")
+                sub = SubmissionToPost.model_validate_json(record.value or b"")
             except ValidationError as exc:
                 self.t.stray(self.lane, record, describe(exc))
                 continue
@@ -198,10 +200,13 @@ class TenantPoster:
                 why = "a submission must carry its Betalt event and its Xledger URL"
                 self.t.stray(self.lane, record, why)
                 continue
+            if (sub.event.tenant_id, sub.event.payment_id) != (sub.tenant_id, sub.payment_id):
+                self.t.stray(self.lane, record, "its Betalt event is another payment's")
+                continue
             if sub.tenant_id != self.tenant:
                 self.t.route(sub.tenant_id, self.lane, record)
                 continue
-            items.append(Item(sub, record, sub.event))
+            items.append(Item(sub, record))
         return items
 
     async def _takeover_wait(self) -> None:

@@ -19,7 +19,7 @@ from typing import TypeVar
 import httpx
 
 from worker import logs
-from worker.contracts import Submission
+from worker.contracts import SubmissionFields
 from worker.core.endpoints import UrlPolicy
 from worker.xledger.errors import LookupFailed, XledgerError
 from worker.xledger.never_twice import LOOKUP_IDS_PER_REQUEST, PostingCall, fail_all
@@ -90,7 +90,7 @@ class XledgerClient:
     async def post(
         self,
         target: Target,
-        submissions: Sequence[Submission],
+        submissions: Sequence[SubmissionFields],
         fence: Fence | None = None,
         first: Collection[str] = (),
     ) -> PostResult:
@@ -103,7 +103,7 @@ class XledgerClient:
         refused lately refuses it without a mutation (`refusal_memory.py`). Raises only for
         a caller's mistake (another tenant's submissions), never for what Xledger answers."""
         result = PostResult()
-        posted: dict[str, Submission] = {}
+        posted: dict[str, SubmissionFields] = {}
         for sub in submissions:
             posted.setdefault(sub.payment_id, sub)
         unique = list(posted.values())
@@ -135,7 +135,7 @@ class XledgerClient:
         `lookup` within it take no second one."""
         return self._http.call()
 
-    async def find(self, target: Target, submissions: Sequence[Submission]) -> PostResult:
+    async def find(self, target: Target, submissions: Sequence[SubmissionFields]) -> PostResult:
         """What Xledger holds of these payments, asked and nothing posted: receipts
         (`already_present`) for the ones it holds, `refused` for a half voucher, and the
         ones it lacks in `failed`'s place as `absent` (R18: a payment is evaluated again
@@ -224,7 +224,7 @@ async def _asked(ask: Callable[[], Awaitable[T]]) -> T:
 
 
 def _share_outcomes(
-    result: PostResult, submissions: Sequence[Submission], posted: dict[str, Submission]
+    result: PostResult, submissions: Sequence[SubmissionFields], posted: dict[str, SubmissionFields]
 ) -> None:
     """A payment submitted twice in one call was posted once; both copies get its outcome."""
     receipts = {r.payment_id: r for r in result.receipts}

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from worker import logs, metrics
-from worker.contracts import Receipt, ReceiptLine, Submission
+from worker.contracts import Receipt, ReceiptLine, SubmissionFields
 from worker.xledger.errors import (
     AnswerUnclear,
     AuthFailed,
@@ -75,7 +75,9 @@ T = TypeVar("T")
 LOOKUP_IDS_PER_REQUEST = 5_000
 
 
-def fail_all(result: PostResult, subs: Sequence[Submission], code: str, message: str) -> PostResult:
+def fail_all(
+    result: PostResult, subs: Sequence[SubmissionFields], code: str, message: str
+) -> PostResult:
     """Hand `subs` back as failed, with the code and message the dead letter will carry."""
     message = logs.mask(message)
     for sub in subs:
@@ -134,7 +136,7 @@ class PostingCall:
         self.target = target
         self.tenant = target.tenant_id
         self.result = result
-        self.all: list[Submission] = []
+        self.all: list[SubmissionFields] = []
         # Payment id → `waited` when a lookup of this call last answered that Xledger
         # lacks it.
         self.looked_at: dict[str, float] = {}
@@ -143,7 +145,7 @@ class PostingCall:
         self.uncertain: set[str] = set()
         self.settle_until: float | None = None  # the latest unknown outcome's settle end
 
-    async def post_all(self, subs: list[Submission], first: set[str] | None = None) -> None:
+    async def post_all(self, subs: list[SubmissionFields], first: set[str] | None = None) -> None:
         """One lookup for the call, always (R14, decided 12-06: whatever the caller's own
         state says), then mutations of at most 250 payments each."""
         self.all = subs
@@ -180,7 +182,9 @@ class PostingCall:
         why = "the outcome of their mutation is unknown: looked up after the settle time"
         self._hold(unsure, HoldReason.UNRESOLVED, why)
 
-    def _refuse_remembered(self, absent: list[Submission], first: set[str]) -> list[Submission]:
+    def _refuse_remembered(
+        self, absent: list[SubmissionFields], first: set[str]
+    ) -> list[SubmissionFields]:
         """Payments a lookup found absent whose first evaluation carries a code Xledger
         refused lately: refused with Xledger's own words, no mutation sent."""
         new = [s for s in absent if s.payment_id in first]
@@ -190,7 +194,7 @@ class PostingCall:
                 self._refuse(sub, remembered[sub.payment_id], asked=False)
         return [s for s in absent if s.payment_id not in remembered]
 
-    def _left(self) -> list[Submission]:
+    def _left(self) -> list[SubmissionFields]:
         held = {s.payment_id for s in self.result.held}
         done = (
             {r.payment_id for r in self.result.receipts}
@@ -211,7 +215,7 @@ class PostingCall:
         fail_all(self.result, absent, code, message)
         self._hold([s for s in left if s not in absent], HoldReason.UNRESOLVED, message)
 
-    def _hold(self, subs: list[Submission], reason: HoldReason, why: str) -> None:
+    def _hold(self, subs: list[SubmissionFields], reason: HoldReason, why: str) -> None:
         """Held: no outcome yet. Those sent with an unknown outcome are not to be looked
         up before their settle time has passed; the others, for an unresolved reason,
         after a short wait (`retry_at`); for the token, when it changes."""
@@ -240,7 +244,7 @@ class PostingCall:
     def _not_before(self, at: float) -> None:
         self.result.retry_at = max(at, self.result.retry_at or at)
 
-    async def drop_present(self, subs: list[Submission]) -> list[Submission]:
+    async def drop_present(self, subs: list[SubmissionFields]) -> list[SubmissionFields]:
         """Receipts for the payments Xledger already holds; returns the ones it does not."""
         ids = [line.extIdentifier for s in subs for line in s.lines]
         found: Lookup = await self.retrying(LOOKUP, lambda: self.lookup(ids))
@@ -268,7 +272,7 @@ class PostingCall:
                 absent.append(sub)
         return absent
 
-    def _doubles(self, sub: Submission, held: list[list[LookupNode]]) -> list[str]:
+    def _doubles(self, sub: SubmissionFields, held: list[list[LookupNode]]) -> list[str]:
         """The payment's lines Xledger holds more than once: logged, counted, returned."""
         lines = zip(sub.lines, held, strict=True)
         doubled = [line.extIdentifier for line, nodes in lines if postings(nodes) > 1]
@@ -286,7 +290,7 @@ class PostingCall:
             )
         return doubled
 
-    async def _post_absent(self, subs: list[Submission]) -> None:
+    async def _post_absent(self, subs: list[SubmissionFields]) -> None:
         """Post payments known to be absent; bisect on refusal; look again on doubt."""
         while subs:
             try:
@@ -397,7 +401,7 @@ class PostingCall:
                 after = dict(page.after)
         return found
 
-    async def _mutate(self, subs: list[Submission]) -> tuple[str, dict[tuple[str, int], int]]:
+    async def _mutate(self, subs: list[SubmissionFields]) -> tuple[str, dict[tuple[str, int], int]]:
         inputs = mutation_inputs(subs, self.s.transaction_source)
 
         async def ready() -> None:
@@ -428,7 +432,7 @@ class PostingCall:
             raise AnswerUnclear(f"answer lacks {len(missing)} payment(s)")
         return uuid.uuid4().hex, db_ids
 
-    def _refuse(self, sub: Submission, message: str, asked: bool = True) -> None:
+    def _refuse(self, sub: SubmissionFields, message: str, asked: bool = True) -> None:
         """`asked`: False when Xledger refused the code for an earlier payment lately and
         this one was not sent (`refusal_memory.py`)."""
         message = logs.mask(message)  # Xledger's words go to finance staff (a rejection)
@@ -444,7 +448,7 @@ class PostingCall:
 
     def _receipt(
         self,
-        sub: Submission,
+        sub: SubmissionFields,
         db_ids: list[int],
         batch_id: str,
         already_present: bool = False,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from worker.contracts import Submission
+from worker.contracts import SubmissionFields
 from worker.xledger.wire import RefusedCode, refused_code
 
 
@@ -36,7 +36,7 @@ class RefusalMemory:
         for r in filter(None, map(refused_code, messages)):
             self._codes.setdefault(tenant, {})[r.field, r.value] = (r, now)
 
-    def refused(self, tenant: str, subs: Sequence[Submission]) -> dict[str, str]:
+    def refused(self, tenant: str, subs: Sequence[SubmissionFields]) -> dict[str, str]:
         """Payment id → Xledger's message, for the payments that carry a code Xledger
         refused less than `keep_s` ago."""
         codes = self._codes.get(tenant)
@@ -57,7 +57,7 @@ class RefusalMemory:
                 out[sub.payment_id] = " ".join(dict.fromkeys(messages))
         return out
 
-    def accepted(self, tenant: str, subs: Sequence[Submission]) -> None:
+    def accepted(self, tenant: str, subs: Sequence[SubmissionFields]) -> None:
         """Xledger took these payments: any remembered code they carry is valid now."""
         codes = self._codes.get(tenant)
         if not codes:

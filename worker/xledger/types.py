@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from worker.contracts import Receipt, Submission
+from worker.contracts import Receipt, SubmissionFields
 
 # The caller's answer to "do you still own these payments?", sync or async. Asked just
 # before each mutation is sent.
@@ -36,11 +36,11 @@ class HoldReason(StrEnum):
 @dataclass
 class PostResult:
     receipts: list[Receipt] = field(default_factory=list)
-    refused: list[tuple[Submission, str]] = field(default_factory=list)  # Xledger's message
+    refused: list[tuple[SubmissionFields, str]] = field(default_factory=list)  # Xledger's message
     # Not posted after the retries, and known not to be in Xledger: (code, message).
-    failed: list[tuple[Submission, str, str]] = field(default_factory=list)
+    failed: list[tuple[SubmissionFields, str, str]] = field(default_factory=list)
     # No outcome yet: the caller holds them and posts them again later (`held_reason`).
-    held: list[Submission] = field(default_factory=list)
+    held: list[SubmissionFields] = field(default_factory=list)
     held_why: str = ""
     held_reason: HoldReason | None = None
     # UNRESOLVED: not to be looked up before this (the client's clock): the settle time
@@ -50,12 +50,12 @@ class PostResult:
     unknown: set[str] = field(default_factory=set)
     # Not posted because the caller no longer owns them (its `fence` said so): another
     # worker posts them now. No outcome here, on purpose.
-    abandoned: list[Submission] = field(default_factory=list)
+    abandoned: list[SubmissionFields] = field(default_factory=list)
     requests: int = 0
     # External identifiers Xledger holds more than once (R18: reported, never hidden).
     duplicates: list[str] = field(default_factory=list)
     # `find()` only: the payments Xledger lacks.
-    absent: list[Submission] = field(default_factory=list)
+    absent: list[SubmissionFields] = field(default_factory=list)
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """What goes over the wire to Xledger and back: the GraphQL documents, the nodes built
-from a Submission's lines, and Xledger's answers read into plain data. No I/O here.
+from a submission's lines, and Xledger's answers read into plain data. No I/O here.
 
 A payment's lines are looked up where Xledger may hold them (R18, decided): the import
 staging area (`glImportItems`) and the journal (`journalEntries`), both root fields in one
@@ -18,7 +18,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-from worker.contracts import Submission
+from worker.contracts import SubmissionFields
 from worker.contracts.submission import CODE_FIELDS, GL_OBJECT_FIELDS, GLLine
 from worker.xledger.errors import Refused, TransientError, classify_errors
 
@@ -271,7 +271,9 @@ def _moment(value: Any) -> datetime | None:
 # --- the mutation -----------------------------------------------------------------------
 
 
-def mutation_inputs(subs: Sequence[Submission], transaction_source: str) -> list[dict[str, Any]]:
+def mutation_inputs(
+    subs: Sequence[SubmissionFields], transaction_source: str
+) -> list[dict[str, Any]]:
     """`addGLImportItems` inputs: a node per line, `clientId` "<payment index>:<line no>"."""
     vouchers = voucher_numbers(subs)
     return [
@@ -302,7 +304,7 @@ def node(line: GLLine, voucher: int, transaction_source: str) -> dict[str, Any]:
     return out
 
 
-def voucher_numbers(subs: Sequence[Submission]) -> dict[str, int]:
+def voucher_numbers(subs: Sequence[SubmissionFields]) -> dict[str, int]:
     """A stable voucher number (`trRegNumber`) per payment, unique within the request.
 
     Derived from tenant and payment, so a resend carries the same number (decided:
@@ -320,7 +322,9 @@ def voucher_numbers(subs: Sequence[Submission]) -> dict[str, int]:
     return out
 
 
-def read_mutation(data: dict[str, Any], subs: Sequence[Submission]) -> dict[tuple[str, int], int]:
+def read_mutation(
+    data: dict[str, Any], subs: Sequence[SubmissionFields]
+) -> dict[tuple[str, int], int]:
     """(payment id, line no) → dbId, for the lines the answer names by a `clientId` we sent.
 
     An edge without a readable node (`node: null`, no dbId) names nothing: the caller
@@ -372,7 +376,7 @@ def refused_code(message: str) -> RefusedCode | None:
     return RefusedCode(m["field"], m["value"], message) if m else None
 
 
-def blame(messages: list[str], subs: Sequence[Submission]) -> dict[str, str]:
+def blame(messages: list[str], subs: Sequence[SubmissionFields]) -> dict[str, str]:
     """Payment id → Xledger's messages, for the payments whose lines hold a refused code.
 
     Every payment carrying a code Xledger refused would be refused. Messages that name no
