@@ -37,6 +37,7 @@ from worker.contracts.headers import BACKLOG, FIRST_EVALUATION, SOURCE
 from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.devenv.sandbox import FaultProfile, XledgerSandbox
 from worker.pipeline.outputs import RefusedPayment
+from worker.pipeline.tenant_poster import BURST_RATE
 from worker.pipeline.topics import refused_topic
 
 
@@ -410,6 +411,32 @@ async def test_a_burst_is_gathered_for_the_backlog_window_until_the_backlog_is_w
         publish(broker, subs[8:])  # made after the backlog
         await until(lambda: committed(broker) == 9)
         assert box.stats.mutations == 1 and sorted(posted(box)) == twice_each(subs)
+
+
+async def test_a_burst_the_enrich_stage_keeps_up_with_is_gathered_as_a_backlogs(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """Issue 29: submissions not marked `flyt.backlog` (the enrich stage kept up with the
+    burst) that come at BURST_RATE a second or more into their partition are gathered as
+    a backlog's: until the partition goes quiet, not for the usual window each (the
+    month start's 50,000 at once cost 4 requests a tenant so, in one run of five)."""
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    slow, fast = submissions(b, SLOW, 420), submissions(b, FAST, 300, seed=15)
+    assert len(slow) + 100 >= BURST_RATE
+    s = replace(ONE, post_backlog_window_s=60.0)
+    async with running(broker, b, client_for(box, tokens), s):
+        publish(broker, slow + fast[:100])  # no `flyt.backlog`: made as they came
+        for part in (fast[100:200], fast[200:]):
+            await asyncio.sleep(2 * ONE.post_batch_window_s)  # past the usual window
+            publish(broker, part)
+        await until(lambda: committed(broker) == 720, 20.0)
+        # One batch a tenant: for FAST one lookup and two mutations (300 is past one, 250);
+        # SLOW's has payments Xledger refuses, each looked up and tried alone (N10).
+        asked = {name: len(times) for name, times in box.stats.request_times.items()}
+        assert asked[FAST] == 3, asked
+        mine = {sub.payment_id for sub in fast}
+        assert sorted(p for p in posted(box) if p in mine) == twice_each(fast)
 
 
 async def test_a_bursts_tail_made_after_the_backlog_joins_its_batch(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 
 from pydantic import ValidationError
 
@@ -69,6 +70,8 @@ class PostStage:
         if control is not None:
             control.listeners.append(self._pause_changed)
         self._arrived: dict[int, float] = {}  # lane id → when it last received records
+        # lane id → (when, how many) it received over the last second, and their sum
+        self._recent: dict[int, tuple[deque[tuple[float, int]], list[int]]] = {}
         self.tools = PosterTools(
             s,
             book,
@@ -78,6 +81,7 @@ class PostStage:
             self.stray,
             {},
             self.quiet_for,
+            self.arrivals_per_s,
             paused,
             self._pause_event,
         )
@@ -94,7 +98,10 @@ class PostStage:
         is formed, not while it waits (parsed, one takes ~8.5 KB; its bytes ~1.3 KB: at
         the month start tens of thousands wait). Its key is its tenant (contracts.md); one
         without a usable key is read here for its tenant."""
-        self._arrived[lane.id] = time.monotonic()
+        now = self._arrived[lane.id] = time.monotonic()
+        recent, total = self._recent.setdefault(lane.id, (deque(), [0]))
+        recent.append((now, len(records)))
+        total[0] += len(records)
         for record in records:
             tenant = _tenant_of(record)
             if tenant is None:
@@ -160,6 +167,7 @@ class PostStage:
         for lane in lanes:
             self.ready_at.pop(lane.id, None)
             self._arrived.pop(lane.id, None)
+            self._recent.pop(lane.id, None)
             lease = self._leases.pop(lane.id, None)
             if clean and lease is not None:
                 await lease.release()
@@ -167,6 +175,17 @@ class PostStage:
     def quiet_for(self, lane: Lane) -> float:
         """Seconds since `lane` last received records."""
         return time.monotonic() - self._arrived.get(lane.id, 0.0)
+
+    def arrivals_per_s(self, lane: Lane) -> int:
+        """Records `lane` received over the last second."""
+        got = self._recent.get(lane.id)
+        if got is None:
+            return 0
+        recent, total = got
+        since = time.monotonic() - 1.0
+        while recent and recent[0][0] < since:
+            total[0] -= recent.popleft()[1]
+        return total[0]
 
     # --- pauses by hand -------------------------------------------------------------------
 

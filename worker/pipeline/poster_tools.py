@@ -53,6 +53,9 @@ class PosterTools:
     pruned: dict[int, float]
     # Seconds since the lane last received a record (a burst is over when it is quiet).
     quiet_for: Callable[[Lane], float]
+    # Records the lane received over the last second (a burst while the enrich stage keeps
+    # up with it: its submissions are not marked as a backlog's).
+    arrivals_per_s: Callable[[Lane], int]
     # The tenant's pause by hand, if any (`tenant_control.py`); and an event set when a
     # tenant's pause changes (its loop looks again).
     paused: Callable[[str], TenantPause | None]
