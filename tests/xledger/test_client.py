@@ -4,6 +4,7 @@ its pacing and wire format on their own."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import logging
@@ -30,6 +31,7 @@ from tests.xledger.helpers import (
     token_for,
 )
 from worker import logs
+from worker.contracts import Receipt, SubmissionFields
 from worker.core.endpoints import UrlPolicy
 from worker.devenv.sandbox import PROFILES, FaultProfile, XledgerSandbox
 from worker.xledger import client as client_module
@@ -42,6 +44,7 @@ from worker.xledger.errors import (
     UnknownOutcome,
     classify_errors,
 )
+from worker.xledger.never_twice import PostingCall
 from worker.xledger.pacing import Pacer, TokenGate
 from worker.xledger.refusal_memory import RefusalMemory
 from worker.xledger.secrets import SecretStore, Token
@@ -98,6 +101,10 @@ def running_time() -> FakeTime:
     return FakeTime(running=True)
 
 
+# What a call holds: none of it may outlive the call in a reference cycle.
+OURS = (PostingCall, SubmissionFields, Receipt)
+
+
 def paused_gauge(tenant: str) -> float | None:
     return REGISTRY.get_sample_value(
         "xledger_tenant_paused", {"tenant": tenant, "reason": "credits"}
@@ -133,6 +140,30 @@ async def test_batch_is_one_lookup_and_one_mutation_with_receipts_per_payment(sa
     ]
     by_ext = {line["extIdentifier"]: line for line in sandbox.ledger()}
     assert receipt.lines[0].dbId == by_ext["flyt:t-one:P-000000:1"]["dbId"]
+
+
+async def test_a_finished_call_leaves_no_reference_cycle_holding_its_submissions(
+    sandbox,
+) -> None:
+    """Issue 29: a call's submissions and receipts are freed when the call ends, not left
+    in a reference cycle for Python's rare full collections (the retries held the call's
+    own sleep: 430 → 282 MB peak RSS at the month start, 50,000 over 356 tenants)."""
+    async with client_for(sandbox.url, [TENANT]) as c:
+        gc.collect()
+        gc.disable()
+        try:
+            subs = [submission(TENANT, i) for i in range(3)]
+            result = await c.post(target(TENANT), subs)
+            assert len(result.receipts) == 3
+            del result, subs
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            left = [type(o).__name__ for o in gc.garbage if isinstance(o, OURS)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert left == []
 
 
 async def test_r18_each_payment_is_its_own_balanced_voucher(sandbox) -> None:
