@@ -34,6 +34,7 @@ from tests.sandboxes import sandbox_for
 from tests.waiting import until
 from worker.contracts import PaymentStatusEvent, RegisterSnapshot, Submission
 from worker.contracts.headers import BACKLOG, FIRST_EVALUATION, SOURCE
+from worker.core.register_book import RegisterBook
 from worker.demo.snapshots import demo_snapshot_dicts, demo_snapshots
 from worker.devenv.sandbox import FaultProfile, XledgerSandbox
 from worker.pipeline.outputs import RefusedPayment
@@ -257,9 +258,9 @@ async def test_a_submission_carrying_another_payments_betalt_event_is_dead_lette
         assert posted(box) == []
 
 
-async def test_r18_a_payment_decided_under_another_motkonto_is_evaluated_again_first() -> None:
-    """R18 (decided): the snapshot in force moved the tenant's Motkonto after the payment
-    was evaluated: it is evaluated again, and posted with the counter line in force."""
+def motkonto_moved() -> tuple[RegisterBook, Submission, RegisterSnapshot]:
+    """A book whose snapshot in force moved FAST's Motkonto (1920 → 1921) after one of its
+    payments was evaluated: the book, that payment's stale submission, the new snapshot."""
     snapshots = demo_snapshot_dicts()
     b = book(snapshots)
     [stale] = submissions(b, FAST, 1)
@@ -268,6 +269,13 @@ async def test_r18_a_payment_decided_under_another_motkonto_is_evaluated_again_f
     moved["settings"]["counter_account"] = "1921"
     snapshot = RegisterSnapshot.model_validate(moved)
     assert b.offer(snapshot).accepted
+    return b, stale, snapshot
+
+
+async def test_r18_a_payment_decided_under_another_motkonto_is_evaluated_again_first() -> None:
+    """R18 (decided): the snapshot in force moved the tenant's Motkonto after the payment
+    was evaluated: it is evaluated again, and posted with the counter line in force."""
+    b, stale, snapshot = motkonto_moved()
     box, tokens = sandbox_for([snapshot], "post-stage", 60_000_000)
     await box.start()
     broker = memory_broker(ONE)
@@ -290,14 +298,7 @@ async def test_r18_a_payment_decided_under_another_motkonto_is_evaluated_again_f
 async def test_r18_a_payment_whose_betalt_event_cannot_be_read_is_dead_lettered() -> None:
     """R18 with an event that cannot be read: looked up where it was decided for, absent,
     and it cannot be evaluated again: a dead letter, never posted under either snapshot."""
-    snapshots = demo_snapshot_dicts()
-    b = book(snapshots)
-    [stale] = submissions(b, FAST, 1)
-    moved = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == FAST))
-    moved["version"] += 1
-    moved["settings"]["counter_account"] = "1921"
-    snapshot = RegisterSnapshot.model_validate(moved)
-    assert b.offer(snapshot).accepted
+    b, stale, snapshot = motkonto_moved()
     box, tokens = sandbox_for([snapshot], "post-stage-r18", 62_000_000)
     await box.start()
     broker = memory_broker(ONE)

@@ -71,8 +71,8 @@ BURST_OVER_S = 0.5
 # steady load is 125 a second a partition.
 BURST_RATE = 500
 # A backlog batch: two mutations' worth share one lookup. Not more: a batch is read
-# (~8.5 KB a submission) while it is posted, and 16 calls at once with 1,000 each held
-# 606 MB at the month start's 50,000 over 20 tenants (Apache Kafka).
+# (~4.9 KB a submission; ~8.5 KB then) while it is posted, and 16 calls at once with
+# 1,000 each held 606 MB at the month start's 50,000 over 20 tenants (Apache Kafka).
 BACKLOG_BATCH = 2 * MAX_PAYMENTS_PER_REQUEST
 
 

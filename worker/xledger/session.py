@@ -56,7 +56,7 @@ T = TypeVar("T")
 # httpcore's pool never holds a queue (a request cancelled while queued there can leave
 # its slot taken for good: encode/httpcore#1093, seen as PoolTimeout for every request).
 # The posting loop takes its slot before it reads a batch: at most this many batches are
-# held read (a read submission takes ~8.5 KB, its bytes ~1.3 KB). 16 keep Xledger's answers
+# held read (a read submission takes ~4.9 KB, its bytes ~1.5 KB). 16 keep Xledger's answers
 # (50 ms and more) overlapping, and httpcore's per-request walk over its pool short.
 CONCURRENT_CALLS = 16
 
