@@ -87,3 +87,15 @@ def test_the_log_format_can_be_chosen_and_a_wrong_one_is_refused(
     assert "bootstrap=b:9092" in stream.getvalue()
     with pytest.raises(ValueError, match=r"\(FLYT_LOG_FORMAT\) must be one of json, console"):
         logs.configure("INFO", fmt="xml")
+
+
+def test_every_secret_is_masked_the_longest_first_whatever_order_they_came_in() -> None:
+    """`mask` keeps the secrets longest first and skips texts too short for any of them:
+    a secret registered later, shorter than all before it, is still masked in a text too
+    short for the others; one containing another is masked whole."""
+    long_one, inner = "abcdef-0123456789-long-secret", "0123456789"
+    logs.register_secret(long_one)
+    logs.register_secret(inner)  # shorter than every secret before it
+    assert logs.mask(f"x{inner}y") == "x***y"
+    assert logs.mask(f"<{long_one}>") == "<***>"
+    assert logs.mask("ok") == "ok"
