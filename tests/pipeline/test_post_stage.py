@@ -440,6 +440,29 @@ async def test_a_burst_the_enrich_stage_keeps_up_with_is_gathered_as_a_backlogs(
         assert sorted(p for p in posted(box) if p in mine) == twice_each(fast)
 
 
+async def test_a_bursts_head_that_came_before_the_rate_showed_it_joins_the_rest_of_it(
+    sandbox: tuple[XledgerSandbox, dict[str, str]],
+) -> None:
+    """Issue 29: a tenant's first payments of a burst came while its partition's rate was
+    still low (a fresh batch); when the usual window ends the partition is in a burst
+    (BURST_RATE a second): the batch goes on as a backlog's, one lookup for the tenant."""
+    box, tokens = sandbox
+    b, broker = book(), memory_broker(ONE)
+    slow, fast = submissions(b, SLOW, 450), submissions(b, FAST, 200, seed=15)
+    s = replace(ONE, post_backlog_window_s=60.0)
+    async with running(broker, b, client_for(box, tokens), s):
+        publish(broker, fast[:100])  # the head, at a low rate
+        await asyncio.sleep(ONE.post_batch_window_s / 3)
+        publish(broker, slow)  # the burst shows: 550 in the last second
+        await asyncio.sleep(2 * ONE.post_batch_window_s)  # past FAST's usual window
+        publish(broker, fast[100:])
+        await until(lambda: committed(broker) == 650, 20.0)
+        asked = {name: len(times) for name, times in box.stats.request_times.items()}
+        assert asked[FAST] == 2, asked  # one lookup, one mutation (200)
+        mine = {sub.payment_id for sub in fast}
+        assert sorted(p for p in posted(box) if p in mine) == twice_each(fast)
+
+
 async def test_a_bursts_tail_made_after_the_backlog_joins_its_batch(
     sandbox: tuple[XledgerSandbox, dict[str, str]],
 ) -> None:
