@@ -182,21 +182,28 @@ async def test_a_zombie_posts_nothing_for_the_partition_it_lost(
             assert sorted(posted(box)) == twice_each(subs)
 
 
+def refused_by_xledger() -> tuple[RegisterBook, Submission]:
+    """A book whose snapshot in force (version 2) maps every category of FAST to an
+    account Xledger does not have, and one FAST submission evaluated under it."""
+    snapshots = demo_snapshot_dicts()
+    unknown = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == FAST))
+    unknown["version"] = 2
+    for entry in unknown["registers"]["betalingstype"]:
+        entry["value"] = "14799"
+    b = book(snapshots)
+    assert b.offer(RegisterSnapshot.model_validate(unknown)).accepted
+    [sub] = submissions(b, FAST, 1)
+    return b, sub
+
+
 async def test_a_refused_payment_is_one_rejection_sent_back_to_its_state_owner(
     sandbox: tuple[XledgerSandbox, dict[str, str]],
 ) -> None:
     """R14 (decided): a rejection XLEDGER_REFUSED and no dead letter; the payment goes back
     to the partition its Betalt event came from (engine.md, Ownership), to wait for R16."""
     box, tokens = sandbox
-    snapshots = demo_snapshot_dicts()
-    unknown = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == FAST))
-    unknown["version"] = 2  # maps every category to an account Xledger does not have
-    for entry in unknown["registers"]["betalingstype"]:
-        entry["value"] = "14799"
-    b = book(snapshots)
-    assert b.offer(RegisterSnapshot.model_validate(unknown)).accepted
+    b, sub = refused_by_xledger()
     broker = memory_broker(ONE)
-    [sub] = submissions(b, FAST, 1)
     publish(broker, [sub])
     async with running(broker, b, client_for(box, tokens)):
         await until(lambda: committed(broker) == 1)
@@ -217,15 +224,8 @@ async def test_a_refused_payment_whose_betalt_event_cannot_be_read_is_dead_lette
     payment cannot be evaluated again (R16): a dead letter with Xledger's words, never a
     rejection or nothing."""
     box, tokens = sandbox
-    snapshots = demo_snapshot_dicts()
-    unknown = copy.deepcopy(next(d for d in snapshots if d["tenant_id"] == FAST))
-    unknown["version"] = 2  # maps every category to an account Xledger does not have
-    for entry in unknown["registers"]["betalingstype"]:
-        entry["value"] = "14799"
-    b = book(snapshots)
-    assert b.offer(RegisterSnapshot.model_validate(unknown)).accepted
+    b, sub = refused_by_xledger()
     broker = memory_broker(ONE)
-    [sub] = submissions(b, FAST, 1)
     body = json.loads(sub.model_dump_json())
     body["event"]["payment"]["amount"] = "not an amount"
     where = [(SOURCE, f"{T.payments}/0@0".encode())]

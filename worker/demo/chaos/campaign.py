@@ -46,7 +46,12 @@ from worker.devenv.tansu import EmbeddedBroker
 from worker.engine.topics import ensure_topics
 from worker.pipeline.topics import topic_specs
 
-QUIET_S = 90.0  # no new outcome this long after the feed and the kills: the flow is over
+# No new outcome and no Xledger request this long after the feed and the kills: the flow
+# is over. Requests count: a payment whose mutation's outcome was unknown twice in a row
+# waits two settle times (2 × 60 s) with nothing new on the topics, and is looked up
+# after each (one Tansu campaign ended 35 s before the second lookup: 250 posted
+# payments judged without their receipts).
+QUIET_S = 90.0
 APP_ID = "flyt-xledger-chaos"
 
 
@@ -65,13 +70,17 @@ class Running:
 
 async def until_quiet(r: Running, betalt: set[Key], deadline: float) -> str:
     """Until every Betalt payment and unreadable line has an outcome and the group has
-    committed everything, or no outcome came for QUIET_S, or the deadline."""
+    committed everything, or neither an outcome nor an Xledger request came for QUIET_S,
+    or the deadline."""
     watcher, flow = r.watcher, r.flow
-    last_report = last_check = time.monotonic()
+    last_report = last_check = last_request_at = time.monotonic()
+    requests = r.sandbox.stats.requests
     while True:
         await watcher.poll()
         flow.raise_failure()
         now = time.monotonic()
+        if r.sandbox.stats.requests != requests:
+            requests, last_request_at = r.sandbox.stats.requests, now
         seen = betalt & (watcher.posted | watcher.rejected | set(watcher.payment_dead_letters))
         bad_seen = watcher.unreadable_dead_lettered(betalt)
         if now - last_report >= 5:
@@ -93,8 +102,8 @@ async def until_quiet(r: Running, betalt: set[Key], deadline: float) -> str:
             last_check = now
             if await committed_all(r.s):
                 return "every outcome seen, every record committed"
-        if now - watcher.last_outcome > QUIET_S:
-            return f"no new outcome for {QUIET_S:.0f} s"
+        if now - max(watcher.last_outcome, last_request_at) > QUIET_S:
+            return f"no new outcome and no Xledger request for {QUIET_S:.0f} s"
 
 
 async def start_sandbox(profile: str, seed: int, token_dir: Path) -> XledgerSandbox:
