@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -19,6 +20,19 @@ def subprocess_env(extra: dict[str, str]) -> dict[str, str]:
     env.update(extra)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def run_worker(env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m worker run` to its end with `env` over a clean environment, its output
+    captured as text (`timeout` only guards the test run: a worker that should have
+    refused to start must not hang the suite)."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "run"],
+        env=subprocess_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:

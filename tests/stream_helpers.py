@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.brokers import Broker
 from tests.processes import subprocess_env
-from worker.config import Settings, Topics
+from worker.config import Settings, Topics, topic_variables
 from worker.demo.chaos import expected_outcomes as expected_outcomes  # for the stream tests
 from worker.demo.watcher import OutcomeWatcher
 from worker.devenv.feed import publish, snapshot_records
@@ -59,8 +59,7 @@ def worker_env(
         # after a kill short. Tests of the settle time itself set their own.
         "FLYT_XLEDGER_SETTLE_S": "15",
     }
-    for field, topic in asdict(s.topics).items():
-        env[f"FLYT_TOPIC_{field.upper()}"] = topic
+    env.update(topic_variables(s.topics))
     return subprocess_env(env)
 
 

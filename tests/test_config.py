@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import subprocess_env
+from tests.processes import run_worker, subprocess_env
 from worker import config
 from worker.config import KafkaSecurity, Settings, SettingsError, Topics, UnknownVariable, from_env
 
@@ -194,25 +194,20 @@ def test_every_flyt_variable_the_repository_names_is_known() -> None:
     assert named - config.KNOWN_VARIABLES - examples == set()
 
 
-def run_worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker", "run"],
-        env=subprocess_env({"FLYT_METRICS_PORT": "0", "FLYT_LOG_FORMAT": "json", **env}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def run_refused(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A worker that should refuse its settings, run to its end (JSON logs)."""
+    return run_worker({"FLYT_METRICS_PORT": "0", "FLYT_LOG_FORMAT": "json", **env}, timeout=60)
 
 
 def test_run_with_a_setting_that_cannot_work_exits_78_with_one_line() -> None:
     # The broker is never asked: the settings are refused first.
-    proc = run_worker({"FLYT_BOOTSTRAP_SERVERS": "127.0.0.1:1", "FLYT_STOP_GRACE_S": "-1"})
+    proc = run_refused({"FLYT_BOOTSTRAP_SERVERS": "127.0.0.1:1", "FLYT_STOP_GRACE_S": "-1"})
     assert proc.returncode == 78
     assert proc.stderr.strip().splitlines() == ["Error: FLYT_STOP_GRACE_S='-1' must be more than 0"]
 
 
 def test_run_warns_about_an_unknown_variable_in_a_log_line_naming_it() -> None:
-    proc = run_worker(
+    proc = run_refused(
         {
             "FLYT_BOOTSTRAP_SERVERS": "127.0.0.1:1",
             "FLYT_PARTITONS": "8",

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from dataclasses import fields, replace
 
@@ -16,9 +14,15 @@ import pytest
 import structlog
 
 from tests.brokers import Broker
-from tests.processes import subprocess_env
+from tests.processes import run_worker
 from tests.waiting import until_async
-from worker.config import RECONCILE_LOOKBACK_DAYS, KafkaSecurity, Settings, Topics
+from worker.config import (
+    RECONCILE_LOOKBACK_DAYS,
+    KafkaSecurity,
+    Settings,
+    Topics,
+    topic_variables,
+)
 from worker.engine.topics import ExistingTopic, TopicSpec, describe_topics, ensure_topics
 from worker.kafka_clients.connection import KafkaConnection
 from worker.pipeline.topics import changelog_topic, refused_topic, topic_specs
@@ -226,15 +230,9 @@ def test_run_refuses_topics_of_another_partition_count_before_making_any(broker:
         "FLYT_LOG_FORMAT": "json",
         "FLYT_APP_ID": s.app_id,
         "FLYT_PARTITIONS": "2",
-        **{f"FLYT_TOPIC_{k.upper()}": v for k, v in vars(s.topics).items()},
+        **topic_variables(s.topics),
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "worker", "run"],
-        env=subprocess_env(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_worker(env)
     assert proc.returncode == 78, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr

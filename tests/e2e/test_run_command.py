@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.brokers import Broker
-from tests.processes import free_port, subprocess_env
+from tests.processes import free_port, run_worker, subprocess_env
 from tests.stream_helpers import metric, scrape
 from tests.waiting import until_async
 
@@ -66,13 +66,7 @@ def test_run_on_too_few_brokers_for_the_replication_factor_says_what_to_set(
 ) -> None:
     # Production's profile on Apache Kafka wants 3 copies; the test broker is one.
     env = {**broker.env(), "FLYT_REPLICATION_FACTOR": "3", "FLYT_METRICS_PORT": "0"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "worker", "run"],
-        env=subprocess_env(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_worker(env)
     assert proc.returncode != 0
     assert "FLYT_REPLICATION_FACTOR" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -91,12 +85,6 @@ def test_settings_that_cannot_work_exit_78_not_1_so_no_restart_is_mistaken_for_a
     """EX_CONFIG (78) tells an operator, a supervisor (the chaos campaign's) and Kubernetes'
     exit code apart: a setting to change, not a crash a restart may cure."""
     env = {**broker.env(), "FLYT_METRICS_PORT": "0", **setting}
-    proc = subprocess.run(
-        [sys.executable, "-m", "worker", "run"],
-        env=subprocess_env(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_worker(env)
     assert proc.returncode == 78
     assert named in proc.stderr and "Traceback" not in proc.stderr

@@ -16,7 +16,7 @@ import pytest
 
 from tests.brokers import require_kafka
 from tests.ledger import assert_ledger_exactly_once
-from tests.processes import subprocess_env
+from tests.processes import run_worker, subprocess_env
 from worker.devenv.sandbox import held_lines, lines_by_payment
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka]
@@ -119,13 +119,7 @@ def test_a_wrong_password_or_ca_is_one_clear_line_and_exit_78(
         env["FLYT_KAFKA_SSL_CA_FILE"] = str(_other_ca(tmp_path / "other-ca"))
         said = "cannot vouch for"
     # The timeout only guards the test run: a retry loop would never exit by itself.
-    proc = subprocess.run(
-        [sys.executable, "-m", "worker", "run"],
-        env=subprocess_env(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_worker(env)
     assert proc.returncode == 78, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, lines
