@@ -42,6 +42,26 @@ from worker.xledger.client import XledgerClient
 log = logs.get("worker.pipeline")
 
 
+class Arrivals:
+    """What one lane received: when it last did (a burst is over when it is quiet), and
+    how many records over the last second (a burst while the enrich stage keeps up)."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self._recent: deque[tuple[float, int]] = deque()  # (when, how many), oldest first
+        self._count = 0  # their sum
+
+    def received(self, records: int, now: float) -> None:
+        self.last = now
+        self._recent.append((now, records))
+        self._count += records
+
+    def over_last_second(self, now: float) -> int:
+        while self._recent and self._recent[0][0] < now - 1.0:
+            self._count -= self._recent.popleft()[1]
+        return self._count
+
+
 def _tenant_of(record: Record) -> str | None:
     if not record.key:
         return None
@@ -69,9 +89,7 @@ class PostStage:
         paused = control.paused if control is not None else lambda tenant: None
         if control is not None:
             control.listeners.append(self._pause_changed)
-        self._arrived: dict[int, float] = {}  # lane id → when it last received records
-        # lane id → (when, how many) it received over the last second, and their sum
-        self._recent: dict[int, tuple[deque[tuple[float, int]], list[int]]] = {}
+        self._arrivals: dict[int, Arrivals] = {}  # lane id → what it received, when
         self.tools = PosterTools(
             s,
             book,
@@ -98,10 +116,7 @@ class PostStage:
         is formed, not while it waits (read, one takes ~4.9 KB; its bytes ~1.5 KB: at
         the month start tens of thousands wait). Its key is its tenant (contracts.md); one
         without a usable key is read here for its tenant."""
-        now = self._arrived[lane.id] = time.monotonic()
-        recent, total = self._recent.setdefault(lane.id, (deque(), [0]))
-        recent.append((now, len(records)))
-        total[0] += len(records)
+        self._arrivals.setdefault(lane.id, Arrivals()).received(len(records), time.monotonic())
         for record in records:
             tenant = _tenant_of(record)
             if tenant is None:
@@ -166,26 +181,20 @@ class PostStage:
     async def handed_over(self, lanes: list[Lane], clean: bool) -> None:
         for lane in lanes:
             self.ready_at.pop(lane.id, None)
-            self._arrived.pop(lane.id, None)
-            self._recent.pop(lane.id, None)
+            self._arrivals.pop(lane.id, None)
             lease = self._leases.pop(lane.id, None)
             if clean and lease is not None:
                 await lease.release()
 
     def quiet_for(self, lane: Lane) -> float:
         """Seconds since `lane` last received records."""
-        return time.monotonic() - self._arrived.get(lane.id, 0.0)
+        arrivals = self._arrivals.get(lane.id)
+        return time.monotonic() - (arrivals.last if arrivals is not None else 0.0)
 
     def arrivals_per_s(self, lane: Lane) -> int:
         """Records `lane` received over the last second."""
-        got = self._recent.get(lane.id)
-        if got is None:
-            return 0
-        recent, total = got
-        since = time.monotonic() - 1.0
-        while recent and recent[0][0] < since:
-            total[0] -= recent.popleft()[1]
-        return total[0]
+        arrivals = self._arrivals.get(lane.id)
+        return arrivals.over_last_second(time.monotonic()) if arrivals is not None else 0
 
     # --- pauses by hand -------------------------------------------------------------------
 
