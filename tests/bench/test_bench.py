@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from tests.processes import children
 from worker.bench.runner import TINY, run
+from worker.bench.watch import CLOCK_TICK_S, cpu_between
 from worker.cli import main
 
 pytestmark = pytest.mark.integration
@@ -74,3 +75,11 @@ def test_the_bench_command_is_registered() -> None:
         [sys.executable, "-m", "worker", "bench", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "--quick" in out.stdout
+
+
+def test_cpu_read_within_one_clock_tick_is_one_tick_not_zero() -> None:
+    """A tiny run's enrich stage can write all its outputs within one clock tick of CPU:
+    /proc reads 0, and the CPU ratio divided by it."""
+    samples = [(1000.0, 0.5), (1010.0, 0.5), (1020.0, 0.5)]
+    assert cpu_between(samples, 1005.0, 1015.0) == CLOCK_TICK_S
+    assert cpu_between([(1000.0, 0.5), (1020.0, 0.75)], 1005.0, 1015.0) == 0.25

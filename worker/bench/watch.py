@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -178,6 +179,9 @@ def quantile(xs: list[int], q: float) -> int | None:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+CLOCK_TICK_S = 1 / os.sysconf("SC_CLK_TCK")  # what /proc/<pid>/stat counts CPU in
+
+
 async def sample_cpu(worker: WorkerProcess, samples: list[tuple[float, float]]) -> None:
     """The worker's CPU seconds every 10 ms, with the wall clock its outputs are stamped by."""
     with contextlib.suppress(FileNotFoundError, ProcessLookupError):
@@ -189,7 +193,10 @@ async def sample_cpu(worker: WorkerProcess, samples: list[tuple[float, float]]) 
 def cpu_between(samples: list[tuple[float, float]], first_ms: float, last_ms: float) -> float:
     """The worker's CPU seconds over a window that holds [first_ms, last_ms]: from the last
     sample at or before the first to the first sample at or after the last (never less
-    than the work between them; at most a sample interval more on each side)."""
+    than the work between them; at most a sample interval more on each side). The kernel
+    counts CPU in clock ticks: a worker that wrote its outputs within one tick of CPU
+    reads 0, and one tick is then what it is taken to have used (a tiny run divided by
+    it)."""
     if not samples:
         return 0.0
     start = samples[0][1]
@@ -200,4 +207,4 @@ def cpu_between(samples: list[tuple[float, float]], first_ms: float, last_ms: fl
         if when >= last_ms:
             end = cpu
             break
-    return end - start
+    return max(end - start, CLOCK_TICK_S)
