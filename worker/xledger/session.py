@@ -207,6 +207,12 @@ class Session:
             # CPU in a burst (a mutation carries 500 nodes).
             payload = pydantic_core.to_json({"query": query, "variables": variables})
             response = await self.http.post(self.url, content=payload, headers=headers)
+            # httpx 0.28 binds a response's stream back to the response (encode/httpx#3733):
+            # a reference cycle holding the request's body (a mutation: ~85 KB) and the
+            # answer until a full collection, which this worker's thresholds make rare
+            # (runtime.py): 30 MB of bodies at the month start. The answer is read by now;
+            # holding it as plain bytes ends the cycle, and refcounting frees it all.
+            response.stream = httpx.ByteStream(response.content)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransientError(f"could not connect: {type(exc).__name__}") from None
         except httpx.TransportError as exc:  # sent, or maybe sent: the outcome is unknown
