@@ -134,7 +134,8 @@ async def _serve(s: Settings, bootstrap: str, stop: asyncio.Event) -> None:
     # Every record makes a few hundred short-lived objects; at CPython's default gen-0
     # threshold (700) the collector ran every few records and walked what the worker
     # holds (batches in hand, the register book): ~40 % of parsing a submission
-    # (bench: 37 -> 25 µs). Cycles are rare here; a larger threshold still collects them.
+    # (bench: 37 -> 25 µs). A full collection is rare at these thresholds: whatever holds
+    # much must not be left in a reference cycle (never_twice.Waits, session.py's answers).
     gc.set_threshold(50_000, 20, 100)
     async with running_pipeline(s, bootstrap, make_client(s)) as pipeline:
         # What start-up built lives as long as the process: no collection need walk it.
