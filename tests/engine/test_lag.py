@@ -4,6 +4,7 @@ group's commits and the age of the oldest of them."""
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -61,3 +62,42 @@ async def test_lag_is_counted_from_the_group_s_commits_and_aged_by_the_oldest_re
     assert (lags[0].records, lags[0].seconds) == (3, pytest.approx(98.0))  # record 2's age
     assert (lags[1].records, lags[1].seconds) == (2, pytest.approx(100.0))
     assert all((p.records, p.seconds) == (0, 0.0) for n, p in lags.items() if n > 1)
+
+
+@pytest.mark.integration
+async def test_measuring_keeps_nothing_of_what_it_fetched_beyond_the_record_it_ages(
+    broker: Broker,
+) -> None:
+    """Issue 29: to age a lagging partition the monitor reads its first record; what the
+    fetch brought beyond it (up to 1 MiB per partition on Kafka, ~5 MB on Tansu) was held
+    until the next measure: at the month start, 11 partitions' worth (54 MB on Tansu)."""
+    s = unique_settings(broker, "lagmem")
+    await ensure_topics(broker.bootstrap, topic_specs(s))
+    topic = s.topics.payments
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(topic, bytes(1024) + str(i).encode(), partition=0)
+            for i in range(4096)  # 4 MB behind the group, which has committed nothing
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    monitor = LagMonitor(broker.bootstrap, s.app_id, [topic])
+    tracemalloc.start()
+    try:
+        await monitor.start()
+        held_before = tracemalloc.get_traced_memory()[0]
+        lags: dict[int, Any] = {}
+        for _ in range(10):  # a new topic's leaders may take a measure or two to be known
+            lags = {p.partition: p for p in await monitor.measure()}
+            if lags[0].records == 4096 and lags[0].seconds > 0:
+                break
+            await asyncio.sleep(0.5)
+        held = tracemalloc.get_traced_memory()[0] - held_before
+    finally:
+        tracemalloc.stop()
+        await monitor.stop()
+    assert lags[0].records == 4096 and lags[0].seconds > 0
+    assert held < 512 * 1024, f"{held / 1024:.0f} KiB held after measuring"
