@@ -174,7 +174,7 @@ class LagMonitor:
             consumer.pause(tp)
             # Seeking drops what the fetch brought beyond that record: kept until the next
             # measure, a month start's lagging partitions held a fetch each (1 MiB on
-            # Kafka, ~5 MB on Tansu, which ignores the bound).
+            # Kafka; ~5 MB on Tansu, which sent more than it was asked).
             consumer.seek(tp, offset)
         if not records:
             return None
