@@ -267,7 +267,7 @@ class PostingCall:
         """Receipts for the payments Xledger already holds; returns the ones it does not."""
         ids = [line.extIdentifier for s in subs for line in s.lines]
         found: Lookup = await self.retrying(LOOKUP, lambda: self.lookup(ids))
-        answered = self.waited
+        answered = self.waits.waited
         nodes = found.by_ext_id()
         absent = []
         for sub in subs:
@@ -375,17 +375,10 @@ class PostingCall:
             self.refusals.accepted(self.tenant, subs)
             return
 
-    @property
-    def waited(self) -> float:
-        return self.waits.waited
-
-    async def sleep(self, seconds: float) -> None:
-        await self.waits.sleep(seconds)
-
     async def _room_for(self, requests: int) -> None:
         wait = self.gate.ready_in(requests)
         if wait > 0:
-            await self.sleep(wait)
+            await self.waits.sleep(wait)
 
     async def retrying(
         self,
@@ -433,7 +426,7 @@ class PostingCall:
                 # posting them here too, after our lookup, could post them twice.
                 raise _Fenced
             since = min(self.looked_at.get(s.payment_id, float("-inf")) for s in subs)
-            if self.waited - since > self.s.relookup_after_s:
+            if self.waits.waited - since > self.s.relookup_after_s:
                 raise _Stale
             metrics.XLEDGER_BATCH_PAYMENTS.observe(len(subs))
             # From here on they may be in Xledger, until an answer or a lookup says.
