@@ -153,11 +153,12 @@ class TenantPoster:
         usual = max(arrived + s.post_batch_window_s, start + hold)
         longer = max(arrived + s.post_backlog_window_s, usual)
 
+        def in_burst() -> bool:
+            return self.t.arrivals_per_s(self.lane) >= BURST_RATE
+
         def in_backlog(record: Record) -> bool:
             """Made from a backlog, or come in a burst."""
-            if record.header(BACKLOG) is not None:
-                return True
-            return self.t.arrivals_per_s(self.lane) >= BURST_RATE
+            return record.header(BACKLOG) is not None or in_burst()
 
         # The arrival of the batch's latest payment while it is one made after the backlog
         # (None while the latest comes from the backlog).
@@ -185,12 +186,7 @@ class TenantPoster:
             # A full mutation goes at once, unless the batch is a backlog's (more are on
             # their way): then two share one lookup.
             full = len(batch) >= (BACKLOG_BATCH if from_backlog else MAX_PAYMENTS_PER_REQUEST)
-            if (
-                now >= deadline
-                and not from_backlog
-                and not full
-                and self.t.arrivals_per_s(self.lane) >= BURST_RATE
-            ):
+            if now >= deadline and not from_backlog and not full and in_burst():
                 # A burst's head: its first payments came before the partition's rate
                 # showed the burst (2 runs in 15 at the month start: 83 tenants a batch of
                 # 2-9 first). The burst shows now: gathered as a backlog's from here.
