@@ -6,6 +6,7 @@ dead-letter policy, wired together (`wiring.py`).
 - `reevaluation`   — R16: waiting rejections evaluated again on a newer snapshot;
 - `post_stage`     — submissions → Xledger; the hand-over of a partition's posting;
 - `tenant_poster`  — one tenant's posting loop: gather, post, record outcomes (R18);
+- `read_budget`    — how many submissions all posting loops hold read at once;
 - `payment_state`  — `handled` and `pending`, per partition;
 - `register_cache` — every snapshot, in every worker;
 - `outputs`, `dead_letters` — the records the stages write;

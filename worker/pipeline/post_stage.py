@@ -35,6 +35,7 @@ from worker.engine.records import Record
 from worker.pipeline.dead_letters import invalid_submission
 from worker.pipeline.poster_tools import PosterTools
 from worker.pipeline.posting_lease import Lease, takeover_wait
+from worker.pipeline.read_budget import ReadBudget
 from worker.pipeline.tenant_control import TenantControl
 from worker.pipeline.tenant_poster import TenantPoster
 from worker.xledger.client import XledgerClient
@@ -81,6 +82,7 @@ class PostStage:
         client: XledgerClient,
         ctx: StageContext,
         control: TenantControl | None = None,
+        reads: ReadBudget | None = None,
     ) -> None:
         self.s = s
         self.ctx = ctx
@@ -102,6 +104,7 @@ class PostStage:
             self.arrivals_per_s,
             paused,
             self._pause_event,
+            reads or ReadBudget(),
         )
         self._loops: KeyLoops[tuple[int, str], tuple[Record, float]] = KeyLoops(ctx.fail)
         self._posters: dict[tuple[int, str], TenantPoster] = {}

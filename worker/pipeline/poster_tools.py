@@ -17,6 +17,7 @@ from worker.core.register_book import RegisterBook
 from worker.engine.engine import StageContext
 from worker.engine.offsets import Lane
 from worker.engine.records import Record
+from worker.pipeline.read_budget import ReadBudget
 from worker.xledger.client import XledgerClient
 
 
@@ -60,3 +61,5 @@ class PosterTools:
     # tenant's pause changes (its loop looks again).
     paused: Callable[[str], TenantPause | None]
     pause_changed: Callable[[str], asyncio.Event]
+    # The submissions all loops hold read at once (`read_budget.py`).
+    reads: ReadBudget

@@ -104,10 +104,10 @@ class TenantPoster:
             records = [] if again else await self._gather(loop)
             await self._takeover_wait()
             await self._while_paused_by_hand()
-            # One of the few places to talk to Xledger, taken before the batch is read (at
-            # the month start hundreds of tenants wait, as bytes, not as read batches), and
-            # given back for any wait.
-            async with self.t.client.call():
+            # The batch's share of the read budget, then one of the few places to talk to
+            # Xledger: both taken before the batch is read (at the month start hundreds of
+            # tenants wait, as bytes, not as read batches), and given back for any wait.
+            async with self.t.reads.share(len(records) + len(again)), self.t.client.call():
                 if not self.lane.open:
                     return
                 again, wait = await self._round(records, again)
