@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from worker.bench.diagnostics import per_tenant, top_frames
 from worker.bench.memory import deep_size, register_book_memory
-from worker.bench.month_start import growth, point_row, targets
+from worker.bench.month_start import cpu_budget, growth, point_row, targets
 from worker.cli import main
 
 
@@ -124,3 +124,28 @@ def test_profilers_go_with_the_month_start_only() -> None:
     for flag in ("--py-spy", "--tracemalloc"):
         result = CliRunner().invoke(main, ["bench", flag])
         assert result.exit_code == 2 and "--month-start" in result.output, result.output
+
+
+def test_the_cpu_budget_says_what_the_enrich_stage_alone_leaves_of_the_limit() -> None:
+    """Issue 29: at the largest point, the limit (2 × the two-hop anchor) less the enrich
+    stage alone over the same events is what posting may cost."""
+    rows = [
+        point_row(10_000, 356, _figures(9_000, 400, 300, 200.0), HOP),
+        point_row(50_000, 356, _figures(47_000, 900, 440, 240.0), HOP),
+    ]
+    enrich = {"events": 50_000, "enrich_cpu_us_per_event": 110}
+    b = cpu_budget(rows, enrich)
+    assert b == {
+        "at": {"events": 50_000, "tenants": 356},
+        "limit_us": 200,
+        "worker_us": 440,
+        "enrich_stage_alone_us": 110,
+        "enrich_share_of_limit": 0.55,
+        "rest_us": 330,
+        "rest_limit_us": 90,
+        "rest_cut_needed": 3.67,
+    }
+    # An enrich stage alone over the limit leaves posting nothing; another point's enrich
+    # run is not this point's.
+    assert cpu_budget(rows, {**enrich, "enrich_cpu_us_per_event": 250})["rest_cut_needed"] is None
+    assert cpu_budget(rows, {**enrich, "events": 10_000}) is None

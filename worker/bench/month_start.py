@@ -106,6 +106,9 @@ def run_month_start(
     }
     if enrich is not None:
         summary["enrich_anchor"] = enrich
+        budget = cpu_budget(points, enrich)
+        if budget is not None:
+            summary["cpu_budget"] = budget
     memory = _per_tenant_memory(points)
     if memory is not None:
         summary["tracemalloc_per_tenant_kb"] = memory
@@ -294,6 +297,33 @@ def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if flat is not None:
         out["rss_flat_20_to_356_tenants"] = flat
     return out
+
+
+def cpu_budget(rows: list[dict[str, Any]], enrich: dict[str, Any]) -> dict[str, Any] | None:
+    """Where the CPU limit goes at the largest point (µs per event): the limit (2 × the
+    two-hop anchor), what the enrich stage alone spends of it over the very events (the
+    stricter anchor's run), and how much cheaper the rest of the worker (posting: its
+    reads, the Xledger client, its outcomes) would have to be to fit what is left."""
+    n, t = largest(tuple((r["events"], r["tenants"]) for r in rows))
+    row = next(r for r in rows if (r["events"], r["tenants"]) == (n, t))
+    anchor, worker = row["two_hop_anchor_cpu_us_per_event"], row["worker_cpu_us_per_event"]
+    alone = enrich.get("enrich_cpu_us_per_event")
+    if not anchor or not worker or not alone or enrich.get("events") != n:
+        return None
+    limit = CPU_RATIO_TWO_HOP_MAX * anchor
+    rest, room = worker - alone, limit - alone
+    return {
+        "at": {"events": n, "tenants": t},
+        "limit_us": round(limit),
+        "worker_us": worker,
+        "enrich_stage_alone_us": alone,
+        "enrich_share_of_limit": round(alone / limit, 2),
+        "rest_us": rest,
+        "rest_limit_us": round(room),
+        # How many times cheaper the rest must become (None: the enrich stage alone is
+        # already over the limit).
+        "rest_cut_needed": round(rest / room, 2) if room > 0 else None,
+    }
 
 
 def _per_tenant_memory(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
