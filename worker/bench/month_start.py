@@ -85,6 +85,12 @@ def largest(points: tuple[tuple[int, int], ...]) -> tuple[int, int]:
     return max(points)
 
 
+def largest_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row of the point the targets are for (`largest`)."""
+    n, t = largest(tuple((r["events"], r["tenants"]) for r in rows))
+    return next(r for r in rows if (r["events"], r["tenants"]) == (n, t))
+
+
 def run_month_start(
     plan: MonthStartPlan,
     broker_kind: str,
@@ -276,8 +282,8 @@ def growth(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Issue 29's targets against the largest point's figures: each a [figure, limit, met]."""
-    n, t = largest(tuple((r["events"], r["tenants"]) for r in rows))
-    row = next(r for r in rows if (r["events"], r["tenants"]) == (n, t))
+    row = largest_row(rows)
+    n, t = row["events"], row["tenants"]
 
     def check(figure: float | None, limit: float) -> list[Any]:
         return [figure, limit, figure is not None and figure <= limit]
@@ -304,8 +310,8 @@ def cpu_budget(rows: list[dict[str, Any]], enrich: dict[str, Any]) -> dict[str, 
     two-hop anchor), what the enrich stage alone spends of it over the very events (the
     stricter anchor's run), and how much cheaper the rest of the worker (posting: its
     reads, the Xledger client, its outcomes) would have to be to fit what is left."""
-    n, t = largest(tuple((r["events"], r["tenants"]) for r in rows))
-    row = next(r for r in rows if (r["events"], r["tenants"]) == (n, t))
+    row = largest_row(rows)
+    n, t = row["events"], row["tenants"]
     anchor, worker = row["two_hop_anchor_cpu_us_per_event"], row["worker_cpu_us_per_event"]
     alone = enrich.get("enrich_cpu_us_per_event")
     if not anchor or not worker or not alone or enrich.get("events") != n:
